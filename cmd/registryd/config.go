@@ -1,0 +1,172 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/weakref/registry/internal/handle"
+)
+
+// envPrefix: every flag --some-name has the environment twin
+// REGISTRYD_SOME_NAME. A flag given on the command line wins.
+const envPrefix = "REGISTRYD_"
+
+// config is registryd's configuration, from flags and environment.
+type config struct {
+	addr             string
+	keyFile          string
+	node             uint
+	logLevel         slog.Level
+	logFormat        string
+	maxObjectBytes   byteSize
+	maxMessageBytes  byteSize
+	maxPinnedBytes   byteSize
+	maxPinsPerLease  int
+	maxLeases        int
+	maxStreams       uint
+	maxGrace         time.Duration
+	tombstones       int
+	watchBuffer      int
+	keepaliveTime    time.Duration
+	keepaliveTimeout time.Duration
+	shutdownTimeout  time.Duration
+}
+
+// byteSize is a flag of bytes that takes "16MiB", "4GB" or "1048576".
+type byteSize int64
+
+func (b *byteSize) String() string { return humanize.IBytes(uint64(*b)) }
+
+func (b *byteSize) Set(s string) error {
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n > 1<<62 {
+		return fmt.Errorf("want a size such as 16MiB, 4GB or 1048576")
+	}
+	*b = byteSize(n)
+	return nil
+}
+
+func parseConfig(args []string) (*config, error) {
+	c := &config{
+		maxObjectBytes:  16 << 20,
+		maxMessageBytes: 17 << 20,
+		maxPinnedBytes:  4 << 30,
+	}
+	fs := flag.NewFlagSet("registryd", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: registryd [flags]\n\nServes the object registry over gRPC. Every flag --some-name may also be\nset as the environment variable %sSOME_NAME; a flag wins over its variable.\n\nFlags:\n", envPrefix)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:7600", "`host:port` to serve gRPC on")
+	fs.StringVar(&c.keyFile, "key-file", "", "`file` holding the handle MAC key (hex, base64 or raw, at least 32 bytes); also REGISTRYD_KEY holds the key itself. Without either a random key is made, and handles mean nothing to another run")
+	fs.UintVar(&c.node, "node", 0, "this node's tag (0-65535), carried in its handles")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.Var(&c.maxObjectBytes, "max-object-bytes", "largest object accepted")
+	fs.Var(&c.maxMessageBytes, "max-message-bytes", "largest gRPC message received or sent")
+	fs.Var(&c.maxPinnedBytes, "max-pinned-bytes", "most payload bytes pinned at once, all leases together (0: no limit)")
+	fs.IntVar(&c.maxPinsPerLease, "max-pins-per-lease", 100000, "most objects one lease may pin (0: no limit)")
+	fs.IntVar(&c.maxLeases, "max-leases", 10000, "most live leases, attached or detached (0: no limit)")
+	fs.UintVar(&c.maxStreams, "max-streams", 1024, "most concurrent streams per client connection")
+	fs.DurationVar(&c.maxGrace, "max-grace", 5*time.Minute, "longest grace a lease may ask for")
+	fs.IntVar(&c.tombstones, "tombstones", 10000, "how many deleted handles to remember, to answer OBJECT_DELETED")
+	fs.IntVar(&c.watchBuffer, "watch-buffer", 1024, "events a watcher may fall behind before it is dropped")
+	fs.DurationVar(&c.keepaliveTime, "keepalive-time", 20*time.Second, "ping a client idle this long")
+	fs.DurationVar(&c.keepaliveTimeout, "keepalive-timeout", 20*time.Second, "drop a client that does not answer a ping this long (its leases end)")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, wait this long for calls in flight")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q; registryd takes flags only", fs.Arg(0))
+	}
+	if err := applyEnv(fs); err != nil {
+		return nil, err
+	}
+	if c.node > 0xffff {
+		return nil, fmt.Errorf("--node %d: want 0 to 65535", c.node)
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
+	}
+	if c.maxObjectBytes <= 0 || c.maxMessageBytes <= 0 {
+		return nil, errors.New("--max-object-bytes and --max-message-bytes must be positive")
+	}
+	return c, nil
+}
+
+// applyEnv sets each flag not given on the command line from its
+// environment twin.
+func applyEnv(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %v", name, v, e)
+			}
+		}
+	})
+	return err
+}
+
+// loadKey returns the MAC key from REGISTRYD_KEY or the key file, or a
+// random one. random says which.
+func loadKey(c *config) (key []byte, random bool, err error) {
+	if v := os.Getenv("REGISTRYD_KEY"); v != "" {
+		key, err = decodeKey([]byte(v))
+		if err != nil {
+			return nil, false, fmt.Errorf("REGISTRYD_KEY: %w", err)
+		}
+		return key, false, nil
+	}
+	if c.keyFile != "" {
+		raw, err := os.ReadFile(c.keyFile)
+		if err != nil {
+			return nil, false, fmt.Errorf("reading the key file: %w", err)
+		}
+		key, err = decodeKey(raw)
+		if err != nil {
+			return nil, false, fmt.Errorf("key file %s: %w", c.keyFile, err)
+		}
+		return key, false, nil
+	}
+	key = make([]byte, handle.MinKeyLen)
+	rand.Read(key)
+	return key, true, nil
+}
+
+// decodeKey accepts a key as hex, as base64, or as raw bytes, in that
+// order of preference, and insists on at least 32 bytes of it.
+func decodeKey(raw []byte) ([]byte, error) {
+	s := strings.TrimSpace(string(raw))
+	var key []byte
+	if k, err := hex.DecodeString(s); err == nil {
+		key = k
+	} else if k, err := base64.StdEncoding.DecodeString(s); err == nil {
+		key = k
+	} else if k, err := base64.RawURLEncoding.DecodeString(s); err == nil {
+		key = k
+	} else {
+		key = raw
+	}
+	if len(key) < handle.MinKeyLen {
+		return nil, fmt.Errorf("key is %d bytes, want at least %d (make one with: openssl rand -hex 32)", len(key), handle.MinKeyLen)
+	}
+	return key, nil
+}

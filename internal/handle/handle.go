@@ -1,0 +1,218 @@
+// Package handle mints and verifies the registry's capabilities: the opaque
+// strings that name objects ("obj_…") and leases ("lse_…").
+//
+// A handle is 128 random bits plus, under an HMAC-SHA256 with the server
+// key, the kind, a format version, the issuing node's tag and the epoch of
+// the registryd run that issued it. Verifying the MAC lets the server tell,
+// with no memory of past handles, a malformed string from one it never
+// issued, from one issued by an earlier run or another node, from one it
+// issued and whose object is gone.
+package handle
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"sync"
+	"time"
+)
+
+// ID is the random part of a handle: what the registry keys its maps by.
+type ID [16]byte
+
+// Kind is what a handle names. It is covered by the MAC, so an object
+// handle can never pass for a lease id or the reverse.
+type Kind uint8
+
+const (
+	// Object handles name stored objects: "obj_…".
+	Object Kind = iota
+	// Lease handles name leases: "lse_…".
+	Lease
+)
+
+// Prefix returns the fixed string every handle of kind k starts with.
+func (k Kind) Prefix() string {
+	if k == Lease {
+		return "lse_"
+	}
+	return "obj_"
+}
+
+// Layout of the decoded bytes. The version byte lets a later format
+// coexist with this one; the node tag leaves room for a cluster to route a
+// handle to the node that owns it.
+const (
+	version    = 1
+	offVersion = 0
+	offNode    = 1
+	offEpoch   = 3
+	offID      = 9
+	offMAC     = 25
+	macLen     = 14 // 112 bits: forging one by guessing is out of reach
+	rawLen     = offMAC + macLen
+	// EncodedLen is the length of every handle after its prefix.
+	EncodedLen = (rawLen*8 + 5) / 6
+	// MinKeyLen is the shortest MAC key accepted, in bytes.
+	MinKeyLen = 32
+	maxEpoch  = 1<<48 - 1
+)
+
+var enc = base64.RawURLEncoding
+
+// Sentinel errors from Parse. A caller maps them to its own status codes.
+var (
+	// ErrMalformed: the string is not a handle of this kind at all.
+	ErrMalformed = errors.New("handle is malformed")
+	// ErrUnknown: the string has a handle's shape but this registry's key
+	// did not issue it (or it was altered).
+	ErrUnknown = errors.New("handle was not issued by this registry")
+)
+
+// RestartedError is returned by Parse for a genuine handle issued by an
+// earlier run of registryd (a different epoch): whatever it named is gone
+// with that run.
+type RestartedError struct {
+	// Issued is the epoch carried by the handle.
+	Issued uint64
+	// Current is this run's epoch.
+	Current uint64
+}
+
+func (e *RestartedError) Error() string {
+	return fmt.Sprintf("handle was issued by an earlier run of the registry (epoch %d, now %d)", e.Issued, e.Current)
+}
+
+// ForeignNodeError is returned by Parse for a genuine handle issued by
+// another node that shares this node's key.
+type ForeignNodeError struct {
+	// Node is the tag of the node that issued the handle.
+	Node uint16
+}
+
+func (e *ForeignNodeError) Error() string {
+	return fmt.Sprintf("handle belongs to node %d", e.Node)
+}
+
+// Config configures a Codec.
+type Config struct {
+	// Key is the MAC key, at least MinKeyLen bytes. Nodes and runs that
+	// share a key recognise each other's handles.
+	Key []byte
+	// Node is this node's tag, carried in every handle it issues.
+	Node uint16
+	// Epoch identifies this run; it must differ between runs. Zero means
+	// the current time in milliseconds since the Unix epoch.
+	Epoch uint64
+}
+
+// Codec mints and parses handles for one run of one node. It is safe for
+// concurrent use.
+type Codec struct {
+	node  uint16
+	epoch uint64
+	macs  sync.Pool // of hash.Hash: HMAC setup costs more than the MAC itself
+}
+
+// NewCodec returns a Codec for cfg.
+func NewCodec(cfg Config) (*Codec, error) {
+	if len(cfg.Key) < MinKeyLen {
+		return nil, fmt.Errorf("handle key is %d bytes, want at least %d", len(cfg.Key), MinKeyLen)
+	}
+	epoch := cfg.Epoch
+	if epoch == 0 {
+		epoch = uint64(time.Now().UnixMilli())
+	}
+	if epoch > maxEpoch {
+		return nil, fmt.Errorf("epoch %d does not fit in 48 bits", epoch)
+	}
+	key := append([]byte(nil), cfg.Key...)
+	c := &Codec{node: cfg.Node, epoch: epoch}
+	c.macs.New = func() any { return hmac.New(sha256.New, key) }
+	return c, nil
+}
+
+// Epoch returns this run's epoch.
+func (c *Codec) Epoch() uint64 { return c.epoch }
+
+// Node returns this node's tag.
+func (c *Codec) Node() uint16 { return c.node }
+
+// New mints a fresh handle of kind k.
+func (c *Codec) New(k Kind) (ID, string) {
+	var id ID
+	rand.Read(id[:]) // never fails (crypto/rand since Go 1.24)
+	return id, c.Format(k, id)
+}
+
+// Format returns the handle of kind k for id, as New returned it.
+func (c *Codec) Format(k Kind, id ID) string {
+	var raw [rawLen]byte
+	raw[offVersion] = version
+	binary.BigEndian.PutUint16(raw[offNode:], c.node)
+	putUint48(raw[offEpoch:], c.epoch)
+	copy(raw[offID:], id[:])
+	c.sum(k, raw[:offMAC], raw[offMAC:offMAC])
+	prefix := k.Prefix()
+	out := make([]byte, len(prefix)+EncodedLen)
+	copy(out, prefix)
+	enc.Encode(out[len(prefix):], raw[:])
+	return string(out)
+}
+
+// Parse verifies s as a handle of kind k issued by this node in this run
+// and returns its ID. Errors: ErrMalformed, ErrUnknown, *RestartedError,
+// *ForeignNodeError.
+func (c *Codec) Parse(k Kind, s string) (ID, error) {
+	prefix := k.Prefix()
+	if len(s) != len(prefix)+EncodedLen || s[:len(prefix)] != prefix {
+		return ID{}, ErrMalformed
+	}
+	var raw [rawLen]byte
+	n, err := enc.Decode(raw[:], []byte(s[len(prefix):]))
+	if err != nil || n != rawLen || raw[offVersion] != version {
+		return ID{}, ErrMalformed
+	}
+	var want [sha256.Size]byte
+	if !hmac.Equal(c.sum(k, raw[:offMAC], want[:0]), raw[offMAC:]) {
+		return ID{}, ErrUnknown
+	}
+	if node := binary.BigEndian.Uint16(raw[offNode:]); node != c.node {
+		return ID{}, &ForeignNodeError{Node: node}
+	}
+	if epoch := uint48(raw[offEpoch:]); epoch != c.epoch {
+		return ID{}, &RestartedError{Issued: epoch, Current: c.epoch}
+	}
+	var id ID
+	copy(id[:], raw[offID:offMAC])
+	return id, nil
+}
+
+// sum appends the truncated MAC of kind and body to out.
+func (c *Codec) sum(k Kind, body, out []byte) []byte {
+	h := c.macs.Get().(hash.Hash)
+	h.Reset()
+	h.Write([]byte{byte(k)})
+	h.Write(body)
+	var full [sha256.Size]byte
+	h.Sum(full[:0])
+	c.macs.Put(h)
+	return append(out, full[:macLen]...)
+}
+
+func putUint48(b []byte, v uint64) {
+	_ = b[5]
+	b[0], b[1], b[2] = byte(v>>40), byte(v>>32), byte(v>>24)
+	b[3], b[4], b[5] = byte(v>>16), byte(v>>8), byte(v)
+}
+
+func uint48(b []byte) uint64 {
+	_ = b[5]
+	return uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 |
+		uint64(b[3])<<16 | uint64(b[4])<<8 | uint64(b[5])
+}

@@ -1,0 +1,400 @@
+// Package lease keeps the registry's leases: who pins which objects, for
+// how long, and what happens when a lease's stream goes away.
+//
+// A lease is bound to one stream at a time (a Session). The stream ending
+// without Close detaches the lease: with no grace its pins are released at
+// once; with a grace the lease waits that long for a new stream to resume
+// it by id, pins intact. Revoke ends a lease from outside and tells its
+// stream why.
+//
+// Lock order: Manager.mu, then Lease.mu, then the registry's own locks.
+// The registry never calls back into this package.
+package lease
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/registry"
+)
+
+// Sentinel errors.
+var (
+	// ErrNotFound: no live lease has this id (never opened, ended, or its
+	// grace ran out).
+	ErrNotFound = errors.New("lease not found")
+	// ErrEnded: the lease ended (closed, revoked, expired) while the
+	// caller was using it.
+	ErrEnded = errors.New("lease has ended")
+	// ErrTakenOver: another stream resumed this session's lease.
+	ErrTakenOver = errors.New("lease was taken over by another stream")
+	// ErrClosed: the manager is shutting down.
+	ErrClosed = errors.New("lease manager is closed")
+)
+
+// Limit names, as in stats and RESOURCE_EXHAUSTED reasons.
+const (
+	LimitLeases        = "LEASE_LIMIT"
+	LimitPinsPerLease  = "LEASE_PIN_LIMIT"
+	MaxClientNameBytes = 128
+)
+
+// NotLiveError wraps why a lease named by a request is not live (a bad,
+// unknown or ended lease id), for requests that need a live one.
+type NotLiveError struct{ Err error }
+
+func (e *NotLiveError) Error() string { return "lease is not live: " + e.Err.Error() }
+func (e *NotLiveError) Unwrap() error { return e.Err }
+
+// Cause says why a session was ended from outside.
+type Cause uint8
+
+const (
+	// CauseAdmin: an operator revoked the lease.
+	CauseAdmin Cause = iota + 1
+	// CauseTakenOver: another stream resumed the lease.
+	CauseTakenOver
+	// CauseShutdown: the server is shutting down.
+	CauseShutdown
+)
+
+// Config configures a Manager. Zero limits mean no limit.
+type Config struct {
+	// Codec mints and verifies lease ids. Required.
+	Codec *handle.Codec
+	// Registry holds the objects. Required.
+	Registry *registry.Registry
+	// MaxGrace caps the grace a lease may ask for.
+	MaxGrace time.Duration
+	// MaxLeases bounds the live leases, attached or detached.
+	MaxLeases int
+	// MaxPinsPerLease bounds how many objects one lease may pin.
+	MaxPinsPerLease int
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+}
+
+// Manager owns every live lease. It is safe for concurrent use.
+type Manager struct {
+	cfg   Config
+	reg   *registry.Registry
+	codec *handle.Codec
+	now   func() time.Time
+
+	mu     sync.Mutex
+	leases map[handle.ID]*Lease // guarded by mu; every live lease
+	closed bool                 // guarded by mu
+}
+
+// New returns a Manager with no leases.
+func New(cfg Config) *Manager {
+	if cfg.Codec == nil || cfg.Registry == nil {
+		panic("lease: Config.Codec and Config.Registry are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Manager{cfg: cfg, reg: cfg.Registry, codec: cfg.Codec, now: cfg.Now, leases: make(map[handle.ID]*Lease)}
+}
+
+// Lease is one lease. Its fields are read through Info.
+type Lease struct {
+	holder registry.Holder // ID and lease id string: immutable
+	client string
+	opened time.Time
+	grace  time.Duration
+
+	mu       sync.Mutex
+	pins     map[handle.ID]struct{} // guarded by mu
+	session  *Session               // guarded by mu; the attached stream, nil when detached
+	expire   *time.Timer            // guarded by mu; grace timer while detached
+	expireAt time.Time              // guarded by mu
+	ended    bool                   // guarded by mu
+}
+
+// Info describes a live lease.
+type Info struct {
+	ID       string
+	Client   string
+	Opened   time.Time
+	Grace    time.Duration
+	Pins     int
+	Attached bool
+	Peer     string
+	ExpireAt time.Time // zero while attached
+}
+
+func (l *Lease) info() Info {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	in := Info{ID: l.holder.LeaseID, Client: l.client, Opened: l.opened, Grace: l.grace, Pins: len(l.pins)}
+	if l.session != nil {
+		in.Attached = true
+		in.Peer = l.session.peer
+	} else {
+		in.ExpireAt = l.expireAt
+	}
+	return in
+}
+
+// OpenParams are what a stream asks for when it opens a lease.
+type OpenParams struct {
+	// Client names the holder, for operators.
+	Client string
+	// Grace is how long to keep the lease after its stream drops.
+	Grace time.Duration
+	// Resume names a lease to resume instead of opening a new one.
+	Resume string
+	// Peer is the stream's peer address, for operators.
+	Peer string
+}
+
+// Open binds a new or resumed lease to a new Session. Errors: handle
+// parse errors and ErrNotFound for Resume; a *registry.LimitError for
+// LEASE_LIMIT; ErrClosed.
+func (m *Manager) Open(p OpenParams) (*Session, error) {
+	if len(p.Client) > MaxClientNameBytes {
+		p.Client = p.Client[:MaxClientNameBytes]
+	}
+	if p.Resume != "" {
+		return m.resume(p)
+	}
+	grace := min(max(p.Grace, 0), m.cfg.MaxGrace)
+	id, idStr := m.codec.New(handle.Lease)
+	l := &Lease{
+		holder: registry.Holder{ID: id, LeaseID: idStr},
+		client: p.Client,
+		opened: m.now(),
+		grace:  grace,
+		pins:   make(map[handle.ID]struct{}),
+	}
+	s := &Session{m: m, lease: l, peer: p.Peer, done: make(chan struct{})}
+	l.session = s
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	if max := m.cfg.MaxLeases; max > 0 && len(m.leases) >= max {
+		return nil, &registry.LimitError{Limit: LimitLeases, Max: int64(max), Want: int64(len(m.leases) + 1)}
+	}
+	m.leases[id] = l
+	return s, nil
+}
+
+func (m *Manager) resume(p OpenParams) (*Session, error) {
+	l, err := m.find(p.Resume)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{m: m, lease: l, peer: p.Peer, done: make(chan struct{}), resumed: true}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		return nil, ErrNotFound
+	}
+	if old := l.session; old != nil {
+		old.end(CauseTakenOver, "", 0)
+	}
+	if l.expire != nil {
+		l.expire.Stop()
+		l.expire, l.expireAt = nil, time.Time{}
+	}
+	l.session = s
+	return s, nil
+}
+
+// find returns the live lease with handle string id.
+func (m *Manager) find(id string) (*Lease, error) {
+	lid, err := m.codec.Parse(handle.Lease, id)
+	if err != nil {
+		if errors.Is(err, handle.ErrUnknown) {
+			return nil, ErrNotFound
+		}
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l := m.leases[lid]
+	if l == nil {
+		return nil, ErrNotFound
+	}
+	return l, nil
+}
+
+// Lookup returns the live lease with this id, as Info.
+func (m *Manager) Lookup(id string) (Info, error) {
+	l, err := m.find(id)
+	if err != nil {
+		return Info{}, err
+	}
+	return l.info(), nil
+}
+
+// ParseID verifies a lease id and returns its handle ID.
+func (m *Manager) ParseID(id string) (handle.ID, error) {
+	return m.codec.Parse(handle.Lease, id)
+}
+
+// List returns every live lease, oldest first.
+func (m *Manager) List() []Info {
+	m.mu.Lock()
+	all := make([]*Lease, 0, len(m.leases))
+	for _, l := range m.leases {
+		all = append(all, l)
+	}
+	m.mu.Unlock()
+	out := make([]Info, 0, len(all))
+	for _, l := range all {
+		out = append(out, l.info())
+	}
+	slices.SortFunc(out, func(a, b Info) int { return a.Opened.Compare(b.Opened) })
+	return out
+}
+
+// Counts returns how many live leases are attached and detached.
+func (m *Manager) Counts() (attached, detached int) {
+	for _, in := range m.List() {
+		if in.Attached {
+			attached++
+		} else {
+			detached++
+		}
+	}
+	return attached, detached
+}
+
+// Clients returns the client name of each lease id given that is live.
+func (m *Manager) Clients(ids []handle.ID) map[handle.ID]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[handle.ID]string, len(ids))
+	for _, id := range ids {
+		if l := m.leases[id]; l != nil {
+			out[id] = l.client
+		}
+	}
+	return out
+}
+
+// Put stores an object pinned by the live lease leaseID, as one step: no
+// moment exists in which the new object is unpinned. Errors: a
+// *NotLiveError when the lease is not live; the registry's Put errors; a
+// *registry.LimitError for LEASE_PIN_LIMIT.
+func (m *Manager) Put(leaseID string, data []byte, meta registry.Meta) (registry.Info, error) {
+	l, err := m.find(leaseID)
+	if err != nil {
+		return registry.Info{}, &NotLiveError{Err: err}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		return registry.Info{}, &NotLiveError{Err: ErrNotFound}
+	}
+	if err := m.checkPinLimit(l, 1); err != nil {
+		return registry.Info{}, err
+	}
+	info, err := m.reg.Put(data, meta, &l.holder)
+	if err != nil {
+		return registry.Info{}, err
+	}
+	l.pins[info.ID] = struct{}{}
+	return info, nil
+}
+
+// checkPinLimit fails if l may not pin n more objects. l.mu is held.
+func (m *Manager) checkPinLimit(l *Lease, n int) error {
+	if max := m.cfg.MaxPinsPerLease; max > 0 && len(l.pins)+n > max {
+		return &registry.LimitError{Limit: LimitPinsPerLease, Max: int64(max), Want: int64(len(l.pins) + n)}
+	}
+	return nil
+}
+
+// Revoke ends a lease at once, releasing its pins whatever its grace; its
+// attached stream, if any, learns why. It returns how many pins it
+// released.
+func (m *Manager) Revoke(id, reason string) (int, error) {
+	l, err := m.find(id)
+	if err != nil {
+		return 0, err
+	}
+	return m.end(l, CauseAdmin, reason)
+}
+
+// end releases l's pins, removes it, and tells its session. Errors:
+// ErrNotFound if it had ended already.
+func (m *Manager) end(l *Lease, cause Cause, reason string) (int, error) {
+	l.mu.Lock()
+	if l.ended {
+		l.mu.Unlock()
+		return 0, ErrNotFound
+	}
+	released := m.releaseLocked(l)
+	if s := l.session; s != nil {
+		s.end(cause, reason, released)
+	}
+	l.mu.Unlock()
+	m.forget(l)
+	return released, nil
+}
+
+// releaseLocked releases every pin of l and marks it ended. l.mu is held.
+func (m *Manager) releaseLocked(l *Lease) int {
+	n := 0
+	for id := range l.pins {
+		if _, pinned, _ := m.reg.Unpin(id, l.holder); pinned {
+			n++
+		}
+	}
+	clear(l.pins)
+	l.ended = true
+	l.session = nil
+	if l.expire != nil {
+		l.expire.Stop()
+		l.expire = nil
+	}
+	return n
+}
+
+func (m *Manager) forget(l *Lease) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.leases, l.holder.ID)
+}
+
+// DropPins removes, from each lease named, its pin on object id, after an
+// operator force-deleted that object.
+func (m *Manager) DropPins(id handle.ID, pins []registry.Pin) {
+	for _, p := range pins {
+		m.mu.Lock()
+		l := m.leases[p.Lease]
+		m.mu.Unlock()
+		if l != nil {
+			l.mu.Lock()
+			delete(l.pins, id)
+			l.mu.Unlock()
+		}
+	}
+}
+
+// Shutdown ends every lease, telling attached streams the server is
+// shutting down, and refuses new ones.
+func (m *Manager) Shutdown() {
+	m.mu.Lock()
+	m.closed = true
+	all := make([]*Lease, 0, len(m.leases))
+	for _, l := range m.leases {
+		all = append(all, l)
+	}
+	m.mu.Unlock()
+	for _, l := range all {
+		m.end(l, CauseShutdown, "registryd is shutting down")
+	}
+}
+
+// String is for logs.
+func (l *Lease) String() string { return fmt.Sprintf("lease %s (%s)", l.holder.LeaseID, l.client) }

@@ -1,0 +1,141 @@
+package registry
+
+import (
+	"bytes"
+	"encoding/base64"
+	"slices"
+
+	"github.com/weakref/registry/internal/handle"
+)
+
+// Filter selects objects for List. The zero Filter selects all.
+type Filter struct {
+	// State, if not StateUnknown, selects objects in that state.
+	State State
+	// Labels selects objects that carry every one of these labels.
+	Labels map[string]string
+	// Lease, if not nil, selects objects that lease pins.
+	Lease *handle.ID
+}
+
+func (f *Filter) match(e *entry) bool {
+	if f.State != StateUnknown && e.state != f.State {
+		return false
+	}
+	if f.Lease != nil && e.pinIndex(*f.Lease) < 0 {
+		return false
+	}
+	for k, v := range f.Labels {
+		if got, ok := e.meta.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return e.value() != nil
+}
+
+// List returns up to limit objects that match f, in ID order, starting
+// after the page token; and the token of the next page, empty on the last.
+// Each page scans every shard once; it takes no lock across shards, so a
+// listing under change is a fair view, not a snapshot.
+func (r *Registry) List(f Filter, pageToken string, limit int) ([]Info, string, error) {
+	var after handle.ID
+	if pageToken != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(pageToken)
+		if err != nil || len(raw) != len(after) {
+			return nil, "", ErrPageToken
+		}
+		copy(after[:], raw)
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	// Keep the limit+1 smallest IDs above after: one more than the page,
+	// to know whether another page follows.
+	type item struct {
+		id   handle.ID
+		info Info
+	}
+	page := make([]item, 0, limit+1)
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.RLock()
+		for id, e := range s.m {
+			if pageToken != "" && bytes.Compare(id[:], after[:]) <= 0 {
+				continue
+			}
+			if len(page) == limit+1 && bytes.Compare(id[:], page[limit].id[:]) >= 0 {
+				continue
+			}
+			if !f.match(e) {
+				continue
+			}
+			it := item{id: id, info: e.info()}
+			at, _ := slices.BinarySearchFunc(page, id, func(a item, b handle.ID) int { return bytes.Compare(a.id[:], b[:]) })
+			if len(page) == limit+1 {
+				page = page[:limit]
+			}
+			page = slices.Insert(page, at, it)
+		}
+		s.mu.RUnlock()
+	}
+	next := ""
+	if len(page) > limit {
+		page = page[:limit]
+		last := page[limit-1].id
+		next = base64.RawURLEncoding.EncodeToString(last[:])
+	}
+	out := make([]Info, len(page))
+	for i := range page {
+		out[i] = page[i].info
+	}
+	return out, next, nil
+}
+
+// Inspect returns an object's metadata and its pins, oldest first.
+func (r *Registry) Inspect(id handle.ID) (Info, []Pin, error) {
+	s := r.shard(id)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e := s.m[id]
+	if e == nil || e.value() == nil {
+		return Info{}, nil, r.gone(id)
+	}
+	return e.info(), append([]Pin(nil), e.pins...), nil
+}
+
+// WatchAll subscribes to every event of every object, or only those of the
+// given kinds. The caller must Close the subscription.
+func (r *Registry) WatchAll(kinds ...EventKind) (*Subscription, error) {
+	return r.events.subscribe(kinds, true)
+}
+
+// Watch subscribes to the events of the given objects. Each object's
+// first event is EventCurrent with its state now (Collected or Deleted for
+// one that is gone), then every change follows in order. The caller must
+// Close the subscription.
+func (r *Registry) Watch(ids []handle.ID) (*Subscription, error) {
+	sub, err := r.events.subscribe(nil, false)
+	if err != nil {
+		return nil, err
+	}
+	now := r.now()
+	for _, id := range ids {
+		s := r.shard(id)
+		s.mu.RLock()
+		e := s.m[id]
+		if e != nil && e.value() != nil {
+			// Under the shard lock no change to e can slip between this
+			// CURRENT event and the subscription.
+			r.events.watch(sub, id, r.event(e, EventCurrent, "", now))
+			s.mu.RUnlock()
+			continue
+		}
+		s.mu.RUnlock()
+		st := Collected
+		if r.tombs.has(id) {
+			st = Deleted
+		}
+		r.events.current(sub, Event{Kind: EventCurrent, ID: id, Handle: r.codec.Format(handle.Object, id), State: st, Time: now})
+	}
+	return sub, nil
+}

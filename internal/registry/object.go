@@ -1,0 +1,136 @@
+package registry
+
+import (
+	"sync/atomic"
+	"time"
+	"weak"
+
+	"github.com/weakref/registry/internal/handle"
+)
+
+// State is where an object stands in its lifecycle.
+type State uint8
+
+const (
+	// StateUnknown is the zero State; no live object has it.
+	StateUnknown State = iota
+	// Pinned: at least one lease pins the object; it is held strongly.
+	Pinned
+	// Lingering: unpinned but still held strongly for a while.
+	Lingering
+	// Weak: held only by a weak pointer; the Go GC may take it.
+	Weak
+	// Collected: the Go GC took it. Final.
+	Collected
+	// Deleted: an operator removed it. Final.
+	Deleted
+)
+
+var stateNames = [...]string{"UNKNOWN", "PINNED", "LINGERING", "WEAK", "COLLECTED", "DELETED"}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "UNKNOWN"
+}
+
+// payload is the value the registry holds weakly. It is a struct holding a
+// slice (a pointer), never a bare small value: Go's tiny allocator packs
+// pointer-free allocations of 16 bytes or less together, and such a block
+// is freed only when all its neighbours are, so a weak pointer to it might
+// never go nil.
+type payload struct {
+	data []byte
+}
+
+// Meta is what the caller says about an object at Put.
+type Meta struct {
+	ContentType string
+	Labels      map[string]string
+}
+
+// Info is an object's metadata at one moment.
+type Info struct {
+	ID          handle.ID
+	Handle      string
+	Size        int64
+	ContentType string
+	Labels      map[string]string // shared, never modified: do not write to it
+	State       State
+	Pins        int
+	Created     time.Time
+	Accessed    time.Time
+	StateSince  time.Time
+}
+
+// Pin is one lease's pin on an object.
+type Pin struct {
+	Lease handle.ID
+	// LeaseID is the lease's handle string, for events and operators.
+	LeaseID string
+	Since   time.Time
+}
+
+// Holder names the lease that pins or unpins.
+type Holder struct {
+	ID handle.ID
+	// LeaseID is the lease's handle string.
+	LeaseID string
+}
+
+// entry is the registry's record of one live object. The registry must
+// never hold a strong pointer to the payload of an unpinned object by
+// accident: only strong does, and only while the object is pinned.
+type entry struct {
+	// Immutable after Put.
+	id       handle.ID
+	handle   string
+	size     int64
+	meta     Meta
+	created  int64 // unix nanoseconds
+	accessed atomic.Int64
+	weak     weak.Pointer[payload]
+
+	// Guarded by the shard's mu.
+	strong     *payload // non-nil exactly while the object is pinned
+	pins       []Pin    // at most one per lease; few per object in practice
+	state      State
+	stateSince int64 // unix nanoseconds
+	unpinnedAt int64 // unix nanoseconds of the last pinned -> unpinned change
+}
+
+// info returns the entry's metadata. The caller holds the shard's lock.
+func (e *entry) info() Info {
+	return Info{
+		ID:          e.id,
+		Handle:      e.handle,
+		Size:        e.size,
+		ContentType: e.meta.ContentType,
+		Labels:      e.meta.Labels,
+		State:       e.state,
+		Pins:        len(e.pins),
+		Created:     time.Unix(0, e.created),
+		Accessed:    time.Unix(0, e.accessed.Load()),
+		StateSince:  time.Unix(0, e.stateSince),
+	}
+}
+
+// pinIndex returns the index of lease's pin, or -1.
+func (e *entry) pinIndex(lease handle.ID) int {
+	for i := range e.pins {
+		if e.pins[i].Lease == lease {
+			return i
+		}
+	}
+	return -1
+}
+
+// value returns the payload if the object is still alive, strongly or
+// weakly held. The caller holds the shard's lock (read or write).
+func (e *entry) value() *payload {
+	if e.strong != nil {
+		return e.strong
+	}
+	return e.weak.Value()
+}

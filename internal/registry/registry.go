@@ -1,0 +1,403 @@
+// Package registry keeps objects in memory under handles, holding each one
+// strongly while a lease pins it and only weakly otherwise, so that the Go
+// garbage collector reclaims what nobody pins.
+//
+// Collection is real garbage collection: an unpinned object's payload is
+// referenced only by a weak.Pointer, and runtime.AddCleanup tells the
+// registry when the collector took it. The registry publishes every
+// lifecycle change as an Event.
+//
+// The registry knows leases only as Holders: the lease package decides who
+// pins what, and the registry counts and keeps the pins.
+package registry
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"weak"
+
+	"github.com/weakref/registry/internal/handle"
+)
+
+const shardCount = 64 // a power of two; handle IDs are random, so shards fill evenly
+
+// Config configures a Registry. The zero value of each limit means no
+// limit.
+type Config struct {
+	// Codec mints and verifies object handles. Required.
+	Codec *handle.Codec
+	// MaxObjectBytes is the largest payload accepted.
+	MaxObjectBytes int64
+	// MaxPinnedBytes bounds the payload bytes held by pins, summed over
+	// pinned objects (an object counts once however many leases pin it).
+	MaxPinnedBytes int64
+	// Tombstones is how many deleted handles are remembered, to answer
+	// ErrDeleted rather than ErrCollected. Default 10000.
+	Tombstones int
+	// WatchBuffer is how many events a subscriber may fall behind before it
+	// is dropped with ErrWatchTooSlow. Default 1024.
+	WatchBuffer int
+	// Now returns the current time; tests may set it. Default time.Now.
+	Now func() time.Time
+}
+
+// Registry holds objects. All methods are safe for concurrent use. Reads
+// take one shard's read lock; there is no registry-wide lock on any path.
+type Registry struct {
+	codec  *handle.Codec
+	cfg    Config
+	now    func() time.Time
+	shards [shardCount]shard
+	events *hub
+	tombs  *tombstones
+
+	counters counters
+	closed   atomic.Bool
+}
+
+// shard is one slice of the object map.
+type shard struct {
+	mu sync.RWMutex
+	m  map[handle.ID]*entry // guarded by mu
+	_  [40]byte             // keep neighbouring shards' locks off one cache line
+}
+
+// New returns an empty registry.
+func New(cfg Config) *Registry {
+	if cfg.Codec == nil {
+		panic("registry: Config.Codec is required")
+	}
+	if cfg.Tombstones == 0 {
+		cfg.Tombstones = 10000
+	}
+	if cfg.WatchBuffer == 0 {
+		cfg.WatchBuffer = 1024
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	r := &Registry{
+		codec:  cfg.Codec,
+		cfg:    cfg,
+		now:    cfg.Now,
+		events: newHub(cfg.WatchBuffer),
+		tombs:  newTombstones(cfg.Tombstones),
+	}
+	for i := range r.shards {
+		r.shards[i].m = make(map[handle.ID]*entry)
+	}
+	return r
+}
+
+// Close ends every subscription. Objects stay resolvable; Close exists so
+// that watchers learn the registry is going away.
+func (r *Registry) Close() {
+	r.closed.Store(true)
+	r.events.close()
+}
+
+func (r *Registry) shard(id handle.ID) *shard {
+	return &r.shards[id[0]&(shardCount-1)]
+}
+
+// Parse verifies an object handle and returns its ID. Errors are those of
+// handle.Codec.Parse.
+func (r *Registry) Parse(h string) (handle.ID, error) {
+	return r.codec.Parse(handle.Object, h)
+}
+
+// Put stores a copy-free reference to data and returns the new object's
+// metadata. The registry keeps data as it is: the caller must not modify
+// it afterwards. With by non-nil, the object is pinned by that lease from
+// its first moment; otherwise it starts WEAK.
+func (r *Registry) Put(data []byte, meta Meta, by *Holder) (Info, error) {
+	size := int64(len(data))
+	if size == 0 {
+		return Info{}, ErrPayloadEmpty
+	}
+	if max := r.cfg.MaxObjectBytes; max > 0 && size > max {
+		return Info{}, &LimitError{Limit: LimitObjectSize, Max: max, Want: size}
+	}
+	if err := ValidateLabels(meta.Labels); err != nil {
+		return Info{}, err
+	}
+	if by != nil {
+		if err := r.reservePinned(size); err != nil {
+			return Info{}, err
+		}
+	}
+	now := r.now()
+	nowNano := now.UnixNano()
+	p := &payload{data: data}
+	id, h := r.codec.New(handle.Object)
+	e := &entry{
+		id:         id,
+		handle:     h,
+		size:       size,
+		meta:       meta,
+		created:    nowNano,
+		weak:       weak.Make(p),
+		state:      Weak,
+		stateSince: nowNano,
+		unpinnedAt: nowNano,
+	}
+	e.accessed.Store(nowNano)
+	// The cleanup's argument is the ID, never p: a cleanup that reached its
+	// object would keep it alive forever.
+	runtime.AddCleanup(p, r.reap, id)
+
+	s := r.shard(id)
+	s.mu.Lock()
+	s.m[id] = e
+	r.counters.puts.Add(1)
+	r.publish(e, EventCreated, "", now)
+	if by != nil {
+		e.strong = p
+		e.state = Pinned
+		e.pins = append(e.pins, Pin{Lease: by.ID, LeaseID: by.LeaseID, Since: now})
+		r.counters.add(Pinned, 1, size)
+		r.counters.pins.Add(1)
+		r.publish(e, EventPinned, by.LeaseID, now)
+	} else {
+		r.counters.add(Weak, 1, size)
+		r.publish(e, EventWeak, "", now)
+	}
+	info := e.info()
+	s.mu.Unlock()
+	runtime.KeepAlive(p) // p must not be collected before it is in the map
+	return info, nil
+}
+
+// Object is a resolved object: its bytes and metadata.
+type Object struct {
+	// Data is shared with the registry and every other reader: never
+	// modify it.
+	Data []byte
+	Info Info
+}
+
+// Resolve returns the object's bytes and metadata. Errors: those of Parse,
+// ErrCollected, ErrDeleted.
+func (r *Registry) Resolve(h string) (Object, error) {
+	id, err := r.Parse(h)
+	if err != nil {
+		r.counters.miss(err)
+		return Object{}, err
+	}
+	s := r.shard(id)
+	s.mu.RLock()
+	e := s.m[id]
+	var p *payload
+	if e != nil {
+		p = e.value()
+	}
+	if p == nil {
+		s.mu.RUnlock()
+		err := r.gone(id)
+		r.counters.miss(err)
+		return Object{}, err
+	}
+	e.accessed.Store(r.now().UnixNano())
+	obj := Object{Data: p.data, Info: e.info()}
+	s.mu.RUnlock()
+	r.counters.hits.Add(1)
+	return obj, nil
+}
+
+// Stat returns an object's metadata. Errors as Resolve.
+func (r *Registry) Stat(h string) (Info, error) {
+	id, err := r.Parse(h)
+	if err != nil {
+		return Info{}, err
+	}
+	return r.StatID(id)
+}
+
+// StatID is Stat for a parsed handle.
+func (r *Registry) StatID(id handle.ID) (Info, error) {
+	s := r.shard(id)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e := s.m[id]
+	if e == nil || e.value() == nil {
+		return Info{}, r.gone(id)
+	}
+	return e.info(), nil
+}
+
+// gone says why a genuine handle of this run has no live object.
+func (r *Registry) gone(id handle.ID) error {
+	if r.tombs.has(id) {
+		return ErrDeleted
+	}
+	return ErrCollected
+}
+
+// Pin makes by a holder of the object. It reports already=true, changing
+// nothing, when by pins it already. Errors: ErrCollected, ErrDeleted, a
+// *LimitError for PINNED_BYTES_LIMIT.
+func (r *Registry) Pin(id handle.ID, by Holder) (info Info, already bool, err error) {
+	s := r.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.m[id]
+	if e == nil {
+		return Info{}, false, r.gone(id)
+	}
+	if e.pinIndex(by.ID) >= 0 {
+		return e.info(), true, nil
+	}
+	now := r.now()
+	if e.strong == nil {
+		p := e.weak.Value()
+		if p == nil {
+			// Collected; its cleanup has not run yet. Reap it now so
+			// that every observer agrees from here on.
+			r.reapLocked(s, e, now)
+			return Info{}, false, ErrCollected
+		}
+		if err := r.reservePinned(e.size); err != nil {
+			return Info{}, false, err
+		}
+		r.counters.move(e.state, Pinned, e.size)
+		e.strong = p
+		e.state = Pinned
+		e.stateSince = now.UnixNano()
+	}
+	e.pins = append(e.pins, Pin{Lease: by.ID, LeaseID: by.LeaseID, Since: now})
+	e.accessed.Store(now.UnixNano())
+	r.counters.pins.Add(1)
+	r.publish(e, EventPinned, by.LeaseID, now)
+	return e.info(), false, nil
+}
+
+// Unpin removes by's pin from the object. It reports pinned=false,
+// changing nothing, when by did not pin it. When the last pin goes, the
+// object becomes WEAK: from then on only the garbage collector decides.
+// Errors: ErrCollected, ErrDeleted (neither can happen to an object that
+// by pins, unless an operator force-deleted it).
+func (r *Registry) Unpin(id handle.ID, by Holder) (info Info, pinned bool, err error) {
+	s := r.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.m[id]
+	if e == nil {
+		return Info{}, false, r.gone(id)
+	}
+	i := e.pinIndex(by.ID)
+	if i < 0 {
+		if e.value() == nil {
+			return Info{}, false, ErrCollected
+		}
+		return e.info(), false, nil
+	}
+	now := r.now()
+	e.pins = append(e.pins[:i], e.pins[i+1:]...)
+	r.counters.pins.Add(-1)
+	r.publish(e, EventUnpinned, by.LeaseID, now)
+	if len(e.pins) == 0 {
+		e.pins = nil
+		r.counters.move(Pinned, Weak, e.size)
+		r.releasePinned(e.size)
+		e.strong = nil // from here the GC decides
+		e.state = Weak
+		e.stateSince = now.UnixNano()
+		e.unpinnedAt = now.UnixNano()
+		r.publish(e, EventWeak, "", now)
+	}
+	return e.info(), true, nil
+}
+
+// Delete removes an object at once. A pinned object is removed only with
+// force; then its pins are dropped and returned so the caller can tell
+// their leases. Errors: ErrCollected, ErrDeleted, ErrPinned.
+func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
+	s := r.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.m[id]
+	if e == nil || e.value() == nil {
+		return Info{}, nil, r.gone(id)
+	}
+	info := e.info()
+	if len(e.pins) > 0 && !force {
+		return info, append([]Pin(nil), e.pins...), ErrPinned
+	}
+	pins := e.pins
+	now := r.now()
+	delete(s.m, id)
+	r.tombs.add(id)
+	r.counters.add(e.state, -1, -e.size)
+	if e.state == Pinned {
+		r.releasePinned(e.size)
+	}
+	r.counters.pins.Add(-int64(len(pins)))
+	r.counters.deleted.Add(1)
+	e.strong, e.pins = nil, nil
+	e.state = Deleted
+	e.stateSince = now.UnixNano()
+	r.publish(e, EventDeleted, "", now)
+	return info, pins, nil
+}
+
+// reap is the cleanup run by the Go runtime after the collector took the
+// payload of object id. It runs on a runtime goroutine: it must be quick.
+func (r *Registry) reap(id handle.ID) {
+	s := r.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.m[id]; e != nil && e.strong == nil && e.weak.Value() == nil {
+		r.reapLocked(s, e, r.now())
+	}
+}
+
+// reapLocked removes a collected object and publishes its COLLECTED event.
+// The caller holds s.mu and has seen e's weak pointer go nil.
+func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
+	delete(s.m, e.id)
+	r.counters.add(e.state, -1, -e.size)
+	r.counters.collected.Add(1)
+	r.counters.collectedBytes.Add(e.size)
+	e.state = Collected
+	e.stateSince = now.UnixNano()
+	ev := r.event(e, EventCollected, "", now)
+	ev.UnpinnedFor = time.Duration(now.UnixNano() - e.unpinnedAt)
+	r.events.publish(ev)
+}
+
+// publish sends e's event. The caller holds e's shard lock.
+func (r *Registry) publish(e *entry, kind EventKind, lease string, now time.Time) {
+	r.events.publish(r.event(e, kind, lease, now))
+}
+
+func (r *Registry) event(e *entry, kind EventKind, lease string, now time.Time) Event {
+	return Event{
+		Kind:    kind,
+		ID:      e.id,
+		Handle:  e.handle,
+		State:   e.state,
+		Pins:    len(e.pins),
+		Size:    e.size,
+		LeaseID: lease,
+		Time:    now,
+	}
+}
+
+// reservePinned accounts size more pinned bytes, or fails if that would
+// pass MaxPinnedBytes.
+func (r *Registry) reservePinned(size int64) error {
+	max := r.cfg.MaxPinnedBytes
+	for {
+		cur := r.counters.bytes[Pinned].Load()
+		if max > 0 && cur+size > max {
+			return &LimitError{Limit: LimitPinnedBytes, Max: max, Want: cur + size}
+		}
+		if r.counters.bytes[Pinned].CompareAndSwap(cur, cur+size) {
+			return nil
+		}
+	}
+}
+
+func (r *Registry) releasePinned(size int64) { r.counters.bytes[Pinned].Add(-size) }

@@ -1,0 +1,165 @@
+package server
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/registry"
+)
+
+// MaxPageSize bounds one ListObjects page.
+const MaxPageSize = 1000
+
+// adminService adapts AdminService to the registry and lease packages.
+type adminService struct {
+	registryv1.UnimplementedAdminServiceServer
+	reg    *registry.Registry
+	leases *lease.Manager
+	limits Limits
+}
+
+func (s *adminService) GetStats(ctx context.Context, _ *registryv1.GetStatsRequest) (*registryv1.GetStatsResponse, error) {
+	st := s.reg.Stats()
+	attached, detached := s.leases.Counts()
+	return &registryv1.GetStatsResponse{
+		Objects: &registryv1.StateCounts{
+			Pinned: st.Objects[registry.Pinned], Lingering: st.Objects[registry.Lingering], Weak: st.Objects[registry.Weak],
+		},
+		Bytes: &registryv1.StateCounts{
+			Pinned: st.Bytes[registry.Pinned], Lingering: st.Bytes[registry.Lingering], Weak: st.Bytes[registry.Weak],
+		},
+		LeasesAttached:   int64(attached),
+		LeasesDetached:   int64(detached),
+		Pins:             st.Pins,
+		Puts:             st.Puts,
+		ResolveHits:      st.ResolveHits,
+		ResolveMisses:    st.ResolveMisses,
+		CollectedObjects: st.Collected,
+		CollectedBytes:   st.CollectedBytes,
+		DeletedObjects:   st.Deleted,
+		GcCycles:         st.GCCycles,
+		Limits:           s.limits.report(st, attached+detached),
+		EpochStartTime:   timestamppb.New(st.EpochStart),
+		Epoch:            st.Epoch,
+		Watchers:         int64(st.Watchers),
+	}, nil
+}
+
+func (s *adminService) ListObjects(ctx context.Context, req *registryv1.ListObjectsRequest) (*registryv1.ListObjectsResponse, error) {
+	if err := registry.ValidateLabels(req.GetLabels()); err != nil {
+		return nil, toStatus(err, handle.Object)
+	}
+	f := registry.Filter{State: stateFromProto(req.GetState()), Labels: req.GetLabels()}
+	if req.GetLeaseId() != "" {
+		id, err := s.leases.ParseID(req.GetLeaseId())
+		if err != nil {
+			return nil, toStatus(err, handle.Lease)
+		}
+		f.Lease = &id
+	}
+	size := int(req.GetPageSize())
+	if size <= 0 {
+		size = 100
+	}
+	size = min(size, MaxPageSize)
+	infos, next, err := s.reg.List(f, req.GetPageToken(), size)
+	if err != nil {
+		return nil, toStatus(err, handle.Object)
+	}
+	out := &registryv1.ListObjectsResponse{Objects: make([]*registryv1.ObjectInfo, len(infos)), NextPageToken: next}
+	for i, in := range infos {
+		out.Objects[i] = infoToProto(in)
+	}
+	return out, nil
+}
+
+func (s *adminService) InspectObject(ctx context.Context, req *registryv1.InspectObjectRequest) (*registryv1.InspectObjectResponse, error) {
+	id, err := s.reg.Parse(req.GetHandle())
+	if err != nil {
+		return nil, toStatus(err, handle.Object)
+	}
+	info, pins, err := s.reg.Inspect(id)
+	if err != nil {
+		return nil, toStatus(err, handle.Object)
+	}
+	ids := make([]handle.ID, len(pins))
+	for i, p := range pins {
+		ids[i] = p.Lease
+	}
+	clients := s.leases.Clients(ids)
+	out := &registryv1.InspectObjectResponse{Info: infoToProto(info), Pins: make([]*registryv1.PinHolder, len(pins))}
+	for i, p := range pins {
+		out.Pins[i] = &registryv1.PinHolder{LeaseId: p.LeaseID, ClientName: clients[p.Lease], PinTime: timestamppb.New(p.Since)}
+	}
+	return out, nil
+}
+
+func (s *adminService) ListLeases(ctx context.Context, _ *registryv1.ListLeasesRequest) (*registryv1.ListLeasesResponse, error) {
+	all := s.leases.List()
+	out := &registryv1.ListLeasesResponse{Leases: make([]*registryv1.LeaseInfo, len(all))}
+	for i, in := range all {
+		out.Leases[i] = leaseToProto(in)
+	}
+	return out, nil
+}
+
+func (s *adminService) RevokeLease(ctx context.Context, req *registryv1.RevokeLeaseRequest) (*registryv1.RevokeLeaseResponse, error) {
+	n, err := s.leases.Revoke(req.GetLeaseId(), req.GetReason())
+	if err != nil {
+		return nil, toStatus(err, handle.Lease)
+	}
+	return &registryv1.RevokeLeaseResponse{Released: int32(n)}, nil
+}
+
+func (s *adminService) DeleteObject(ctx context.Context, req *registryv1.DeleteObjectRequest) (*registryv1.DeleteObjectResponse, error) {
+	id, err := s.reg.Parse(req.GetHandle())
+	if err != nil {
+		return nil, toStatus(err, handle.Object)
+	}
+	info, pins, err := s.reg.Delete(id, req.GetForce())
+	if err != nil {
+		return nil, toStatus(err, handle.Object)
+	}
+	s.leases.DropPins(id, pins)
+	out := &registryv1.DeleteObjectResponse{Info: infoToProto(info)}
+	for _, p := range pins {
+		out.ReleasedLeaseIds = append(out.ReleasedLeaseIds, p.LeaseID)
+	}
+	return out, nil
+}
+
+func (s *adminService) Collect(ctx context.Context, _ *registryv1.CollectRequest) (*registryv1.CollectResponse, error) {
+	rep := s.reg.Collect()
+	return &registryv1.CollectResponse{
+		CollectedObjects: rep.Objects,
+		CollectedBytes:   rep.Bytes,
+		Duration:         durationpb.New(rep.Duration),
+		HeapBeforeBytes:  rep.HeapBefore,
+		HeapAfterBytes:   rep.HeapAfter,
+	}, nil
+}
+
+func (s *adminService) WatchEvents(req *registryv1.WatchEventsRequest, stream grpc.ServerStreamingServer[registryv1.WatchEventsResponse]) error {
+	var kinds []registry.EventKind
+	for _, k := range req.GetKinds() {
+		for dk, pk := range eventToProto {
+			if pk == k {
+				kinds = append(kinds, dk)
+			}
+		}
+	}
+	sub, err := s.reg.WatchAll(kinds...)
+	if err != nil {
+		return toStatus(err, handle.Object)
+	}
+	defer sub.Close()
+	return pump(stream.Context(), sub, func(ev registry.Event) (bool, error) {
+		return true, stream.Send(&registryv1.WatchEventsResponse{Event: eventToProtoMsg(ev)})
+	})
+}

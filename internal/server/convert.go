@@ -1,0 +1,117 @@
+package server
+
+import (
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/registry"
+)
+
+// The protobuf enums and the domain enums keep the same order; these
+// tables say so in one place.
+var (
+	stateToProto = map[registry.State]registryv1.ObjectState{
+		registry.Pinned:    registryv1.ObjectState_OBJECT_STATE_PINNED,
+		registry.Lingering: registryv1.ObjectState_OBJECT_STATE_LINGERING,
+		registry.Weak:      registryv1.ObjectState_OBJECT_STATE_WEAK,
+		registry.Collected: registryv1.ObjectState_OBJECT_STATE_COLLECTED,
+		registry.Deleted:   registryv1.ObjectState_OBJECT_STATE_DELETED,
+	}
+	eventToProto = map[registry.EventKind]registryv1.EventKind{
+		registry.EventCurrent:   registryv1.EventKind_EVENT_KIND_CURRENT,
+		registry.EventCreated:   registryv1.EventKind_EVENT_KIND_CREATED,
+		registry.EventPinned:    registryv1.EventKind_EVENT_KIND_PINNED,
+		registry.EventUnpinned:  registryv1.EventKind_EVENT_KIND_UNPINNED,
+		registry.EventLingering: registryv1.EventKind_EVENT_KIND_LINGERING,
+		registry.EventWeak:      registryv1.EventKind_EVENT_KIND_WEAK,
+		registry.EventCollected: registryv1.EventKind_EVENT_KIND_COLLECTED,
+		registry.EventDeleted:   registryv1.EventKind_EVENT_KIND_DELETED,
+	}
+	outcomeToProto = map[lease.Outcome]registryv1.PinOutcome{
+		lease.Pinned:        registryv1.PinOutcome_PIN_OUTCOME_PINNED,
+		lease.AlreadyPinned: registryv1.PinOutcome_PIN_OUTCOME_ALREADY_PINNED,
+		lease.Unpinned:      registryv1.PinOutcome_PIN_OUTCOME_UNPINNED,
+		lease.NotPinned:     registryv1.PinOutcome_PIN_OUTCOME_NOT_PINNED,
+		lease.Failed:        registryv1.PinOutcome_PIN_OUTCOME_FAILED,
+	}
+	causeToProto = map[lease.Cause]registryv1.RevokeCause{
+		lease.CauseAdmin:     registryv1.RevokeCause_REVOKE_CAUSE_ADMIN,
+		lease.CauseTakenOver: registryv1.RevokeCause_REVOKE_CAUSE_TAKEN_OVER,
+		lease.CauseShutdown:  registryv1.RevokeCause_REVOKE_CAUSE_SHUTDOWN,
+	}
+)
+
+func stateFromProto(s registryv1.ObjectState) registry.State {
+	for k, v := range stateToProto {
+		if v == s {
+			return k
+		}
+	}
+	return registry.StateUnknown
+}
+
+func infoToProto(in registry.Info) *registryv1.ObjectInfo {
+	if in.Handle == "" {
+		return nil
+	}
+	return &registryv1.ObjectInfo{
+		Handle:      in.Handle,
+		Size:        in.Size,
+		ContentType: in.ContentType,
+		Labels:      in.Labels,
+		State:       stateToProto[in.State],
+		PinCount:    int32(in.Pins),
+		CreateTime:  timestamppb.New(in.Created),
+		AccessTime:  timestamppb.New(in.Accessed),
+		StateTime:   timestamppb.New(in.StateSince),
+	}
+}
+
+func eventToProtoMsg(ev registry.Event) *registryv1.Event {
+	out := &registryv1.Event{
+		Sequence: ev.Seq,
+		Kind:     eventToProto[ev.Kind],
+		Handle:   ev.Handle,
+		State:    stateToProto[ev.State],
+		PinCount: int32(ev.Pins),
+		Size:     ev.Size,
+		LeaseId:  ev.LeaseID,
+		Time:     timestamppb.New(ev.Time),
+	}
+	if ev.Kind == registry.EventCollected {
+		out.UnpinnedFor = durationpb.New(ev.UnpinnedFor)
+	}
+	return out
+}
+
+func resultsToProto(rs []lease.Result) *registryv1.PinResults {
+	out := &registryv1.PinResults{Results: make([]*registryv1.PinResult, len(rs))}
+	for i, r := range rs {
+		pr := &registryv1.PinResult{Handle: r.Handle, Outcome: outcomeToProto[r.Outcome], Info: infoToProto(r.Info)}
+		if r.Err != nil {
+			code, reason, _ := statusOf(r.Err, handle.Object)
+			pr.Error = &registryv1.HandleError{Code: int32(code), Reason: reason, Message: r.Err.Error()}
+		}
+		out.Results[i] = pr
+	}
+	return out
+}
+
+func leaseToProto(in lease.Info) *registryv1.LeaseInfo {
+	out := &registryv1.LeaseInfo{
+		LeaseId:    in.ID,
+		ClientName: in.Client,
+		OpenTime:   timestamppb.New(in.Opened),
+		PinCount:   int32(in.Pins),
+		Grace:      durationpb.New(in.Grace),
+		Attached:   in.Attached,
+		Peer:       in.Peer,
+	}
+	if !in.ExpireAt.IsZero() {
+		out.ExpireTime = timestamppb.New(in.ExpireAt)
+	}
+	return out
+}

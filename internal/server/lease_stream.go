@@ -1,0 +1,177 @@
+package server
+
+import (
+	"errors"
+	"io"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/lease"
+)
+
+type leaseStream = grpc.BidiStreamingServer[registryv1.LeaseRequest, registryv1.LeaseResponse]
+
+// Lease serves one lease stream. One goroutine receives; this one decides
+// and sends, so that a revoke can interrupt a stream that sends nothing.
+func (s *registryService) Lease(stream leaseStream) error {
+	ctx := stream.Context()
+	reqs := make(chan *registryv1.LeaseRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		// Ends when Recv fails, which it does once this handler returns.
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	var first *registryv1.LeaseRequest
+	select {
+	case first = <-reqs:
+	case err := <-recvErr:
+		return endOfStream(err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	open := first.GetOpen()
+	if open == nil {
+		if first.GetKind() == nil {
+			return newStatus(codes.InvalidArgument, ReasonRequestEmpty, "lease request has no kind; send open first", nil)
+		}
+		return newStatus(codes.FailedPrecondition, ReasonLeaseNotOpen, "the first message on a lease stream must be open", nil)
+	}
+	params := lease.OpenParams{
+		Client: open.GetClientName(),
+		Grace:  max(open.GetGrace().AsDuration(), 0),
+		Resume: open.GetResumeLeaseId(),
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		params.Peer = p.Addr.String()
+	}
+	sess, err := s.leases.Open(params)
+	if err != nil {
+		return toStatus(err, handle.Lease)
+	}
+	// However this handler ends, a lease it still holds is detached:
+	// released now, or kept for its grace. After Close, revoke or
+	// take-over it does nothing.
+	defer sess.Detach()
+
+	info := sess.Info()
+	if err := stream.Send(&registryv1.LeaseResponse{
+		RequestId: first.GetRequestId(),
+		Kind: &registryv1.LeaseResponse_Opened{Opened: &registryv1.LeaseOpened{
+			LeaseId:  sess.ID(),
+			Grace:    durationpb.New(info.Grace),
+			Resumed:  sess.Resumed(),
+			PinCount: int32(info.Pins),
+		}},
+	}); err != nil {
+		return err
+	}
+
+	for {
+		select {
+		case req := <-reqs:
+			resp, done, err := s.leaseRequest(sess, req)
+			if errors.Is(err, lease.ErrEnded) || errors.Is(err, lease.ErrTakenOver) {
+				<-sess.Done() // ended from outside: say so below
+				return sendRevoked(stream, sess)
+			}
+			if err != nil {
+				return err
+			}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			if done {
+				return nil
+			}
+		case <-sess.Done():
+			return sendRevoked(stream, sess)
+		case err := <-recvErr:
+			return endOfStream(err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// leaseRequest serves one request after open. done means the lease was
+// closed and the stream should end after resp.
+func (s *registryService) leaseRequest(sess *lease.Session, req *registryv1.LeaseRequest) (resp *registryv1.LeaseResponse, done bool, err error) {
+	resp = &registryv1.LeaseResponse{RequestId: req.GetRequestId()}
+	switch k := req.GetKind().(type) {
+	case *registryv1.LeaseRequest_Pin:
+		if err := checkHandleCount(k.Pin.GetHandles()); err != nil {
+			return nil, false, err
+		}
+		rs, err := sess.Pin(k.Pin.GetHandles())
+		if err != nil {
+			return nil, false, err
+		}
+		resp.Kind = &registryv1.LeaseResponse_Pinned{Pinned: resultsToProto(rs)}
+	case *registryv1.LeaseRequest_Unpin:
+		if err := checkHandleCount(k.Unpin.GetHandles()); err != nil {
+			return nil, false, err
+		}
+		rs, err := sess.Unpin(k.Unpin.GetHandles())
+		if err != nil {
+			return nil, false, err
+		}
+		resp.Kind = &registryv1.LeaseResponse_Unpinned{Unpinned: resultsToProto(rs)}
+	case *registryv1.LeaseRequest_Close:
+		n, err := sess.Close()
+		if err != nil {
+			return nil, false, err
+		}
+		resp.Kind = &registryv1.LeaseResponse_Closed{Closed: &registryv1.LeaseClosed{Released: int32(n)}}
+		return resp, true, nil
+	case *registryv1.LeaseRequest_Open:
+		return nil, false, newStatus(codes.FailedPrecondition, ReasonLeaseAlreadyOpen,
+			"this stream already holds lease "+sess.ID()+"; open a new stream for another lease", nil)
+	default:
+		return nil, false, newStatus(codes.InvalidArgument, ReasonRequestEmpty, "lease request has no kind", nil)
+	}
+	return resp, false, nil
+}
+
+func checkHandleCount(hs []string) error {
+	if len(hs) > MaxHandlesPerRequest {
+		return newStatus(codes.InvalidArgument, ReasonTooManyHandles, "send at most 1000 handles per request", nil)
+	}
+	return nil
+}
+
+// sendRevoked tells the client why its lease was ended from outside, then
+// ends the stream.
+func sendRevoked(stream leaseStream, sess *lease.Session) error {
+	cause, reason, released := sess.Revocation()
+	return stream.Send(&registryv1.LeaseResponse{Kind: &registryv1.LeaseResponse_Revoked{Revoked: &registryv1.LeaseRevoked{
+		Cause:    causeToProto[cause],
+		Reason:   reason,
+		Released: int32(released),
+	}}})
+}
+
+// endOfStream turns the receive side's end into the handler's result: a
+// client that half-closes gets a clean end.
+func endOfStream(err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,133 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/registry"
+)
+
+// MaxHandlesPerRequest bounds the handles of one Pin, Unpin or Watch, so
+// that one message cannot hold a lock or a buffer for long.
+const MaxHandlesPerRequest = 1000
+
+// registryService adapts RegistryService to the registry and lease
+// packages.
+type registryService struct {
+	registryv1.UnimplementedRegistryServiceServer
+	reg    *registry.Registry
+	leases *lease.Manager
+}
+
+func (s *registryService) Put(ctx context.Context, req *registryv1.PutRequest) (*registryv1.PutResponse, error) {
+	meta := registry.Meta{ContentType: req.GetContentType(), Labels: req.GetLabels()}
+	var (
+		info registry.Info
+		err  error
+	)
+	if req.GetLeaseId() != "" {
+		info, err = s.leases.Put(req.GetLeaseId(), req.GetData(), meta)
+	} else {
+		info, err = s.reg.Put(req.GetData(), meta, nil)
+	}
+	if err != nil {
+		return nil, toStatus(err, handle.Object)
+	}
+	return &registryv1.PutResponse{Handle: info.Handle, Info: infoToProto(info)}, nil
+}
+
+func (s *registryService) Resolve(ctx context.Context, req *registryv1.ResolveRequest) (*registryv1.ResolveResponse, error) {
+	obj, err := s.reg.Resolve(req.GetHandle())
+	if err != nil {
+		return nil, toStatus(err, handle.Object)
+	}
+	return &registryv1.ResolveResponse{Data: obj.Data, Info: infoToProto(obj.Info)}, nil
+}
+
+func (s *registryService) Stat(ctx context.Context, req *registryv1.StatRequest) (*registryv1.StatResponse, error) {
+	info, err := s.reg.Stat(req.GetHandle())
+	if err != nil {
+		return nil, toStatus(err, handle.Object)
+	}
+	return &registryv1.StatResponse{Info: infoToProto(info)}, nil
+}
+
+func (s *registryService) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreamingServer[registryv1.WatchResponse]) error {
+	hs := req.GetHandles()
+	if len(hs) == 0 {
+		return newStatus(codes.InvalidArgument, ReasonRequestEmpty, "name at least one handle to watch", nil)
+	}
+	if len(hs) > MaxHandlesPerRequest {
+		return newStatus(codes.InvalidArgument, ReasonTooManyHandles, "watch at most 1000 handles per stream", nil)
+	}
+	ids := make([]handle.ID, 0, len(hs))
+	seen := make(map[handle.ID]bool, len(hs))
+	for _, h := range hs {
+		id, err := s.reg.Parse(h)
+		if err != nil {
+			return toStatus(err, handle.Object)
+		}
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	sub, err := s.reg.Watch(ids)
+	if err != nil {
+		return toStatus(err, handle.Object)
+	}
+	defer sub.Close()
+	live := len(ids) // watched objects not yet collected or deleted
+	return pump(stream.Context(), sub, func(ev registry.Event) (bool, error) {
+		if err := stream.Send(&registryv1.WatchResponse{Event: eventToProtoMsg(ev)}); err != nil {
+			return false, err
+		}
+		if ev.State == registry.Collected || ev.State == registry.Deleted {
+			live--
+		}
+		return live > 0, nil
+	})
+}
+
+// pump sends sub's events with send until send says stop, the client goes
+// away, or the subscription ends.
+func pump(ctx context.Context, sub *registry.Subscription, send func(registry.Event) (more bool, err error)) error {
+	for {
+		select {
+		case ev := <-sub.Events():
+			more, err := send(ev)
+			if err != nil || !more {
+				return err
+			}
+		case <-sub.Done():
+			// Deliver what was queued before the end, then say why.
+		drain:
+			for {
+				select {
+				case ev := <-sub.Events():
+					if more, err := send(ev); err != nil || !more {
+						return err
+					}
+				default:
+					break drain
+				}
+			}
+			if err := sub.Err(); err != nil {
+				if errors.Is(err, registry.ErrWatchTooSlow) {
+					return newStatus(codes.ResourceExhausted, ReasonWatchTooSlow,
+						"watch fell behind its events and was dropped; watch fewer handles or read faster", nil)
+				}
+				return toStatus(err, handle.Object)
+			}
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,165 @@
+// Package server adapts the registry and lease packages to gRPC: protobuf
+// in and out, domain errors to statuses with ErrorInfo, and the
+// middleware, health and reflection services every registryd serves.
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/registry"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Registry and Leases are the domain the server adapts. Required.
+	Registry *registry.Registry
+	Leases   *lease.Manager
+	// Limits are reported in stats; MaxMessageBytes and
+	// MaxConcurrentStreams are enforced here, the others by the registry
+	// and lease packages they were given to.
+	Limits Limits
+	// Logger receives one line per request. Default slog.Default().
+	Logger *slog.Logger
+	// KeepaliveTime is how long a connection may be idle before the server
+	// pings it, and KeepaliveTimeout how long it waits for the answer: a
+	// vanished client's streams (and so its leases) end within their sum.
+	// Defaults 20s and 20s.
+	KeepaliveTime    time.Duration
+	KeepaliveTimeout time.Duration
+}
+
+// Limits are the configured limits; zero means none.
+type Limits struct {
+	MaxObjectBytes       int64
+	MaxMessageBytes      int
+	MaxPinnedBytes       int64
+	MaxPinsPerLease      int
+	MaxLeases            int
+	MaxConcurrentStreams uint32
+	MaxGrace             time.Duration
+}
+
+// report lists the limits with their use, for stats.
+func (l Limits) report(st registry.Stats, leases int) []*registryv1.Limit {
+	return []*registryv1.Limit{
+		{Name: registry.LimitObjectSize, Max: l.MaxObjectBytes, Used: -1},
+		{Name: "MESSAGE_TOO_LARGE", Max: int64(l.MaxMessageBytes), Used: -1},
+		{Name: registry.LimitPinnedBytes, Max: l.MaxPinnedBytes, Used: st.Bytes[registry.Pinned]},
+		{Name: lease.LimitPinsPerLease, Max: int64(l.MaxPinsPerLease), Used: -1},
+		{Name: lease.LimitLeases, Max: int64(l.MaxLeases), Used: int64(leases)},
+		{Name: "CONCURRENT_STREAMS_PER_CONNECTION", Max: int64(l.MaxConcurrentStreams), Used: -1},
+		{Name: "GRACE_MAX_SECONDS", Max: int64(l.MaxGrace / time.Second), Used: -1},
+	}
+}
+
+// Server is registryd's gRPC server.
+type Server struct {
+	grpc   *grpc.Server
+	health *health.Server
+	reg    *registry.Registry
+	leases *lease.Manager
+	log    *slog.Logger
+}
+
+// New returns a Server with every service registered, ready to Serve.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.KeepaliveTime == 0 {
+		cfg.KeepaliveTime = 20 * time.Second
+	}
+	if cfg.KeepaliveTimeout == 0 {
+		cfg.KeepaliveTimeout = 20 * time.Second
+	}
+	log := cfg.Logger
+	logged := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+		return c.Service != healthpb.Health_ServiceDesc.ServiceName // probes would drown the log
+	})
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		log.ErrorContext(ctx, "panic serving a request", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		return newStatus(codes.Internal, ReasonInternal, "internal error; see the server log", nil)
+	})}
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(
+			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), logged),
+			recovery.UnaryServerInterceptor(recoverOpts...),
+		),
+		grpc.ChainStreamInterceptor(
+			selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), logged),
+			recovery.StreamServerInterceptor(recoverOpts...),
+		),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),
+		// Clients may ping every 10s, even with no stream open, so that a
+		// lease holder can detect a dead server as fast as the server
+		// detects a dead client.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	if n := cfg.Limits.MaxMessageBytes; n > 0 {
+		opts = append(opts, grpc.MaxRecvMsgSize(n), grpc.MaxSendMsgSize(n))
+	}
+	if n := cfg.Limits.MaxConcurrentStreams; n > 0 {
+		opts = append(opts, grpc.MaxConcurrentStreams(n))
+	}
+	gs := grpc.NewServer(opts...)
+	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases})
+	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits})
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	for _, name := range []string{"", registryv1.RegistryService_ServiceDesc.ServiceName, registryv1.AdminService_ServiceDesc.ServiceName} {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	reflection.Register(gs)
+	return &Server{grpc: gs, health: hs, reg: cfg.Registry, leases: cfg.Leases, log: log}
+}
+
+// Serve accepts connections on lis until Shutdown.
+func (s *Server) Serve(lis net.Listener) error { return s.grpc.Serve(lis) }
+
+// Shutdown stops the server gracefully: health answers NOT_SERVING, lease
+// streams are told (revoked, cause SHUTDOWN) and watch streams end, then
+// in-flight calls finish. If ctx ends first, the remaining calls are cut.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.health.Shutdown()
+	s.leases.Shutdown()
+	s.reg.Close()
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+		return nil
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-stopped
+		return ctx.Err()
+	}
+}
+
+// slogAdapter lets go-grpc-middleware's logging interceptors write to slog.
+func slogAdapter(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
