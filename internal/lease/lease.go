@@ -17,6 +17,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/registry"
@@ -68,7 +69,8 @@ type Config struct {
 	Codec *handle.Codec
 	// Registry holds the objects. Required.
 	Registry *registry.Registry
-	// MaxGrace caps the grace a lease may ask for.
+	// MaxGrace caps the grace a lease may ask for. Zero means leases get
+	// no grace: their pins go the moment their stream does.
 	MaxGrace time.Duration
 	// MaxLeases bounds the live leases, attached or detached.
 	MaxLeases int
@@ -158,7 +160,13 @@ type OpenParams struct {
 // LEASE_LIMIT; ErrClosed.
 func (m *Manager) Open(p OpenParams) (*Session, error) {
 	if len(p.Client) > MaxClientNameBytes {
-		p.Client = p.Client[:MaxClientNameBytes]
+		// Cut on a rune boundary: the name goes out in proto string
+		// fields, which must stay valid UTF-8.
+		n := MaxClientNameBytes
+		for n > 0 && !utf8.RuneStart(p.Client[n]) {
+			n--
+		}
+		p.Client = p.Client[:n]
 	}
 	if p.Resume != "" {
 		return m.resume(p)
@@ -192,6 +200,12 @@ func (m *Manager) resume(p OpenParams) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{m: m, lease: l, peer: p.Peer, done: make(chan struct{}), resumed: true}
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ended {
@@ -333,8 +347,9 @@ func (m *Manager) end(l *Lease, cause Cause, reason string) (int, error) {
 		l.mu.Unlock()
 		return 0, ErrNotFound
 	}
+	s := l.session // releaseLocked clears it
 	released := m.releaseLocked(l)
-	if s := l.session; s != nil {
+	if s != nil {
 		s.end(cause, reason, released)
 	}
 	l.mu.Unlock()

@@ -198,17 +198,19 @@ func (s *Session) Detach() {
 	}
 	l.session = nil
 	l.expireAt = m.now().Add(l.grace)
+	// The timer may fire before AfterFunc returns: its func reads t only
+	// through expire, under l.mu, which this goroutine holds until t is set.
 	var t *time.Timer
-	t = time.AfterFunc(l.grace, func() { m.expire(l, t) })
+	t = time.AfterFunc(l.grace, func() { m.expire(l, &t) })
 	l.expire = t
 	l.mu.Unlock()
 }
 
-// expire ends l if it is still detached on timer t when its grace runs
-// out.
-func (m *Manager) expire(l *Lease, t *time.Timer) {
+// expire ends l if it is still detached on timer *t when its grace runs
+// out. *t is read under l.mu.
+func (m *Manager) expire(l *Lease, t **time.Timer) {
 	l.mu.Lock()
-	if l.ended || l.session != nil || l.expire != t {
+	if l.ended || l.session != nil || l.expire != *t {
 		l.mu.Unlock()
 		return // resumed or ended meanwhile
 	}
