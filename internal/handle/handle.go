@@ -116,7 +116,15 @@ type Config struct {
 type Codec struct {
 	node  uint16
 	epoch uint64
-	macs  sync.Pool // of hash.Hash: HMAC setup costs more than the MAC itself
+	macs  sync.Pool // of *macState: HMAC setup costs more than the MAC itself
+}
+
+// macState is a reusable HMAC with its input and output buffers, so that
+// computing a MAC allocates nothing.
+type macState struct {
+	h   hash.Hash
+	in  [1 + offMAC]byte // the kind, then the handle's body
+	out [sha256.Size]byte
 }
 
 // NewCodec returns a Codec for cfg.
@@ -133,7 +141,7 @@ func NewCodec(cfg Config) (*Codec, error) {
 	}
 	key := append([]byte(nil), cfg.Key...)
 	c := &Codec{node: cfg.Node, epoch: epoch}
-	c.macs.New = func() any { return hmac.New(sha256.New, key) }
+	c.macs.New = func() any { return &macState{h: hmac.New(sha256.New, key)} }
 	return c, nil
 }
 
@@ -173,8 +181,10 @@ func (c *Codec) Parse(k Kind, s string) (ID, error) {
 	if len(s) != len(prefix)+EncodedLen || s[:len(prefix)] != prefix {
 		return ID{}, ErrMalformed
 	}
+	var src [EncodedLen]byte // a copy on the stack: []byte(s) would allocate
+	copy(src[:], s[len(prefix):])
 	var raw [rawLen]byte
-	n, err := enc.Decode(raw[:], []byte(s[len(prefix):]))
+	n, err := enc.Decode(raw[:], src[:])
 	if err != nil || n != rawLen || raw[offVersion] != version {
 		return ID{}, ErrMalformed
 	}
@@ -195,14 +205,14 @@ func (c *Codec) Parse(k Kind, s string) (ID, error) {
 
 // sum appends the truncated MAC of kind and body to out.
 func (c *Codec) sum(k Kind, body, out []byte) []byte {
-	h := c.macs.Get().(hash.Hash)
-	h.Reset()
-	h.Write([]byte{byte(k)})
-	h.Write(body)
-	var full [sha256.Size]byte
-	h.Sum(full[:0])
-	c.macs.Put(h)
-	return append(out, full[:macLen]...)
+	m := c.macs.Get().(*macState)
+	m.h.Reset()
+	m.in[0] = byte(k)
+	copy(m.in[1:], body)
+	m.h.Write(m.in[:])
+	out = append(out, m.h.Sum(m.out[:0])[:macLen]...)
+	c.macs.Put(m)
+	return out
 }
 
 func putUint48(b []byte, v uint64) {

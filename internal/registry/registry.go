@@ -12,9 +12,9 @@
 package registry
 
 import (
+	"maps"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 	"weak"
 
@@ -43,8 +43,13 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Registry holds objects. All methods are safe for concurrent use. Reads
-// take one shard's read lock; there is no registry-wide lock on any path.
+// Registry holds objects. All methods are safe for concurrent use.
+// Resolve and Stat take one shard's read lock and nothing else; changes take
+// one shard's write lock and, briefly, the event hub's lock to number and
+// fan out their events.
+//
+// The runtime keeps a Registry reachable while any of its objects' cleanups
+// is pending, so a registry is meant to live as long as its process.
 type Registry struct {
 	codec  *handle.Codec
 	cfg    Config
@@ -54,7 +59,6 @@ type Registry struct {
 	tombs  *tombstones
 
 	counters counters
-	closed   atomic.Bool
 }
 
 // shard is one slice of the object map.
@@ -72,7 +76,7 @@ func New(cfg Config) *Registry {
 	if cfg.Tombstones == 0 {
 		cfg.Tombstones = 10000
 	}
-	if cfg.WatchBuffer == 0 {
+	if cfg.WatchBuffer <= 0 {
 		cfg.WatchBuffer = 1024
 	}
 	if cfg.Now == nil {
@@ -94,7 +98,6 @@ func New(cfg Config) *Registry {
 // Close ends every subscription. Objects stay resolvable; Close exists so
 // that watchers learn the registry is going away.
 func (r *Registry) Close() {
-	r.closed.Store(true)
 	r.events.close()
 }
 
@@ -123,6 +126,7 @@ func (r *Registry) Put(data []byte, meta Meta, by *Holder) (Info, error) {
 	if err := ValidateLabels(meta.Labels); err != nil {
 		return Info{}, err
 	}
+	meta.Labels = maps.Clone(meta.Labels) // the caller's map stays the caller's
 	if by != nil {
 		if err := r.reservePinned(size); err != nil {
 			return Info{}, err
@@ -152,16 +156,18 @@ func (r *Registry) Put(data []byte, meta Meta, by *Holder) (Info, error) {
 	s.mu.Lock()
 	s.m[id] = e
 	r.counters.puts.Add(1)
-	r.publish(e, EventCreated, "", now)
 	if by != nil {
 		e.strong = p
 		e.state = Pinned
 		e.pins = append(e.pins, Pin{Lease: by.ID, LeaseID: by.LeaseID, Since: now})
 		r.counters.add(Pinned, 1, size)
 		r.counters.pins.Add(1)
+		// CREATED reports the pinned state: the object is never WEAK.
+		r.publish(e, EventCreated, "", now)
 		r.publish(e, EventPinned, by.LeaseID, now)
 	} else {
 		r.counters.add(Weak, 1, size)
+		r.publish(e, EventCreated, "", now)
 		r.publish(e, EventWeak, "", now)
 	}
 	info := e.info()
@@ -296,17 +302,21 @@ func (r *Registry) Unpin(id handle.ID, by Holder) (info Info, pinned bool, err e
 	now := r.now()
 	e.pins = append(e.pins[:i], e.pins[i+1:]...)
 	r.counters.pins.Add(-1)
-	r.publish(e, EventUnpinned, by.LeaseID, now)
-	if len(e.pins) == 0 {
-		e.pins = nil
-		r.counters.move(Pinned, Weak, e.size)
-		r.releasePinned(e.size)
-		e.strong = nil // from here the GC decides
-		e.state = Weak
-		e.stateSince = now.UnixNano()
-		e.unpinnedAt = now.UnixNano()
-		r.publish(e, EventWeak, "", now)
+	if len(e.pins) > 0 {
+		r.publish(e, EventUnpinned, by.LeaseID, now)
+		return e.info(), true, nil
 	}
+	// The last pin went: change state first, so that the UNPINNED event
+	// already tells the state after it, then say WEAK.
+	e.pins = nil
+	r.counters.move(Pinned, Weak, e.size)
+	r.releasePinned(e.size)
+	e.strong = nil // from here the GC decides
+	e.state = Weak
+	e.stateSince = now.UnixNano()
+	e.unpinnedAt = now.UnixNano()
+	r.publish(e, EventUnpinned, by.LeaseID, now)
+	r.publish(e, EventWeak, "", now)
 	return e.info(), true, nil
 }
 
