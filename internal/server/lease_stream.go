@@ -88,8 +88,12 @@ func (s *registryService) Lease(stream leaseStream) error {
 		case req := <-reqs:
 			resp, done, err := s.leaseRequest(sess, req)
 			if errors.Is(err, lease.ErrEnded) || errors.Is(err, lease.ErrTakenOver) {
-				<-sess.Done() // ended from outside: say so below
-				return sendRevoked(stream, sess)
+				select { // ended from outside: say why
+				case <-sess.Done():
+					return sendRevoked(stream, sess)
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
 			if err != nil {
 				return err

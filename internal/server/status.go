@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -116,6 +117,11 @@ func toStatus(err error, kind handle.Kind) error {
 
 // newStatus builds a status error carrying ErrorInfo{domain, reason}.
 func newStatus(code codes.Code, reason, msg string, md map[string]string) error {
+	for k, v := range md {
+		// Metadata may echo client input, and a proto string must be
+		// UTF-8 or the whole ErrorInfo would be lost.
+		md[k] = strings.ToValidUTF8(v, "\uFFFD")
+	}
 	st := status.New(code, msg)
 	if withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Domain: Domain, Reason: reason, Metadata: md}); err == nil {
 		st = withInfo
