@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -63,18 +64,19 @@ func parseConfig(args []string) (*config, error) {
 		maxPinnedBytes:  4 << 30,
 	}
 	fs := flag.NewFlagSet("registryd", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: registryd [flags]\n\nServes the object registry over gRPC. Every flag --some-name may also be\nset as the environment variable %sSOME_NAME; a flag wins over its variable.\n\nFlags:\n", envPrefix)
-		fs.PrintDefaults()
-	}
+	// The flag package would print an error and the whole usage for a bad
+	// flag; main prints the error on one line instead, and the usage goes
+	// out, to stdout, only for -h.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:7600", "`host:port` to serve gRPC on")
 	fs.StringVar(&c.keyFile, "key-file", "", "`file` holding the handle MAC key (hex, base64 or raw, at least 32 bytes); also REGISTRYD_KEY holds the key itself. Without either a random key is made, and handles mean nothing to another run")
 	fs.UintVar(&c.node, "node", 0, "this node's tag (0-65535), carried in its handles")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
-	fs.Var(&c.maxObjectBytes, "max-object-bytes", "largest object accepted")
-	fs.Var(&c.maxMessageBytes, "max-message-bytes", "largest gRPC message received or sent")
-	fs.Var(&c.maxPinnedBytes, "max-pinned-bytes", "most payload bytes pinned at once, all leases together (0: no limit)")
+	fs.Var(&c.maxObjectBytes, "max-object-bytes", "largest object accepted, as a `size` such as 16MiB")
+	fs.Var(&c.maxMessageBytes, "max-message-bytes", "largest gRPC message received or sent, as a `size`")
+	fs.Var(&c.maxPinnedBytes, "max-pinned-bytes", "most payload bytes pinned at once, all leases together, as a `size` (0: no limit)")
 	fs.IntVar(&c.maxPinsPerLease, "max-pins-per-lease", 100000, "most objects one lease may pin (0: no limit)")
 	fs.IntVar(&c.maxLeases, "max-leases", 10000, "most live leases, attached or detached (0: no limit)")
 	fs.UintVar(&c.maxStreams, "max-streams", 1024, "most concurrent streams per client connection")
@@ -85,7 +87,13 @@ func parseConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.keepaliveTimeout, "keepalive-timeout", 20*time.Second, "drop a client that does not answer a ping this long (its leases end)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, wait this long for calls in flight")
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Printf("Usage: registryd [flags]\n\nServes the object registry over gRPC. Every flag --some-name may also be\nset as the environment variable %sSOME_NAME; a flag wins over its variable.\n\nFlags:\n", envPrefix)
+			fs.SetOutput(os.Stdout)
+			fs.PrintDefaults()
+			return nil, err
+		}
+		return nil, fmt.Errorf("%v (see registryd -h)", err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q; registryd takes flags only", fs.Arg(0))
@@ -94,13 +102,13 @@ func parseConfig(args []string) (*config, error) {
 		return nil, err
 	}
 	if c.node > 0xffff {
-		return nil, fmt.Errorf("--node %d: want 0 to 65535", c.node)
+		return nil, fmt.Errorf("--node (REGISTRYD_NODE) %d: want 0 to 65535", c.node)
 	}
 	if c.logFormat != "text" && c.logFormat != "json" {
-		return nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
+		return nil, fmt.Errorf("--log-format (REGISTRYD_LOG_FORMAT) %q: want text or json", c.logFormat)
 	}
 	if c.maxObjectBytes <= 0 || c.maxMessageBytes <= 0 {
-		return nil, errors.New("--max-object-bytes and --max-message-bytes must be positive")
+		return nil, errors.New("--max-object-bytes and --max-message-bytes (REGISTRYD_MAX_OBJECT_BYTES, REGISTRYD_MAX_MESSAGE_BYTES) must be positive")
 	}
 	return c, nil
 }
@@ -155,18 +163,16 @@ func loadKey(c *config) (key []byte, random bool, err error) {
 // order of preference, and insists on at least 32 bytes of it.
 func decodeKey(raw []byte) ([]byte, error) {
 	s := strings.TrimSpace(string(raw))
-	var key []byte
+	key, as := raw, "raw bytes"
 	if k, err := hex.DecodeString(s); err == nil {
-		key = k
+		key, as = k, "hex"
 	} else if k, err := base64.StdEncoding.DecodeString(s); err == nil {
-		key = k
+		key, as = k, "base64"
 	} else if k, err := base64.RawURLEncoding.DecodeString(s); err == nil {
-		key = k
-	} else {
-		key = raw
+		key, as = k, "base64"
 	}
 	if len(key) < handle.MinKeyLen {
-		return nil, fmt.Errorf("key is %d bytes, want at least %d (make one with: openssl rand -hex 32)", len(key), handle.MinKeyLen)
+		return nil, fmt.Errorf("key is %d bytes read as %s, want at least %d (make one with: openssl rand -hex 32)", len(key), as, handle.MinKeyLen)
 	}
 	return key, nil
 }

@@ -23,7 +23,7 @@ import (
 func main() {
 	if err := run(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
+			os.Exit(0) // -h: the usage went to stdout
 		}
 		fmt.Fprintln(os.Stderr, "registryd:", err)
 		os.Exit(1)
