@@ -1,0 +1,200 @@
+package registry
+
+import (
+	"errors"
+	"sync/atomic"
+	"testing"
+)
+
+// The payload is shared by every Put of a benchmark: the registry keeps
+// bytes as given, and a benchmark of Put should not measure the caller's
+// allocation.
+const benchSize = 1 << 10
+
+func BenchmarkPut(b *testing.B) {
+	r := newRegistry(b, Config{})
+	data := newPayload(benchSize, 1)
+	b.SetBytes(benchSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.Put(data, Meta{}, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkPutParallel(b *testing.B) {
+	r := newRegistry(b, Config{})
+	data := newPayload(benchSize, 1)
+	b.SetBytes(benchSize)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := r.Put(data, Meta{}, nil); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkPutPinned(b *testing.B) {
+	const batch = 1024 // unpinned outside the timer, to bound memory
+	r := newRegistry(b, Config{})
+	by := newHolder(r)
+	data := newPayload(benchSize, 1)
+	infos := make([]Info, 0, batch)
+	unpin := func() {
+		for _, in := range infos {
+			if _, _, err := r.Unpin(in.ID, by); err != nil {
+				b.Fatal(err)
+			}
+		}
+		infos = infos[:0]
+	}
+	b.SetBytes(benchSize)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		info, err := r.Put(data, Meta{}, &by)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if infos = append(infos, info); len(infos) == batch {
+			b.StopTimer()
+			unpin()
+			b.StartTimer()
+		}
+	}
+	b.StopTimer()
+	unpin()
+}
+
+func BenchmarkResolveHit(b *testing.B) {
+	r := newRegistry(b, Config{})
+	by := newHolder(r)
+	info, _ := put(b, r, benchSize, 1, Meta{}, &by)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := r.Resolve(info.Handle); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkResolveCollected(b *testing.B) {
+	r := newRegistry(b, Config{})
+	info, _ := put(b, r, benchSize, 1, Meta{}, nil)
+	r.Collect()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := r.Resolve(info.Handle); !errors.Is(err, ErrCollected) {
+				b.Errorf("Resolve: %v, want ErrCollected", err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkPinUnpin pins and unpins an object another lease keeps pinned:
+// the pin-set path without a state change.
+func BenchmarkPinUnpin(b *testing.B) {
+	r := newRegistry(b, Config{})
+	keeper, by := newHolder(r), newHolder(r)
+	info, _ := put(b, r, benchSize, 1, Meta{}, &keeper)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := r.Pin(info.ID, by); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := r.Unpin(info.ID, by); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPinUnpinWeak pins and unpins an object nobody else pins: every
+// pin moves it WEAK -> PINNED and every unpin back.
+func BenchmarkPinUnpinWeak(b *testing.B) {
+	noAutoGC(b) // an unpinned moment must not meet a collection
+	r := newRegistry(b, Config{})
+	by := newHolder(r)
+	info, _ := put(b, r, benchSize, 1, Meta{}, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := r.Pin(info.ID, by); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := r.Unpin(info.ID, by); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPinUnpinParallel gives each goroutine its own object, so they
+// meet only on shard locks and counters.
+func BenchmarkPinUnpinParallel(b *testing.B) {
+	r := newRegistry(b, Config{})
+	keeper := newHolder(r)
+	var seed atomic.Int32
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		by := newHolder(r)
+		data := newPayload(benchSize, byte(seed.Add(1)))
+		info, err := r.Put(data, Meta{}, &keeper)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		for pb.Next() {
+			if _, _, err := r.Pin(info.ID, by); err != nil {
+				b.Error(err)
+				return
+			}
+			if _, _, err := r.Unpin(info.ID, by); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkStat(b *testing.B) {
+	r := newRegistry(b, Config{})
+	by := newHolder(r)
+	info, _ := put(b, r, benchSize, 1, Meta{}, &by)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := r.Stat(info.Handle); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkCollect measures a forced collection that finds 1000 objects
+// to reap.
+func BenchmarkCollect(b *testing.B) {
+	noAutoGC(b) // so that Collect, not the runtime, takes them
+	r := newRegistry(b, Config{})
+	data := newPayload(benchSize, 1)
+	b.ReportAllocs()
+	for range b.N {
+		b.StopTimer()
+		for range 1000 {
+			if _, err := r.Put(data, Meta{}, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		if rep := r.Collect(); rep.Objects != 1000 {
+			b.Fatalf("Collect freed %d objects, want 1000", rep.Objects)
+		}
+	}
+}

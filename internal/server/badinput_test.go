@@ -1,0 +1,323 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/handle"
+)
+
+// world is a registry in use by a bystander: a client that holds a lease
+// pinning one object and has put one weak object. A bad request from
+// someone else must leave all of it as it was.
+type world struct {
+	e          *env
+	bystander  *leaseClient
+	pinned     string // pinned by bystander
+	weak       string // put without a lease
+	deleted    string // deleted by an operator
+	collected  string // collected by the garbage collector
+	foreignKey string // a genuine-looking handle from another key
+}
+
+const bystanderData = "the bystander's bytes"
+
+func newWorld(t *testing.T) *world {
+	e := newEnv(t, nil)
+	w := &world{e: e}
+	w.bystander = e.openLease(t, "bystander", 0)
+	w.pinned = e.put(t, bystanderData, w.bystander.id)
+	w.collected = e.put(t, "collect me", "")
+	if _, err := e.admin.Collect(ctxT(t), &registryv1.CollectRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	w.weak = e.put(t, "weak bytes", "")
+	w.deleted = e.put(t, "delete me", "")
+	if _, err := e.admin.DeleteObject(ctxT(t), &registryv1.DeleteObjectRequest{Handle: w.deleted}); err != nil {
+		t.Fatal(err)
+	}
+	other, err := handle.NewCodec(handle.Config{Key: bytes.Repeat([]byte{7}, 32), Epoch: e.codec.Epoch()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, w.foreignKey = other.New(handle.Object)
+	return w
+}
+
+// snapshot is everything another client could observe of the registry's
+// holdings. Resolve counters are left out: a failed call is counted.
+func (w *world) snapshot(t *testing.T) string {
+	t.Helper()
+	ctx := ctxT(t)
+	st, err := w.e.admin.GetStats(ctx, &registryv1.GetStatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases, err := w.e.admin.ListLeases(ctx, &registryv1.ListLeasesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := w.e.admin.ListObjects(ctx, &registryv1.ListObjectsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "objects=%v bytes=%v attached=%d detached=%d pins=%d puts=%d collected=%d deleted=%d\n",
+		st.GetObjects(), st.GetBytes(), st.GetLeasesAttached(), st.GetLeasesDetached(), st.GetPins(),
+		st.GetPuts(), st.GetCollectedObjects(), st.GetDeletedObjects())
+	for _, l := range leases.GetLeases() {
+		fmt.Fprintf(&b, "lease %s %s pins=%d attached=%v\n", l.GetLeaseId(), l.GetClientName(), l.GetPinCount(), l.GetAttached())
+	}
+	for _, o := range objs.GetObjects() {
+		fmt.Fprintf(&b, "object %s %v pins=%d size=%d\n", o.GetHandle(), o.GetState(), o.GetPinCount(), o.GetSize())
+	}
+	return b.String()
+}
+
+// checkBystander fails unless the bystander's object resolves to its bytes
+// and its lease still works.
+func (w *world) checkBystander(t *testing.T) {
+	t.Helper()
+	resp, err := w.e.rs.Resolve(ctxT(t), &registryv1.ResolveRequest{Handle: w.pinned})
+	if err != nil {
+		t.Fatalf("bystander's object: %v", err)
+	}
+	if string(resp.GetData()) != bystanderData || resp.GetInfo().GetPinCount() != 1 {
+		t.Fatalf("bystander's object: %q with %d pins", resp.GetData(), resp.GetInfo().GetPinCount())
+	}
+	if r := w.bystander.pin(w.pinned); r[0].GetOutcome() != registryv1.PinOutcome_PIN_OUTCOME_ALREADY_PINNED {
+		t.Fatalf("bystander's lease: pin answered %v", r[0])
+	}
+}
+
+func pinReq(hs ...string) *registryv1.LeaseRequest {
+	return &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Pin{Pin: &registryv1.PinHandles{Handles: hs}}}
+}
+
+func openReq(resume string) *registryv1.LeaseRequest {
+	return &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Open{Open: &registryv1.OpenLease{ResumeLeaseId: resume}}}
+}
+
+// wantResult fails unless r has outcome and, for failures, code and reason.
+func wantResult(t *testing.T, r *registryv1.PinResult, outcome registryv1.PinOutcome, code codes.Code, reason string) {
+	t.Helper()
+	if r.GetOutcome() != outcome || codes.Code(r.GetError().GetCode()) != code || r.GetError().GetReason() != reason {
+		t.Fatalf("got %v, want %v %v %q", r, outcome, code, reason)
+	}
+}
+
+// TestBadInputChangesNothingForOthers sends each kind of bad input and
+// checks the exact code and reason, and that the registry as others see
+// it did not change.
+func TestBadInputChangesNothingForOthers(t *testing.T) {
+	ok := codes.OK
+	cases := []struct {
+		name string
+		do   func(t *testing.T, w *world)
+	}{
+		{"resolve malformed handle", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Resolve(ctxT(t), &registryv1.ResolveRequest{Handle: "obj_not-a-handle"})
+			wantStatus(t, err, codes.InvalidArgument, ReasonHandleMalformed)
+		}},
+		{"resolve empty handle", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Resolve(ctxT(t), &registryv1.ResolveRequest{})
+			wantStatus(t, err, codes.InvalidArgument, ReasonHandleMalformed)
+		}},
+		{"resolve never-issued handle", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Resolve(ctxT(t), &registryv1.ResolveRequest{Handle: w.foreignKey})
+			wantStatus(t, err, codes.NotFound, ReasonHandleUnknown)
+		}},
+		{"resolve handle with a wrong MAC", func(t *testing.T, w *world) {
+			// The last character holds MAC bits only: change it.
+			h := []byte(w.pinned)
+			if h[len(h)-1] == 'A' {
+				h[len(h)-1] = 'B'
+			} else {
+				h[len(h)-1] = 'A'
+			}
+			_, err := w.e.rs.Resolve(ctxT(t), &registryv1.ResolveRequest{Handle: string(h)})
+			wantStatus(t, err, codes.NotFound, ReasonHandleUnknown)
+		}},
+		{"resolve lease id as a handle", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Resolve(ctxT(t), &registryv1.ResolveRequest{Handle: w.bystander.id})
+			wantStatus(t, err, codes.InvalidArgument, ReasonHandleMalformed)
+		}},
+		{"resolve collected", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Resolve(ctxT(t), &registryv1.ResolveRequest{Handle: w.collected})
+			wantStatus(t, err, codes.NotFound, ReasonCollected)
+		}},
+		{"stat deleted", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Stat(ctxT(t), &registryv1.StatRequest{Handle: w.deleted})
+			wantStatus(t, err, codes.NotFound, ReasonDeleted)
+		}},
+		{"put empty payload", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: nil, ContentType: "text/plain"})
+			wantStatus(t, err, codes.InvalidArgument, ReasonPayloadEmpty)
+		}},
+		{"put oversized payload", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: make([]byte, testLimits.MaxObjectBytes+1)})
+			wantStatus(t, err, codes.ResourceExhausted, "OBJECT_TOO_LARGE")
+		}},
+		{"put oversized payload with a lease", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: make([]byte, testLimits.MaxObjectBytes+1), LeaseId: w.bystander.id})
+			wantStatus(t, err, codes.ResourceExhausted, "OBJECT_TOO_LARGE")
+		}},
+		{"put bad label", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("x"), Labels: map[string]string{"bad key!": "v"}})
+			wantStatus(t, err, codes.InvalidArgument, ReasonLabelsInvalid)
+		}},
+		{"put with unknown lease", func(t *testing.T, w *world) {
+			_, id := w.e.codec.New(handle.Lease) // genuine, never opened
+			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("x"), LeaseId: id})
+			wantStatus(t, err, codes.FailedPrecondition, ReasonLeaseNotFound)
+		}},
+		{"put with malformed lease id", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("x"), LeaseId: "lse_nope"})
+			wantStatus(t, err, codes.InvalidArgument, ReasonLeaseMalformed)
+		}},
+		{"put with an object handle as lease id", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("x"), LeaseId: w.pinned})
+			wantStatus(t, err, codes.InvalidArgument, ReasonLeaseMalformed)
+		}},
+		{"pin before open", func(t *testing.T, w *world) {
+			_, err := w.e.leaseStream(t).try(pinReq(w.weak))
+			wantStatus(t, err, codes.FailedPrecondition, ReasonLeaseNotOpen)
+		}},
+		{"empty lease request", func(t *testing.T, w *world) {
+			_, err := w.e.leaseStream(t).try(&registryv1.LeaseRequest{})
+			wantStatus(t, err, codes.InvalidArgument, ReasonRequestEmpty)
+		}},
+		{"resume unknown lease", func(t *testing.T, w *world) {
+			_, id := w.e.codec.New(handle.Lease)
+			_, err := w.e.leaseStream(t).try(openReq(id))
+			wantStatus(t, err, codes.NotFound, ReasonLeaseNotFound)
+		}},
+		{"resume malformed lease id", func(t *testing.T, w *world) {
+			_, err := w.e.leaseStream(t).try(openReq("lse_"))
+			wantStatus(t, err, codes.InvalidArgument, ReasonLeaseMalformed)
+		}},
+		{"open twice on one stream", func(t *testing.T, w *world) {
+			lc := w.e.openLease(t, "twice", 0)
+			_, err := lc.try(openReq(""))
+			wantStatus(t, err, codes.FailedPrecondition, ReasonLeaseAlreadyOpen)
+		}},
+		{"duplicate pin", func(t *testing.T, w *world) {
+			rs := w.bystander.pin(w.pinned)
+			wantResult(t, rs[0], registryv1.PinOutcome_PIN_OUTCOME_ALREADY_PINNED, ok, "")
+			if rs[0].GetInfo().GetPinCount() != 1 {
+				t.Fatalf("pin count %d after a duplicate pin, want 1", rs[0].GetInfo().GetPinCount())
+			}
+		}},
+		{"unpin a handle not pinned", func(t *testing.T, w *world) {
+			rs := w.bystander.unpin(w.weak)
+			wantResult(t, rs[0], registryv1.PinOutcome_PIN_OUTCOME_NOT_PINNED, ok, "")
+		}},
+		{"pin bad handles", func(t *testing.T, w *world) {
+			lc := w.e.openLease(t, "bad pins", 0)
+			rs := lc.pin("garbage", w.foreignKey, w.collected, w.deleted)
+			wantResult(t, rs[0], registryv1.PinOutcome_PIN_OUTCOME_FAILED, codes.InvalidArgument, ReasonHandleMalformed)
+			wantResult(t, rs[1], registryv1.PinOutcome_PIN_OUTCOME_FAILED, codes.NotFound, ReasonHandleUnknown)
+			wantResult(t, rs[2], registryv1.PinOutcome_PIN_OUTCOME_FAILED, codes.NotFound, ReasonCollected)
+			wantResult(t, rs[3], registryv1.PinOutcome_PIN_OUTCOME_FAILED, codes.NotFound, ReasonDeleted)
+			lc.close()
+		}},
+		{"too many handles in one pin", func(t *testing.T, w *world) {
+			hs := make([]string, MaxHandlesPerRequest+1)
+			for i := range hs {
+				hs[i] = w.weak
+			}
+			lc := w.e.openLease(t, "greedy", 0)
+			_, err := lc.try(pinReq(hs...))
+			wantStatus(t, err, codes.InvalidArgument, ReasonTooManyHandles)
+		}},
+		{"revoke unknown lease", func(t *testing.T, w *world) {
+			_, id := w.e.codec.New(handle.Lease)
+			_, err := w.e.admin.RevokeLease(ctxT(t), &registryv1.RevokeLeaseRequest{LeaseId: id})
+			wantStatus(t, err, codes.NotFound, ReasonLeaseNotFound)
+		}},
+		{"revoke malformed lease id", func(t *testing.T, w *world) {
+			_, err := w.e.admin.RevokeLease(ctxT(t), &registryv1.RevokeLeaseRequest{LeaseId: "nope"})
+			wantStatus(t, err, codes.InvalidArgument, ReasonLeaseMalformed)
+		}},
+		{"delete pinned without force", func(t *testing.T, w *world) {
+			_, err := w.e.admin.DeleteObject(ctxT(t), &registryv1.DeleteObjectRequest{Handle: w.pinned})
+			wantStatus(t, err, codes.FailedPrecondition, ReasonPinned)
+		}},
+		{"list with bad page token", func(t *testing.T, w *world) {
+			_, err := w.e.admin.ListObjects(ctxT(t), &registryv1.ListObjectsRequest{PageToken: "???"})
+			wantStatus(t, err, codes.InvalidArgument, ReasonPageToken)
+		}},
+		{"inspect never-issued handle", func(t *testing.T, w *world) {
+			_, err := w.e.admin.InspectObject(ctxT(t), &registryv1.InspectObjectRequest{Handle: w.foreignKey})
+			wantStatus(t, err, codes.NotFound, ReasonHandleUnknown)
+		}},
+		{"watch nothing", func(t *testing.T, w *world) {
+			stream, err := w.e.rs.Watch(ctxT(t), &registryv1.WatchRequest{})
+			if err == nil {
+				_, err = stream.Recv()
+			}
+			wantStatus(t, err, codes.InvalidArgument, ReasonRequestEmpty)
+		}},
+		{"watch malformed handle", func(t *testing.T, w *world) {
+			stream, err := w.e.rs.Watch(ctxT(t), &registryv1.WatchRequest{Handles: []string{w.weak, "obj_x"}})
+			if err == nil {
+				_, err = stream.Recv()
+			}
+			wantStatus(t, err, codes.InvalidArgument, ReasonHandleMalformed)
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t)
+			before := w.snapshot(t)
+			c.do(t, w)
+			if after := w.snapshot(t); after != before {
+				t.Errorf("registry changed:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+			w.checkBystander(t)
+		})
+	}
+}
+
+// TestPinLimitIsPerHandleAndChangesNothing fills a lease to its pin
+// limit: the next pin fails alone, with the limit's reason.
+func TestPinLimitIsPerHandleAndChangesNothing(t *testing.T) {
+	w := newWorld(t)
+	lc := w.e.openLease(t, "filler", 0)
+	hs := make([]string, testLimits.MaxPinsPerLease)
+	for i := range hs {
+		hs[i] = w.e.put(t, fmt.Sprint("object ", i), lc.id)
+	}
+	before := w.snapshot(t)
+	rs := lc.pin(w.weak)
+	wantResult(t, rs[0], registryv1.PinOutcome_PIN_OUTCOME_FAILED, codes.ResourceExhausted, "LEASE_PIN_LIMIT")
+	_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("one more"), LeaseId: lc.id})
+	wantStatus(t, err, codes.ResourceExhausted, "LEASE_PIN_LIMIT")
+	if after := w.snapshot(t); after != before {
+		t.Errorf("registry changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	w.checkBystander(t)
+}
+
+// TestResultsCarryMetadata: a pin result describes the object it pinned.
+func TestResultsCarryMetadata(t *testing.T) {
+	e := newEnv(t, nil)
+	resp, err := e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("{}"), ContentType: "application/json", Labels: map[string]string{"team": "a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := e.openLease(t, "reader", 0)
+	got := lc.pin(resp.GetHandle())[0].GetInfo()
+	want := &registryv1.ObjectInfo{Handle: resp.GetHandle(), Size: 2, ContentType: "application/json",
+		Labels: map[string]string{"team": "a"}, State: registryv1.ObjectState_OBJECT_STATE_PINNED, PinCount: 1}
+	got.CreateTime, got.AccessTime, got.StateTime = nil, nil, nil
+	if !proto.Equal(got, want) {
+		t.Fatalf("pin result info %v, want %v", got, want)
+	}
+}
