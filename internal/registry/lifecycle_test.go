@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/weakref/registry/internal/handle"
 )
@@ -308,4 +309,12 @@ func TestRegistryHoldsNothingAfterEverythingIsCollected(t *testing.T) {
 	sub.Close()
 	watch.Close()
 	assertHoldsNothing(t, r)
+}
+
+// TestPayloadIsPaddedOutOfCrowdedSpans guards the padding that keeps
+// weak.Make and AddCleanup cheap (see payload).
+func TestPayloadIsPaddedOutOfCrowdedSpans(t *testing.T) {
+	if got := unsafe.Sizeof(payload{}); got != 128 {
+		t.Fatalf("payload is %d bytes, want 128", got)
+	}
 }
