@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"runtime/debug"
 	"time"
 
@@ -91,8 +92,12 @@ func New(cfg Config) *Server {
 		cfg.KeepaliveTimeout = 20 * time.Second
 	}
 	log := cfg.Logger
-	logged := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
-		return c.Service != healthpb.Health_ServiceDesc.ServiceName // probes would drown the log
+	// Request lines are logged at Info. Below that level the interceptor
+	// is skipped altogether: building its fields costs about a tenth of a
+	// Resolve's server time even when the line is then dropped.
+	logged := selector.MatchFunc(func(ctx context.Context, c interceptors.CallMeta) bool {
+		return c.Service != healthpb.Health_ServiceDesc.ServiceName && // probes would drown the log
+			log.Enabled(ctx, slog.LevelInfo)
 	})
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
 	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
@@ -114,6 +119,10 @@ func New(cfg Config) *Server {
 		// detects a dead client.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
+	// Serve requests on a pool of long-lived goroutines, whose stacks have
+	// already grown to what the interceptor chain needs, instead of a new
+	// goroutine per request that grows its stack each time.
+	opts = append(opts, grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))))
 	if n := cfg.Limits.MaxMessageBytes; n > 0 {
 		opts = append(opts, grpc.MaxRecvMsgSize(n), grpc.MaxSendMsgSize(n))
 	}
