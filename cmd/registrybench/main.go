@@ -1,0 +1,228 @@
+// Command registrybench drives a registryd with N concurrent callers for a
+// fixed time and prints ops/s and latency percentiles. It also carries its
+// own baseline, a bare gRPC-Go echo server answering the same payload, so
+// that registryd and the floor of any gRPC-Go service can be compared in
+// one run on one machine (see docs/PERFORMANCE.md).
+//
+//	registrybench -mode echo-serve -addr 127.0.0.1:7699 &
+//	registrybench -mode echo -addr 127.0.0.1:7699 -c 16
+//	registrybench -mode resolve -addr 127.0.0.1:7600 -c 16
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "registrybench:", err)
+		os.Exit(1)
+	}
+}
+
+// caller makes one call as worker w.
+type caller func(ctx context.Context, w int) error
+
+func run() error {
+	mode := flag.String("mode", "resolve", "echo-serve | echo | put | resolve | resolve-collected | stat | pin-unpin")
+	addr := flag.String("addr", "127.0.0.1:7600", "target address (for echo-serve: where to listen)")
+	conc := flag.Int("c", 16, "concurrent callers")
+	dur := flag.Duration("d", 5*time.Second, "how long to drive the load")
+	size := flag.Int("size", 512, "payload bytes")
+	flag.Parse()
+	if *conc < 1 || *dur <= 0 || *size < 1 {
+		return errors.New("-c, -d and -size must be positive")
+	}
+	payload := make([]byte, *size)
+
+	if *mode == "echo-serve" {
+		lis, err := net.Listen("tcp", *addr)
+		if err != nil {
+			return err
+		}
+		s := grpc.NewServer()
+		testpb.RegisterTestServiceServer(s, &echoServer{payload: payload})
+		return s.Serve(lis)
+	}
+
+	cc, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	call, err := setup(*mode, cc, payload, *conc)
+	if err != nil {
+		return err
+	}
+	lat, elapsed, err := drive(call, *conc, *dur)
+	if err != nil {
+		return err
+	}
+	pct := func(p float64) time.Duration { return lat[int(p*float64(len(lat)-1))] }
+	fmt.Printf("%s c=%d size=%d ops/s=%.0f p50=%v p99=%v n=%d\n", *mode, *conc, *size,
+		float64(len(lat))/elapsed.Seconds(), pct(0.5), pct(0.99), len(lat))
+	return nil
+}
+
+type echoServer struct {
+	testpb.UnimplementedTestServiceServer
+	payload []byte
+}
+
+func (s *echoServer) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	return &testpb.SimpleResponse{Payload: &testpb.Payload{Body: s.payload}}, nil
+}
+
+// setup prepares what mode needs on the server and returns the call to
+// repeat.
+func setup(mode string, cc *grpc.ClientConn, payload []byte, conc int) (caller, error) {
+	ctx := context.Background()
+	rs := registryv1.NewRegistryServiceClient(cc)
+	switch mode {
+	case "echo":
+		tc := testpb.NewTestServiceClient(cc)
+		return func(ctx context.Context, _ int) error {
+			_, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{})
+			return err
+		}, nil
+	case "put":
+		return func(ctx context.Context, _ int) error {
+			_, err := rs.Put(ctx, &registryv1.PutRequest{Data: payload})
+			return err
+		}, nil
+	case "resolve", "stat", "pin-unpin":
+		// One object pinned by a lease held for the whole run, so that it
+		// is never collected under the load.
+		keeper, err := openLease(ctx, rs, "registrybench keeper")
+		if err != nil {
+			return nil, err
+		}
+		put, err := rs.Put(ctx, &registryv1.PutRequest{Data: payload, LeaseId: keeper.id})
+		if err != nil {
+			return nil, err
+		}
+		h := put.GetHandle()
+		switch mode {
+		case "resolve":
+			return func(ctx context.Context, _ int) error {
+				_, err := rs.Resolve(ctx, &registryv1.ResolveRequest{Handle: h})
+				return err
+			}, nil
+		case "stat":
+			return func(ctx context.Context, _ int) error {
+				_, err := rs.Stat(ctx, &registryv1.StatRequest{Handle: h})
+				return err
+			}, nil
+		}
+		// pin-unpin: each worker has a lease stream of its own.
+		workers := make([]*leaseConn, conc)
+		for i := range workers {
+			if workers[i], err = openLease(ctx, rs, fmt.Sprint("registrybench ", i)); err != nil {
+				return nil, err
+			}
+		}
+		return func(_ context.Context, w int) error {
+			return workers[w].pinUnpin(h)
+		}, nil
+	case "resolve-collected":
+		put, err := rs.Put(ctx, &registryv1.PutRequest{Data: payload})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := registryv1.NewAdminServiceClient(cc).Collect(ctx, &registryv1.CollectRequest{}); err != nil {
+			return nil, err
+		}
+		h := put.GetHandle()
+		return func(ctx context.Context, _ int) error {
+			if _, err := rs.Resolve(ctx, &registryv1.ResolveRequest{Handle: h}); err == nil {
+				return errors.New("the object was not collected")
+			}
+			return nil
+		}, nil
+	}
+	return nil, fmt.Errorf("unknown -mode %q", mode)
+}
+
+// drive runs call from conc workers for dur and returns every latency,
+// sorted.
+func drive(call caller, conc int, dur time.Duration) ([]time.Duration, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), dur)
+	defer cancel()
+	lat := make([][]time.Duration, conc)
+	errs := make([]error, conc)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range conc {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				t := time.Now()
+				if err := call(context.Background(), w); err != nil {
+					errs[w] = err
+					return
+				}
+				lat[w] = append(lat[w], time.Since(t))
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		return nil, 0, err
+	}
+	all := slices.Concat(lat...)
+	if len(all) == 0 {
+		return nil, 0, errors.New("no call completed")
+	}
+	slices.Sort(all)
+	return all, elapsed, nil
+}
+
+// leaseConn is one open lease stream.
+type leaseConn struct {
+	stream grpc.BidiStreamingClient[registryv1.LeaseRequest, registryv1.LeaseResponse]
+	id     string
+}
+
+func openLease(ctx context.Context, rs registryv1.RegistryServiceClient, name string) (*leaseConn, error) {
+	stream, err := rs.Lease(ctx)
+	if err != nil {
+		return nil, err
+	}
+	lc := &leaseConn{stream: stream}
+	resp, err := lc.do(&registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Open{Open: &registryv1.OpenLease{ClientName: name}}})
+	if err != nil {
+		return nil, err
+	}
+	lc.id = resp.GetOpened().GetLeaseId()
+	return lc, nil
+}
+
+func (lc *leaseConn) do(req *registryv1.LeaseRequest) (*registryv1.LeaseResponse, error) {
+	if err := lc.stream.Send(req); err != nil {
+		return nil, err
+	}
+	return lc.stream.Recv()
+}
+
+// pinUnpin pins h and unpins it: two round trips on the stream.
+func (lc *leaseConn) pinUnpin(h string) error {
+	if _, err := lc.do(&registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Pin{Pin: &registryv1.PinHandles{Handles: []string{h}}}}); err != nil {
+		return err
+	}
+	_, err := lc.do(&registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Unpin{Unpin: &registryv1.UnpinHandles{Handles: []string{h}}}})
+	return err
+}
