@@ -307,7 +307,7 @@ func (x *StateCounts) GetWeak() int64 {
 type Limit struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The limit's name, as in the RESOURCE_EXHAUSTED reason it gives
-	// (e.g. "PINNED_BYTES_LIMIT") .
+	// (e.g. "PINNED_BYTES_LIMIT").
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The configured maximum; zero means unlimited.
 	Max int64 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
@@ -378,7 +378,7 @@ type ListObjectsRequest struct {
 	Labels map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Only objects pinned by this lease.
 	LeaseId string `protobuf:"bytes,3,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
-	// At most this many objects; 0 means 100; at most 1000.
+	// At most this many objects; 0 means 100; more than 1000 means 1000.
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page; empty for the first page.
 	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
@@ -454,7 +454,7 @@ func (x *ListObjectsRequest) GetPageToken() string {
 // ListObjectsResponse is one page of objects.
 type ListObjectsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The objects, in handle order.
+	// The objects, in a stable order (by their random part).
 	Objects []*ObjectInfo `protobuf:"bytes,1,rep,name=objects,proto3" json:"objects,omitempty"`
 	// Pass it to get the next page; empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`

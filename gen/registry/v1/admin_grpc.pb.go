@@ -38,7 +38,8 @@ const (
 type AdminServiceClient interface {
 	// GetStats returns counts, bytes, limits and collector figures.
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
-	// ListObjects lists objects in handle order, a page at a time.
+	// ListObjects lists objects in a stable order, a page at a time. A
+	// listing while objects come and go is a fair view, not a snapshot.
 	//
 	// Errors: INVALID_ARGUMENT PAGE_TOKEN_INVALID, LABELS_INVALID.
 	ListObjects(ctx context.Context, in *ListObjectsRequest, opts ...grpc.CallOption) (*ListObjectsResponse, error)
@@ -62,7 +63,8 @@ type AdminServiceClient interface {
 	// Collect runs the Go garbage collector now and reports what it freed.
 	Collect(ctx context.Context, in *CollectRequest, opts ...grpc.CallOption) (*CollectResponse, error)
 	// WatchEvents streams every lifecycle event of every object, as it
-	// happens, optionally only some kinds.
+	// happens, optionally only some kinds. The response headers arrive as
+	// soon as the watch is in place: every event after that reaches it.
 	//
 	// Errors: RESOURCE_EXHAUSTED WATCH_TOO_SLOW when the watcher does not
 	// keep up with its events.
@@ -175,7 +177,8 @@ type AdminService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResp
 type AdminServiceServer interface {
 	// GetStats returns counts, bytes, limits and collector figures.
 	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
-	// ListObjects lists objects in handle order, a page at a time.
+	// ListObjects lists objects in a stable order, a page at a time. A
+	// listing while objects come and go is a fair view, not a snapshot.
 	//
 	// Errors: INVALID_ARGUMENT PAGE_TOKEN_INVALID, LABELS_INVALID.
 	ListObjects(context.Context, *ListObjectsRequest) (*ListObjectsResponse, error)
@@ -199,7 +202,8 @@ type AdminServiceServer interface {
 	// Collect runs the Go garbage collector now and reports what it freed.
 	Collect(context.Context, *CollectRequest) (*CollectResponse, error)
 	// WatchEvents streams every lifecycle event of every object, as it
-	// happens, optionally only some kinds.
+	// happens, optionally only some kinds. The response headers arrive as
+	// soon as the watch is in place: every event after that reaches it.
 	//
 	// Errors: RESOURCE_EXHAUSTED WATCH_TOO_SLOW when the watcher does not
 	// keep up with its events.
