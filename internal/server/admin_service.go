@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -159,6 +160,11 @@ func (s *adminService) WatchEvents(req *registryv1.WatchEventsRequest, stream gr
 		return toStatus(err, handle.Object)
 	}
 	defer sub.Close()
+	// Headers now tell the client the watch is in place: every event from
+	// here on will reach it.
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
 	return pump(stream.Context(), sub, func(ev registry.Event) (bool, error) {
 		return true, stream.Send(&registryv1.WatchEventsResponse{Event: eventToProtoMsg(ev)})
 	})

@@ -109,10 +109,27 @@ func statusOf(err error, kind handle.Kind) (codes.Code, string, map[string]strin
 	return codes.Internal, ReasonInternal, nil
 }
 
+// hints say what a caller can do about an error, after what happened.
+var hints = map[string]string{
+	ReasonHandleMalformed:   "handles look like obj_ followed by 52 characters",
+	ReasonHandleUnknown:     "it comes from another registry, or from a run with another key",
+	ReasonRestarted:         "the object went with that run; put it again",
+	ReasonHandleForeignNode: "ask the node that issued it",
+	ReasonCollected:         "no lease pinned it and the garbage collector took it; hold a lease on objects you still need",
+	ReasonDeleted:           "an operator deleted it",
+	ReasonPinned:            "see who pins it with AdminService/InspectObject, or delete with force",
+	ReasonLeaseMalformed:    "lease ids look like lse_ followed by 52 characters",
+	ReasonLeaseNotFound:     "it was never opened, has ended, or its grace ran out; open a new lease",
+}
+
 // toStatus returns err as a gRPC status error with an ErrorInfo.
 func toStatus(err error, kind handle.Kind) error {
 	code, reason, md := statusOf(err, kind)
-	return newStatus(code, reason, err.Error(), md)
+	msg := err.Error()
+	if h := hints[reason]; h != "" {
+		msg += ": " + h
+	}
+	return newStatus(code, reason, msg, md)
 }
 
 // newStatus builds a status error carrying ErrorInfo{domain, reason}.
