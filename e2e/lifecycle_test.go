@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,11 +30,13 @@ const (
 // design draws it: Put pinned by a lease, resolvable and safe from the
 // collector while pinned, then, once the lease ends, unpinned, weak and
 // collected by the Go garbage collector, with a watcher told each step.
-// The lease ends either cleanly (close) or because the process holding it
-// dies (SIGKILL), which the server sees as the TCP connection closing.
+// The lease ends cleanly (close), because the process holding it dies
+// (SIGKILL: the server sees the TCP connection close), or because it stops
+// answering (SIGSTOP: the server's keepalive pings go unanswered).
 func TestLifecycleEndToEnd(t *testing.T) {
 	tests := []struct {
-		name string
+		name       string
+		daemonArgs []string
 		// hold pins data with a new lease and returns the object's handle,
 		// the lease id, and a func that ends the lease.
 		hold func(t *testing.T, c *client, data []byte) (h, leaseID string, end func())
@@ -57,10 +60,25 @@ func TestLifecycleEndToEnd(t *testing.T) {
 				return hp.handle, hp.leaseID, func() { hp.kill(t) }
 			},
 		},
+		{
+			// A frozen process keeps its TCP connection open but answers
+			// no HTTP/2 ping: only the server's keepalive can tell, as it
+			// would for a host that vanished from the network.
+			name:       "holder process freezes",
+			daemonArgs: []string{"--keepalive-time=1s", "--keepalive-timeout=1s"},
+			hold: func(t *testing.T, c *client, data []byte) (string, string, func()) {
+				hp := startHolder(t, c.conn.Target(), data)
+				return hp.handle, hp.leaseID, func() {
+					if err := hp.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+						t.Fatalf("stop holder: %v", err)
+					}
+				}
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := startDaemon(t)
+			d := startDaemon(t, tt.daemonArgs...)
 			c := dial(t, d.Addr)
 			data := make([]byte, 4096)
 			rand.Read(data)
@@ -100,10 +118,9 @@ func TestLifecycleEndToEnd(t *testing.T) {
 				state registryv1.ObjectState
 				lease string
 			}{
-				// UNPINNED's state is not checked: registryd reports PINNED
-				// (with pin_count 0) there, the WEAK event right after it
-				// says the state changed.
-				{registryv1.EventKind_EVENT_KIND_UNPINNED, registryv1.ObjectState_OBJECT_STATE_UNSPECIFIED, leaseID},
+				// Each event tells the state after it: the last pin's
+				// release leaves the object WEAK at once.
+				{registryv1.EventKind_EVENT_KIND_UNPINNED, registryv1.ObjectState_OBJECT_STATE_WEAK, leaseID},
 				{registryv1.EventKind_EVENT_KIND_WEAK, registryv1.ObjectState_OBJECT_STATE_WEAK, ""},
 				{registryv1.EventKind_EVENT_KIND_COLLECTED, registryv1.ObjectState_OBJECT_STATE_COLLECTED, ""},
 			} {
@@ -111,7 +128,7 @@ func TestLifecycleEndToEnd(t *testing.T) {
 				if ev.GetKind() != want.kind || ev.GetHandle() != h || ev.GetPinCount() != 0 {
 					t.Fatalf("watch event %d = %v, want %v for %s with pin_count 0", i+1, ev, want.kind, h)
 				}
-				if want.state != registryv1.ObjectState_OBJECT_STATE_UNSPECIFIED && ev.GetState() != want.state {
+				if ev.GetState() != want.state {
 					t.Errorf("watch event %v has state %v, want %v", ev.GetKind(), ev.GetState(), want.state)
 				}
 				if ev.GetLeaseId() != want.lease {

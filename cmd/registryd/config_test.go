@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigFlagsEnvAndDefaults(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(t *testing.T, c *config)
+	}{
+		{"defaults", nil, nil, func(t *testing.T, c *config) {
+			if c.addr != "127.0.0.1:7600" || c.maxObjectBytes != 16<<20 || c.maxPinnedBytes != 4<<30 ||
+				c.maxGrace != 5*time.Minute || c.logLevel != slog.LevelInfo || c.logFormat != "text" {
+				t.Fatalf("defaults: %+v", c)
+			}
+		}},
+		{"env twin applies", nil, map[string]string{"REGISTRYD_ADDR": "127.0.0.1:9", "REGISTRYD_MAX_OBJECT_BYTES": "2MiB",
+			"REGISTRYD_LOG_LEVEL": "debug", "REGISTRYD_MAX_GRACE": "30s"}, func(t *testing.T, c *config) {
+			if c.addr != "127.0.0.1:9" || c.maxObjectBytes != 2<<20 || c.logLevel != slog.LevelDebug || c.maxGrace != 30*time.Second {
+				t.Fatalf("env: %+v", c)
+			}
+		}},
+		{"flag wins over env", []string{"--addr", "127.0.0.1:8", "--max-object-bytes=1KB"},
+			map[string]string{"REGISTRYD_ADDR": "127.0.0.1:9", "REGISTRYD_MAX_OBJECT_BYTES": "2MiB"}, func(t *testing.T, c *config) {
+				if c.addr != "127.0.0.1:8" || c.maxObjectBytes != 1000 {
+					t.Fatalf("flags: %+v", c)
+				}
+			}},
+		{"plain byte counts", []string{"--max-pinned-bytes=0", "--max-message-bytes=1048576"}, nil, func(t *testing.T, c *config) {
+			if c.maxPinnedBytes != 0 || c.maxMessageBytes != 1<<20 {
+				t.Fatalf("sizes: %+v", c)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			c, err := parseConfig(tt.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestConfigErrorsNameTheProblem(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"bad size flag", []string{"--max-object-bytes=lots"}, nil, "max-object-bytes"},
+		{"bad size env", nil, map[string]string{"REGISTRYD_MAX_OBJECT_BYTES": "lots"}, "REGISTRYD_MAX_OBJECT_BYTES"},
+		{"unknown flag", []string{"--nope"}, nil, "-nope"},
+		{"stray argument", []string{"serve"}, nil, `"serve"`},
+		{"node too big", []string{"--node=70000"}, nil, "--node"},
+		{"log format", []string{"--log-format=xml"}, nil, "--log-format"},
+		{"zero object size", []string{"--max-object-bytes=0"}, nil, "--max-object-bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			_, err := parseConfig(tt.args)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an error naming %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecodeKey(t *testing.T) {
+	key := bytes.Repeat([]byte{0xab}, 32)
+	tests := []struct {
+		name    string
+		in      []byte
+		want    []byte
+		wantErr string
+	}{
+		{"hex with newline", []byte(hex.EncodeToString(key) + "\n"), key, ""},
+		{"base64", []byte(base64.StdEncoding.EncodeToString(key)), key, ""},
+		{"base64url", []byte(base64.RawURLEncoding.EncodeToString(key)), key, ""},
+		{"raw bytes", append([]byte{0xff, 0xfe}, key...), append([]byte{0xff, 0xfe}, key...), ""},
+		{"too short", []byte("abc"), nil, "at least 32"},
+		{"short hex", []byte(hex.EncodeToString(key[:16])), nil, "16 bytes read as hex"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := decodeKey(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got %v, want an error with %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got, tt.want) {
+				t.Fatalf("got %x, %v; want %x", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadKeyPrefersEnvThenFileThenRandom(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "registry.key")
+	if err := os.WriteFile(file, []byte(strings.Repeat("11", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &config{keyFile: file}
+	key, random, err := loadKey(c)
+	if err != nil || random || !bytes.Equal(key, bytes.Repeat([]byte{0x11}, 32)) {
+		t.Fatalf("from file: %x %v %v", key, random, err)
+	}
+	t.Setenv("REGISTRYD_KEY", strings.Repeat("22", 32))
+	key, random, err = loadKey(c)
+	if err != nil || random || !bytes.Equal(key, bytes.Repeat([]byte{0x22}, 32)) {
+		t.Fatalf("from env: %x %v %v", key, random, err)
+	}
+	t.Setenv("REGISTRYD_KEY", "")
+	key, random, err = loadKey(&config{})
+	if err != nil || !random || len(key) != 32 {
+		t.Fatalf("random: %x %v %v", key, random, err)
+	}
+}
