@@ -47,8 +47,23 @@ type env struct {
 	admin  registryv1.AdminServiceClient
 }
 
+// envOptions change what newEnvWith starts.
+type envOptions struct {
+	lis         net.Listener // default: a bufconn listener
+	logger      *slog.Logger // default: discard
+	watchBuffer int
+}
+
 // newEnv starts a server on lis (a bufconn listener when nil).
 func newEnv(t testing.TB, lis net.Listener) *env {
+	return newEnvWith(t, envOptions{lis: lis})
+}
+
+func newEnvWith(t testing.TB, o envOptions) *env {
+	lis := o.lis
+	if o.logger == nil {
+		o.logger = slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))
+	}
 	codec, err := handle.NewCodec(handle.Config{Key: []byte("0123456789abcdef0123456789abcdef")})
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +72,7 @@ func newEnv(t testing.TB, lis net.Listener) *env {
 		Codec:          codec,
 		MaxObjectBytes: testLimits.MaxObjectBytes,
 		MaxPinnedBytes: testLimits.MaxPinnedBytes,
+		WatchBuffer:    o.watchBuffer,
 	})
 	leases := lease.New(lease.Config{
 		Codec:           codec,
@@ -69,7 +85,7 @@ func newEnv(t testing.TB, lis net.Listener) *env {
 		Registry: reg,
 		Leases:   leases,
 		Limits:   testLimits,
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError})),
+		Logger:   o.logger,
 	})
 	dial := func(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 		return grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)

@@ -85,6 +85,22 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	log := cfg.Logger
+	gs := grpc.NewServer(serverOptions(cfg)...)
+	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases})
+	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits})
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	for _, name := range []string{"", registryv1.RegistryService_ServiceDesc.ServiceName, registryv1.AdminService_ServiceDesc.ServiceName} {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	reflection.Register(gs)
+	return &Server{grpc: gs, health: hs, reg: cfg.Registry, leases: cfg.Leases, log: log}
+}
+
+// serverOptions are the interceptors, keepalive and limits every
+// registryd server runs with.
+func serverOptions(cfg Config) []grpc.ServerOption {
 	if cfg.KeepaliveTime == 0 {
 		cfg.KeepaliveTime = 20 * time.Second
 	}
@@ -129,16 +145,7 @@ func New(cfg Config) *Server {
 	if n := cfg.Limits.MaxConcurrentStreams; n > 0 {
 		opts = append(opts, grpc.MaxConcurrentStreams(n))
 	}
-	gs := grpc.NewServer(opts...)
-	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases})
-	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits})
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(gs, hs)
-	for _, name := range []string{"", registryv1.RegistryService_ServiceDesc.ServiceName, registryv1.AdminService_ServiceDesc.ServiceName} {
-		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
-	}
-	reflection.Register(gs)
-	return &Server{grpc: gs, health: hs, reg: cfg.Registry, leases: cfg.Leases, log: log}
+	return opts
 }
 
 // Serve accepts connections on lis until Shutdown.
