@@ -272,12 +272,16 @@ func (m *Manager) List() []Info {
 
 // Counts returns how many live leases are attached and detached.
 func (m *Manager) Counts() (attached, detached int) {
-	for _, in := range m.List() {
-		if in.Attached {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, l := range m.leases { // lock order: Manager.mu, then Lease.mu
+		l.mu.Lock()
+		if l.session != nil {
 			attached++
 		} else {
 			detached++
 		}
+		l.mu.Unlock()
 	}
 	return attached, detached
 }

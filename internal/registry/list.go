@@ -96,9 +96,9 @@ func (r *Registry) Inspect(id handle.ID) (Info, []Pin, error) {
 	s := r.shard(id)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e := s.m[id]
-	if e == nil || e.value() == nil {
-		return Info{}, nil, r.gone(id)
+	e, err := r.live(s, id)
+	if err != nil {
+		return Info{}, nil, err
 	}
 	return e.info(), append([]Pin(nil), e.pins...), nil
 }

@@ -226,11 +226,21 @@ func (r *Registry) StatID(id handle.ID) (Info, error) {
 	s := r.shard(id)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e := s.m[id]
-	if e == nil || e.value() == nil {
-		return Info{}, r.gone(id)
+	e, err := r.live(s, id)
+	if err != nil {
+		return Info{}, err
 	}
 	return e.info(), nil
+}
+
+// live returns the entry of id if its object is still alive, or why not.
+// The caller holds s.mu (read or write).
+func (r *Registry) live(s *shard, id handle.ID) (*entry, error) {
+	e := s.m[id]
+	if e == nil || e.value() == nil {
+		return nil, r.gone(id)
+	}
+	return e, nil
 }
 
 // gone says why a genuine handle of this run has no live object.
@@ -327,9 +337,9 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	s := r.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.m[id]
-	if e == nil || e.value() == nil {
-		return Info{}, nil, r.gone(id)
+	e, err := r.live(s, id)
+	if err != nil {
+		return Info{}, nil, err
 	}
 	info := e.info()
 	if len(e.pins) > 0 && !force {
