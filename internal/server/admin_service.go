@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"runtime"
+	"runtime/debug"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -12,6 +15,7 @@ import (
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
+	"github.com/weakref/registry/internal/version"
 )
 
 // MaxPageSize bounds one ListObjects page.
@@ -49,7 +53,26 @@ func (s *adminService) GetStats(ctx context.Context, _ *registryv1.GetStatsReque
 		EpochStartTime:   timestamppb.New(st.EpochStart),
 		Epoch:            st.Epoch,
 		Watchers:         int64(st.Watchers),
+		Gc:               gcStats(),
+		ServerVersion:    version.String(),
 	}, nil
+}
+
+// gcStats reads the Go runtime's collector figures. ReadMemStats stops
+// the world for a few microseconds, which an admin call can afford.
+func gcStats() *registryv1.GcStats {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	out := &registryv1.GcStats{
+		HeapAllocBytes:   ms.HeapAlloc,
+		NextGcBytes:      ms.NextGC,
+		PauseTotal:       durationpb.New(time.Duration(ms.PauseTotalNs)),
+		MemoryLimitBytes: debug.SetMemoryLimit(-1), // a negative value only reads it
+	}
+	if ms.LastGC != 0 {
+		out.LastGcTime = timestamppb.New(time.Unix(0, int64(ms.LastGC)))
+	}
+	return out
 }
 
 func (s *adminService) ListObjects(ctx context.Context, req *registryv1.ListObjectsRequest) (*registryv1.ListObjectsResponse, error) {

@@ -60,14 +60,15 @@ type Limits struct {
 
 // report lists the limits with their use, for stats.
 func (l Limits) report(st registry.Stats, leases int) []*registryv1.Limit {
+	const bytes, seconds = "bytes", "seconds"
 	return []*registryv1.Limit{
-		{Name: registry.LimitObjectSize, Max: l.MaxObjectBytes, Used: -1},
-		{Name: "MESSAGE_TOO_LARGE", Max: int64(l.MaxMessageBytes), Used: -1},
-		{Name: registry.LimitPinnedBytes, Max: l.MaxPinnedBytes, Used: st.Bytes[registry.Pinned]},
+		{Name: registry.LimitObjectSize, Max: l.MaxObjectBytes, Used: -1, Unit: bytes},
+		{Name: "MESSAGE_TOO_LARGE", Max: int64(l.MaxMessageBytes), Used: -1, Unit: bytes},
+		{Name: registry.LimitPinnedBytes, Max: l.MaxPinnedBytes, Used: st.Bytes[registry.Pinned], Unit: bytes},
 		{Name: lease.LimitPinsPerLease, Max: int64(l.MaxPinsPerLease), Used: -1},
 		{Name: lease.LimitLeases, Max: int64(l.MaxLeases), Used: int64(leases)},
 		{Name: "CONCURRENT_STREAMS_PER_CONNECTION", Max: int64(l.MaxConcurrentStreams), Used: -1},
-		{Name: "GRACE_MAX_SECONDS", Max: int64(l.MaxGrace / time.Second), Used: -1},
+		{Name: "GRACE_MAX_SECONDS", Max: int64(l.MaxGrace / time.Second), Used: -1, Unit: seconds},
 	}
 }
 

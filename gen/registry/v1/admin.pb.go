@@ -95,7 +95,11 @@ type GetStatsResponse struct {
 	// This run's epoch, as carried in its handles and lease ids.
 	Epoch uint64 `protobuf:"varint,15,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Watch streams open now.
-	Watchers      int64 `protobuf:"varint,16,opt,name=watchers,proto3" json:"watchers,omitempty"`
+	Watchers int64 `protobuf:"varint,16,opt,name=watchers,proto3" json:"watchers,omitempty"`
+	// The Go garbage collector's figures for the registryd process.
+	Gc *GcStats `protobuf:"bytes,17,opt,name=gc,proto3" json:"gc,omitempty"`
+	// registryd's version: its module version and VCS revision when known.
+	ServerVersion string `protobuf:"bytes,18,opt,name=server_version,json=serverVersion,proto3" json:"server_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -242,6 +246,104 @@ func (x *GetStatsResponse) GetWatchers() int64 {
 	return 0
 }
 
+func (x *GetStatsResponse) GetGc() *GcStats {
+	if x != nil {
+		return x.Gc
+	}
+	return nil
+}
+
+func (x *GetStatsResponse) GetServerVersion() string {
+	if x != nil {
+		return x.ServerVersion
+	}
+	return ""
+}
+
+// GcStats are the Go runtime's garbage-collector figures, read when the
+// stats were asked for. They tell an operator when the next collection
+// will come: unpinned objects go only when the collector runs.
+type GcStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes of allocated heap objects, reachable or not yet swept.
+	HeapAllocBytes uint64 `protobuf:"varint,1,opt,name=heap_alloc_bytes,json=heapAllocBytes,proto3" json:"heap_alloc_bytes,omitempty"`
+	// Heap size at which the next cycle starts (GOGC and GOMEMLIMIT set it).
+	NextGcBytes uint64 `protobuf:"varint,2,opt,name=next_gc_bytes,json=nextGcBytes,proto3" json:"next_gc_bytes,omitempty"`
+	// When the last cycle finished; unset before the first.
+	LastGcTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_gc_time,json=lastGcTime,proto3" json:"last_gc_time,omitempty"`
+	// Stop-the-world pause time of all cycles since the process started.
+	PauseTotal *durationpb.Duration `protobuf:"bytes,4,opt,name=pause_total,json=pauseTotal,proto3" json:"pause_total,omitempty"`
+	// The soft memory limit (GOMEMLIMIT); math.MaxInt64 means none.
+	MemoryLimitBytes int64 `protobuf:"varint,5,opt,name=memory_limit_bytes,json=memoryLimitBytes,proto3" json:"memory_limit_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *GcStats) Reset() {
+	*x = GcStats{}
+	mi := &file_registry_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GcStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GcStats) ProtoMessage() {}
+
+func (x *GcStats) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GcStats.ProtoReflect.Descriptor instead.
+func (*GcStats) Descriptor() ([]byte, []int) {
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GcStats) GetHeapAllocBytes() uint64 {
+	if x != nil {
+		return x.HeapAllocBytes
+	}
+	return 0
+}
+
+func (x *GcStats) GetNextGcBytes() uint64 {
+	if x != nil {
+		return x.NextGcBytes
+	}
+	return 0
+}
+
+func (x *GcStats) GetLastGcTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastGcTime
+	}
+	return nil
+}
+
+func (x *GcStats) GetPauseTotal() *durationpb.Duration {
+	if x != nil {
+		return x.PauseTotal
+	}
+	return nil
+}
+
+func (x *GcStats) GetMemoryLimitBytes() int64 {
+	if x != nil {
+		return x.MemoryLimitBytes
+	}
+	return 0
+}
+
 // StateCounts is a figure per object state.
 type StateCounts struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -254,7 +356,7 @@ type StateCounts struct {
 
 func (x *StateCounts) Reset() {
 	*x = StateCounts{}
-	mi := &file_registry_v1_admin_proto_msgTypes[2]
+	mi := &file_registry_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -266,7 +368,7 @@ func (x *StateCounts) String() string {
 func (*StateCounts) ProtoMessage() {}
 
 func (x *StateCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[2]
+	mi := &file_registry_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -279,7 +381,7 @@ func (x *StateCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateCounts.ProtoReflect.Descriptor instead.
 func (*StateCounts) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StateCounts) GetPinned() int64 {
@@ -313,14 +415,17 @@ type Limit struct {
 	Max int64 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
 	// How much is in use now, where that is one figure (-1 for per-request
 	// limits such as the largest object).
-	Used          int64 `protobuf:"varint,3,opt,name=used,proto3" json:"used,omitempty"`
+	Used int64 `protobuf:"varint,3,opt,name=used,proto3" json:"used,omitempty"`
+	// What max and used count: "bytes", "seconds", or empty for a number of
+	// things (leases, pins, streams).
+	Unit          string `protobuf:"bytes,4,opt,name=unit,proto3" json:"unit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Limit) Reset() {
 	*x = Limit{}
-	mi := &file_registry_v1_admin_proto_msgTypes[3]
+	mi := &file_registry_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +437,7 @@ func (x *Limit) String() string {
 func (*Limit) ProtoMessage() {}
 
 func (x *Limit) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[3]
+	mi := &file_registry_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +450,7 @@ func (x *Limit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limit.ProtoReflect.Descriptor instead.
 func (*Limit) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Limit) GetName() string {
@@ -369,6 +474,13 @@ func (x *Limit) GetUsed() int64 {
 	return 0
 }
 
+func (x *Limit) GetUnit() string {
+	if x != nil {
+		return x.Unit
+	}
+	return ""
+}
+
 // ListObjectsRequest selects a page of objects.
 type ListObjectsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -388,7 +500,7 @@ type ListObjectsRequest struct {
 
 func (x *ListObjectsRequest) Reset() {
 	*x = ListObjectsRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[4]
+	mi := &file_registry_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +512,7 @@ func (x *ListObjectsRequest) String() string {
 func (*ListObjectsRequest) ProtoMessage() {}
 
 func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[4]
+	mi := &file_registry_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +525,7 @@ func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListObjectsRequest.ProtoReflect.Descriptor instead.
 func (*ListObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListObjectsRequest) GetState() ObjectState {
@@ -464,7 +576,7 @@ type ListObjectsResponse struct {
 
 func (x *ListObjectsResponse) Reset() {
 	*x = ListObjectsResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[5]
+	mi := &file_registry_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +588,7 @@ func (x *ListObjectsResponse) String() string {
 func (*ListObjectsResponse) ProtoMessage() {}
 
 func (x *ListObjectsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[5]
+	mi := &file_registry_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +601,7 @@ func (x *ListObjectsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListObjectsResponse.ProtoReflect.Descriptor instead.
 func (*ListObjectsResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListObjectsResponse) GetObjects() []*ObjectInfo {
@@ -517,7 +629,7 @@ type InspectObjectRequest struct {
 
 func (x *InspectObjectRequest) Reset() {
 	*x = InspectObjectRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[6]
+	mi := &file_registry_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +641,7 @@ func (x *InspectObjectRequest) String() string {
 func (*InspectObjectRequest) ProtoMessage() {}
 
 func (x *InspectObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[6]
+	mi := &file_registry_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +654,7 @@ func (x *InspectObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectObjectRequest.ProtoReflect.Descriptor instead.
 func (*InspectObjectRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *InspectObjectRequest) GetHandle() string {
@@ -565,7 +677,7 @@ type InspectObjectResponse struct {
 
 func (x *InspectObjectResponse) Reset() {
 	*x = InspectObjectResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[7]
+	mi := &file_registry_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +689,7 @@ func (x *InspectObjectResponse) String() string {
 func (*InspectObjectResponse) ProtoMessage() {}
 
 func (x *InspectObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[7]
+	mi := &file_registry_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +702,7 @@ func (x *InspectObjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectObjectResponse.ProtoReflect.Descriptor instead.
 func (*InspectObjectResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InspectObjectResponse) GetInfo() *ObjectInfo {
@@ -622,7 +734,7 @@ type PinHolder struct {
 
 func (x *PinHolder) Reset() {
 	*x = PinHolder{}
-	mi := &file_registry_v1_admin_proto_msgTypes[8]
+	mi := &file_registry_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +746,7 @@ func (x *PinHolder) String() string {
 func (*PinHolder) ProtoMessage() {}
 
 func (x *PinHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[8]
+	mi := &file_registry_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +759,7 @@ func (x *PinHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinHolder.ProtoReflect.Descriptor instead.
 func (*PinHolder) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PinHolder) GetLeaseId() string {
@@ -680,7 +792,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[9]
+	mi := &file_registry_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +804,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[9]
+	mi := &file_registry_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +817,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 // ListLeasesResponse lists the live leases, oldest first.
@@ -719,7 +831,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[10]
+	mi := &file_registry_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +843,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[10]
+	mi := &file_registry_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +856,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*LeaseInfo {
@@ -780,7 +892,7 @@ type LeaseInfo struct {
 
 func (x *LeaseInfo) Reset() {
 	*x = LeaseInfo{}
-	mi := &file_registry_v1_admin_proto_msgTypes[11]
+	mi := &file_registry_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +904,7 @@ func (x *LeaseInfo) String() string {
 func (*LeaseInfo) ProtoMessage() {}
 
 func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[11]
+	mi := &file_registry_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +917,7 @@ func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseInfo.ProtoReflect.Descriptor instead.
 func (*LeaseInfo) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LeaseInfo) GetLeaseId() string {
@@ -877,7 +989,7 @@ type RevokeLeaseRequest struct {
 
 func (x *RevokeLeaseRequest) Reset() {
 	*x = RevokeLeaseRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[12]
+	mi := &file_registry_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1001,7 @@ func (x *RevokeLeaseRequest) String() string {
 func (*RevokeLeaseRequest) ProtoMessage() {}
 
 func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[12]
+	mi := &file_registry_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1014,7 @@ func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevokeLeaseRequest) GetLeaseId() string {
@@ -930,7 +1042,7 @@ type RevokeLeaseResponse struct {
 
 func (x *RevokeLeaseResponse) Reset() {
 	*x = RevokeLeaseResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[13]
+	mi := &file_registry_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1054,7 @@ func (x *RevokeLeaseResponse) String() string {
 func (*RevokeLeaseResponse) ProtoMessage() {}
 
 func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[13]
+	mi := &file_registry_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1067,7 @@ func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseResponse.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RevokeLeaseResponse) GetReleased() int32 {
@@ -978,7 +1090,7 @@ type DeleteObjectRequest struct {
 
 func (x *DeleteObjectRequest) Reset() {
 	*x = DeleteObjectRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[14]
+	mi := &file_registry_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1102,7 @@ func (x *DeleteObjectRequest) String() string {
 func (*DeleteObjectRequest) ProtoMessage() {}
 
 func (x *DeleteObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[14]
+	mi := &file_registry_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1115,7 @@ func (x *DeleteObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteObjectRequest.ProtoReflect.Descriptor instead.
 func (*DeleteObjectRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteObjectRequest) GetHandle() string {
@@ -1033,7 +1145,7 @@ type DeleteObjectResponse struct {
 
 func (x *DeleteObjectResponse) Reset() {
 	*x = DeleteObjectResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[15]
+	mi := &file_registry_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1157,7 @@ func (x *DeleteObjectResponse) String() string {
 func (*DeleteObjectResponse) ProtoMessage() {}
 
 func (x *DeleteObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[15]
+	mi := &file_registry_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1170,7 @@ func (x *DeleteObjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteObjectResponse.ProtoReflect.Descriptor instead.
 func (*DeleteObjectResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteObjectResponse) GetInfo() *ObjectInfo {
@@ -1084,7 +1196,7 @@ type CollectRequest struct {
 
 func (x *CollectRequest) Reset() {
 	*x = CollectRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[16]
+	mi := &file_registry_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1208,7 @@ func (x *CollectRequest) String() string {
 func (*CollectRequest) ProtoMessage() {}
 
 func (x *CollectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[16]
+	mi := &file_registry_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1221,7 @@ func (x *CollectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectRequest.ProtoReflect.Descriptor instead.
 func (*CollectRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 // CollectResponse reports what a forced collection freed.
@@ -1130,7 +1242,7 @@ type CollectResponse struct {
 
 func (x *CollectResponse) Reset() {
 	*x = CollectResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[17]
+	mi := &file_registry_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1254,7 @@ func (x *CollectResponse) String() string {
 func (*CollectResponse) ProtoMessage() {}
 
 func (x *CollectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[17]
+	mi := &file_registry_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1267,7 @@ func (x *CollectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectResponse.ProtoReflect.Descriptor instead.
 func (*CollectResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CollectResponse) GetCollectedObjects() int64 {
@@ -1204,7 +1316,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[18]
+	mi := &file_registry_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1328,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[18]
+	mi := &file_registry_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1341,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchEventsRequest) GetKinds() []EventKind {
@@ -1250,7 +1362,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[19]
+	mi := &file_registry_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1374,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[19]
+	mi := &file_registry_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1387,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -1290,7 +1402,7 @@ var File_registry_v1_admin_proto protoreflect.FileDescriptor
 const file_registry_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x17registry/v1/admin.proto\x12\vregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18registry/v1/object.proto\"\x11\n" +
-	"\x0fGetStatsRequest\"\xee\x05\n" +
+	"\x0fGetStatsRequest\"\xbb\x06\n" +
 	"\x10GetStatsResponse\x122\n" +
 	"\aobjects\x18\x01 \x01(\v2\x18.registry.v1.StateCountsR\aobjects\x12.\n" +
 	"\x05bytes\x18\x02 \x01(\v2\x18.registry.v1.StateCountsR\x05bytes\x12'\n" +
@@ -1308,18 +1420,29 @@ const file_registry_v1_admin_proto_rawDesc = "" +
 	"\x06limits\x18\r \x03(\v2\x12.registry.v1.LimitR\x06limits\x12D\n" +
 	"\x10epoch_start_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x0eepochStartTime\x12\x14\n" +
 	"\x05epoch\x18\x0f \x01(\x04R\x05epoch\x12\x1a\n" +
-	"\bwatchers\x18\x10 \x01(\x03R\bwatchers\x1a@\n" +
+	"\bwatchers\x18\x10 \x01(\x03R\bwatchers\x12$\n" +
+	"\x02gc\x18\x11 \x01(\v2\x14.registry.v1.GcStatsR\x02gc\x12%\n" +
+	"\x0eserver_version\x18\x12 \x01(\tR\rserverVersion\x1a@\n" +
 	"\x12ResolveMissesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"W\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xff\x01\n" +
+	"\aGcStats\x12(\n" +
+	"\x10heap_alloc_bytes\x18\x01 \x01(\x04R\x0eheapAllocBytes\x12\"\n" +
+	"\rnext_gc_bytes\x18\x02 \x01(\x04R\vnextGcBytes\x12<\n" +
+	"\flast_gc_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastGcTime\x12:\n" +
+	"\vpause_total\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"pauseTotal\x12,\n" +
+	"\x12memory_limit_bytes\x18\x05 \x01(\x03R\x10memoryLimitBytes\"W\n" +
 	"\vStateCounts\x12\x16\n" +
 	"\x06pinned\x18\x01 \x01(\x03R\x06pinned\x12\x1c\n" +
 	"\tlingering\x18\x02 \x01(\x03R\tlingering\x12\x12\n" +
-	"\x04weak\x18\x03 \x01(\x03R\x04weak\"A\n" +
+	"\x04weak\x18\x03 \x01(\x03R\x04weak\"U\n" +
 	"\x05Limit\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03max\x18\x02 \x01(\x03R\x03max\x12\x12\n" +
-	"\x04used\x18\x03 \x01(\x03R\x04used\"\x9b\x02\n" +
+	"\x04used\x18\x03 \x01(\x03R\x04used\x12\x12\n" +
+	"\x04unit\x18\x04 \x01(\tR\x04unit\"\x9b\x02\n" +
 	"\x12ListObjectsRequest\x12.\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x18.registry.v1.ObjectStateR\x05state\x12C\n" +
 	"\x06labels\x18\x02 \x03(\v2+.registry.v1.ListObjectsRequest.LabelsEntryR\x06labels\x12\x19\n" +
@@ -1402,78 +1525,82 @@ func file_registry_v1_admin_proto_rawDescGZIP() []byte {
 	return file_registry_v1_admin_proto_rawDescData
 }
 
-var file_registry_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_registry_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_registry_v1_admin_proto_goTypes = []any{
 	(*GetStatsRequest)(nil),       // 0: registry.v1.GetStatsRequest
 	(*GetStatsResponse)(nil),      // 1: registry.v1.GetStatsResponse
-	(*StateCounts)(nil),           // 2: registry.v1.StateCounts
-	(*Limit)(nil),                 // 3: registry.v1.Limit
-	(*ListObjectsRequest)(nil),    // 4: registry.v1.ListObjectsRequest
-	(*ListObjectsResponse)(nil),   // 5: registry.v1.ListObjectsResponse
-	(*InspectObjectRequest)(nil),  // 6: registry.v1.InspectObjectRequest
-	(*InspectObjectResponse)(nil), // 7: registry.v1.InspectObjectResponse
-	(*PinHolder)(nil),             // 8: registry.v1.PinHolder
-	(*ListLeasesRequest)(nil),     // 9: registry.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),    // 10: registry.v1.ListLeasesResponse
-	(*LeaseInfo)(nil),             // 11: registry.v1.LeaseInfo
-	(*RevokeLeaseRequest)(nil),    // 12: registry.v1.RevokeLeaseRequest
-	(*RevokeLeaseResponse)(nil),   // 13: registry.v1.RevokeLeaseResponse
-	(*DeleteObjectRequest)(nil),   // 14: registry.v1.DeleteObjectRequest
-	(*DeleteObjectResponse)(nil),  // 15: registry.v1.DeleteObjectResponse
-	(*CollectRequest)(nil),        // 16: registry.v1.CollectRequest
-	(*CollectResponse)(nil),       // 17: registry.v1.CollectResponse
-	(*WatchEventsRequest)(nil),    // 18: registry.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),   // 19: registry.v1.WatchEventsResponse
-	nil,                           // 20: registry.v1.GetStatsResponse.ResolveMissesEntry
-	nil,                           // 21: registry.v1.ListObjectsRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(ObjectState)(0),              // 23: registry.v1.ObjectState
-	(*ObjectInfo)(nil),            // 24: registry.v1.ObjectInfo
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
-	(EventKind)(0),                // 26: registry.v1.EventKind
-	(*Event)(nil),                 // 27: registry.v1.Event
+	(*GcStats)(nil),               // 2: registry.v1.GcStats
+	(*StateCounts)(nil),           // 3: registry.v1.StateCounts
+	(*Limit)(nil),                 // 4: registry.v1.Limit
+	(*ListObjectsRequest)(nil),    // 5: registry.v1.ListObjectsRequest
+	(*ListObjectsResponse)(nil),   // 6: registry.v1.ListObjectsResponse
+	(*InspectObjectRequest)(nil),  // 7: registry.v1.InspectObjectRequest
+	(*InspectObjectResponse)(nil), // 8: registry.v1.InspectObjectResponse
+	(*PinHolder)(nil),             // 9: registry.v1.PinHolder
+	(*ListLeasesRequest)(nil),     // 10: registry.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),    // 11: registry.v1.ListLeasesResponse
+	(*LeaseInfo)(nil),             // 12: registry.v1.LeaseInfo
+	(*RevokeLeaseRequest)(nil),    // 13: registry.v1.RevokeLeaseRequest
+	(*RevokeLeaseResponse)(nil),   // 14: registry.v1.RevokeLeaseResponse
+	(*DeleteObjectRequest)(nil),   // 15: registry.v1.DeleteObjectRequest
+	(*DeleteObjectResponse)(nil),  // 16: registry.v1.DeleteObjectResponse
+	(*CollectRequest)(nil),        // 17: registry.v1.CollectRequest
+	(*CollectResponse)(nil),       // 18: registry.v1.CollectResponse
+	(*WatchEventsRequest)(nil),    // 19: registry.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),   // 20: registry.v1.WatchEventsResponse
+	nil,                           // 21: registry.v1.GetStatsResponse.ResolveMissesEntry
+	nil,                           // 22: registry.v1.ListObjectsRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(ObjectState)(0),              // 25: registry.v1.ObjectState
+	(*ObjectInfo)(nil),            // 26: registry.v1.ObjectInfo
+	(EventKind)(0),                // 27: registry.v1.EventKind
+	(*Event)(nil),                 // 28: registry.v1.Event
 }
 var file_registry_v1_admin_proto_depIdxs = []int32{
-	2,  // 0: registry.v1.GetStatsResponse.objects:type_name -> registry.v1.StateCounts
-	2,  // 1: registry.v1.GetStatsResponse.bytes:type_name -> registry.v1.StateCounts
-	20, // 2: registry.v1.GetStatsResponse.resolve_misses:type_name -> registry.v1.GetStatsResponse.ResolveMissesEntry
-	3,  // 3: registry.v1.GetStatsResponse.limits:type_name -> registry.v1.Limit
-	22, // 4: registry.v1.GetStatsResponse.epoch_start_time:type_name -> google.protobuf.Timestamp
-	23, // 5: registry.v1.ListObjectsRequest.state:type_name -> registry.v1.ObjectState
-	21, // 6: registry.v1.ListObjectsRequest.labels:type_name -> registry.v1.ListObjectsRequest.LabelsEntry
-	24, // 7: registry.v1.ListObjectsResponse.objects:type_name -> registry.v1.ObjectInfo
-	24, // 8: registry.v1.InspectObjectResponse.info:type_name -> registry.v1.ObjectInfo
-	8,  // 9: registry.v1.InspectObjectResponse.pins:type_name -> registry.v1.PinHolder
-	22, // 10: registry.v1.PinHolder.pin_time:type_name -> google.protobuf.Timestamp
-	11, // 11: registry.v1.ListLeasesResponse.leases:type_name -> registry.v1.LeaseInfo
-	22, // 12: registry.v1.LeaseInfo.open_time:type_name -> google.protobuf.Timestamp
-	25, // 13: registry.v1.LeaseInfo.grace:type_name -> google.protobuf.Duration
-	22, // 14: registry.v1.LeaseInfo.expire_time:type_name -> google.protobuf.Timestamp
-	24, // 15: registry.v1.DeleteObjectResponse.info:type_name -> registry.v1.ObjectInfo
-	25, // 16: registry.v1.CollectResponse.duration:type_name -> google.protobuf.Duration
-	26, // 17: registry.v1.WatchEventsRequest.kinds:type_name -> registry.v1.EventKind
-	27, // 18: registry.v1.WatchEventsResponse.event:type_name -> registry.v1.Event
-	0,  // 19: registry.v1.AdminService.GetStats:input_type -> registry.v1.GetStatsRequest
-	4,  // 20: registry.v1.AdminService.ListObjects:input_type -> registry.v1.ListObjectsRequest
-	6,  // 21: registry.v1.AdminService.InspectObject:input_type -> registry.v1.InspectObjectRequest
-	9,  // 22: registry.v1.AdminService.ListLeases:input_type -> registry.v1.ListLeasesRequest
-	12, // 23: registry.v1.AdminService.RevokeLease:input_type -> registry.v1.RevokeLeaseRequest
-	14, // 24: registry.v1.AdminService.DeleteObject:input_type -> registry.v1.DeleteObjectRequest
-	16, // 25: registry.v1.AdminService.Collect:input_type -> registry.v1.CollectRequest
-	18, // 26: registry.v1.AdminService.WatchEvents:input_type -> registry.v1.WatchEventsRequest
-	1,  // 27: registry.v1.AdminService.GetStats:output_type -> registry.v1.GetStatsResponse
-	5,  // 28: registry.v1.AdminService.ListObjects:output_type -> registry.v1.ListObjectsResponse
-	7,  // 29: registry.v1.AdminService.InspectObject:output_type -> registry.v1.InspectObjectResponse
-	10, // 30: registry.v1.AdminService.ListLeases:output_type -> registry.v1.ListLeasesResponse
-	13, // 31: registry.v1.AdminService.RevokeLease:output_type -> registry.v1.RevokeLeaseResponse
-	15, // 32: registry.v1.AdminService.DeleteObject:output_type -> registry.v1.DeleteObjectResponse
-	17, // 33: registry.v1.AdminService.Collect:output_type -> registry.v1.CollectResponse
-	19, // 34: registry.v1.AdminService.WatchEvents:output_type -> registry.v1.WatchEventsResponse
-	27, // [27:35] is the sub-list for method output_type
-	19, // [19:27] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	3,  // 0: registry.v1.GetStatsResponse.objects:type_name -> registry.v1.StateCounts
+	3,  // 1: registry.v1.GetStatsResponse.bytes:type_name -> registry.v1.StateCounts
+	21, // 2: registry.v1.GetStatsResponse.resolve_misses:type_name -> registry.v1.GetStatsResponse.ResolveMissesEntry
+	4,  // 3: registry.v1.GetStatsResponse.limits:type_name -> registry.v1.Limit
+	23, // 4: registry.v1.GetStatsResponse.epoch_start_time:type_name -> google.protobuf.Timestamp
+	2,  // 5: registry.v1.GetStatsResponse.gc:type_name -> registry.v1.GcStats
+	23, // 6: registry.v1.GcStats.last_gc_time:type_name -> google.protobuf.Timestamp
+	24, // 7: registry.v1.GcStats.pause_total:type_name -> google.protobuf.Duration
+	25, // 8: registry.v1.ListObjectsRequest.state:type_name -> registry.v1.ObjectState
+	22, // 9: registry.v1.ListObjectsRequest.labels:type_name -> registry.v1.ListObjectsRequest.LabelsEntry
+	26, // 10: registry.v1.ListObjectsResponse.objects:type_name -> registry.v1.ObjectInfo
+	26, // 11: registry.v1.InspectObjectResponse.info:type_name -> registry.v1.ObjectInfo
+	9,  // 12: registry.v1.InspectObjectResponse.pins:type_name -> registry.v1.PinHolder
+	23, // 13: registry.v1.PinHolder.pin_time:type_name -> google.protobuf.Timestamp
+	12, // 14: registry.v1.ListLeasesResponse.leases:type_name -> registry.v1.LeaseInfo
+	23, // 15: registry.v1.LeaseInfo.open_time:type_name -> google.protobuf.Timestamp
+	24, // 16: registry.v1.LeaseInfo.grace:type_name -> google.protobuf.Duration
+	23, // 17: registry.v1.LeaseInfo.expire_time:type_name -> google.protobuf.Timestamp
+	26, // 18: registry.v1.DeleteObjectResponse.info:type_name -> registry.v1.ObjectInfo
+	24, // 19: registry.v1.CollectResponse.duration:type_name -> google.protobuf.Duration
+	27, // 20: registry.v1.WatchEventsRequest.kinds:type_name -> registry.v1.EventKind
+	28, // 21: registry.v1.WatchEventsResponse.event:type_name -> registry.v1.Event
+	0,  // 22: registry.v1.AdminService.GetStats:input_type -> registry.v1.GetStatsRequest
+	5,  // 23: registry.v1.AdminService.ListObjects:input_type -> registry.v1.ListObjectsRequest
+	7,  // 24: registry.v1.AdminService.InspectObject:input_type -> registry.v1.InspectObjectRequest
+	10, // 25: registry.v1.AdminService.ListLeases:input_type -> registry.v1.ListLeasesRequest
+	13, // 26: registry.v1.AdminService.RevokeLease:input_type -> registry.v1.RevokeLeaseRequest
+	15, // 27: registry.v1.AdminService.DeleteObject:input_type -> registry.v1.DeleteObjectRequest
+	17, // 28: registry.v1.AdminService.Collect:input_type -> registry.v1.CollectRequest
+	19, // 29: registry.v1.AdminService.WatchEvents:input_type -> registry.v1.WatchEventsRequest
+	1,  // 30: registry.v1.AdminService.GetStats:output_type -> registry.v1.GetStatsResponse
+	6,  // 31: registry.v1.AdminService.ListObjects:output_type -> registry.v1.ListObjectsResponse
+	8,  // 32: registry.v1.AdminService.InspectObject:output_type -> registry.v1.InspectObjectResponse
+	11, // 33: registry.v1.AdminService.ListLeases:output_type -> registry.v1.ListLeasesResponse
+	14, // 34: registry.v1.AdminService.RevokeLease:output_type -> registry.v1.RevokeLeaseResponse
+	16, // 35: registry.v1.AdminService.DeleteObject:output_type -> registry.v1.DeleteObjectResponse
+	18, // 36: registry.v1.AdminService.Collect:output_type -> registry.v1.CollectResponse
+	20, // 37: registry.v1.AdminService.WatchEvents:output_type -> registry.v1.WatchEventsResponse
+	30, // [30:38] is the sub-list for method output_type
+	22, // [22:30] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_admin_proto_init() }
@@ -1488,7 +1615,7 @@ func file_registry_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_admin_proto_rawDesc), len(file_registry_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
