@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// usageError is a mistake in the command line: exit status 2. cmd is
+// the command's path ("registryctl get"), for the pointer to its help;
+// run fills it in when the error is returned.
+type usageError struct {
+	msg string
+	cmd string
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// opError names what registryctl was doing when err happened, usually
+// the handle or lease it was about.
+type opError struct {
+	op  string
+	err error
+}
+
+func (e *opError) Error() string { return e.op + ": " + e.err.Error() }
+func (e *opError) Unwrap() error { return e.err }
+
+func opErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &opError{op: op, err: err}
+}
+
+// cmdError carries a message and exit status decided by the command,
+// such as a health check's answer or a partial hold.
+type cmdError struct {
+	msg  string
+	code int
+}
+
+func (e *cmdError) Error() string { return e.msg }
+
+// describe turns err into the one line registryctl prints and its exit
+// status. A gRPC status is shown with its ErrorInfo reason, so users can
+// look it up in the README's table of reasons; transport failures say
+// which address was tried and what to check.
+func (a *app) describe(err error) (string, int) {
+	var (
+		usage *usageError
+		exit  *cmdError
+		op    *opError
+	)
+	prefix := ""
+	if errors.As(err, &op) {
+		prefix = op.op + ": "
+	}
+	switch {
+	case errors.As(err, &usage):
+		path := usage.cmd
+		if path == "" {
+			path = "registryctl"
+		}
+		return usage.msg + "; see '" + path + " --help'", exitUsage
+	case errors.As(err, &exit):
+		return prefix + exit.msg, exit.code
+	case errors.Is(err, context.Canceled):
+		return prefix + "interrupted", exitError
+	}
+	var grpcErr interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &grpcErr) {
+		return err.Error(), exitError
+	}
+	st := grpcErr.GRPCStatus()
+	reason := reasonOf(st)
+	switch {
+	case st.Code() == codes.Unavailable && reason == "":
+		return fmt.Sprintf("cannot reach registryd at %s: %s; check that it is running and that --addr (or REGISTRYCTL_ADDR) names it",
+			a.addr, transportCause(st.Message())), exitUnavailable
+	case st.Code() == codes.DeadlineExceeded && reason == "":
+		return fmt.Sprintf("%sno answer from registryd at %s within %s; check that it is running and that --addr names it, or raise --timeout",
+			prefix, a.addr, a.timeout), exitUnavailable
+	case st.Code() == codes.Canceled:
+		return prefix + "interrupted", exitError
+	case st.Code() == codes.Unimplemented && reason == "":
+		return fmt.Sprintf("%sthe server at %s does not serve this call; check that --addr names a registryd as new as this registryctl (%s)",
+			prefix, a.addr, st.Message()), exitError
+	case st.Code() == codes.Unauthenticated || st.Code() == codes.PermissionDenied:
+		return fmt.Sprintf("%s%s: %s; check --token (or REGISTRYCTL_TOKEN)", prefix, st.Code(), st.Message()), exitError
+	}
+	msg := prefix + st.Message()
+	if reason != "" {
+		msg += " (" + reason + ")"
+	} else {
+		msg += " (" + st.Code().String() + ")"
+	}
+	switch {
+	case st.Code() == codes.NotFound:
+		return msg, exitNotFound
+	case st.Code() == codes.Unavailable: // SHUTTING_DOWN
+		return msg, exitUnavailable
+	}
+	return msg, exitError
+}
+
+// reasonOf returns the registry's ErrorInfo reason, or "".
+func reasonOf(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
+// transportCause shortens gRPC's connection error to its cause: "dial
+// tcp 127.0.0.1:7600: connect: connection refused" instead of the whole
+// "connection error: desc = \"transport: Error while dialing: ...\"".
+func transportCause(msg string) string {
+	if i := strings.LastIndex(msg, "dial "); i >= 0 {
+		return strings.TrimRight(msg[i:], `"`)
+	}
+	return msg
+}

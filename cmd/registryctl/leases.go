@@ -1,0 +1,175 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+)
+
+func (a *app) holdCommand() *cobra.Command {
+	var lf leaseFlags
+	cmd := &cobra.Command{
+		Use:   "hold HANDLE...",
+		Short: "Pin objects under a lease until interrupted",
+		Long: `Open a lease, pin every HANDLE, report each result, and keep them pinned
+until interrupted (Ctrl-C); then close the lease, releasing the pins.
+
+hold is all or nothing: if any handle cannot be pinned, it says which and
+why, closes the lease (releasing the others) and exits non-zero: status 3
+when every failure is a handle not found (collected, deleted, unknown).`,
+		Example: `  registryctl hold obj_AQAB... obj_AQAC...
+  registryctl hold --grace 1m --client-name nightly-job obj_AQAB...`,
+		Args:              minArgs(1, "one HANDLE or more"),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			l, err := a.openLease(ctx, lf.name, lf.grace)
+			if err != nil {
+				return opErr("open lease", err)
+			}
+			defer l.abort()
+			results, err := l.pin(ctx, a.timeout, args)
+			if err != nil {
+				return opErr("pin", err)
+			}
+			failed, notFound := 0, 0
+			for _, r := range results {
+				if r.GetOutcome() == registryv1.PinOutcome_PIN_OUTCOME_FAILED {
+					failed++
+					if codes.Code(r.GetError().GetCode()) == codes.NotFound {
+						notFound++
+					}
+				}
+			}
+			err = a.emit(&registryv1.PinResults{Results: results}, func(w io.Writer) {
+				row(w, "HANDLE", "RESULT", "SIZE", "DETAIL")
+				for _, r := range results {
+					detail, sz := "-", size(r.GetInfo().GetSize())
+					if e := r.GetError(); e != nil {
+						sz = "-"
+						detail = e.GetMessage() + " (" + e.GetReason() + ")"
+					}
+					row(w, r.GetHandle(), pinOutcome(r.GetOutcome()), sz, detail)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			if failed > 0 {
+				released, _ := l.close(a.timeout)
+				code := exitError
+				if notFound == failed {
+					code = exitNotFound
+				}
+				return &cmdError{
+					msg: fmt.Sprintf("%d of %d handle%s could not be pinned; closed lease %s, releasing %d pin%s",
+						failed, len(args), plural(len(args)), l.id, released, plural(int(released))),
+					code: code,
+				}
+			}
+			fmt.Fprintf(a.stderr, "holding %d object%s under lease %s; interrupt (Ctrl-C) to release\n", len(args), plural(len(args)), l.id)
+			return a.holdUntilInterrupted(cmd, l)
+		},
+	}
+	lf.register(cmd, "")
+	return cmd
+}
+
+func pinOutcome(o registryv1.PinOutcome) string {
+	switch o {
+	case registryv1.PinOutcome_PIN_OUTCOME_PINNED:
+		return "pinned"
+	case registryv1.PinOutcome_PIN_OUTCOME_ALREADY_PINNED:
+		return "already pinned"
+	case registryv1.PinOutcome_PIN_OUTCOME_UNPINNED:
+		return "unpinned"
+	case registryv1.PinOutcome_PIN_OUTCOME_NOT_PINNED:
+		return "not pinned"
+	case registryv1.PinOutcome_PIN_OUTCOME_FAILED:
+		return "failed"
+	}
+	return o.String()
+}
+
+func (a *app) leasesCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "leases",
+		Short: "List and revoke leases",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return usagef("leases needs a subcommand: ls or revoke")
+		},
+	}
+	cmd.AddCommand(a.leasesLsCommand(), a.leasesRevokeCommand())
+	return cmd
+}
+
+func (a *app) leasesLsCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "ls",
+		Short: "List live leases, attached to a stream or waiting out their grace",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ac, err := a.admin()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.callCtx(cmd.Context())
+			defer cancel()
+			resp, err := ac.ListLeases(ctx, &registryv1.ListLeasesRequest{})
+			if err != nil {
+				return opErr("leases ls", err)
+			}
+			if a.output == "table" && len(resp.GetLeases()) == 0 {
+				fmt.Fprintln(a.stderr, "No leases.")
+				return nil
+			}
+			now := time.Now()
+			return a.emit(resp, func(w io.Writer) {
+				row(w, "LEASE", "CLIENT", "PEER", "PINS", "STATUS", "GRACE", "AGE")
+				for _, l := range resp.GetLeases() {
+					st := "attached"
+					if !l.GetAttached() {
+						st = "detached, ends in " + shortDuration(l.GetExpireTime().AsTime().Sub(now))
+					}
+					row(w, l.GetLeaseId(), orDash(l.GetClientName()), orDash(l.GetPeer()), l.GetPinCount(), st,
+						shortDuration(l.GetGrace().AsDuration()), age(l.GetOpenTime(), now))
+				}
+			})
+		},
+	}
+}
+
+func (a *app) leasesRevokeCommand() *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "revoke LEASE_ID",
+		Short: "End a lease now and release its pins",
+		Long: `End the lease at once, grace or not, and release its pins. Its holder's
+stream, if attached, is told it was revoked, with --reason.`,
+		Args:              exactArgs(1, "one LEASE_ID"),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ac, err := a.admin()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.callCtx(cmd.Context())
+			defer cancel()
+			resp, err := ac.RevokeLease(ctx, &registryv1.RevokeLeaseRequest{LeaseId: args[0], Reason: reason})
+			if err != nil {
+				return opErr(args[0], err)
+			}
+			return a.emit(resp, func(w io.Writer) {
+				fmt.Fprintf(w, "revoked %s; released %d pin%s\n", args[0], resp.GetReleased(), plural(int(resp.GetReleased())))
+			})
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, told to the lease's holder")
+	return cmd
+}

@@ -1,0 +1,375 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"mime"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+)
+
+func (a *app) putCommand() *cobra.Command {
+	var (
+		contentType string
+		labels      []string
+		hold        bool
+		lf          leaseFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "put [FILE|-]",
+		Short: "Store a file or stdin and print its handle",
+		Long: `Store the bytes of FILE, or of stdin when FILE is "-" or absent, and print
+the new object's handle on stdout.
+
+Unless something pins it, the object is held weakly: the Go garbage
+collector may take it at its next cycle. With --hold, registryctl opens a
+lease that pins the object from the moment it is stored and keeps it until
+interrupted (Ctrl-C), then closes the lease.`,
+		Example: `  registryctl put model.bin --label team=ml
+  echo hello | registryctl put --content-type text/plain --hold`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lbls, err := parseLabels(labels)
+			if err != nil {
+				return err
+			}
+			name := "-"
+			if len(args) == 1 {
+				name = args[0]
+			}
+			data, err := a.readInput(name)
+			if err != nil {
+				return err
+			}
+			if contentType == "" && name != "-" {
+				contentType = mime.TypeByExtension(filepath.Ext(name))
+			}
+			req := &registryv1.PutRequest{Data: data, ContentType: contentType, Labels: lbls}
+			ctx := cmd.Context()
+			var l *leaseStream
+			if hold {
+				if l, err = a.openLease(ctx, lf.name, lf.grace); err != nil {
+					return opErr("open lease", err)
+				}
+				defer l.abort()
+				req.LeaseId = l.id
+			}
+			rc, err := a.registry()
+			if err != nil {
+				return err
+			}
+			cctx, cancel := a.callCtx(ctx)
+			defer cancel()
+			resp, err := rc.Put(cctx, req)
+			if err != nil {
+				return opErr("put "+name, err)
+			}
+			err = a.emit(resp, func(w io.Writer) { fmt.Fprintln(w, resp.GetHandle()) })
+			if err != nil || l == nil {
+				return err
+			}
+			fmt.Fprintf(a.stderr, "holding %s under lease %s; interrupt (Ctrl-C) to release it\n", resp.GetHandle(), l.id)
+			return a.holdUntilInterrupted(cmd, l)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&contentType, "content-type", "", "the payload's media type (default: from FILE's extension)")
+	f.StringArrayVarP(&labels, "label", "l", nil, "a label key=value (repeatable)")
+	f.BoolVar(&hold, "hold", false, "pin the object under a lease until interrupted")
+	lf.register(cmd, "with --hold, ")
+	return cmd
+}
+
+// readInput reads a whole file, or stdin for "-".
+func (a *app) readInput(name string) ([]byte, error) {
+	var (
+		data []byte
+		err  error
+	)
+	if name == "-" {
+		data, err = io.ReadAll(a.stdin)
+	} else {
+		data, err = os.ReadFile(name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%s is empty; the registry stores no empty objects", inputName(name))
+	}
+	return data, nil
+}
+
+func inputName(name string) string {
+	if name == "-" {
+		return "stdin"
+	}
+	return name
+}
+
+func (a *app) getCommand() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "get HANDLE",
+		Short: "Write an object's bytes to stdout or a file",
+		Long: `Write the bytes of the object HANDLE names to stdout, or to the file -O
+names. With -w json or yaml, print the whole Resolve answer instead (the
+bytes in base64, and the object's metadata).
+
+A collected, deleted or unknown handle exits with status 3.`,
+		Example: `  registryctl get obj_AQAB... > model.bin
+  registryctl get obj_AQAB... -O model.bin`,
+		Args:              exactArgs(1, "one HANDLE"),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rc, err := a.registry()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.callCtx(cmd.Context())
+			defer cancel()
+			resp, err := rc.Resolve(ctx, &registryv1.ResolveRequest{Handle: args[0]})
+			if err != nil {
+				return opErr(args[0], err)
+			}
+			if a.output != "table" {
+				return encode(a.stdout, resp, a.output, false)
+			}
+			if out != "" && out != "-" {
+				return os.WriteFile(out, resp.GetData(), 0o644)
+			}
+			_, err = a.stdout.Write(resp.GetData())
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output-file", "O", "", "write the bytes to this file instead of stdout")
+	return cmd
+}
+
+func (a *app) lsCommand() *cobra.Command {
+	var (
+		state  string
+		labels []string
+		lease  string
+		limit  int
+	)
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List objects, optionally by state, label or lease",
+		Example: `  registryctl ls --state pinned
+  registryctl ls --label team=ml --limit 10
+  registryctl ls --lease lse_AQAB... -w json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req := &registryv1.ListObjectsRequest{LeaseId: lease}
+			var err error
+			if req.State, err = parseState(state); err != nil {
+				return err
+			}
+			if req.Labels, err = parseLabels(labels); err != nil {
+				return err
+			}
+			if limit < 0 {
+				return usagef("--limit must be 0 (all) or more, got %d", limit)
+			}
+			ac, err := a.admin()
+			if err != nil {
+				return err
+			}
+			all := &registryv1.ListObjectsResponse{}
+			for {
+				req.PageSize = 500
+				if limit > 0 {
+					req.PageSize = int32(min(limit-len(all.Objects), 500))
+				}
+				ctx, cancel := a.callCtx(cmd.Context())
+				page, err := ac.ListObjects(ctx, req)
+				cancel()
+				if err != nil {
+					return opErr("ls", err)
+				}
+				all.Objects = append(all.Objects, page.GetObjects()...)
+				all.NextPageToken = page.GetNextPageToken()
+				if all.NextPageToken == "" || (limit > 0 && len(all.Objects) >= limit) {
+					break
+				}
+				req.PageToken = all.NextPageToken
+			}
+			if a.output == "table" && len(all.Objects) == 0 {
+				fmt.Fprintln(a.stderr, "No objects.")
+				return nil
+			}
+			now := time.Now()
+			return a.emit(all, func(w io.Writer) {
+				row(w, "HANDLE", "STATE", "PINS", "SIZE", "TYPE", "AGE", "LABELS")
+				for _, o := range all.Objects {
+					row(w, o.GetHandle(), stateName(o.GetState()), o.GetPinCount(), size(o.GetSize()),
+						orDash(o.GetContentType()), age(o.GetCreateTime(), now), labelString(o.GetLabels()))
+				}
+				if all.NextPageToken != "" {
+					fmt.Fprintf(a.stderr, "more objects than --limit %d; raise it, or use 0 for all\n", limit)
+				}
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&state, "state", "", "only objects in this state: pinned, lingering or weak")
+	f.StringArrayVarP(&labels, "label", "l", nil, "only objects with this label key=value (repeatable: all must match)")
+	f.StringVar(&lease, "lease", "", "only objects this lease pins")
+	f.IntVar(&limit, "limit", 0, "list at most this many objects (0: all)")
+	_ = cmd.RegisterFlagCompletionFunc("state", cobra.FixedCompletions([]string{"pinned", "lingering", "weak"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+// parseState parses --state; "" means any.
+func parseState(s string) (registryv1.ObjectState, error) {
+	switch strings.ToLower(s) {
+	case "":
+		return registryv1.ObjectState_OBJECT_STATE_UNSPECIFIED, nil
+	case "pinned":
+		return registryv1.ObjectState_OBJECT_STATE_PINNED, nil
+	case "lingering":
+		return registryv1.ObjectState_OBJECT_STATE_LINGERING, nil
+	case "weak":
+		return registryv1.ObjectState_OBJECT_STATE_WEAK, nil
+	}
+	return 0, usagef("--state %q: want pinned, lingering or weak", s)
+}
+
+func (a *app) inspectCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:               "inspect HANDLE",
+		Short:             "Show everything known about one object, and which leases pin it",
+		Args:              exactArgs(1, "one HANDLE"),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ac, err := a.admin()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.callCtx(cmd.Context())
+			defer cancel()
+			resp, err := ac.InspectObject(ctx, &registryv1.InspectObjectRequest{Handle: args[0]})
+			if err != nil {
+				return opErr(args[0], err)
+			}
+			now := time.Now()
+			return a.emit(resp, func(w io.Writer) {
+				o := resp.GetInfo()
+				row(w, "HANDLE", o.GetHandle())
+				row(w, "STATE", fmt.Sprintf("%s for %s (since %s)", stateName(o.GetState()), age(o.GetStateTime(), now), stamp(o.GetStateTime())))
+				row(w, "SIZE", fmt.Sprintf("%s (%d bytes)", size(o.GetSize()), o.GetSize()))
+				row(w, "CONTENT TYPE", orDash(o.GetContentType()))
+				row(w, "LABELS", labelString(o.GetLabels()))
+				row(w, "CREATED", fmt.Sprintf("%s (%s ago)", stamp(o.GetCreateTime()), age(o.GetCreateTime(), now)))
+				row(w, "LAST ACCESS", fmt.Sprintf("%s (%s ago)", stamp(o.GetAccessTime()), age(o.GetAccessTime(), now)))
+				row(w, "PINS", o.GetPinCount())
+				if len(resp.GetPins()) == 0 {
+					return
+				}
+				row(w)
+				row(w, "PINNED BY", "CLIENT", "SINCE")
+				for _, p := range resp.GetPins() {
+					row(w, p.GetLeaseId(), orDash(p.GetClientName()), age(p.GetPinTime(), now))
+				}
+			})
+		},
+	}
+}
+
+func (a *app) rmCommand() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "rm HANDLE",
+		Short: "Delete an object now; refuses a pinned one unless --force",
+		Long: `Delete the object HANDLE names at once. Its handle then answers "deleted".
+
+A pinned object is refused, naming the leases that pin it: someone still
+uses it. --force deletes it anyway and releases those pins.`,
+		Args:              exactArgs(1, "one HANDLE"),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ac, err := a.admin()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.callCtx(cmd.Context())
+			defer cancel()
+			resp, err := ac.DeleteObject(ctx, &registryv1.DeleteObjectRequest{Handle: args[0], Force: force})
+			if status.Code(err) == codes.FailedPrecondition && !force {
+				return a.pinnedError(cmd, args[0], err)
+			}
+			if err != nil {
+				return opErr(args[0], err)
+			}
+			return a.emit(resp, func(w io.Writer) {
+				fmt.Fprintf(w, "deleted %s (%s)", resp.GetInfo().GetHandle(), size(resp.GetInfo().GetSize()))
+				if ids := resp.GetReleasedLeaseIds(); len(ids) > 0 {
+					fmt.Fprintf(w, "; released its pin%s in %s", plural(len(ids)), strings.Join(ids, ", "))
+				}
+				fmt.Fprintln(w)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "delete even if leases pin it, releasing their pins")
+	return cmd
+}
+
+// pinnedError says who pins an object that rm refused to delete.
+func (a *app) pinnedError(cmd *cobra.Command, h string, refusal error) error {
+	ac, err := a.admin()
+	if err != nil {
+		return opErr(h, refusal)
+	}
+	ctx, cancel := a.callCtx(cmd.Context())
+	defer cancel()
+	resp, err := ac.InspectObject(ctx, &registryv1.InspectObjectRequest{Handle: h})
+	if err != nil || len(resp.GetPins()) == 0 {
+		return opErr(h, refusal)
+	}
+	holders := make([]string, len(resp.GetPins()))
+	for i, p := range resp.GetPins() {
+		holders[i] = p.GetLeaseId()
+		if p.GetClientName() != "" {
+			holders[i] += fmt.Sprintf(" (%s)", p.GetClientName())
+		}
+	}
+	return opErr(h, &cmdError{
+		msg: fmt.Sprintf("refusing to delete: pinned by %d lease%s: %s; use --force to delete it and release those pins",
+			len(holders), plural(len(holders)), strings.Join(holders, ", ")),
+		code: exitError,
+	})
+}
+
+// leaseFlags are the flags of commands that open a lease.
+type leaseFlags struct {
+	name  string
+	grace time.Duration
+}
+
+func (lf *leaseFlags) register(cmd *cobra.Command, prefix string) {
+	cmd.Flags().StringVar(&lf.name, "client-name", defaultClientName(), prefix+"the lease's client name, shown by 'leases ls' and 'inspect'")
+	cmd.Flags().DurationVar(&lf.grace, "grace", 0, prefix+"how long the lease outlives a lost connection (default: the server's)")
+}
+
+// holdUntilInterrupted keeps l open until an interrupt, then closes it.
+func (a *app) holdUntilInterrupted(cmd *cobra.Command, l *leaseStream) error {
+	if err := l.hold(cmd.Context()); err != nil {
+		return err
+	}
+	released, err := l.close(a.timeout)
+	if err != nil {
+		return opErr("close lease "+l.id, err)
+	}
+	fmt.Fprintf(a.stderr, "closed lease %s; released %d pin%s\n", l.id, released, plural(int(released)))
+	return nil
+}
+

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/version"
+)
+
+// envPrefix prefixes the environment twin of every global flag:
+// --addr is REGISTRYCTL_ADDR, --cacert is REGISTRYCTL_CACERT.
+const envPrefix = "REGISTRYCTL_"
+
+// app is one run of registryctl: its global flags, its streams and its
+// connection, dialled on first use.
+type app struct {
+	addr    string
+	timeout time.Duration
+	output  string
+	tls     bool
+	cacert  string
+	cert    string
+	key     string
+	token   string
+
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+
+	conn *grpc.ClientConn
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "registryctl",
+		Short: "Operate a registryd: objects, leases, collections and events",
+		Long: `registryctl talks to a registryd over gRPC.
+
+Objects are held weakly unless a lease pins them; once unpinned, the Go
+garbage collector may take them, and their handles then answer "collected".
+Use 'put --hold' or 'hold' to keep objects alive from the command line.
+
+Every global flag has an environment twin: --addr is REGISTRYCTL_ADDR,
+--timeout is REGISTRYCTL_TIMEOUT, and so on. A flag wins over its variable.
+
+Exit status: 0 ok, 1 error, 2 bad usage, 3 not found (collected, deleted,
+unknown, or from an earlier run of registryd), 4 registryd unreachable or
+not serving.`,
+		SilenceErrors:     true,
+		SilenceUsage:      true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return a.setup(cmd) },
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			msg := fmt.Sprintf("unknown command %q", args[0])
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+			}
+			return &usageError{msg: msg}
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })
+
+	f := root.PersistentFlags()
+	f.StringVar(&a.addr, "addr", "127.0.0.1:7600", "registryd's gRPC address, host:port")
+	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "how long one call may take; streams use it to start")
+	f.StringVarP(&a.output, "output", "w", "table", "output format: table, json or yaml")
+	f.BoolVar(&a.tls, "tls", false, "connect with TLS (implied by --cacert, --cert and --key)")
+	f.StringVar(&a.cacert, "cacert", "", "PEM file of the CA that signed registryd's certificate (default: the system's roots)")
+	f.StringVar(&a.cert, "cert", "", "PEM client certificate, for mutual TLS (with --key)")
+	f.StringVar(&a.key, "key", "", "PEM private key of --cert")
+	f.StringVar(&a.token, "token", "", "bearer token sent with every call (needs TLS)")
+	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
+	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
+
+	root.AddGroup(
+		&cobra.Group{ID: "objects", Title: "Objects:"},
+		&cobra.Group{ID: "leases", Title: "Leases:"},
+		&cobra.Group{ID: "server", Title: "The server:"},
+	)
+	for _, c := range []*cobra.Command{a.putCommand(), a.getCommand(), a.lsCommand(), a.inspectCommand(), a.rmCommand(), a.watchCommand()} {
+		c.GroupID = "objects"
+		root.AddCommand(c)
+	}
+	for _, c := range []*cobra.Command{a.holdCommand(), a.leasesCommand()} {
+		c.GroupID = "leases"
+		root.AddCommand(c)
+	}
+	for _, c := range []*cobra.Command{a.statsCommand(), a.gcCommand(), a.healthCommand(), a.versionCommand()} {
+		c.GroupID = "server"
+		root.AddCommand(c)
+	}
+	return root
+}
+
+// envName is the environment twin of a global flag.
+func envName(flag string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// setup fills global flags not given on the command line from their
+// environment twins, then checks them together.
+func (a *app) setup(cmd *cobra.Command) error {
+	var err error
+	cmd.Root().PersistentFlags().VisitAll(func(fl *pflag.Flag) {
+		if err != nil || fl.Changed {
+			return
+		}
+		if v := a.getenv(envName(fl.Name)); v != "" {
+			if e := fl.Value.Set(v); e != nil {
+				err = usagef("%s=%q: %v", envName(fl.Name), v, e)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	switch a.output {
+	case "table", "json", "yaml":
+	default:
+		return usagef("--output %q: want table, json or yaml", a.output)
+	}
+	if a.timeout <= 0 {
+		return usagef("--timeout must be positive, got %s", a.timeout)
+	}
+	if (a.cert == "") != (a.key == "") {
+		return usagef("--cert and --key go together")
+	}
+	if a.cacert != "" || a.cert != "" {
+		a.tls = true
+	}
+	if a.token != "" && !a.tls {
+		return usagef("--token would be sent in clear text; use it with --tls (or --cacert)")
+	}
+	return nil
+}
+
+// dial returns the connection to registryd, made on first use. Making it
+// does not contact the server: the first call does, and fails with
+// UNAVAILABLE at once if nothing listens.
+func (a *app) dial() (*grpc.ClientConn, error) {
+	if a.conn != nil {
+		return a.conn, nil
+	}
+	creds := insecure.NewCredentials()
+	if a.tls {
+		cfg, err := a.tlsConfig()
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(cfg)
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithUserAgent("registryctl/" + strings.Fields(version.String())[0]),
+		// The server bounds what it sends (--max-message-bytes); the
+		// client's default of 4 MiB would refuse a large object.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
+		// A lease held by 'hold' learns of a dead server as fast as the
+		// server learns of a dead client; registryd allows pings every 10s.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 20 * time.Second}),
+	}
+	if a.token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(a.token)))
+	}
+	conn, err := grpc.NewClient(a.addr, opts...)
+	if err != nil {
+		return nil, usagef("--addr %q: %v", a.addr, err)
+	}
+	a.conn = conn
+	return conn, nil
+}
+
+func (a *app) tlsConfig() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if a.cacert != "" {
+		pem, err := os.ReadFile(a.cacert)
+		if err != nil {
+			return nil, fmt.Errorf("--cacert: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--cacert %s: no PEM certificate in it", a.cacert)
+		}
+		cfg.RootCAs = pool
+	}
+	if a.cert != "" {
+		pair, err := tls.LoadX509KeyPair(a.cert, a.key)
+		if err != nil {
+			return nil, fmt.Errorf("--cert/--key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+// bearerToken sends "authorization: Bearer TOKEN" with every call, and
+// only over TLS.
+type bearerToken string
+
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+func (bearerToken) RequireTransportSecurity() bool { return true }
+
+func (a *app) close() {
+	if a.conn != nil {
+		a.conn.Close()
+	}
+}
+
+// registry and admin return the service clients.
+func (a *app) registry() (registryv1.RegistryServiceClient, error) {
+	conn, err := a.dial()
+	if err != nil {
+		return nil, err
+	}
+	return registryv1.NewRegistryServiceClient(conn), nil
+}
+
+func (a *app) admin() (registryv1.AdminServiceClient, error) {
+	conn, err := a.dial()
+	if err != nil {
+		return nil, err
+	}
+	return registryv1.NewAdminServiceClient(conn), nil
+}
+
+// callCtx bounds one unary call by --timeout.
+func (a *app) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, a.timeout)
+}
+
+// exactArgs and minArgs check positional arguments as usage errors.
+func exactArgs(n int, names string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("want %s, got %d argument%s", names, len(args), plural(len(args)))
+		}
+		return nil
+	}
+}
+
+func minArgs(n int, names string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usagef("want %s", names)
+		}
+		return nil
+	}
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// parseLabels parses repeated --label k=v flags.
+func parseLabels(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usagef("--label %q: want key=value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+

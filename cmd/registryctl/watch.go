@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+)
+
+func (a *app) watchCommand() *cobra.Command {
+	var kinds []string
+	cmd := &cobra.Command{
+		Use:   "watch [HANDLE...]",
+		Short: "Print lifecycle events as they happen, until interrupted",
+		Long: `Print lifecycle events as they happen: of the objects HANDLE names, or of
+every object when none is named. Ends when interrupted (Ctrl-C), or, for
+named objects, when all of them have been collected or deleted.
+
+Watching named objects starts with a CURRENT event giving each one's state
+now. With -w json each event is one line of JSON; with -w yaml, one
+document. "watching" on stderr says the watch is in place: every event
+after it is printed.`,
+		Example: `  registryctl watch
+  registryctl watch --kind COLLECTED --kind DELETED
+  registryctl watch obj_AQAB... -w json | jq .kind`,
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			recv, err := a.startWatch(ctx, args, kinds)
+			if err != nil {
+				return opErr("watch", err)
+			}
+			fmt.Fprintln(a.stderr, "watching", watchScope(args))
+			if a.output == "table" {
+				fmt.Fprintf(a.stdout, "%-24s  %6s  %-9s  %-56s  %-9s  %4s  %9s  %s\n", "TIME", "SEQ", "KIND", "HANDLE", "STATE", "PINS", "SIZE", "LEASE")
+			}
+			for {
+				ev, err := recv()
+				switch {
+				case errors.Is(err, io.EOF):
+					return nil // every watched object has ended
+				case cmd.Context().Err() != nil:
+					return nil // interrupted
+				case err != nil:
+					return opErr("watch", err)
+				}
+				if err := a.printEvent(ev); err != nil {
+					return err
+				}
+			}
+		},
+	}
+	cmd.Flags().StringArrayVar(&kinds, "kind", nil, "without HANDLEs, only events of this kind: CREATED, PINNED, UNPINNED, WEAK, COLLECTED, DELETED (repeatable)")
+	return cmd
+}
+
+func watchScope(handles []string) string {
+	if len(handles) == 0 {
+		return "all objects"
+	}
+	return strings.Join(handles, " ")
+}
+
+// startWatch opens the watch and waits, up to --timeout, for the server to
+// say it is in place (its response headers). It returns the event reader.
+func (a *app) startWatch(ctx context.Context, handles, kinds []string) (func() (*registryv1.Event, error), error) {
+	var (
+		header func() (metadata.MD, error)
+		recv   func() (*registryv1.Event, error)
+	)
+	if len(handles) > 0 {
+		if len(kinds) > 0 {
+			return nil, usagef("--kind works only when watching all objects")
+		}
+		rc, err := a.registry()
+		if err != nil {
+			return nil, err
+		}
+		ws, err := rc.Watch(ctx, &registryv1.WatchRequest{Handles: handles})
+		if err != nil {
+			return nil, err
+		}
+		header = ws.Header
+		recv = func() (*registryv1.Event, error) {
+			m, err := ws.Recv()
+			return m.GetEvent(), err
+		}
+	} else {
+		req := &registryv1.WatchEventsRequest{}
+		for _, k := range kinds {
+			v, ok := registryv1.EventKind_value["EVENT_KIND_"+strings.ToUpper(k)]
+			if !ok || v == 0 {
+				return nil, usagef("--kind %q: want CREATED, PINNED, UNPINNED, LINGERING, WEAK, COLLECTED or DELETED", k)
+			}
+			req.Kinds = append(req.Kinds, registryv1.EventKind(v))
+		}
+		ac, err := a.admin()
+		if err != nil {
+			return nil, err
+		}
+		ws, err := ac.WatchEvents(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		header = ws.Header
+		recv = func() (*registryv1.Event, error) {
+			m, err := ws.Recv()
+			return m.GetEvent(), err
+		}
+	}
+	started := make(chan error, 1)
+	go func() {
+		_, err := header()
+		started <- err
+	}()
+	timer := time.NewTimer(a.timeout)
+	defer timer.Stop()
+	select {
+	case err := <-started:
+		if err != nil {
+			return nil, err
+		}
+	case <-timer.C:
+		return nil, status.Error(codes.DeadlineExceeded, "watch did not start")
+	}
+	return recv, nil
+}
+
+// printEvent writes one event in the chosen format, at once.
+func (a *app) printEvent(ev *registryv1.Event) error {
+	if a.output != "table" {
+		return encode(a.stdout, ev, a.output, true)
+	}
+	_, err := fmt.Fprintf(a.stdout, "%-24s  %6d  %-9s  %-56s  %-9s  %4d  %9s  %s\n",
+		stamp(ev.GetTime()), ev.GetSequence(), kindName(ev.GetKind()), ev.GetHandle(), stateName(ev.GetState()),
+		ev.GetPinCount(), size(ev.GetSize()), orDash(ev.GetLeaseId()))
+	return err
+}
