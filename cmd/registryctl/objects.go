@@ -372,4 +372,3 @@ func (a *app) holdUntilInterrupted(cmd *cobra.Command, l *leaseStream) error {
 	fmt.Fprintf(a.stderr, "closed lease %s; released %d pin%s\n", l.id, released, plural(int(released)))
 	return nil
 }
-

@@ -290,4 +290,3 @@ func parseLabels(kvs []string) (map[string]string, error) {
 	}
 	return out, nil
 }
-
