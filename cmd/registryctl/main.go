@@ -16,6 +16,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/spf13/cobra"
 )
 
 // Exit codes; README.md lists them, keep the two in step.
@@ -45,16 +47,23 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	cmd, err := root.ExecuteContextC(ctx)
+	err := execute(ctx, root)
 	a.close()
-	var usage *usageError
-	if errors.As(err, &usage) && usage.cmd == "" && cmd != nil {
-		usage.cmd = cmd.CommandPath()
-	}
 	if err == nil {
 		return exitOK
 	}
 	msg, code := a.describe(err)
 	io.WriteString(stderr, "registryctl: "+msg+"\n")
 	return code
+}
+
+// execute runs the command line and names the command in usage errors,
+// for the pointer to its help.
+func execute(ctx context.Context, root *cobra.Command) error {
+	cmd, err := root.ExecuteContextC(ctx)
+	var usage *usageError
+	if errors.As(err, &usage) && usage.cmd == "" && cmd != nil {
+		usage.cmd = cmd.CommandPath()
+	}
+	return err
 }

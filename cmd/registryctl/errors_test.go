@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func withReason(code codes.Code, reason, msg string) error {
+	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Domain: "registry", Reason: reason})
+	if err != nil {
+		panic(err)
+	}
+	return st.Err()
+}
+
+func TestDescribeGivesOneLineAndExitCode(t *testing.T) {
+	a := &app{addr: "127.0.0.1:7600", timeout: 5 * time.Second}
+	tests := []struct {
+		name     string
+		err      error
+		wantMsg  string
+		wantCode int
+	}{
+		{"usage", usagef("want one HANDLE"), "want one HANDLE; see 'registryctl --help'", exitUsage},
+		{"usage names its command", &usageError{msg: "bad", cmd: "registryctl get"}, "bad; see 'registryctl get --help'", exitUsage},
+		{"collected is not found",
+			opErr("obj_x", withReason(codes.NotFound, "OBJECT_COLLECTED", "object was collected: hold a lease")),
+			"obj_x: object was collected: hold a lease (OBJECT_COLLECTED)", exitNotFound},
+		{"restarted is not found",
+			withReason(codes.NotFound, "REGISTRY_RESTARTED", "the registry restarted"),
+			"the registry restarted (REGISTRY_RESTARTED)", exitNotFound},
+		{"pinned is an error",
+			withReason(codes.FailedPrecondition, "OBJECT_PINNED", "object is pinned"),
+			"object is pinned (OBJECT_PINNED)", exitError},
+		{"shutting down is unavailable",
+			withReason(codes.Unavailable, "SHUTTING_DOWN", "registry is closed"),
+			"registry is closed (SHUTTING_DOWN)", exitUnavailable},
+		{"connection refused",
+			status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:7600: connect: connection refused"`),
+			"cannot reach registryd at 127.0.0.1:7600: dial tcp 127.0.0.1:7600: connect: connection refused; check that it is running and that --addr (or REGISTRYCTL_ADDR) names it",
+			exitUnavailable},
+		{"no answer",
+			opErr("stats", status.Error(codes.DeadlineExceeded, "context deadline exceeded")),
+			"stats: no answer from registryd at 127.0.0.1:7600 within 5s; check that it is running and that --addr names it, or raise --timeout",
+			exitUnavailable},
+		{"unimplemented", status.Error(codes.Unimplemented, "unknown service"),
+			"the server at 127.0.0.1:7600 does not serve this call; check that --addr names a registryd as new as this registryctl (unknown service)",
+			exitError},
+		{"status without reason", status.Error(codes.ResourceExhausted, "grpc: received message larger than max"),
+			"grpc: received message larger than max (ResourceExhausted)", exitError},
+		{"command's own verdict", &cmdError{msg: "registryd at x is NOT_SERVING", code: exitUnavailable},
+			"registryd at x is NOT_SERVING", exitUnavailable},
+		{"interrupted", fmt.Errorf("pin: %w", context.Canceled), "interrupted", exitError},
+		{"plain error", errors.New("x.bin is empty"), "x.bin is empty", exitError},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg, code := a.describe(tt.err)
+			if msg != tt.wantMsg || code != tt.wantCode {
+				t.Errorf("describe() = %q, %d\nwant        %q, %d", msg, code, tt.wantMsg, tt.wantCode)
+			}
+			if strings.Contains(msg, "\n") {
+				t.Errorf("message has more than one line: %q", msg)
+			}
+		})
+	}
+}
