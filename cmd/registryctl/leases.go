@@ -137,8 +137,11 @@ func (a *app) leasesLsCommand() *cobra.Command {
 					if !l.GetAttached() {
 						st = "detached, ends in " + shortDuration(l.GetExpireTime().AsTime().Sub(now))
 					}
-					row(w, l.GetLeaseId(), orDash(l.GetClientName()), orDash(l.GetPeer()), l.GetPinCount(), st,
-						shortDuration(l.GetGrace().AsDuration()), age(l.GetOpenTime(), now))
+					grace := "none"
+					if g := l.GetGrace().AsDuration(); g > 0 {
+						grace = shortDuration(g)
+					}
+					row(w, l.GetLeaseId(), orDash(l.GetClientName()), orDash(l.GetPeer()), l.GetPinCount(), st, grace, age(l.GetOpenTime(), now))
 				}
 			})
 		},
