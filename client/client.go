@@ -1,0 +1,266 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"math"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/stats"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+)
+
+// Client is a connection to one registryd. It is safe for concurrent use;
+// make one per process and share it.
+type Client struct {
+	conn *grpc.ClientConn
+	rpc  registryv1.RegistryServiceClient
+	opts options
+}
+
+// Option configures Dial.
+type Option func(*options)
+
+type options struct {
+	tls        *tls.Config
+	token      string
+	tracer     trace.TracerProvider
+	propagator propagation.TextMapPropagator
+	noTrace    bool
+	dial       []grpc.DialOption
+	backoff    backoffConfig
+}
+
+// WithTLS connects over TLS with cfg (nil: the system's roots).
+func WithTLS(cfg *tls.Config) Option {
+	return func(o *options) {
+		if cfg == nil {
+			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		o.tls = cfg
+	}
+}
+
+// WithToken sends "authorization: Bearer token" with every call. gRPC
+// refuses to send it without TLS.
+func WithToken(token string) Option { return func(o *options) { o.token = token } }
+
+// WithTracerProvider traces calls with tp instead of OpenTelemetry's
+// global provider, and WithPropagator injects trace context with p
+// instead of the global propagator. By default the client uses the
+// globals, so an application that configures OpenTelemetry gets client
+// spans whose trace continues in registryd's spans.
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tracer = tp } }
+
+// WithPropagator: see WithTracerProvider.
+func WithPropagator(p propagation.TextMapPropagator) Option {
+	return func(o *options) { o.propagator = p }
+}
+
+// WithoutTracing leaves out the OpenTelemetry stats handler altogether.
+func WithoutTracing() Option { return func(o *options) { o.noTrace = true } }
+
+// WithDialOptions adds gRPC dial options, after the client's own.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *options) { o.dial = append(o.dial, opts...) }
+}
+
+// Dial returns a Client for the registryd at addr ("host:port"). Like
+// grpc.NewClient it does not wait for the connection: the first call
+// makes it, and fails with ErrUnavailable if nothing answers.
+func Dial(addr string, opts ...Option) (*Client, error) {
+	o := options{backoff: defaultBackoff}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	creds := insecure.NewCredentials()
+	if o.tls != nil {
+		creds = credentials.NewTLS(o.tls)
+	}
+	dial := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithUserAgent("registry-go-client"),
+		// registryd bounds what it sends with --max-message-bytes; gRPC's
+		// default of 4 MiB would refuse a large object.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
+		// A lease learns of a dead server as fast as the server learns of
+		// a dead client. registryd allows a ping every 10s.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
+	}
+	if o.token != "" {
+		dial = append(dial, grpc.WithPerRPCCredentials(bearerToken(o.token)))
+	}
+	if !o.noTrace {
+		dial = append(dial, grpc.WithStatsHandler(tracingHandler(o)))
+	}
+	conn, err := grpc.NewClient(addr, append(dial, o.dial...)...)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{conn: conn, rpc: registryv1.NewRegistryServiceClient(conn), opts: o}, nil
+}
+
+func tracingHandler(o options) stats.Handler {
+	var hopts []otelgrpc.Option
+	if o.tracer != nil {
+		hopts = append(hopts, otelgrpc.WithTracerProvider(o.tracer))
+	}
+	if o.propagator != nil {
+		hopts = append(hopts, otelgrpc.WithPropagators(o.propagator))
+	}
+	hopts = append(hopts, otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool {
+		return info.FullMethodName != healthpb.Health_Check_FullMethodName &&
+			info.FullMethodName != healthpb.Health_Watch_FullMethodName
+	}))
+	return otelgrpc.NewClientHandler(hopts...)
+}
+
+// bearerToken sends the token with every call, and only over TLS.
+type bearerToken string
+
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+func (bearerToken) RequireTransportSecurity() bool { return true }
+
+// Conn returns the underlying connection, for AdminService calls or the
+// health check.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// Close closes the connection. Leases still open end as if their holder
+// vanished: released, or kept for their grace.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// PutOption sets a property of a new object.
+type PutOption func(*registryv1.PutRequest)
+
+// ContentType sets the object's media type.
+func ContentType(ct string) PutOption {
+	return func(r *registryv1.PutRequest) { r.ContentType = ct }
+}
+
+// Labels sets the object's labels (keys up to 63 characters, values up to
+// 255; see the API for the rules).
+func Labels(labels map[string]string) PutOption {
+	return func(r *registryv1.PutRequest) { r.Labels = labels }
+}
+
+// PinnedBy pins the new object under l as it is stored, in one step: it is
+// never weak, not even for a moment.
+func PinnedBy(l *Lease) PutOption {
+	return func(r *registryv1.PutRequest) { r.LeaseId = l.ID() }
+}
+
+// Put stores data and returns the new object's handle and metadata.
+// Unless PinnedBy names a lease, the object is weak at once, and the next
+// garbage collection may take it: pin what you still need. data must not
+// be changed afterwards until Put returns.
+func (c *Client) Put(ctx context.Context, data []byte, opts ...PutOption) (Info, error) {
+	req := &registryv1.PutRequest{Data: data}
+	for _, o := range opts {
+		o(req)
+	}
+	resp, err := c.rpc.Put(ctx, req)
+	if err != nil {
+		return Info{}, fromStatus(err)
+	}
+	return infoFrom(resp.GetInfo()), nil
+}
+
+// Resolve returns the object's bytes and metadata. A collected object
+// gives an error matching ErrCollected; never the bytes of another.
+func (c *Client) Resolve(ctx context.Context, handle string) ([]byte, Info, error) {
+	resp, err := c.rpc.Resolve(ctx, &registryv1.ResolveRequest{Handle: handle})
+	if err != nil {
+		return nil, Info{}, fromStatus(err)
+	}
+	return resp.GetData(), infoFrom(resp.GetInfo()), nil
+}
+
+// Stat returns the object's metadata without its bytes, and without
+// counting as an access.
+func (c *Client) Stat(ctx context.Context, handle string) (Info, error) {
+	resp, err := c.rpc.Stat(ctx, &registryv1.StatRequest{Handle: handle})
+	if err != nil {
+		return Info{}, fromStatus(err)
+	}
+	return infoFrom(resp.GetInfo()), nil
+}
+
+// State is where an object is in its lifecycle.
+type State int
+
+const (
+	StateUnknown   State = iota
+	StatePinned          // a lease pins it: never collected
+	StateLingering       // unpinned, held strongly for a while yet
+	StateWeak            // held only weakly: the next GC may take it
+	StateCollected       // the garbage collector took it
+	StateDeleted         // an operator deleted it
+)
+
+func (s State) String() string {
+	switch s {
+	case StatePinned:
+		return "pinned"
+	case StateLingering:
+		return "lingering"
+	case StateWeak:
+		return "weak"
+	case StateCollected:
+		return "collected"
+	case StateDeleted:
+		return "deleted"
+	}
+	return "unknown"
+}
+
+// Info is an object's metadata.
+type Info struct {
+	Handle      string
+	Size        int64
+	ContentType string
+	Labels      map[string]string
+	State       State
+	PinCount    int
+	Created     time.Time
+	Accessed    time.Time // last Put or Resolve
+	StateSince  time.Time // when it entered State
+}
+
+func infoFrom(in *registryv1.ObjectInfo) Info {
+	if in == nil {
+		return Info{}
+	}
+	return Info{
+		Handle:      in.GetHandle(),
+		Size:        in.GetSize(),
+		ContentType: in.GetContentType(),
+		Labels:      in.GetLabels(),
+		State:       State(in.GetState()),
+		PinCount:    int(in.GetPinCount()),
+		Created:     timeOf(in.GetCreateTime().AsTime(), in.GetCreateTime() != nil),
+		Accessed:    timeOf(in.GetAccessTime().AsTime(), in.GetAccessTime() != nil),
+		StateSince:  timeOf(in.GetStateTime().AsTime(), in.GetStateTime() != nil),
+	}
+}
+
+func timeOf(t time.Time, ok bool) time.Time {
+	if !ok {
+		return time.Time{}
+	}
+	return t
+}
+
+var errClosed = errors.New("registry: lease is closed")

@@ -1,0 +1,163 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Errors to branch on with errors.Is. Every error the server returns is an
+// *Error; those with a registry reason also match one of these.
+var (
+	// ErrMalformedHandle: the string is not a handle at all.
+	ErrMalformedHandle = errors.New("registry: handle is malformed")
+	// ErrUnknownHandle: a well-formed handle this registry never issued.
+	ErrUnknownHandle = errors.New("registry: handle is unknown")
+	// ErrForeignNode: a handle issued by another node.
+	ErrForeignNode = errors.New("registry: handle is from another node")
+	// ErrRestarted: a handle or lease id from an earlier run of registryd;
+	// what it named went with that run.
+	ErrRestarted = errors.New("registry: registryd restarted since the handle was issued")
+	// ErrCollected: nothing pinned the object and the garbage collector
+	// took it. Final: the handle never resolves again.
+	ErrCollected = errors.New("registry: object was collected")
+	// ErrDeleted: an operator deleted the object.
+	ErrDeleted = errors.New("registry: object was deleted")
+	// ErrPinned: the operation needs the object unpinned.
+	ErrPinned = errors.New("registry: object is pinned")
+	// ErrLimit: a configured limit (object size, pinned bytes, leases,
+	// pins per lease) would be exceeded; Error.Reason names it.
+	ErrLimit = errors.New("registry: limit exceeded")
+	// ErrInvalid: the request itself is wrong (empty payload, bad labels).
+	ErrInvalid = errors.New("registry: invalid request")
+	// ErrLeaseNotFound: no live lease has that id.
+	ErrLeaseNotFound = errors.New("registry: lease not found")
+	// ErrLeaseLost: the lease ended without Close: its connection dropped
+	// and it could not be resumed within its grace.
+	ErrLeaseLost = errors.New("registry: lease lost")
+	// ErrLeaseRevoked: an operator revoked the lease, another stream took
+	// it over, or registryd shut down; LeaseError.Reason says more.
+	ErrLeaseRevoked = errors.New("registry: lease revoked")
+	// ErrUnavailable: registryd cannot be reached, or is shutting down.
+	ErrUnavailable = errors.New("registry: registryd unavailable")
+)
+
+// reasons maps the server's ErrorInfo reasons to the errors above.
+var reasons = map[string]error{
+	"HANDLE_MALFORMED":    ErrMalformedHandle,
+	"HANDLE_UNKNOWN":      ErrUnknownHandle,
+	"HANDLE_FOREIGN_NODE": ErrForeignNode,
+	"REGISTRY_RESTARTED":  ErrRestarted,
+	"OBJECT_COLLECTED":    ErrCollected,
+	"OBJECT_DELETED":      ErrDeleted,
+	"OBJECT_PINNED":       ErrPinned,
+	"PAYLOAD_EMPTY":       ErrInvalid,
+	"LABELS_INVALID":      ErrInvalid,
+	"REQUEST_EMPTY":       ErrInvalid,
+	"TOO_MANY_HANDLES":    ErrInvalid,
+	"LEASE_ID_MALFORMED":  ErrLeaseNotFound,
+	"LEASE_NOT_FOUND":     ErrLeaseNotFound,
+	"LEASE_TAKEN_OVER":    ErrLeaseRevoked,
+	"SHUTTING_DOWN":       ErrUnavailable,
+}
+
+// Error is an error returned by registryd: its gRPC code, and the
+// registry's reason and metadata when it gave them.
+type Error struct {
+	Code     codes.Code
+	Reason   string            // e.g. "OBJECT_COLLECTED"; "" for a transport error
+	Message  string            // the server's message, with its hint
+	Metadata map[string]string // e.g. "handle_epoch" for REGISTRY_RESTARTED
+	kind     error             // the sentinel it matches, or nil
+	status   *status.Status
+}
+
+func (e *Error) Error() string {
+	if e.Reason != "" {
+		return fmt.Sprintf("registry: %s (%s)", e.Message, e.Reason)
+	}
+	return fmt.Sprintf("registry: %s (%s)", e.Message, e.Code)
+}
+
+// Is reports whether e is of the kind target names (ErrCollected, ...).
+// A call cut short by its context also matches context.Canceled or
+// context.DeadlineExceeded.
+func (e *Error) Is(target error) bool {
+	switch {
+	case e.kind != nil && target == e.kind:
+		return true
+	case target == context.Canceled:
+		return e.Code == codes.Canceled && e.Reason == ""
+	case target == context.DeadlineExceeded:
+		return e.Code == codes.DeadlineExceeded && e.Reason == ""
+	}
+	return false
+}
+
+// GRPCStatus returns the status the server sent, so that status.Code and
+// status.FromError see through to it.
+func (e *Error) GRPCStatus() *status.Status { return e.status }
+
+// fromStatus turns an error from a gRPC call into an *Error; context
+// errors and nil pass through unchanged.
+func fromStatus(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	e := &Error{Code: st.Code(), Message: st.Message(), status: st}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			e.Reason, e.Metadata = info.GetReason(), info.GetMetadata()
+			break
+		}
+	}
+	switch {
+	case reasons[e.Reason] != nil:
+		e.kind = reasons[e.Reason]
+	case e.Code == codes.ResourceExhausted && e.Reason != "":
+		e.kind = ErrLimit
+	case e.Code == codes.Unavailable:
+		e.kind = ErrUnavailable
+	}
+	return e
+}
+
+// LeaseError says why a lease ended without Close. It matches
+// ErrLeaseLost, ErrLeaseRevoked or ErrRestarted with errors.Is, and the
+// underlying error, if any, with errors.As.
+type LeaseError struct {
+	LeaseID  string
+	Kind     error  // ErrLeaseLost, ErrLeaseRevoked or ErrRestarted
+	Reason   string // for a revoke, the operator's reason or the cause
+	Released int    // pins released, when the server said
+	Err      error  // the error that ended it, if any
+	// GraceEnded is when a lost lease's grace ran out.
+	GraceEnded time.Time
+}
+
+func (e *LeaseError) Error() string {
+	msg := fmt.Sprintf("lease %s: %v", e.LeaseID, e.Kind)
+	if e.Reason != "" {
+		msg += ": " + e.Reason
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *LeaseError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{e.Kind}
+	}
+	return []error{e.Kind, e.Err}
+}

@@ -1,0 +1,230 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/registry"
+	"github.com/weakref/registry/internal/server"
+)
+
+// exampleAddr is the address of the registryd the examples talk to: one
+// started in process by TestMain, on loopback.
+var exampleAddr string
+
+func TestMain(m *testing.M) {
+	srv, addr, err := serve(time.Minute, testKey)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	exampleAddr = addr
+	code := m.Run()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	srv.Shutdown(ctx)
+	cancel()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// serve starts an in-process registryd on a loopback port: the same
+// server as cmd/registryd, over real TCP.
+func serve(maxGrace time.Duration, key string) (*server.Server, string, error) {
+	codec, err := handle.NewCodec(handle.Config{Key: []byte(key)})
+	if err != nil {
+		return nil, "", err
+	}
+	reg := registry.New(registry.Config{Codec: codec})
+	leases := lease.New(lease.Config{Codec: codec, Registry: reg, MaxGrace: maxGrace})
+	srv := server.New(server.Config{
+		Registry: reg,
+		Leases:   leases,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Limits:   server.Limits{MaxGrace: maxGrace},
+	})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	go srv.Serve(lis)
+	return srv, lis.Addr().String(), nil
+}
+
+// testServer is a registryd of a test's own, and an admin client to it.
+type testServer struct {
+	addr  string
+	admin registryv1.AdminServiceClient
+}
+
+// testKey is the MAC key of the test servers: handles from one are
+// known to another, as from a restart; newServerWithKey makes strangers.
+const testKey = "client-tests-key-0123456789abcdef"
+
+func newServer(t *testing.T, maxGrace time.Duration) *testServer {
+	return newServerWithKey(t, maxGrace, testKey)
+}
+
+func newServerWithKey(t *testing.T, maxGrace time.Duration, key string) *testServer {
+	t.Helper()
+	srv, addr, err := serve(maxGrace, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return &testServer{addr: addr, admin: registryv1.NewAdminServiceClient(conn)}
+}
+
+// collect forces a collection on the server.
+func (s *testServer) collect(t *testing.T) {
+	t.Helper()
+	if _, err := s.admin.Collect(ctxT(t), &registryv1.CollectRequest{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// waitFor polls cond until it holds or 10s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// proxy is a loopback TCP proxy the test controls: it can cut every
+// connection through it, and refuse new ones, to play a network failure.
+type proxy struct {
+	lis      net.Listener
+	upstream string
+
+	mu      sync.Mutex
+	conns   []net.Conn
+	refuse  bool
+	wg      sync.WaitGroup
+	dropped int
+}
+
+func newProxy(t *testing.T, upstream string) *proxy {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{lis: lis, upstream: upstream}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *proxy) addr() string { return p.lis.Addr().String() }
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.lis.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.refuse {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.upstream)
+		if err != nil {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns = append(p.conns, c, up)
+		p.wg.Add(2)
+		p.mu.Unlock()
+		go p.pipe(c, up)
+		go p.pipe(up, c)
+	}
+}
+
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+}
+
+// drop cuts every connection through the proxy now.
+func (p *proxy) drop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+	p.dropped++
+}
+
+// setRefuse makes the proxy close new connections at once, or not.
+func (p *proxy) setRefuse(refuse bool) {
+	p.mu.Lock()
+	p.refuse = refuse
+	p.mu.Unlock()
+}
+
+func (p *proxy) close() {
+	p.lis.Close()
+	p.drop()
+	p.wg.Wait()
+}
+
+// forceCollection runs a collection on the examples' registryd, as
+// 'registryctl gc' does.
+func forceCollection() {
+	conn, err := grpc.NewClient(exampleAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		panic(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := registryv1.NewAdminServiceClient(conn).Collect(ctx, &registryv1.CollectRequest{}); err != nil {
+		panic(err)
+	}
+}

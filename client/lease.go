@@ -1,0 +1,500 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+)
+
+// Lease pins objects for as long as it is open. It is one gRPC stream to
+// registryd; if the connection drops, the lease reconnects with backoff
+// and resumes within its grace, keeping every pin. When it cannot — the
+// grace ran out, an operator revoked it, registryd restarted — Done is
+// closed and Err says why.
+//
+// A Lease is safe for concurrent use.
+type Lease struct {
+	c     *Client
+	name  string
+	onEnd func(error)
+	id    string        // fixed at open
+	grace time.Duration // granted by the server; 0: no resume
+
+	// sendMu serialises Send on the stream, as gRPC requires. Lock order:
+	// mu, then sendMu.
+	sendMu sync.Mutex
+
+	mu       sync.Mutex // guards the fields below
+	stream   registryv1.RegistryService_LeaseClient
+	cancel   context.CancelFunc // ends the current stream
+	nextID   uint64
+	pending  map[uint64]*pendingCall // sent, not yet answered; re-sent after a resume
+	closing  bool                    // Close was called
+	resumes  int
+	done     chan struct{}
+	err      error // why it ended; nil after a clean Close
+	finished bool
+}
+
+type pendingCall struct {
+	req  *registryv1.LeaseRequest
+	resp chan *registryv1.LeaseResponse // buffered; nil is sent when the lease ends
+}
+
+// LeaseOption configures a lease.
+type LeaseOption func(*leaseConfig)
+
+type leaseConfig struct {
+	name  string
+	grace time.Duration
+	onEnd func(error)
+}
+
+// LeaseName names the lease's holder, as operators see it in
+// 'registryctl leases ls' and 'inspect'.
+func LeaseName(name string) LeaseOption { return func(c *leaseConfig) { c.name = name } }
+
+// Grace asks registryd to keep the lease, with its pins, this long after
+// its connection drops, so that the client can reconnect and resume it.
+// The server caps it (--max-grace). Without a grace a dropped connection
+// releases the lease's pins at once, and the lease reports ErrLeaseLost.
+func Grace(d time.Duration) LeaseOption { return func(c *leaseConfig) { c.grace = d } }
+
+// OnEnd calls f, on a goroutine of its own, when the lease ends other than
+// by Close; its argument is what Err returns.
+func OnEnd(f func(error)) LeaseOption { return func(c *leaseConfig) { c.onEnd = f } }
+
+// Lease opens a lease. ctx bounds the opening only; the lease lives until
+// Close, or until it is lost or revoked.
+func (c *Client) Lease(ctx context.Context, opts ...LeaseOption) (*Lease, error) {
+	var cfg leaseConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	l := &Lease{c: c, name: cfg.name, onEnd: cfg.onEnd, pending: make(map[uint64]*pendingCall), done: make(chan struct{})}
+	stream, cancel, opened, err := l.open(ctx, "", cfg.grace, false)
+	if err != nil {
+		return nil, err
+	}
+	l.id, l.grace = opened.GetLeaseId(), opened.GetGrace().AsDuration()
+	l.stream, l.cancel = stream, cancel
+	go l.run(stream)
+	return l, nil
+}
+
+// ID returns the lease's id ("lse_...").
+func (l *Lease) ID() string { return l.id }
+
+// GraceGranted returns the grace the server granted.
+func (l *Lease) GraceGranted() time.Duration { return l.grace }
+
+// Done is closed when the lease has ended, by Close or otherwise.
+func (l *Lease) Done() <-chan struct{} { return l.done }
+
+// Err returns nil while the lease is live or after a clean Close, and
+// otherwise a *LeaseError matching ErrLeaseLost, ErrLeaseRevoked or
+// ErrRestarted.
+func (l *Lease) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// Resumes returns how many times the lease has been resumed after its
+// connection dropped.
+func (l *Lease) Resumes() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.resumes
+}
+
+// Pin pins handles under the lease and returns a result per handle, in
+// order. Pinning is idempotent; a handle that cannot be pinned (collected,
+// unknown, over a limit) fails alone, with an error in its result.
+func (l *Lease) Pin(ctx context.Context, handles ...string) ([]PinResult, error) {
+	resp, err := l.call(ctx, &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Pin{Pin: &registryv1.PinHandles{Handles: handles}}})
+	if err != nil {
+		return nil, err
+	}
+	return resultsFrom(resp.GetPinned()), nil
+}
+
+// Unpin releases this lease's pins on handles and returns a result per
+// handle. An object no lease pins any more becomes weak: the next garbage
+// collection may take it.
+func (l *Lease) Unpin(ctx context.Context, handles ...string) ([]PinResult, error) {
+	resp, err := l.call(ctx, &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Unpin{Unpin: &registryv1.UnpinHandles{Handles: handles}}})
+	if err != nil {
+		return nil, err
+	}
+	return resultsFrom(resp.GetUnpinned()), nil
+}
+
+// Close ends the lease and releases its pins; it returns how many. After
+// the lease has ended otherwise, Close returns what Err returns.
+func (l *Lease) Close(ctx context.Context) (int, error) {
+	l.mu.Lock()
+	if l.finished {
+		err := l.err
+		l.mu.Unlock()
+		return 0, err
+	}
+	l.closing = true
+	l.mu.Unlock()
+	resp, err := l.call(ctx, &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Close{Close: &registryv1.CloseLease{}}})
+	if err != nil {
+		if errors.Is(err, errClosed) { // ended cleanly while we asked
+			return 0, nil
+		}
+		if ctx.Err() != nil {
+			l.finish(ctx.Err()) // give up: cut the stream; the server releases the lease or keeps it for its grace
+		}
+		return 0, err
+	}
+	return int(resp.GetClosed().GetReleased()), nil
+}
+
+// call sends req and waits for its answer, across resumes.
+func (l *Lease) call(ctx context.Context, req *registryv1.LeaseRequest) (*registryv1.LeaseResponse, error) {
+	l.mu.Lock()
+	if l.finished {
+		l.mu.Unlock()
+		return nil, l.endErr()
+	}
+	l.nextID++
+	req.RequestId = l.nextID
+	pc := &pendingCall{req: req, resp: make(chan *registryv1.LeaseResponse, 1)}
+	l.pending[req.RequestId] = pc
+	stream := l.stream
+	l.mu.Unlock()
+
+	// A failed Send needs no handling here: the reader sees the stream
+	// break, and after a resume every pending request is sent again.
+	l.send(stream, req)
+
+	select {
+	case resp := <-pc.resp:
+		if resp == nil {
+			return nil, l.endErr()
+		}
+		return resp, nil
+	case <-ctx.Done():
+		l.mu.Lock()
+		delete(l.pending, req.RequestId)
+		l.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+func (l *Lease) send(stream registryv1.RegistryService_LeaseClient, req *registryv1.LeaseRequest) {
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	_ = stream.Send(req)
+}
+
+// endErr is what calls on an ended lease return.
+func (l *Lease) endErr() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err == nil {
+		return errClosed
+	}
+	return l.err
+}
+
+// open opens (or, with resume, resumes) the lease on a new stream. The
+// stream outlives ctx, which bounds the opening only.
+func (l *Lease) open(ctx context.Context, resume string, grace time.Duration, waitForReady bool) (registryv1.RegistryService_LeaseClient, context.CancelFunc, *registryv1.LeaseOpened, error) {
+	sctx, cancel := context.WithCancel(context.Background())
+	type result struct {
+		stream registryv1.RegistryService_LeaseClient
+		opened *registryv1.LeaseOpened
+		err    error
+	}
+	got := make(chan result, 1)
+	go func() {
+		stream, opened, err := l.handshake(sctx, resume, grace, waitForReady)
+		got <- result{stream, opened, err}
+	}()
+	select {
+	case r := <-got:
+		if r.err != nil {
+			cancel()
+			return nil, nil, nil, r.err
+		}
+		return r.stream, cancel, r.opened, nil
+	case <-ctx.Done():
+		cancel() // ends the handshake's wait
+		<-got
+		return nil, nil, nil, ctx.Err()
+	}
+}
+
+// handshake starts a Lease stream and sends open; it returns the answer.
+func (l *Lease) handshake(ctx context.Context, resume string, grace time.Duration, waitForReady bool) (registryv1.RegistryService_LeaseClient, *registryv1.LeaseOpened, error) {
+	stream, err := l.c.rpc.Lease(ctx, grpc.WaitForReady(waitForReady))
+	if err != nil {
+		return nil, nil, fromStatus(err)
+	}
+	open := &registryv1.OpenLease{ClientName: l.name, ResumeLeaseId: resume}
+	if grace > 0 {
+		open.Grace = durationpb.New(grace)
+	}
+	if err := stream.Send(&registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Open{Open: open}}); err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, fromStatus(err)
+	}
+	m, err := stream.Recv() // after io.EOF from Send, Recv says why
+	if err != nil {
+		return nil, nil, fromStatus(err)
+	}
+	opened := m.GetOpened()
+	if opened == nil {
+		return nil, nil, fmt.Errorf("registry: lease stream answered open with %T", m.GetKind())
+	}
+	return stream, opened, nil
+}
+
+// run reads the lease's stream, and when it breaks, resumes the lease on
+// a new one, until the lease ends.
+func (l *Lease) run(stream registryv1.RegistryService_LeaseClient) {
+	for {
+		cause := l.read(stream)
+		if l.isFinished() {
+			return
+		}
+		if l.grace <= 0 {
+			l.finish(&LeaseError{LeaseID: l.id, Kind: ErrLeaseLost, Err: cause})
+			return
+		}
+		next, err := l.resume(time.Now().Add(l.grace), cause)
+		if err != nil {
+			l.finish(err)
+			return
+		}
+		stream = next
+	}
+}
+
+func (l *Lease) isFinished() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.finished
+}
+
+// read delivers the stream's answers to their calls until it ends, and
+// returns why; nil when the lease ended on it (closed or revoked).
+func (l *Lease) read(stream registryv1.RegistryService_LeaseClient) error {
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return fromStatus(err)
+		}
+		if rev := m.GetRevoked(); rev != nil {
+			l.finish(&LeaseError{LeaseID: l.id, Kind: ErrLeaseRevoked, Reason: revokeReason(rev), Released: int(rev.GetReleased())})
+			return nil
+		}
+		l.mu.Lock()
+		pc := l.pending[m.GetRequestId()]
+		delete(l.pending, m.GetRequestId())
+		l.mu.Unlock()
+		if pc != nil {
+			pc.resp <- m
+		}
+		if m.GetClosed() != nil {
+			l.finish(nil)
+			return nil
+		}
+	}
+}
+
+func revokeReason(rev *registryv1.LeaseRevoked) string {
+	var cause string
+	switch rev.GetCause() {
+	case registryv1.RevokeCause_REVOKE_CAUSE_ADMIN:
+		cause = "revoked by an operator"
+	case registryv1.RevokeCause_REVOKE_CAUSE_TAKEN_OVER:
+		cause = "taken over by another stream"
+	case registryv1.RevokeCause_REVOKE_CAUSE_SHUTDOWN:
+		cause = "registryd is shutting down"
+	default:
+		cause = "revoked"
+	}
+	if rev.GetReason() != "" {
+		return cause + ": " + rev.GetReason()
+	}
+	return cause
+}
+
+// resume reopens the lease by id until it succeeds, the server says it is
+// gone, or deadline passes. On success every pending request is sent
+// again on the new stream, in order, before any other.
+func (l *Lease) resume(deadline time.Time, cause error) (registryv1.RegistryService_LeaseClient, error) {
+	b := l.c.opts.backoff
+	delay := b.initial
+	for {
+		ctx, cancelAttempt := context.WithDeadline(context.Background(), deadline)
+		stream, cancel, _, err := l.open(ctx, l.id, l.grace, true)
+		cancelAttempt()
+		if err == nil {
+			l.mu.Lock()
+			if l.finished { // Close gave up meanwhile
+				l.mu.Unlock()
+				cancel()
+				return nil, l.Err()
+			}
+			l.cancel()
+			l.stream, l.cancel = stream, cancel
+			l.resumes++
+			again := make([]*pendingCall, 0, len(l.pending))
+			for _, pc := range l.pending {
+				again = append(again, pc)
+			}
+			l.sendMu.Lock()
+			l.mu.Unlock()
+			sortByID(again)
+			for _, pc := range again {
+				_ = stream.Send(pc.req)
+			}
+			l.sendMu.Unlock()
+			return stream, nil
+		}
+		switch {
+		case errors.Is(err, ErrRestarted):
+			return nil, &LeaseError{LeaseID: l.id, Kind: ErrRestarted, Err: err}
+		case errors.Is(err, ErrLeaseNotFound) && l.isClosing():
+			return nil, nil // the Close went through before the drop
+		case errors.Is(err, ErrLeaseNotFound), isTerminal(err):
+			return nil, &LeaseError{LeaseID: l.id, Kind: ErrLeaseLost, Err: err}
+		case !time.Now().Before(deadline):
+			return nil, &LeaseError{LeaseID: l.id, Kind: ErrLeaseLost, Err: cause, GraceEnded: deadline}
+		}
+		wait := time.Duration(float64(delay) * (1 + b.jitter*(2*rand.Float64()-1)))
+		wait = min(wait, time.Until(deadline))
+		select {
+		case <-time.After(wait):
+		case <-l.done:
+			return nil, l.Err()
+		}
+		delay = min(time.Duration(float64(delay)*b.multiplier), b.max)
+	}
+}
+
+// isTerminal reports errors that retrying will not mend: the request or
+// the lease is wrong, or the client was closed.
+func isTerminal(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Code {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted, codes.Internal, codes.Unknown:
+		return false
+	}
+	return true
+}
+
+func (l *Lease) isClosing() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closing
+}
+
+// finish ends the lease once: err is why (nil for a clean Close). Calls
+// still waiting are answered with it.
+func (l *Lease) finish(err error) {
+	l.mu.Lock()
+	if l.finished {
+		l.mu.Unlock()
+		return
+	}
+	l.finished, l.err = true, err
+	for id, pc := range l.pending {
+		pc.resp <- nil
+		delete(l.pending, id)
+	}
+	l.cancel()
+	close(l.done)
+	onEnd := l.onEnd
+	l.mu.Unlock()
+	if onEnd != nil && err != nil {
+		go onEnd(err)
+	}
+}
+
+func sortByID(calls []*pendingCall) {
+	for i := 1; i < len(calls); i++ {
+		for j := i; j > 0 && calls[j].req.GetRequestId() < calls[j-1].req.GetRequestId(); j-- {
+			calls[j], calls[j-1] = calls[j-1], calls[j]
+		}
+	}
+}
+
+// backoffConfig paces resume attempts.
+type backoffConfig struct {
+	initial, max time.Duration
+	multiplier   float64
+	jitter       float64 // ± this fraction of each delay
+}
+
+var defaultBackoff = backoffConfig{initial: 50 * time.Millisecond, max: 2 * time.Second, multiplier: 1.6, jitter: 0.2}
+
+// PinOutcome is what a pin or unpin did to one handle.
+type PinOutcome int
+
+const (
+	OutcomeUnknown       PinOutcome = iota
+	OutcomePinned                   // this lease now pins it
+	OutcomeAlreadyPinned            // this lease already pinned it
+	OutcomeUnpinned                 // this lease no longer pins it
+	OutcomeNotPinned                // this lease did not pin it
+	OutcomeFailed                   // see PinResult.Err
+)
+
+func (o PinOutcome) String() string {
+	switch o {
+	case OutcomePinned:
+		return "pinned"
+	case OutcomeAlreadyPinned:
+		return "already pinned"
+	case OutcomeUnpinned:
+		return "unpinned"
+	case OutcomeNotPinned:
+		return "not pinned"
+	case OutcomeFailed:
+		return "failed"
+	}
+	return "unknown"
+}
+
+// PinResult is the result of pinning or unpinning one handle.
+type PinResult struct {
+	Handle  string
+	Outcome PinOutcome
+	Err     error // an *Error when Outcome is OutcomeFailed, else nil
+	Info    Info  // the object after the operation, when it exists
+}
+
+func resultsFrom(rs *registryv1.PinResults) []PinResult {
+	out := make([]PinResult, len(rs.GetResults()))
+	for i, r := range rs.GetResults() {
+		out[i] = PinResult{Handle: r.GetHandle(), Outcome: PinOutcome(r.GetOutcome()), Info: infoFrom(r.GetInfo())}
+		if e := r.GetError(); e != nil {
+			kind := reasons[e.GetReason()]
+			if kind == nil && codes.Code(e.GetCode()) == codes.ResourceExhausted {
+				kind = ErrLimit
+			}
+			out[i].Err = &Error{Code: codes.Code(e.GetCode()), Reason: e.GetReason(), Message: e.GetMessage(), kind: kind}
+		}
+	}
+	return out
+}
