@@ -39,6 +39,9 @@ const (
 // registrydBin is the registryd binary built by TestMain.
 var registrydBin string
 
+// registryctlBin is the registryctl binary built by TestMain.
+var registryctlBin string
+
 // holderEnv marks the test binary re-executed as a lease-holding client
 // process (see TestHelperLeaseHolder); such a run builds nothing.
 const holderEnv = "REGISTRY_E2E_HOLDER"
@@ -69,6 +72,13 @@ func buildAndRun(m *testing.M) int {
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/registryd: %v\n%s", err, out)
+		return 1
+	}
+	registryctlBin = filepath.Join(dir, "registryctl")
+	cmd = exec.CommandContext(ctx, "go", "build", "-o", registryctlBin, "./cmd/registryctl")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/registryctl: %v\n%s", err, out)
 		return 1
 	}
 	return m.Run()
@@ -122,14 +132,23 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-var servingAddr = regexp.MustCompile(`msg="registryd serving" addr=(127\.0\.0\.1:[0-9]+)`)
+// servingAddr finds the address in registryd's "serving" line, in the
+// text or the JSON log format.
+var servingAddr = regexp.MustCompile(`(?:msg="registryd serving" addr=|"msg":"registryd serving","addr":")(127\.0\.0\.1:[0-9]+)`)
 
 // startDaemon starts registryd on a free loopback port with extra args,
 // waits until it logs the address it serves on, and stops it when the test
 // ends.
 func startDaemon(t testing.TB, args ...string) *daemon {
 	t.Helper()
-	d := launch(t, append([]string{"--addr", "127.0.0.1:0"}, args...), nil)
+	return startDaemonEnv(t, nil, args...)
+}
+
+// startDaemonEnv is startDaemon with env added to registryd's clean
+// environment.
+func startDaemonEnv(t testing.TB, env []string, args ...string) *daemon {
+	t.Helper()
+	d := launch(t, append([]string{"--addr", "127.0.0.1:0"}, args...), env)
 	addr := make(chan string, 1)
 	d.watchStderr(func(line string) {
 		if m := servingAddr.FindStringSubmatch(line); m != nil {
@@ -156,13 +175,13 @@ func startDaemon(t testing.TB, args ...string) *daemon {
 }
 
 // launch prepares registryd with args, and env added to a clean
-// environment (no REGISTRYD_* variable inherited from the one running the
-// tests); watchStderr starts it.
+// environment (no REGISTRYD_* or OTEL_* variable inherited from the one
+// running the tests); watchStderr starts it.
 func launch(t testing.TB, args, env []string) *daemon {
 	t.Helper()
 	cmd := exec.Command(registrydBin, args...)
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "REGISTRYD_") {
+		if !strings.HasPrefix(kv, "REGISTRYD_") && !strings.HasPrefix(kv, "OTEL_") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}

@@ -41,7 +41,35 @@ type config struct {
 	keepaliveTime    time.Duration
 	keepaliveTimeout time.Duration
 	shutdownTimeout  time.Duration
+	metricsAddr      string
+	telemetry        onOff
 }
+
+// onOff is a boolean flag that also takes "on" and "off":
+// --telemetry=off, REGISTRYD_TELEMETRY=off.
+type onOff bool
+
+func (o *onOff) String() string {
+	if o != nil && *o {
+		return "on"
+	}
+	return "off"
+}
+
+func (o *onOff) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "on", "true", "1":
+		*o = true
+	case "off", "false", "0":
+		*o = false
+	default:
+		return fmt.Errorf("want on or off")
+	}
+	return nil
+}
+
+// IsBoolFlag lets --telemetry alone mean on.
+func (o *onOff) IsBoolFlag() bool { return true }
 
 // byteSize is a flag of bytes that takes "16MiB", "4GB" or "1048576".
 type byteSize int64
@@ -62,6 +90,7 @@ func parseConfig(args []string) (*config, error) {
 		maxObjectBytes:  16 << 20,
 		maxMessageBytes: 17 << 20,
 		maxPinnedBytes:  4 << 30,
+		telemetry:       true,
 	}
 	fs := flag.NewFlagSet("registryd", flag.ContinueOnError)
 	// The flag package would print an error and the whole usage for a bad
@@ -86,6 +115,8 @@ func parseConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.keepaliveTime, "keepalive-time", 20*time.Second, "ping a client idle this long")
 	fs.DurationVar(&c.keepaliveTimeout, "keepalive-timeout", 20*time.Second, "drop a client that does not answer a ping this long (its leases end)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, wait this long for calls in flight")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`host:port` to serve Prometheus /metrics and /healthz on over HTTP (empty: no metrics)")
+	fs.Var(&c.telemetry, "telemetry", "telemetry `on|off`: off turns tracing and metrics off whatever OTEL_* says (traces are exported only when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp is set; see docs/OBSERVABILITY.md)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Printf("Usage: registryd [flags]\n\nServes the object registry over gRPC. Every flag --some-name may also be\nset as the environment variable %sSOME_NAME; a flag wins over its variable.\n\nFlags:\n", envPrefix)
@@ -106,6 +137,9 @@ func parseConfig(args []string) (*config, error) {
 	}
 	if c.logFormat != "text" && c.logFormat != "json" {
 		return nil, fmt.Errorf("--log-format (REGISTRYD_LOG_FORMAT) %q: want text or json", c.logFormat)
+	}
+	if c.metricsAddr != "" && !c.telemetry {
+		return nil, errors.New("--metrics-addr (REGISTRYD_METRICS_ADDR) needs --telemetry=on (REGISTRYD_TELEMETRY)")
 	}
 	if c.maxObjectBytes <= 0 || c.maxMessageBytes <= 0 {
 		return nil, errors.New("--max-object-bytes and --max-message-bytes (REGISTRYD_MAX_OBJECT_BYTES, REGISTRYD_MAX_MESSAGE_BYTES) must be positive")

@@ -21,7 +21,8 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 	}{
 		{"defaults", nil, nil, func(t *testing.T, c *config) {
 			if c.addr != "127.0.0.1:7600" || c.maxObjectBytes != 16<<20 || c.maxPinnedBytes != 4<<30 ||
-				c.maxGrace != 5*time.Minute || c.logLevel != slog.LevelInfo || c.logFormat != "text" {
+				c.maxGrace != 5*time.Minute || c.logLevel != slog.LevelInfo || c.logFormat != "text" ||
+				c.metricsAddr != "" || !c.telemetry {
 				t.Fatalf("defaults: %+v", c)
 			}
 		}},
@@ -35,6 +36,23 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 			map[string]string{"REGISTRYD_ADDR": "127.0.0.1:9", "REGISTRYD_MAX_OBJECT_BYTES": "2MiB"}, func(t *testing.T, c *config) {
 				if c.addr != "127.0.0.1:8" || c.maxObjectBytes != 1000 {
 					t.Fatalf("flags: %+v", c)
+				}
+			}},
+		{"metrics and telemetry from env", nil, map[string]string{"REGISTRYD_METRICS_ADDR": "0.0.0.0:9464", "REGISTRYD_TELEMETRY": "on"},
+			func(t *testing.T, c *config) {
+				if c.metricsAddr != "0.0.0.0:9464" || !c.telemetry {
+					t.Fatalf("metrics: %+v", c)
+				}
+			}},
+		{"telemetry off by env", nil, map[string]string{"REGISTRYD_TELEMETRY": "off"}, func(t *testing.T, c *config) {
+			if c.telemetry || c.metricsAddr != "" {
+				t.Fatalf("telemetry: %+v", c)
+			}
+		}},
+		{"telemetry flag wins over env", []string{"--telemetry", "--metrics-addr=127.0.0.1:0"}, map[string]string{"REGISTRYD_TELEMETRY": "off"},
+			func(t *testing.T, c *config) {
+				if !c.telemetry || c.metricsAddr != "127.0.0.1:0" {
+					t.Fatalf("telemetry: %+v", c)
 				}
 			}},
 		{"plain byte counts", []string{"--max-pinned-bytes=0", "--max-message-bytes=1048576"}, nil, func(t *testing.T, c *config) {
@@ -70,6 +88,9 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		{"stray argument", []string{"serve"}, nil, `"serve"`},
 		{"node too big", []string{"--node=70000"}, nil, "--node"},
 		{"log format", []string{"--log-format=xml"}, nil, "--log-format"},
+		{"telemetry word", []string{"--telemetry=maybe"}, nil, "telemetry"},
+		{"telemetry env word", nil, map[string]string{"REGISTRYD_TELEMETRY": "maybe"}, "REGISTRYD_TELEMETRY"},
+		{"metrics without telemetry", []string{"--telemetry=off", "--metrics-addr=127.0.0.1:0"}, nil, "--metrics-addr"},
 		{"zero object size", []string{"--max-object-bytes=0"}, nil, "--max-object-bytes"},
 	}
 	for _, tt := range tests {

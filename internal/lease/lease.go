@@ -78,6 +78,11 @@ type Config struct {
 	MaxPinsPerLease int
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+	// Observe, when set, is called after each lease is opened, resumed,
+	// detached or ended, synchronously and with none of this package's
+	// locks held. It must not block for long: the stream or timer that
+	// made the change waits for it. nil costs nothing.
+	Observe func(Event)
 }
 
 // Manager owns every live lease. It is safe for concurrent use.
@@ -183,14 +188,18 @@ func (m *Manager) Open(p OpenParams) (*Session, error) {
 	s := &Session{m: m, lease: l, peer: p.Peer, done: make(chan struct{})}
 	l.session = s
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed {
+		m.mu.Unlock()
 		return nil, ErrClosed
 	}
 	if max := m.cfg.MaxLeases; max > 0 && len(m.leases) >= max {
-		return nil, &registry.LimitError{Limit: LimitLeases, Max: int64(max), Want: int64(len(m.leases) + 1)}
+		n := len(m.leases)
+		m.mu.Unlock()
+		return nil, &registry.LimitError{Limit: LimitLeases, Max: int64(max), Want: int64(n + 1)}
 	}
 	m.leases[id] = l
+	m.mu.Unlock()
+	m.observe(Event{Kind: EventOpened, LeaseID: idStr, Client: l.client, Peer: p.Peer, Grace: grace})
 	return s, nil
 }
 
@@ -207,8 +216,8 @@ func (m *Manager) resume(p OpenParams) (*Session, error) {
 		return nil, ErrClosed
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.ended {
+		l.mu.Unlock()
 		return nil, ErrNotFound
 	}
 	if old := l.session; old != nil {
@@ -219,6 +228,9 @@ func (m *Manager) resume(p OpenParams) (*Session, error) {
 		l.expire, l.expireAt = nil, time.Time{}
 	}
 	l.session = s
+	pins := len(l.pins)
+	l.mu.Unlock()
+	m.observe(Event{Kind: EventResumed, LeaseID: l.holder.LeaseID, Client: l.client, Peer: p.Peer, Grace: l.grace, Pins: pins})
 	return s, nil
 }
 
@@ -358,7 +370,26 @@ func (m *Manager) end(l *Lease, cause Cause, reason string) (int, error) {
 	}
 	l.mu.Unlock()
 	m.forget(l)
+	end := EndRevoked
+	if cause == CauseShutdown {
+		end = EndShutdown
+	}
+	m.ended(l, end, reason, released)
 	return released, nil
+}
+
+// observe hands ev to the observer, if any. No lock is held.
+func (m *Manager) observe(ev Event) {
+	if m.cfg.Observe != nil {
+		m.cfg.Observe(ev)
+	}
+}
+
+// ended reports that l ended. No lock is held.
+func (m *Manager) ended(l *Lease, end End, reason string, released int) {
+	if m.cfg.Observe != nil {
+		m.cfg.Observe(Event{Kind: EventEnded, LeaseID: l.holder.LeaseID, Client: l.client, Grace: l.grace, End: end, Reason: reason, Released: released})
+	}
 }
 
 // releaseLocked releases every pin of l and marks it ended. l.mu is held.

@@ -178,6 +178,7 @@ func (s *Session) Close() (int, error) {
 	released := s.m.releaseLocked(l)
 	l.mu.Unlock()
 	s.m.forget(l)
+	s.m.ended(l, EndClosed, "", released)
 	return released, nil
 }
 
@@ -191,9 +192,10 @@ func (s *Session) Detach() {
 	}
 	l, m := s.lease, s.m
 	if l.grace <= 0 {
-		m.releaseLocked(l)
+		released := m.releaseLocked(l)
 		l.mu.Unlock()
 		m.forget(l)
+		m.ended(l, EndDropped, "", released)
 		return
 	}
 	l.session = nil
@@ -203,7 +205,9 @@ func (s *Session) Detach() {
 	var t *time.Timer
 	t = time.AfterFunc(l.grace, func() { m.expire(l, &t) })
 	l.expire = t
+	pins := len(l.pins)
 	l.mu.Unlock()
+	m.observe(Event{Kind: EventDetached, LeaseID: l.holder.LeaseID, Client: l.client, Peer: s.peer, Grace: l.grace, Pins: pins})
 }
 
 // expire ends l if it is still detached on timer *t when its grace runs
@@ -214,7 +218,8 @@ func (m *Manager) expire(l *Lease, t **time.Timer) {
 		l.mu.Unlock()
 		return // resumed or ended meanwhile
 	}
-	m.releaseLocked(l)
+	released := m.releaseLocked(l)
 	l.mu.Unlock()
 	m.forget(l)
+	m.ended(l, EndExpired, "", released)
 }

@@ -116,8 +116,9 @@ func newHub(buffer int) *hub {
 	}
 }
 
-// publish numbers ev and delivers it without blocking.
-func (h *hub) publish(ev Event) {
+// publish numbers ev, delivers it without blocking, and returns its
+// sequence number.
+func (h *hub) publish(ev Event) uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.seq++
@@ -131,6 +132,7 @@ func (h *hub) publish(ev Event) {
 	if ev.State == Collected || ev.State == Deleted {
 		delete(h.byID, ev.ID) // nothing more will happen to it
 	}
+	return ev.Seq
 }
 
 // deliver sends ev to s or ends s if its buffer is full. h.mu is held.

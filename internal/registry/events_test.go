@@ -3,6 +3,7 @@ package registry
 import (
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -414,4 +415,46 @@ func TestSubscriptionCloseStopsDeliveryAndForgetsIt(t *testing.T) {
 	mustUnpin(t, r, w.ID, by)
 	r.Collect()
 	assertHoldsNothing(t, r)
+}
+
+// TestObserverSeesWhatSubscribersSee: Config.Observe is called with every
+// published event, numbered as subscribers receive it, COLLECTED with how
+// long the object was unpinned.
+func TestObserverSeesWhatSubscribersSee(t *testing.T) {
+	noAutoGC(t)
+	clock := newFakeClock()
+	var (
+		mu       sync.Mutex
+		observed []Event
+	)
+	r := newRegistry(t, Config{Now: clock.Now, Observe: func(ev Event) {
+		mu.Lock() // the runtime's cleanup goroutine may call too
+		defer mu.Unlock()
+		observed = append(observed, ev)
+	}})
+	sub, err := r.WatchAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	a := newHolder(r)
+	p, _ := put(t, r, 20, 2, Meta{}, &a)
+	clock.Advance(time.Second)
+	mustUnpin(t, r, p.ID, a)
+	clock.Advance(3 * time.Second)
+	r.Collect()
+
+	var got []Event
+	for range 5 { // CREATED, PINNED, UNPINNED, WEAK, COLLECTED
+		got = append(got, nextEvent(t, sub))
+	}
+	noEvent(t, sub)
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(got, observed) {
+		t.Fatalf("observed %+v\nsubscribed %+v", observed, got)
+	}
+	if last := observed[len(observed)-1]; last.Kind != EventCollected || last.UnpinnedFor != 3*time.Second || last.Size != 20 {
+		t.Fatalf("last observed event = %+v, want COLLECTED of 20 bytes unpinned for 3s", last)
+	}
 }

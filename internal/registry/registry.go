@@ -41,6 +41,14 @@ type Config struct {
 	WatchBuffer int
 	// Now returns the current time; tests may set it. Default time.Now.
 	Now func() time.Time
+	// Observe, when set, is called with every event the registry
+	// publishes (never CURRENT), numbered, in the order of Seq for each
+	// object. It is called synchronously, with the object's shard lock
+	// held, on the goroutine that made the change or on the runtime's
+	// cleanup goroutine: it must be quick, must not block, and must not
+	// call the Registry. It exists for metrics and tracing; nil costs
+	// nothing.
+	Observe func(Event)
 }
 
 // Registry holds objects. All methods are safe for concurrent use.
@@ -51,12 +59,13 @@ type Config struct {
 // The runtime keeps a Registry reachable while any of its objects' cleanups
 // is pending, so a registry is meant to live as long as its process.
 type Registry struct {
-	codec  *handle.Codec
-	cfg    Config
-	now    func() time.Time
-	shards [shardCount]shard
-	events *hub
-	tombs  *tombstones
+	codec   *handle.Codec
+	cfg     Config
+	now     func() time.Time
+	observe func(Event) // cfg.Observe; nil when none
+	shards  [shardCount]shard
+	events  *hub
+	tombs   *tombstones
 
 	counters counters
 }
@@ -83,11 +92,12 @@ func New(cfg Config) *Registry {
 		cfg.Now = time.Now
 	}
 	r := &Registry{
-		codec:  cfg.Codec,
-		cfg:    cfg,
-		now:    cfg.Now,
-		events: newHub(cfg.WatchBuffer),
-		tombs:  newTombstones(cfg.Tombstones),
+		codec:   cfg.Codec,
+		cfg:     cfg,
+		now:     cfg.Now,
+		observe: cfg.Observe,
+		events:  newHub(cfg.WatchBuffer),
+		tombs:   newTombstones(cfg.Tombstones),
 	}
 	for i := range r.shards {
 		r.shards[i].m = make(map[handle.ID]*entry)
@@ -384,12 +394,21 @@ func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
 	e.stateSince = now.UnixNano()
 	ev := r.event(e, EventCollected, "", now)
 	ev.UnpinnedFor = time.Duration(now.UnixNano() - e.unpinnedAt)
-	r.events.publish(ev)
+	r.emit(ev)
 }
 
 // publish sends e's event. The caller holds e's shard lock.
 func (r *Registry) publish(e *entry, kind EventKind, lease string, now time.Time) {
-	r.events.publish(r.event(e, kind, lease, now))
+	r.emit(r.event(e, kind, lease, now))
+}
+
+// emit numbers ev, delivers it to subscribers, then to the observer. The
+// caller holds ev's object's shard lock.
+func (r *Registry) emit(ev Event) {
+	ev.Seq = r.events.publish(ev)
+	if r.observe != nil {
+		r.observe(ev)
+	}
 }
 
 func (r *Registry) event(e *entry, kind EventKind, lease string, now time.Time) Event {

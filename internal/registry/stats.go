@@ -56,26 +56,40 @@ func (c *counters) move(from, to State, size int64) {
 }
 
 func (c *counters) miss(err error) {
-	var i int
+	if i := missIndex(err); i >= 0 {
+		c.misses[i].Add(1)
+	}
+}
+
+// missIndex returns the index in missReasons of why Resolve failed with
+// err, or -1 if err is not a miss.
+func missIndex(err error) int {
 	var restarted *handle.RestartedError
 	var foreign *handle.ForeignNodeError
 	switch {
 	case errors.Is(err, handle.ErrMalformed):
-		i = 0
+		return 0
 	case errors.Is(err, handle.ErrUnknown):
-		i = 1
+		return 1
 	case errors.As(err, &restarted):
-		i = 2
+		return 2
 	case errors.As(err, &foreign):
-		i = 3
+		return 3
 	case errors.Is(err, ErrCollected):
-		i = 4
+		return 4
 	case errors.Is(err, ErrDeleted):
-		i = 5
-	default:
-		return
+		return 5
 	}
-	c.misses[i].Add(1)
+	return -1
+}
+
+// MissReason returns the miss reason (MissCollected, MissUnknown…) that
+// Resolve counted for err, or "" if err is not a miss.
+func MissReason(err error) string {
+	if i := missIndex(err); i >= 0 {
+		return missReasons[i]
+	}
+	return ""
 }
 
 // Stats are the registry's figures at one moment. Counts by state are read

@@ -72,6 +72,9 @@ func TestResolveCountsHitsAndMissesByReason(t *testing.T) {
 				if !tt.check(err) {
 					t.Fatalf("Resolve error = %v (%T)", err, err)
 				}
+				if got := MissReason(err); got != tt.reason {
+					t.Fatalf("MissReason(%v) = %q, want %q", err, got, tt.reason)
+				}
 				wantMisses[tt.reason]++
 			}
 			st := r.Stats()

@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -15,6 +16,7 @@ import (
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
+	"github.com/weakref/registry/internal/telemetry"
 	"github.com/weakref/registry/internal/version"
 )
 
@@ -27,6 +29,7 @@ type adminService struct {
 	reg    *registry.Registry
 	leases *lease.Manager
 	limits Limits
+	tel    *telemetry.Telemetry // nil: none
 }
 
 func (s *adminService) GetStats(ctx context.Context, _ *registryv1.GetStatsRequest) (*registryv1.GetStatsResponse, error) {
@@ -138,6 +141,9 @@ func (s *adminService) RevokeLease(ctx context.Context, req *registryv1.RevokeLe
 	if err != nil {
 		return nil, toStatus(err, handle.Lease)
 	}
+	addEvent(ctx, telemetry.EventLeaseRevoke, func() []attribute.KeyValue {
+		return []attribute.KeyValue{telemetry.KeyLeaseID.String(req.GetLeaseId()), telemetry.ReasonAttr(req.GetReason()), telemetry.KeyReleased.Int(n)}
+	})
 	return &registryv1.RevokeLeaseResponse{Released: int32(n)}, nil
 }
 
@@ -155,11 +161,16 @@ func (s *adminService) DeleteObject(ctx context.Context, req *registryv1.DeleteO
 	for _, p := range pins {
 		out.ReleasedLeaseIds = append(out.ReleasedLeaseIds, p.LeaseID)
 	}
+	addEvent(ctx, telemetry.EventDelete, func() []attribute.KeyValue {
+		return append(telemetry.ObjectAttrs(info), telemetry.KeyForce.Bool(req.GetForce()), telemetry.KeyReleased.Int(len(pins)))
+	})
 	return out, nil
 }
 
 func (s *adminService) Collect(ctx context.Context, _ *registryv1.CollectRequest) (*registryv1.CollectResponse, error) {
+	end := s.tel.StartCollect(ctx)
 	rep := s.reg.Collect()
+	end(rep)
 	return &registryv1.CollectResponse{
 		CollectedObjects: rep.Objects,
 		CollectedBytes:   rep.Bytes,

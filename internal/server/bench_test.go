@@ -2,10 +2,17 @@ package server
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"log/slog"
 	"net"
 	"testing"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/telemetry"
 )
 
 // The benchmarks run the whole server on a real TCP loopback listener, so
@@ -91,5 +98,70 @@ func BenchmarkGRPCPinUnpin(b *testing.B) {
 		if r := lc.unpin(h); r[0].GetOutcome() != registryv1.PinOutcome_PIN_OUTCOME_UNPINNED {
 			b.Fatal(r)
 		}
+	}
+}
+
+// BenchmarkGRPCResolveTelemetry measures Resolve over loopback gRPC with
+// the telemetry set-ups registryd can run with, in one run so that
+// benchstat -col /telemetry compares them (docs/PERFORMANCE.md):
+//
+//   - off: no Telemetry at all, as --telemetry=off.
+//   - on: registryd's default, telemetry on with no OTEL_* variable and
+//     no --metrics-addr: nothing is exported, nothing should be slower.
+//   - metrics: with --metrics-addr (go-grpc-middleware's interceptor).
+//   - traced: every call sampled and exported (to a no-op exporter).
+func BenchmarkGRPCResolveTelemetry(b *testing.B) {
+	for _, k := range []string{"OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} {
+		b.Setenv(k, "")
+	}
+	discard := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))
+	setups := []struct {
+		name    string
+		on      bool // a Telemetry, or none
+		metrics bool
+		traced  bool
+	}{
+		{name: "off"},
+		{name: "on", on: true},
+		{name: "metrics", on: true, metrics: true},
+		{name: "traced", on: true, traced: true},
+	}
+	for _, s := range setups {
+		b.Run("telemetry="+s.name, func(b *testing.B) {
+			var tel *telemetry.Telemetry
+			if s.on {
+				cfg := telemetry.Config{Logger: discard, Metrics: s.metrics}
+				if s.traced {
+					tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+					b.Cleanup(func() { tp.Shutdown(context.Background()) })
+					cfg.TracerProvider = tp
+				}
+				var err error
+				if tel, err = telemetry.New(context.Background(), cfg); err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { tel.Shutdown(context.Background()) })
+			}
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			e := newEnvWith(b, envOptions{lis: lis, telemetry: tel})
+			lc := e.openLease(b, "bench", 0)
+			h := e.put(b, string(benchPayload), lc.id)
+			ctx := ctxT(b)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(benchPayload)))
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				req := &registryv1.ResolveRequest{Handle: h}
+				for pb.Next() {
+					if _, err := e.rs.Resolve(ctx, req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }

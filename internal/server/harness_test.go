@@ -22,6 +22,7 @@ import (
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
+	"github.com/weakref/registry/internal/telemetry"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -52,6 +53,7 @@ type envOptions struct {
 	lis         net.Listener // default: a bufconn listener
 	logger      *slog.Logger // default: discard
 	watchBuffer int
+	telemetry   *telemetry.Telemetry // default: none
 }
 
 // newEnv starts a server on lis (a bufconn listener when nil).
@@ -73,6 +75,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		MaxObjectBytes: testLimits.MaxObjectBytes,
 		MaxPinnedBytes: testLimits.MaxPinnedBytes,
 		WatchBuffer:    o.watchBuffer,
+		Observe:        o.telemetry.RegistryObserver(),
 	})
 	leases := lease.New(lease.Config{
 		Codec:           codec,
@@ -80,12 +83,14 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		MaxGrace:        testLimits.MaxGrace,
 		MaxLeases:       testLimits.MaxLeases,
 		MaxPinsPerLease: testLimits.MaxPinsPerLease,
+		Observe:         o.telemetry.LeaseObserver(),
 	})
 	srv := New(Config{
-		Registry: reg,
-		Leases:   leases,
-		Limits:   testLimits,
-		Logger:   o.logger,
+		Registry:  reg,
+		Leases:    leases,
+		Limits:    testLimits,
+		Logger:    o.logger,
+		Telemetry: o.telemetry,
 	})
 	dial := func(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 		return grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)

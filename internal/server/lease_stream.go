@@ -1,9 +1,12 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"io"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
@@ -12,6 +15,7 @@ import (
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/telemetry"
 )
 
 type leaseStream = grpc.BidiStreamingServer[registryv1.LeaseRequest, registryv1.LeaseResponse]
@@ -68,7 +72,8 @@ func (s *registryService) Lease(stream leaseStream) error {
 	// However this handler ends, a lease it still holds is detached:
 	// released now, or kept for its grace. After Close, revoke or
 	// take-over it does nothing.
-	defer sess.Detach()
+	closed := false // by the client, with close
+	defer func() { detach(ctx, sess, closed) }()
 
 	info := sess.Info()
 	if err := stream.Send(&registryv1.LeaseResponse{
@@ -82,11 +87,21 @@ func (s *registryService) Lease(stream leaseStream) error {
 	}); err != nil {
 		return err
 	}
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(telemetry.KeyLeaseID.String(sess.ID()), telemetry.KeyLeaseClient.String(info.Client))
+		span.AddEvent(telemetry.EventLeaseOpen, trace.WithAttributes(
+			telemetry.KeyLeaseID.String(sess.ID()),
+			telemetry.KeyLeaseClient.String(info.Client),
+			telemetry.KeyLeaseGrace.Float64(info.Grace.Seconds()),
+			telemetry.KeyLeaseResumed.Bool(sess.Resumed()),
+			telemetry.KeyLeasePins.Int(info.Pins),
+		))
+	}
 
 	for {
 		select {
 		case req := <-reqs:
-			resp, done, err := s.leaseRequest(sess, req)
+			resp, done, err := s.leaseRequest(ctx, sess, req)
 			if errors.Is(err, lease.ErrEnded) || errors.Is(err, lease.ErrTakenOver) {
 				select { // ended from outside: say why
 				case <-sess.Done():
@@ -98,6 +113,7 @@ func (s *registryService) Lease(stream leaseStream) error {
 			if err != nil {
 				return err
 			}
+			closed = done
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
@@ -116,14 +132,16 @@ func (s *registryService) Lease(stream leaseStream) error {
 
 // leaseRequest serves one request after open. done means the lease was
 // closed and the stream should end after resp.
-func (s *registryService) leaseRequest(sess *lease.Session, req *registryv1.LeaseRequest) (resp *registryv1.LeaseResponse, done bool, err error) {
+func (s *registryService) leaseRequest(ctx context.Context, sess *lease.Session, req *registryv1.LeaseRequest) (resp *registryv1.LeaseResponse, done bool, err error) {
 	resp = &registryv1.LeaseResponse{RequestId: req.GetRequestId()}
 	switch k := req.GetKind().(type) {
 	case *registryv1.LeaseRequest_Pin:
 		if err := checkHandleCount(k.Pin.GetHandles()); err != nil {
 			return nil, false, err
 		}
+		traced := s.traceResults(ctx, telemetry.SpanPin, telemetry.EventPinHandle, sess.ID(), len(k.Pin.GetHandles()))
 		rs, err := sess.Pin(k.Pin.GetHandles())
+		traced(rs, err)
 		if err != nil {
 			return nil, false, err
 		}
@@ -132,7 +150,9 @@ func (s *registryService) leaseRequest(sess *lease.Session, req *registryv1.Leas
 		if err := checkHandleCount(k.Unpin.GetHandles()); err != nil {
 			return nil, false, err
 		}
+		traced := s.traceResults(ctx, telemetry.SpanUnpin, telemetry.EventUnpinHandle, sess.ID(), len(k.Unpin.GetHandles()))
 		rs, err := sess.Unpin(k.Unpin.GetHandles())
+		traced(rs, err)
 		if err != nil {
 			return nil, false, err
 		}
@@ -142,6 +162,9 @@ func (s *registryService) leaseRequest(sess *lease.Session, req *registryv1.Leas
 		if err != nil {
 			return nil, false, err
 		}
+		addEvent(ctx, telemetry.EventLeaseEnd, func() []attribute.KeyValue {
+			return []attribute.KeyValue{telemetry.KeyLeaseID.String(sess.ID()), telemetry.KeyLeaseEnd.String(telemetry.EndName(lease.EndClosed)), telemetry.KeyReleased.Int(n)}
+		})
 		resp.Kind = &registryv1.LeaseResponse_Closed{Closed: &registryv1.LeaseClosed{Released: int32(n)}}
 		return resp, true, nil
 	case *registryv1.LeaseRequest_Open:
@@ -164,11 +187,49 @@ func checkHandleCount(hs []string) error {
 // ends the stream.
 func sendRevoked(stream leaseStream, sess *lease.Session) error {
 	cause, reason, released := sess.Revocation()
+	addEvent(stream.Context(), telemetry.EventLeaseEnd, func() []attribute.KeyValue {
+		return []attribute.KeyValue{telemetry.KeyLeaseID.String(sess.ID()), telemetry.KeyLeaseEnd.String(causeNames[cause]),
+			telemetry.ReasonAttr(reason), telemetry.KeyReleased.Int(released)}
+	})
 	return stream.Send(&registryv1.LeaseResponse{Kind: &registryv1.LeaseResponse_Revoked{Revoked: &registryv1.LeaseRevoked{
 		Cause:    causeToProto[cause],
 		Reason:   reason,
 		Released: int32(released),
 	}}})
+}
+
+// causeNames name revocation causes in traces, as telemetry.EndName does
+// lease ends.
+var causeNames = map[lease.Cause]string{
+	lease.CauseAdmin:     telemetry.EndName(lease.EndRevoked),
+	lease.CauseTakenOver: "taken_over",
+	lease.CauseShutdown:  telemetry.EndName(lease.EndShutdown),
+}
+
+// detach detaches the stream's lease when the handler ends, and says so
+// on the stream's span: with a grace the lease waits to be resumed,
+// without one it ended. After Close, revoke or take-over it does nothing.
+func detach(ctx context.Context, sess *lease.Session, closed bool) {
+	span := trace.SpanFromContext(ctx)
+	if closed || !span.IsRecording() {
+		sess.Detach()
+		return
+	}
+	select {
+	case <-sess.Done():
+		sess.Detach() // ended from outside; sendRevoked said how, if it could
+		return
+	default:
+	}
+	in := sess.Info()
+	sess.Detach()
+	if in.Grace > 0 {
+		span.AddEvent(telemetry.EventLeaseDetach, trace.WithAttributes(telemetry.KeyLeaseID.String(in.ID),
+			telemetry.KeyLeaseGrace.Float64(in.Grace.Seconds()), telemetry.KeyLeasePins.Int(in.Pins)))
+		return
+	}
+	span.AddEvent(telemetry.EventLeaseEnd, trace.WithAttributes(telemetry.KeyLeaseID.String(in.ID),
+		telemetry.KeyLeaseEnd.String(telemetry.EndName(lease.EndDropped)), telemetry.KeyReleased.Int(in.Pins)))
 }
 
 // endOfStream turns the receive side's end into the handler's result: a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
+	"github.com/weakref/registry/internal/telemetry"
 )
 
 // MaxHandlesPerRequest bounds the handles of one Pin, Unpin or Watch, so
@@ -23,6 +25,7 @@ type registryService struct {
 	registryv1.UnimplementedRegistryServiceServer
 	reg    *registry.Registry
 	leases *lease.Manager
+	tel    *telemetry.Telemetry // nil: none
 }
 
 func (s *registryService) Put(ctx context.Context, req *registryv1.PutRequest) (*registryv1.PutResponse, error) {
@@ -39,11 +42,24 @@ func (s *registryService) Put(ctx context.Context, req *registryv1.PutRequest) (
 	if err != nil {
 		return nil, toStatus(err, handle.Object)
 	}
+	addEvent(ctx, telemetry.EventPut, func() []attribute.KeyValue {
+		attrs := telemetry.ObjectAttrs(info)
+		if id := req.GetLeaseId(); id != "" {
+			attrs = append(attrs, telemetry.KeyLeaseID.String(id))
+		}
+		return attrs
+	})
 	return &registryv1.PutResponse{Handle: info.Handle, Info: infoToProto(info)}, nil
 }
 
 func (s *registryService) Resolve(ctx context.Context, req *registryv1.ResolveRequest) (*registryv1.ResolveResponse, error) {
 	obj, err := s.reg.Resolve(req.GetHandle())
+	addEvent(ctx, telemetry.EventResolve, func() []attribute.KeyValue {
+		if err != nil {
+			return []attribute.KeyValue{telemetry.HandleAttr(req.GetHandle()), telemetry.KeyOutcome.String(telemetry.ResolveOutcome(err))}
+		}
+		return append(telemetry.ObjectAttrs(obj.Info), telemetry.KeyOutcome.String(telemetry.OutcomeHit))
+	})
 	if err != nil {
 		return nil, toStatus(err, handle.Object)
 	}

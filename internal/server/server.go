@@ -10,6 +10,7 @@ import (
 	"net"
 	"runtime"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
@@ -26,6 +27,7 @@ import (
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
+	"github.com/weakref/registry/internal/telemetry"
 )
 
 // Config configures a Server.
@@ -45,6 +47,11 @@ type Config struct {
 	// Defaults 20s and 20s.
 	KeepaliveTime    time.Duration
 	KeepaliveTimeout time.Duration
+	// Telemetry traces and measures the server: a server span per call
+	// (when tracing) with the registry's own spans and events below it,
+	// gRPC server metrics (when metrics), and trace ids on request log
+	// lines. nil: none of it, at no cost.
+	Telemetry *telemetry.Telemetry
 }
 
 // Limits are the configured limits; zero means none.
@@ -74,11 +81,12 @@ func (l Limits) report(st registry.Stats, leases int) []*registryv1.Limit {
 
 // Server is registryd's gRPC server.
 type Server struct {
-	grpc   *grpc.Server
-	health *health.Server
-	reg    *registry.Registry
-	leases *lease.Manager
-	log    *slog.Logger
+	grpc     *grpc.Server
+	health   *health.Server
+	reg      *registry.Registry
+	leases   *lease.Manager
+	log      *slog.Logger
+	stopping atomic.Bool // set when Shutdown begins
 }
 
 // New returns a Server with every service registered, ready to Serve.
@@ -88,14 +96,15 @@ func New(cfg Config) *Server {
 	}
 	log := cfg.Logger
 	gs := grpc.NewServer(serverOptions(cfg)...)
-	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases})
-	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits})
+	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry})
+	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits, tel: cfg.Telemetry})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	for _, name := range []string{"", registryv1.RegistryService_ServiceDesc.ServiceName, registryv1.AdminService_ServiceDesc.ServiceName} {
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	reflection.Register(gs)
+	cfg.Telemetry.InitializeGRPCMetrics(gs)
 	return &Server{grpc: gs, health: hs, reg: cfg.Registry, leases: cfg.Leases, log: log}
 }
 
@@ -109,6 +118,7 @@ func serverOptions(cfg Config) []grpc.ServerOption {
 		cfg.KeepaliveTimeout = 20 * time.Second
 	}
 	log := cfg.Logger
+	tel := cfg.Telemetry
 	// Request lines are logged at Info. Below that level the interceptor
 	// is skipped altogether: building its fields costs about a tenth of a
 	// Resolve's server time even when the line is then dropped.
@@ -117,19 +127,38 @@ func serverOptions(cfg Config) []grpc.ServerOption {
 			log.Enabled(ctx, slog.LevelInfo)
 	})
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	if tel.Tracing() {
+		logOpts = append(logOpts, logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
+			return telemetry.LogFields(ctx)
+		}))
+	}
 	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic serving a request", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		return newStatus(codes.Internal, ReasonInternal, "internal error; see the server log", nil)
 	})}
+	// Outermost first: the metrics see every call as the client does,
+	// the reason is set on the span from the final status.
+	var unary []grpc.UnaryServerInterceptor
+	var stream []grpc.StreamServerInterceptor
+	if i := tel.UnaryServerInterceptor(); i != nil {
+		unary = append(unary, i)
+		stream = append(stream, tel.StreamServerInterceptor())
+	}
+	if tel.Tracing() {
+		unary = append(unary, reasonUnaryInterceptor)
+		stream = append(stream, reasonStreamInterceptor)
+	}
+	unary = append(unary,
+		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), logged),
+		recovery.UnaryServerInterceptor(recoverOpts...),
+	)
+	stream = append(stream,
+		selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), logged),
+		recovery.StreamServerInterceptor(recoverOpts...),
+	)
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(
-			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), logged),
-			recovery.UnaryServerInterceptor(recoverOpts...),
-		),
-		grpc.ChainStreamInterceptor(
-			selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), logged),
-			recovery.StreamServerInterceptor(recoverOpts...),
-		),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),
 		// Clients may ping every 10s, even with no stream open, so that a
 		// lease holder can detect a dead server as fast as the server
@@ -146,6 +175,9 @@ func serverOptions(cfg Config) []grpc.ServerOption {
 	if n := cfg.Limits.MaxConcurrentStreams; n > 0 {
 		opts = append(opts, grpc.MaxConcurrentStreams(n))
 	}
+	if h := tel.ServerHandler(); h != nil {
+		opts = append(opts, grpc.StatsHandler(h))
+	}
 	return opts
 }
 
@@ -156,6 +188,7 @@ func (s *Server) Serve(lis net.Listener) error { return s.grpc.Serve(lis) }
 // streams are told (revoked, cause SHUTDOWN) and watch streams end, then
 // in-flight calls finish. If ctx ends first, the remaining calls are cut.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopping.Store(true)
 	s.health.Shutdown()
 	s.leases.Shutdown()
 	s.reg.Close()
@@ -173,6 +206,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+// Healthy reports whether the server is serving: false once Shutdown has
+// begun.
+func (s *Server) Healthy() bool { return !s.stopping.Load() }
 
 // slogAdapter lets go-grpc-middleware's logging interceptors write to slog.
 func slogAdapter(l *slog.Logger) logging.Logger {
