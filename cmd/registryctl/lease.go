@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
@@ -41,12 +43,22 @@ func (a *app) openLease(ctx context.Context, name string, grace time.Duration) (
 		return nil, err
 	}
 	// The stream outlives an interrupt of ctx, so that the lease can
-	// still be closed cleanly after Ctrl-C; abort cuts it.
+	// still be closed cleanly after Ctrl-C; abort cuts it. Until the
+	// lease is open, --timeout bounds it from the connection on: a server
+	// that accepts connections but never answers would otherwise hold us
+	// for gRPC's 20s connect timeout.
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stream, err := rc.Lease(sctx)
-	if err != nil {
+	expired := time.AfterFunc(a.timeout, cancel)
+	fail := func(err error) (*leaseStream, error) {
+		if !expired.Stop() {
+			err = status.Errorf(codes.DeadlineExceeded, "lease not opened within %s", a.timeout)
+		}
 		cancel()
 		return nil, err
+	}
+	stream, err := rc.Lease(sctx)
+	if err != nil {
+		return fail(err)
 	}
 	l := &leaseStream{stream: stream, cancel: cancel, msgs: make(chan *registryv1.LeaseResponse, 1)}
 	go l.read()
@@ -55,9 +67,12 @@ func (a *app) openLease(ctx context.Context, name string, grace time.Duration) (
 		open.Grace = durationpb.New(grace)
 	}
 	resp, err := l.call(ctx, a.timeout, &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Open{Open: open}})
+	if err == nil && !expired.Stop() {
+		err = status.Errorf(codes.DeadlineExceeded, "lease not opened within %s", a.timeout)
+	}
 	if err != nil {
 		l.abort()
-		return nil, err
+		return fail(err)
 	}
 	opened := resp.GetOpened()
 	if opened == nil {
@@ -102,7 +117,9 @@ func (l *leaseStream) call(ctx context.Context, timeout time.Duration, req *regi
 				return m, nil
 			}
 		case <-timer.C:
-			return nil, fmt.Errorf("registryd did not answer within %s (raise --timeout)", timeout)
+			// A status, so that it reads and exits as any call without
+			// an answer does: "no answer from registryd ...", status 4.
+			return nil, status.Errorf(codes.DeadlineExceeded, "registryd did not answer within %s", timeout)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

@@ -119,11 +119,13 @@ func envName(flag string) string {
 // environment twins, then checks them together.
 func (a *app) setup(cmd *cobra.Command) error {
 	var err error
+	fromEnv := map[string]bool{}
 	cmd.Root().PersistentFlags().VisitAll(func(fl *pflag.Flag) {
 		if err != nil || fl.Changed {
 			return
 		}
 		if v := a.getenv(envName(fl.Name)); v != "" {
+			fromEnv[fl.Name] = true
 			if e := fl.Value.Set(v); e != nil {
 				err = usagef("%s=%q: %v", envName(fl.Name), v, e)
 			}
@@ -132,22 +134,30 @@ func (a *app) setup(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
+	// name is how the user gave a flag: --output, or REGISTRYCTL_OUTPUT
+	// when it came from the environment.
+	name := func(flag string) string {
+		if fromEnv[flag] {
+			return envName(flag)
+		}
+		return "--" + flag
+	}
 	switch a.output {
 	case "table", "json", "yaml":
 	default:
-		return usagef("--output %q: want table, json or yaml", a.output)
+		return usagef("%s %q: want table, json or yaml", name("output"), a.output)
 	}
 	if a.timeout <= 0 {
-		return usagef("--timeout must be positive, got %s", a.timeout)
+		return usagef("%s must be positive, got %s", name("timeout"), a.timeout)
 	}
 	if (a.cert == "") != (a.key == "") {
-		return usagef("--cert and --key go together")
+		return usagef("%s and %s go together", name("cert"), name("key"))
 	}
 	if a.cacert != "" || a.cert != "" {
 		a.tls = true
 	}
 	if a.token != "" && !a.tls {
-		return usagef("--token would be sent in clear text; use it with --tls (or --cacert)")
+		return usagef("%s would be sent in clear text; use it with --tls (or --cacert)", name("token"))
 	}
 	return nil
 }

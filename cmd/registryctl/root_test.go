@@ -69,7 +69,7 @@ func TestBadCommandLinesAreUsageErrors(t *testing.T) {
 		{"two handles", nil, []string{"inspect", "a", "b"}, "want one HANDLE, got 2 arguments"},
 		{"hold without handles", nil, []string{"hold"}, "want one HANDLE or more"},
 		{"bad output", nil, []string{"-w", "xml", "stats"}, `--output "xml": want table, json or yaml`},
-		{"bad output in env", map[string]string{"REGISTRYCTL_OUTPUT": "xml"}, []string{"stats"}, `--output "xml"`},
+		{"bad output in env", map[string]string{"REGISTRYCTL_OUTPUT": "xml"}, []string{"stats"}, `REGISTRYCTL_OUTPUT "xml"`},
 		{"bad timeout in env", map[string]string{"REGISTRYCTL_TIMEOUT": "soon"}, []string{"stats"}, `REGISTRYCTL_TIMEOUT="soon"`},
 		{"zero timeout", nil, []string{"--timeout", "0s", "stats"}, "--timeout must be positive"},
 		{"token in clear", nil, []string{"--token", "s3cret", "stats"}, "--token would be sent in clear text"},

@@ -73,11 +73,21 @@ func watchScope(handles []string) string {
 
 // startWatch opens the watch and waits, up to --timeout, for the server to
 // say it is in place (its response headers). It returns the event reader.
-func (a *app) startWatch(ctx context.Context, handles, kinds []string) (func() (*registryv1.Event, error), error) {
-	var (
-		header func() (metadata.MD, error)
-		recv   func() (*registryv1.Event, error)
-	)
+// The timeout counts from the connection on: a server that accepts
+// connections but never answers would otherwise hold the watch for gRPC's
+// 20s connect timeout. The stream ends with ctx.
+func (a *app) startWatch(ctx context.Context, handles, kinds []string) (recv func() (*registryv1.Event, error), err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	expired := time.AfterFunc(a.timeout, cancel)
+	defer func() {
+		if !expired.Stop() {
+			recv, err = nil, status.Error(codes.DeadlineExceeded, "watch did not start")
+		}
+		if err != nil {
+			cancel()
+		}
+	}()
+	var header func() (metadata.MD, error)
 	if len(handles) > 0 {
 		if len(kinds) > 0 {
 			return nil, usagef("--kind works only when watching all objects")
@@ -118,20 +128,8 @@ func (a *app) startWatch(ctx context.Context, handles, kinds []string) (func() (
 			return m.GetEvent(), err
 		}
 	}
-	started := make(chan error, 1)
-	go func() {
-		_, err := header()
-		started <- err
-	}()
-	timer := time.NewTimer(a.timeout)
-	defer timer.Stop()
-	select {
-	case err := <-started:
-		if err != nil {
-			return nil, err
-		}
-	case <-timer.C:
-		return nil, status.Error(codes.DeadlineExceeded, "watch did not start")
+	if _, err := header(); err != nil {
+		return nil, err
 	}
 	return recv, nil
 }
