@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/stats"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 )
@@ -142,36 +144,66 @@ func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 // vanished: released, or kept for their grace.
 func (c *Client) Close() error { return c.conn.Close() }
 
-// PutOption sets a property of a new object.
-type PutOption func(*registryv1.PutRequest)
+// PutOption sets a property of a new object, for Put and Upload.
+type PutOption func(*putParams)
+
+type putParams struct {
+	contentType string
+	labels      map[string]string
+	leaseID     string
+	linger      time.Duration
+}
 
 // ContentType sets the object's media type.
-func ContentType(ct string) PutOption {
-	return func(r *registryv1.PutRequest) { r.ContentType = ct }
-}
+func ContentType(ct string) PutOption { return func(p *putParams) { p.contentType = ct } }
 
 // Labels sets the object's labels (keys up to 63 characters, values up to
 // 255; see the API for the rules).
-func Labels(labels map[string]string) PutOption {
-	return func(r *registryv1.PutRequest) { r.Labels = labels }
-}
+func Labels(labels map[string]string) PutOption { return func(p *putParams) { p.labels = labels } }
 
 // PinnedBy pins the new object under l as it is stored, in one step: it is
 // never weak, not even for a moment.
-func PinnedBy(l *Lease) PutOption {
-	return func(r *registryv1.PutRequest) { r.LeaseId = l.ID() }
+func PinnedBy(l *Lease) PutOption { return func(p *putParams) { p.leaseID = l.ID() } }
+
+// Linger keeps the object strongly held for d after its last pin goes
+// (or, if never pinned, after it is stored) before it becomes weak; the
+// server caps d. It lets a producer drop its lease at once and leave a
+// consumer time to pin the object.
+func Linger(d time.Duration) PutOption { return func(p *putParams) { p.linger = d } }
+
+func putParamsOf(opts []PutOption) putParams {
+	var p putParams
+	for _, o := range opts {
+		o(&p)
+	}
+	return p
 }
 
-// Put stores data and returns the new object's handle and metadata.
-// Unless PinnedBy names a lease, the object is weak at once, and the next
-// garbage collection may take it: pin what you still need. data must not
-// be changed afterwards until Put returns.
-func (c *Client) Put(ctx context.Context, data []byte, opts ...PutOption) (Info, error) {
-	req := &registryv1.PutRequest{Data: data}
-	for _, o := range opts {
-		o(req)
+func durationOrNil(d time.Duration) *durationpb.Duration {
+	if d <= 0 {
+		return nil
 	}
-	resp, err := c.rpc.Put(ctx, req)
+	return durationpb.New(d)
+}
+
+// maxUnaryPut is the largest payload Put sends in one message; larger
+// ones go by Upload. It stays under gRPC's default 4 MiB message limit,
+// which any registryd accepts.
+const maxUnaryPut = 4<<20 - 64<<10
+
+// Put stores data and returns the new object's metadata, its handle
+// included. Unless PinnedBy names a lease (or Linger holds it), the object
+// is weak at once and the next garbage collection may take it: pin what
+// you still need. Payloads too large for one message are uploaded in
+// chunks. data must not change until Put returns.
+func (c *Client) Put(ctx context.Context, data []byte, opts ...PutOption) (Info, error) {
+	if len(data) > maxUnaryPut {
+		return c.Upload(ctx, bytes.NewReader(data), int64(len(data)), opts...)
+	}
+	p := putParamsOf(opts)
+	resp, err := c.rpc.Put(ctx, &registryv1.PutRequest{
+		Data: data, ContentType: p.contentType, Labels: p.labels, LeaseId: p.leaseID, Linger: durationOrNil(p.linger),
+	})
 	if err != nil {
 		return Info{}, fromStatus(err)
 	}
@@ -179,11 +211,18 @@ func (c *Client) Put(ctx context.Context, data []byte, opts ...PutOption) (Info,
 }
 
 // Resolve returns the object's bytes and metadata. A collected object
-// gives an error matching ErrCollected; never the bytes of another.
+// gives an error matching ErrCollected; never the bytes of another. An
+// object too large for one message is downloaded in chunks.
 func (c *Client) Resolve(ctx context.Context, handle string) ([]byte, Info, error) {
 	resp, err := c.rpc.Resolve(ctx, &registryv1.ResolveRequest{Handle: handle})
+	var e *Error
+	if err = fromStatus(err); errors.As(err, &e) && e.Reason == reasonMessageTooLarge {
+		var buf bytes.Buffer
+		info, err := c.Download(ctx, handle, &buf)
+		return buf.Bytes(), info, err
+	}
 	if err != nil {
-		return nil, Info{}, fromStatus(err)
+		return nil, Info{}, err
 	}
 	return resp.GetData(), infoFrom(resp.GetInfo()), nil
 }
@@ -237,6 +276,9 @@ type Info struct {
 	Created     time.Time
 	Accessed    time.Time // last Put or Resolve
 	StateSince  time.Time // when it entered State
+	Linger      time.Duration
+	LingerUntil time.Time // while StateLingering: when it becomes weak
+	SoftCached  bool      // the server's soft cache holds it (its State stays weak)
 }
 
 func infoFrom(in *registryv1.ObjectInfo) Info {
@@ -253,6 +295,9 @@ func infoFrom(in *registryv1.ObjectInfo) Info {
 		Created:     timeOf(in.GetCreateTime().AsTime(), in.GetCreateTime() != nil),
 		Accessed:    timeOf(in.GetAccessTime().AsTime(), in.GetAccessTime() != nil),
 		StateSince:  timeOf(in.GetStateTime().AsTime(), in.GetStateTime() != nil),
+		Linger:      in.GetLinger().AsDuration(),
+		LingerUntil: timeOf(in.GetLingerUntil().AsTime(), in.GetLingerUntil() != nil),
+		SoftCached:  in.GetSoftCached(),
 	}
 }
 

@@ -395,7 +395,7 @@ func TestRevokeReachesTheClient(t *testing.T) {
 	if !errors.Is(err, client.ErrLeaseRevoked) || !errors.As(err, &le) {
 		t.Fatalf("Err = %v, want ErrLeaseRevoked", err)
 	}
-	if le.LeaseID != l.ID() || !strings.Contains(le.Reason, "maintenance window") || le.Released != 1 {
+	if le.LeaseID != l.ID() || le.Cause != client.CauseAdmin || le.Reason != "maintenance window" || le.Released != 1 {
 		t.Fatalf("LeaseError = %+v", le)
 	}
 	if _, err := l.Close(ctx); !errors.Is(err, client.ErrLeaseRevoked) {

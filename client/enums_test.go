@@ -39,6 +39,20 @@ func TestEnumsMatchTheAPI(t *testing.T) {
 	}
 }
 
+func TestRevokeCausesMatchTheAPI(t *testing.T) {
+	for v, name := range registryv1.RevokeCause_name {
+		if v == 0 {
+			continue
+		}
+		if got := RevokeCause(v).String(); got == "revoked" {
+			t.Errorf("RevokeCause(%d) (%s) has no description", v, name)
+		}
+	}
+	if int(CauseShutdown) != int(registryv1.RevokeCause_REVOKE_CAUSE_SHUTDOWN) || int(CauseAdmin) != int(registryv1.RevokeCause_REVOKE_CAUSE_ADMIN) {
+		t.Error("RevokeCause values differ from the API's")
+	}
+}
+
 func TestEveryReasonHasAKind(t *testing.T) {
 	// Reasons the server gives (internal/server/status.go) that a caller
 	// branches on; limits map to ErrLimit by their code instead.

@@ -101,7 +101,18 @@ func (e *Error) Is(target error) bool {
 
 // GRPCStatus returns the status the server sent, so that status.Code and
 // status.FromError see through to it.
-func (e *Error) GRPCStatus() *status.Status { return e.status }
+func (e *Error) GRPCStatus() *status.Status {
+	if e.status != nil {
+		return e.status
+	}
+	st := status.New(e.Code, e.Message)
+	if e.Reason != "" {
+		if withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Domain: "registry", Reason: e.Reason, Metadata: e.Metadata}); err == nil {
+			st = withInfo
+		}
+	}
+	return st
+}
 
 // fromStatus turns an error from a gRPC call into an *Error; context
 // errors and nil pass through unchanged.
@@ -135,17 +146,47 @@ func fromStatus(err error) error {
 // ErrLeaseLost, ErrLeaseRevoked or ErrRestarted with errors.Is, and the
 // underlying error, if any, with errors.As.
 type LeaseError struct {
-	LeaseID  string
-	Kind     error  // ErrLeaseLost, ErrLeaseRevoked or ErrRestarted
-	Reason   string // for a revoke, the operator's reason or the cause
-	Released int    // pins released, when the server said
-	Err      error  // the error that ended it, if any
+	LeaseID string
+	Kind    error // ErrLeaseLost, ErrLeaseRevoked or ErrRestarted
+	// Cause says who revoked the lease, for ErrLeaseRevoked.
+	Cause RevokeCause
+	// Reason is the operator's reason for a revoke, if they gave one.
+	Reason string
+	// Released is how many pins the server released, when it said.
+	Released int
+	// Err is the error that ended it, if any.
+	Err error
 	// GraceEnded is when a lost lease's grace ran out.
 	GraceEnded time.Time
 }
 
+// RevokeCause says who ended a revoked lease.
+type RevokeCause int
+
+const (
+	CauseUnknown   RevokeCause = iota
+	CauseAdmin                 // an operator revoked it
+	CauseTakenOver             // another stream resumed it
+	CauseShutdown              // registryd is shutting down
+)
+
+func (c RevokeCause) String() string {
+	switch c {
+	case CauseAdmin:
+		return "revoked by an operator"
+	case CauseTakenOver:
+		return "taken over by another stream"
+	case CauseShutdown:
+		return "registryd is shutting down"
+	}
+	return "revoked"
+}
+
 func (e *LeaseError) Error() string {
 	msg := fmt.Sprintf("lease %s: %v", e.LeaseID, e.Kind)
+	if e.Kind == ErrLeaseRevoked {
+		msg += ": " + e.Cause.String()
+	}
 	if e.Reason != "" {
 		msg += ": " + e.Reason
 	}

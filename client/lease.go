@@ -300,7 +300,8 @@ func (l *Lease) read(stream registryv1.RegistryService_LeaseClient) error {
 			return fromStatus(err)
 		}
 		if rev := m.GetRevoked(); rev != nil {
-			l.finish(&LeaseError{LeaseID: l.id, Kind: ErrLeaseRevoked, Reason: revokeReason(rev), Released: int(rev.GetReleased())})
+			l.finish(&LeaseError{LeaseID: l.id, Kind: ErrLeaseRevoked, Cause: RevokeCause(rev.GetCause()),
+				Reason: rev.GetReason(), Released: int(rev.GetReleased())})
 			return nil
 		}
 		l.mu.Lock()
@@ -315,24 +316,6 @@ func (l *Lease) read(stream registryv1.RegistryService_LeaseClient) error {
 			return nil
 		}
 	}
-}
-
-func revokeReason(rev *registryv1.LeaseRevoked) string {
-	var cause string
-	switch rev.GetCause() {
-	case registryv1.RevokeCause_REVOKE_CAUSE_ADMIN:
-		cause = "revoked by an operator"
-	case registryv1.RevokeCause_REVOKE_CAUSE_TAKEN_OVER:
-		cause = "taken over by another stream"
-	case registryv1.RevokeCause_REVOKE_CAUSE_SHUTDOWN:
-		cause = "registryd is shutting down"
-	default:
-		cause = "revoked"
-	}
-	if rev.GetReason() != "" {
-		return cause + ": " + rev.GetReason()
-	}
-	return cause
 }
 
 // resume reopens the lease by id until it succeeds, the server says it is

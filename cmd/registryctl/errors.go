@@ -76,6 +76,9 @@ func (a *app) describe(err error) (string, int) {
 		return prefix + exit.msg, exit.code
 	case errors.Is(err, context.Canceled):
 		return prefix + "interrupted", exitError
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("%sno answer from registryd at %s within %s; check that it is running and that --addr names it, or raise --timeout",
+			prefix, a.addr, a.timeout), exitUnavailable
 	}
 	var grpcErr interface{ GRPCStatus() *status.Status }
 	if !errors.As(err, &grpcErr) {

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/weakref/registry/client"
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 )
 
@@ -32,68 +35,53 @@ when every failure is a handle not found (collected, deleted, unknown).`,
 			if err != nil {
 				return opErr("open lease", err)
 			}
-			defer l.abort()
-			results, err := l.pin(ctx, a.timeout, args)
+			defer a.release(l)
+			results, err := a.pin(ctx, l, args)
 			if err != nil {
 				return opErr("pin", err)
 			}
 			failed, notFound := 0, 0
 			for _, r := range results {
-				if r.GetOutcome() == registryv1.PinOutcome_PIN_OUTCOME_FAILED {
+				if r.Outcome == client.OutcomeFailed {
 					failed++
-					if codes.Code(r.GetError().GetCode()) == codes.NotFound {
+					if status.Code(r.Err) == codes.NotFound {
 						notFound++
 					}
 				}
 			}
-			err = a.emit(&registryv1.PinResults{Results: results}, func(w io.Writer) {
+			err = a.emit(pinResultsProto(results), func(w io.Writer) {
 				row(w, "HANDLE", "RESULT", "SIZE", "DETAIL")
 				for _, r := range results {
-					detail, sz := "-", size(r.GetInfo().GetSize())
-					if e := r.GetError(); e != nil {
+					detail, sz := "-", size(r.Info.Size)
+					var e *client.Error
+					if errors.As(r.Err, &e) {
 						sz = "-"
-						detail = e.GetMessage() + " (" + e.GetReason() + ")"
+						detail = e.Message + " (" + e.Reason + ")"
 					}
-					row(w, r.GetHandle(), pinOutcome(r.GetOutcome()), sz, detail)
+					row(w, r.Handle, r.Outcome.String(), sz, detail)
 				}
 			})
 			if err != nil {
 				return err
 			}
 			if failed > 0 {
-				released, _ := l.close(a.timeout)
+				released, _ := a.closeLease(l)
 				code := exitError
 				if notFound == failed {
 					code = exitNotFound
 				}
 				return &cmdError{
 					msg: fmt.Sprintf("%d of %d handle%s could not be pinned; closed lease %s, releasing %d pin%s",
-						failed, len(args), plural(len(args)), l.id, released, plural(int(released))),
+						failed, len(args), plural(len(args)), l.ID(), released, plural(released)),
 					code: code,
 				}
 			}
-			fmt.Fprintf(a.stderr, "holding %d object%s under lease %s; interrupt (Ctrl-C) to release\n", len(args), plural(len(args)), l.id)
-			return a.holdUntilInterrupted(cmd, l)
+			fmt.Fprintf(a.stderr, "holding %d object%s under lease %s; interrupt (Ctrl-C) to release\n", len(args), plural(len(args)), l.ID())
+			return a.holdUntilInterrupted(ctx, l)
 		},
 	}
 	lf.register(cmd, "")
 	return cmd
-}
-
-func pinOutcome(o registryv1.PinOutcome) string {
-	switch o {
-	case registryv1.PinOutcome_PIN_OUTCOME_PINNED:
-		return "pinned"
-	case registryv1.PinOutcome_PIN_OUTCOME_ALREADY_PINNED:
-		return "already pinned"
-	case registryv1.PinOutcome_PIN_OUTCOME_UNPINNED:
-		return "unpinned"
-	case registryv1.PinOutcome_PIN_OUTCOME_NOT_PINNED:
-		return "not pinned"
-	case registryv1.PinOutcome_PIN_OUTCOME_FAILED:
-		return "failed"
-	}
-	return o.String()
 }
 
 func (a *app) leasesCommand() *cobra.Command {

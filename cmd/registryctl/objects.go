@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/weakref/registry/client"
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 )
 
@@ -54,13 +55,13 @@ interrupted (Ctrl-C), then closes the lease.`,
 			}
 			req := &registryv1.PutRequest{Data: data, ContentType: contentType, Labels: lbls}
 			ctx := cmd.Context()
-			var l *leaseStream
+			var l *client.Lease
 			if hold {
 				if l, err = a.openLease(ctx, lf.name, lf.grace); err != nil {
 					return opErr("open lease", err)
 				}
-				defer l.abort()
-				req.LeaseId = l.id
+				defer a.release(l)
+				req.LeaseId = l.ID()
 			}
 			rc, err := a.registry()
 			if err != nil {
@@ -76,8 +77,8 @@ interrupted (Ctrl-C), then closes the lease.`,
 			if err != nil || l == nil {
 				return err
 			}
-			fmt.Fprintf(a.stderr, "holding %s under lease %s; interrupt (Ctrl-C) to release it\n", resp.GetHandle(), l.id)
-			return a.holdUntilInterrupted(cmd, l)
+			fmt.Fprintf(a.stderr, "holding %s under lease %s; interrupt (Ctrl-C) to release it\n", resp.GetHandle(), l.ID())
+			return a.holdUntilInterrupted(ctx, l)
 		},
 	}
 	f := cmd.Flags()
@@ -358,17 +359,4 @@ type leaseFlags struct {
 func (lf *leaseFlags) register(cmd *cobra.Command, prefix string) {
 	cmd.Flags().StringVar(&lf.name, "client-name", defaultClientName(), prefix+"the lease's client name, shown by 'leases ls' and 'inspect'")
 	cmd.Flags().DurationVar(&lf.grace, "grace", 0, prefix+"how long the lease outlives a lost connection (default: the server's)")
-}
-
-// holdUntilInterrupted keeps l open until an interrupt, then closes it.
-func (a *app) holdUntilInterrupted(cmd *cobra.Command, l *leaseStream) error {
-	if err := l.hold(cmd.Context()); err != nil {
-		return err
-	}
-	released, err := l.close(a.timeout)
-	if err != nil {
-		return opErr("close lease "+l.id, err)
-	}
-	fmt.Fprintf(a.stderr, "closed lease %s; released %d pin%s\n", l.id, released, plural(int(released)))
-	return nil
 }

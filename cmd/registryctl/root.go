@@ -6,7 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"math"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -14,11 +14,10 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
 
+	"github.com/weakref/registry/client"
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/telemetry"
 	"github.com/weakref/registry/internal/version"
 )
 
@@ -42,7 +41,8 @@ type app struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 
-	conn *grpc.ClientConn
+	cl  *client.Client
+	tel *telemetry.Telemetry
 }
 
 func (a *app) rootCommand() *cobra.Command {
@@ -162,40 +162,54 @@ func (a *app) setup(cmd *cobra.Command) error {
 	return nil
 }
 
-// dial returns the connection to registryd, made on first use. Making it
-// does not contact the server: the first call does, and fails with
+// client returns the Go client of registryd, made on first use. Making
+// it does not contact the server: the first call does, and fails with
 // UNAVAILABLE at once if nothing listens.
-func (a *app) dial() (*grpc.ClientConn, error) {
-	if a.conn != nil {
-		return a.conn, nil
+func (a *app) client() (*client.Client, error) {
+	if a.cl != nil {
+		return a.cl, nil
 	}
-	creds := insecure.NewCredentials()
+	opts := []client.Option{
+		client.WithDialOptions(grpc.WithUserAgent("registryctl/" + strings.Fields(version.String())[0])),
+	}
 	if a.tls {
 		cfg, err := a.tlsConfig()
 		if err != nil {
 			return nil, err
 		}
-		creds = credentials.NewTLS(cfg)
-	}
-	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(creds),
-		grpc.WithUserAgent("registryctl/" + strings.Fields(version.String())[0]),
-		// The server bounds what it sends (--max-message-bytes); the
-		// client's default of 4 MiB would refuse a large object.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
-		// A lease held by 'hold' learns of a dead server as fast as the
-		// server learns of a dead client; registryd allows pings every 10s.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 20 * time.Second}),
+		opts = append(opts, client.WithTLS(cfg))
 	}
 	if a.token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(a.token)))
+		opts = append(opts, client.WithToken(a.token))
 	}
-	conn, err := grpc.NewClient(a.addr, opts...)
+	// Traces go where the OTEL_* variables say, as registryd's do; with
+	// none set there is no tracing at all.
+	tel, err := telemetry.New(context.Background(), telemetry.Config{
+		ServiceName:    "registryctl",
+		ServiceVersion: version.String(),
+		Logger:         slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("OpenTelemetry configuration: %w", err)
+	}
+	a.tel = tel
+	opts = append(opts, client.WithoutTracing(), client.WithDialOptions(tel.DialOptions()...))
+	cl, err := client.Dial(a.addr, opts...)
 	if err != nil {
 		return nil, usagef("--addr %q: %v", a.addr, err)
 	}
-	a.conn = conn
-	return conn, nil
+	a.cl = cl
+	return cl, nil
+}
+
+// dial returns the connection under the client, for the services the
+// client does not wrap: AdminService and health.
+func (a *app) dial() (*grpc.ClientConn, error) {
+	cl, err := a.client()
+	if err != nil {
+		return nil, err
+	}
+	return cl.Conn(), nil
 }
 
 func (a *app) tlsConfig() (*tls.Config, error) {
@@ -221,19 +235,15 @@ func (a *app) tlsConfig() (*tls.Config, error) {
 	return cfg, nil
 }
 
-// bearerToken sends "authorization: Bearer TOKEN" with every call, and
-// only over TLS.
-type bearerToken string
-
-func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(t)}, nil
-}
-
-func (bearerToken) RequireTransportSecurity() bool { return true }
-
+// close closes the connection and flushes traces, if any.
 func (a *app) close() {
-	if a.conn != nil {
-		a.conn.Close()
+	if a.cl != nil {
+		a.cl.Close()
+	}
+	if a.tel != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		a.tel.Shutdown(ctx)
 	}
 }
 
