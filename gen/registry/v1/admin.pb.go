@@ -100,6 +100,8 @@ type GetStatsResponse struct {
 	Gc *GcStats `protobuf:"bytes,17,opt,name=gc,proto3" json:"gc,omitempty"`
 	// registryd's version: its module version and VCS revision when known.
 	ServerVersion string `protobuf:"bytes,18,opt,name=server_version,json=serverVersion,proto3" json:"server_version,omitempty"`
+	// The soft cache of recently resolved, unpinned objects.
+	SoftCache     *SoftCacheStats `protobuf:"bytes,19,opt,name=soft_cache,json=softCache,proto3" json:"soft_cache,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -260,6 +262,96 @@ func (x *GetStatsResponse) GetServerVersion() string {
 	return ""
 }
 
+func (x *GetStatsResponse) GetSoftCache() *SoftCacheStats {
+	if x != nil {
+		return x.SoftCache
+	}
+	return nil
+}
+
+// SoftCacheStats are the soft cache's figures. It keeps the most recently
+// resolved unpinned objects strongly held, up to max_bytes of payload, and
+// lets the least recently used go to WEAK first.
+type SoftCacheStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget (--soft-cache-bytes); zero means the cache is off.
+	MaxBytes int64 `protobuf:"varint,1,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// Payload bytes and objects it holds now.
+	Bytes   int64 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Objects int64 `protobuf:"varint,3,opt,name=objects,proto3" json:"objects,omitempty"`
+	// Resolves of an unpinned object the cache held, since start.
+	Hits int64 `protobuf:"varint,4,opt,name=hits,proto3" json:"hits,omitempty"`
+	// Objects it let go of to stay within its budget, since start.
+	Evictions     int64 `protobuf:"varint,5,opt,name=evictions,proto3" json:"evictions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SoftCacheStats) Reset() {
+	*x = SoftCacheStats{}
+	mi := &file_registry_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SoftCacheStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SoftCacheStats) ProtoMessage() {}
+
+func (x *SoftCacheStats) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SoftCacheStats.ProtoReflect.Descriptor instead.
+func (*SoftCacheStats) Descriptor() ([]byte, []int) {
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SoftCacheStats) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *SoftCacheStats) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *SoftCacheStats) GetObjects() int64 {
+	if x != nil {
+		return x.Objects
+	}
+	return 0
+}
+
+func (x *SoftCacheStats) GetHits() int64 {
+	if x != nil {
+		return x.Hits
+	}
+	return 0
+}
+
+func (x *SoftCacheStats) GetEvictions() int64 {
+	if x != nil {
+		return x.Evictions
+	}
+	return 0
+}
+
 // GcStats are the Go runtime's garbage-collector figures, read when the
 // stats were asked for. They tell an operator when the next collection
 // will come: unpinned objects go only when the collector runs.
@@ -281,7 +373,7 @@ type GcStats struct {
 
 func (x *GcStats) Reset() {
 	*x = GcStats{}
-	mi := &file_registry_v1_admin_proto_msgTypes[2]
+	mi := &file_registry_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -293,7 +385,7 @@ func (x *GcStats) String() string {
 func (*GcStats) ProtoMessage() {}
 
 func (x *GcStats) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[2]
+	mi := &file_registry_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -306,7 +398,7 @@ func (x *GcStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GcStats.ProtoReflect.Descriptor instead.
 func (*GcStats) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GcStats) GetHeapAllocBytes() uint64 {
@@ -356,7 +448,7 @@ type StateCounts struct {
 
 func (x *StateCounts) Reset() {
 	*x = StateCounts{}
-	mi := &file_registry_v1_admin_proto_msgTypes[3]
+	mi := &file_registry_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -368,7 +460,7 @@ func (x *StateCounts) String() string {
 func (*StateCounts) ProtoMessage() {}
 
 func (x *StateCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[3]
+	mi := &file_registry_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -381,7 +473,7 @@ func (x *StateCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateCounts.ProtoReflect.Descriptor instead.
 func (*StateCounts) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StateCounts) GetPinned() int64 {
@@ -425,7 +517,7 @@ type Limit struct {
 
 func (x *Limit) Reset() {
 	*x = Limit{}
-	mi := &file_registry_v1_admin_proto_msgTypes[4]
+	mi := &file_registry_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -437,7 +529,7 @@ func (x *Limit) String() string {
 func (*Limit) ProtoMessage() {}
 
 func (x *Limit) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[4]
+	mi := &file_registry_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -450,7 +542,7 @@ func (x *Limit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limit.ProtoReflect.Descriptor instead.
 func (*Limit) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Limit) GetName() string {
@@ -500,7 +592,7 @@ type ListObjectsRequest struct {
 
 func (x *ListObjectsRequest) Reset() {
 	*x = ListObjectsRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[5]
+	mi := &file_registry_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -512,7 +604,7 @@ func (x *ListObjectsRequest) String() string {
 func (*ListObjectsRequest) ProtoMessage() {}
 
 func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[5]
+	mi := &file_registry_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -525,7 +617,7 @@ func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListObjectsRequest.ProtoReflect.Descriptor instead.
 func (*ListObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListObjectsRequest) GetState() ObjectState {
@@ -576,7 +668,7 @@ type ListObjectsResponse struct {
 
 func (x *ListObjectsResponse) Reset() {
 	*x = ListObjectsResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[6]
+	mi := &file_registry_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +680,7 @@ func (x *ListObjectsResponse) String() string {
 func (*ListObjectsResponse) ProtoMessage() {}
 
 func (x *ListObjectsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[6]
+	mi := &file_registry_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +693,7 @@ func (x *ListObjectsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListObjectsResponse.ProtoReflect.Descriptor instead.
 func (*ListObjectsResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListObjectsResponse) GetObjects() []*ObjectInfo {
@@ -629,7 +721,7 @@ type InspectObjectRequest struct {
 
 func (x *InspectObjectRequest) Reset() {
 	*x = InspectObjectRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[7]
+	mi := &file_registry_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +733,7 @@ func (x *InspectObjectRequest) String() string {
 func (*InspectObjectRequest) ProtoMessage() {}
 
 func (x *InspectObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[7]
+	mi := &file_registry_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +746,7 @@ func (x *InspectObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectObjectRequest.ProtoReflect.Descriptor instead.
 func (*InspectObjectRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InspectObjectRequest) GetHandle() string {
@@ -677,7 +769,7 @@ type InspectObjectResponse struct {
 
 func (x *InspectObjectResponse) Reset() {
 	*x = InspectObjectResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[8]
+	mi := &file_registry_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +781,7 @@ func (x *InspectObjectResponse) String() string {
 func (*InspectObjectResponse) ProtoMessage() {}
 
 func (x *InspectObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[8]
+	mi := &file_registry_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +794,7 @@ func (x *InspectObjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectObjectResponse.ProtoReflect.Descriptor instead.
 func (*InspectObjectResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InspectObjectResponse) GetInfo() *ObjectInfo {
@@ -734,7 +826,7 @@ type PinHolder struct {
 
 func (x *PinHolder) Reset() {
 	*x = PinHolder{}
-	mi := &file_registry_v1_admin_proto_msgTypes[9]
+	mi := &file_registry_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +838,7 @@ func (x *PinHolder) String() string {
 func (*PinHolder) ProtoMessage() {}
 
 func (x *PinHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[9]
+	mi := &file_registry_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +851,7 @@ func (x *PinHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinHolder.ProtoReflect.Descriptor instead.
 func (*PinHolder) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PinHolder) GetLeaseId() string {
@@ -792,7 +884,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[10]
+	mi := &file_registry_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +896,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[10]
+	mi := &file_registry_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +909,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 // ListLeasesResponse lists the live leases, oldest first.
@@ -831,7 +923,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[11]
+	mi := &file_registry_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +935,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[11]
+	mi := &file_registry_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +948,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*LeaseInfo {
@@ -892,7 +984,7 @@ type LeaseInfo struct {
 
 func (x *LeaseInfo) Reset() {
 	*x = LeaseInfo{}
-	mi := &file_registry_v1_admin_proto_msgTypes[12]
+	mi := &file_registry_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +996,7 @@ func (x *LeaseInfo) String() string {
 func (*LeaseInfo) ProtoMessage() {}
 
 func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[12]
+	mi := &file_registry_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +1009,7 @@ func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseInfo.ProtoReflect.Descriptor instead.
 func (*LeaseInfo) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LeaseInfo) GetLeaseId() string {
@@ -989,7 +1081,7 @@ type RevokeLeaseRequest struct {
 
 func (x *RevokeLeaseRequest) Reset() {
 	*x = RevokeLeaseRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[13]
+	mi := &file_registry_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1093,7 @@ func (x *RevokeLeaseRequest) String() string {
 func (*RevokeLeaseRequest) ProtoMessage() {}
 
 func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[13]
+	mi := &file_registry_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1106,7 @@ func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RevokeLeaseRequest) GetLeaseId() string {
@@ -1042,7 +1134,7 @@ type RevokeLeaseResponse struct {
 
 func (x *RevokeLeaseResponse) Reset() {
 	*x = RevokeLeaseResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[14]
+	mi := &file_registry_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1146,7 @@ func (x *RevokeLeaseResponse) String() string {
 func (*RevokeLeaseResponse) ProtoMessage() {}
 
 func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[14]
+	mi := &file_registry_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1159,7 @@ func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseResponse.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RevokeLeaseResponse) GetReleased() int32 {
@@ -1090,7 +1182,7 @@ type DeleteObjectRequest struct {
 
 func (x *DeleteObjectRequest) Reset() {
 	*x = DeleteObjectRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[15]
+	mi := &file_registry_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1194,7 @@ func (x *DeleteObjectRequest) String() string {
 func (*DeleteObjectRequest) ProtoMessage() {}
 
 func (x *DeleteObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[15]
+	mi := &file_registry_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1207,7 @@ func (x *DeleteObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteObjectRequest.ProtoReflect.Descriptor instead.
 func (*DeleteObjectRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteObjectRequest) GetHandle() string {
@@ -1145,7 +1237,7 @@ type DeleteObjectResponse struct {
 
 func (x *DeleteObjectResponse) Reset() {
 	*x = DeleteObjectResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[16]
+	mi := &file_registry_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1249,7 @@ func (x *DeleteObjectResponse) String() string {
 func (*DeleteObjectResponse) ProtoMessage() {}
 
 func (x *DeleteObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[16]
+	mi := &file_registry_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1262,7 @@ func (x *DeleteObjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteObjectResponse.ProtoReflect.Descriptor instead.
 func (*DeleteObjectResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteObjectResponse) GetInfo() *ObjectInfo {
@@ -1196,7 +1288,7 @@ type CollectRequest struct {
 
 func (x *CollectRequest) Reset() {
 	*x = CollectRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[17]
+	mi := &file_registry_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1300,7 @@ func (x *CollectRequest) String() string {
 func (*CollectRequest) ProtoMessage() {}
 
 func (x *CollectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[17]
+	mi := &file_registry_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1313,7 @@ func (x *CollectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectRequest.ProtoReflect.Descriptor instead.
 func (*CollectRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 // CollectResponse reports what a forced collection freed.
@@ -1242,7 +1334,7 @@ type CollectResponse struct {
 
 func (x *CollectResponse) Reset() {
 	*x = CollectResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[18]
+	mi := &file_registry_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1346,7 @@ func (x *CollectResponse) String() string {
 func (*CollectResponse) ProtoMessage() {}
 
 func (x *CollectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[18]
+	mi := &file_registry_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1359,7 @@ func (x *CollectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectResponse.ProtoReflect.Descriptor instead.
 func (*CollectResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CollectResponse) GetCollectedObjects() int64 {
@@ -1316,7 +1408,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[19]
+	mi := &file_registry_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1420,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[19]
+	mi := &file_registry_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1433,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchEventsRequest) GetKinds() []EventKind {
@@ -1362,7 +1454,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[20]
+	mi := &file_registry_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1466,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[20]
+	mi := &file_registry_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1479,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -1402,7 +1494,7 @@ var File_registry_v1_admin_proto protoreflect.FileDescriptor
 const file_registry_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x17registry/v1/admin.proto\x12\vregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18registry/v1/object.proto\"\x11\n" +
-	"\x0fGetStatsRequest\"\xbb\x06\n" +
+	"\x0fGetStatsRequest\"\xf7\x06\n" +
 	"\x10GetStatsResponse\x122\n" +
 	"\aobjects\x18\x01 \x01(\v2\x18.registry.v1.StateCountsR\aobjects\x12.\n" +
 	"\x05bytes\x18\x02 \x01(\v2\x18.registry.v1.StateCountsR\x05bytes\x12'\n" +
@@ -1422,10 +1514,18 @@ const file_registry_v1_admin_proto_rawDesc = "" +
 	"\x05epoch\x18\x0f \x01(\x04R\x05epoch\x12\x1a\n" +
 	"\bwatchers\x18\x10 \x01(\x03R\bwatchers\x12$\n" +
 	"\x02gc\x18\x11 \x01(\v2\x14.registry.v1.GcStatsR\x02gc\x12%\n" +
-	"\x0eserver_version\x18\x12 \x01(\tR\rserverVersion\x1a@\n" +
+	"\x0eserver_version\x18\x12 \x01(\tR\rserverVersion\x12:\n" +
+	"\n" +
+	"soft_cache\x18\x13 \x01(\v2\x1b.registry.v1.SoftCacheStatsR\tsoftCache\x1a@\n" +
 	"\x12ResolveMissesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xff\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x8f\x01\n" +
+	"\x0eSoftCacheStats\x12\x1b\n" +
+	"\tmax_bytes\x18\x01 \x01(\x03R\bmaxBytes\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\x12\x18\n" +
+	"\aobjects\x18\x03 \x01(\x03R\aobjects\x12\x12\n" +
+	"\x04hits\x18\x04 \x01(\x03R\x04hits\x12\x1c\n" +
+	"\tevictions\x18\x05 \x01(\x03R\tevictions\"\xff\x01\n" +
 	"\aGcStats\x12(\n" +
 	"\x10heap_alloc_bytes\x18\x01 \x01(\x04R\x0eheapAllocBytes\x12\"\n" +
 	"\rnext_gc_bytes\x18\x02 \x01(\x04R\vnextGcBytes\x12<\n" +
@@ -1525,82 +1625,84 @@ func file_registry_v1_admin_proto_rawDescGZIP() []byte {
 	return file_registry_v1_admin_proto_rawDescData
 }
 
-var file_registry_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_registry_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_registry_v1_admin_proto_goTypes = []any{
 	(*GetStatsRequest)(nil),       // 0: registry.v1.GetStatsRequest
 	(*GetStatsResponse)(nil),      // 1: registry.v1.GetStatsResponse
-	(*GcStats)(nil),               // 2: registry.v1.GcStats
-	(*StateCounts)(nil),           // 3: registry.v1.StateCounts
-	(*Limit)(nil),                 // 4: registry.v1.Limit
-	(*ListObjectsRequest)(nil),    // 5: registry.v1.ListObjectsRequest
-	(*ListObjectsResponse)(nil),   // 6: registry.v1.ListObjectsResponse
-	(*InspectObjectRequest)(nil),  // 7: registry.v1.InspectObjectRequest
-	(*InspectObjectResponse)(nil), // 8: registry.v1.InspectObjectResponse
-	(*PinHolder)(nil),             // 9: registry.v1.PinHolder
-	(*ListLeasesRequest)(nil),     // 10: registry.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),    // 11: registry.v1.ListLeasesResponse
-	(*LeaseInfo)(nil),             // 12: registry.v1.LeaseInfo
-	(*RevokeLeaseRequest)(nil),    // 13: registry.v1.RevokeLeaseRequest
-	(*RevokeLeaseResponse)(nil),   // 14: registry.v1.RevokeLeaseResponse
-	(*DeleteObjectRequest)(nil),   // 15: registry.v1.DeleteObjectRequest
-	(*DeleteObjectResponse)(nil),  // 16: registry.v1.DeleteObjectResponse
-	(*CollectRequest)(nil),        // 17: registry.v1.CollectRequest
-	(*CollectResponse)(nil),       // 18: registry.v1.CollectResponse
-	(*WatchEventsRequest)(nil),    // 19: registry.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),   // 20: registry.v1.WatchEventsResponse
-	nil,                           // 21: registry.v1.GetStatsResponse.ResolveMissesEntry
-	nil,                           // 22: registry.v1.ListObjectsRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
-	(ObjectState)(0),              // 25: registry.v1.ObjectState
-	(*ObjectInfo)(nil),            // 26: registry.v1.ObjectInfo
-	(EventKind)(0),                // 27: registry.v1.EventKind
-	(*Event)(nil),                 // 28: registry.v1.Event
+	(*SoftCacheStats)(nil),        // 2: registry.v1.SoftCacheStats
+	(*GcStats)(nil),               // 3: registry.v1.GcStats
+	(*StateCounts)(nil),           // 4: registry.v1.StateCounts
+	(*Limit)(nil),                 // 5: registry.v1.Limit
+	(*ListObjectsRequest)(nil),    // 6: registry.v1.ListObjectsRequest
+	(*ListObjectsResponse)(nil),   // 7: registry.v1.ListObjectsResponse
+	(*InspectObjectRequest)(nil),  // 8: registry.v1.InspectObjectRequest
+	(*InspectObjectResponse)(nil), // 9: registry.v1.InspectObjectResponse
+	(*PinHolder)(nil),             // 10: registry.v1.PinHolder
+	(*ListLeasesRequest)(nil),     // 11: registry.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),    // 12: registry.v1.ListLeasesResponse
+	(*LeaseInfo)(nil),             // 13: registry.v1.LeaseInfo
+	(*RevokeLeaseRequest)(nil),    // 14: registry.v1.RevokeLeaseRequest
+	(*RevokeLeaseResponse)(nil),   // 15: registry.v1.RevokeLeaseResponse
+	(*DeleteObjectRequest)(nil),   // 16: registry.v1.DeleteObjectRequest
+	(*DeleteObjectResponse)(nil),  // 17: registry.v1.DeleteObjectResponse
+	(*CollectRequest)(nil),        // 18: registry.v1.CollectRequest
+	(*CollectResponse)(nil),       // 19: registry.v1.CollectResponse
+	(*WatchEventsRequest)(nil),    // 20: registry.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),   // 21: registry.v1.WatchEventsResponse
+	nil,                           // 22: registry.v1.GetStatsResponse.ResolveMissesEntry
+	nil,                           // 23: registry.v1.ListObjectsRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(ObjectState)(0),              // 26: registry.v1.ObjectState
+	(*ObjectInfo)(nil),            // 27: registry.v1.ObjectInfo
+	(EventKind)(0),                // 28: registry.v1.EventKind
+	(*Event)(nil),                 // 29: registry.v1.Event
 }
 var file_registry_v1_admin_proto_depIdxs = []int32{
-	3,  // 0: registry.v1.GetStatsResponse.objects:type_name -> registry.v1.StateCounts
-	3,  // 1: registry.v1.GetStatsResponse.bytes:type_name -> registry.v1.StateCounts
-	21, // 2: registry.v1.GetStatsResponse.resolve_misses:type_name -> registry.v1.GetStatsResponse.ResolveMissesEntry
-	4,  // 3: registry.v1.GetStatsResponse.limits:type_name -> registry.v1.Limit
-	23, // 4: registry.v1.GetStatsResponse.epoch_start_time:type_name -> google.protobuf.Timestamp
-	2,  // 5: registry.v1.GetStatsResponse.gc:type_name -> registry.v1.GcStats
-	23, // 6: registry.v1.GcStats.last_gc_time:type_name -> google.protobuf.Timestamp
-	24, // 7: registry.v1.GcStats.pause_total:type_name -> google.protobuf.Duration
-	25, // 8: registry.v1.ListObjectsRequest.state:type_name -> registry.v1.ObjectState
-	22, // 9: registry.v1.ListObjectsRequest.labels:type_name -> registry.v1.ListObjectsRequest.LabelsEntry
-	26, // 10: registry.v1.ListObjectsResponse.objects:type_name -> registry.v1.ObjectInfo
-	26, // 11: registry.v1.InspectObjectResponse.info:type_name -> registry.v1.ObjectInfo
-	9,  // 12: registry.v1.InspectObjectResponse.pins:type_name -> registry.v1.PinHolder
-	23, // 13: registry.v1.PinHolder.pin_time:type_name -> google.protobuf.Timestamp
-	12, // 14: registry.v1.ListLeasesResponse.leases:type_name -> registry.v1.LeaseInfo
-	23, // 15: registry.v1.LeaseInfo.open_time:type_name -> google.protobuf.Timestamp
-	24, // 16: registry.v1.LeaseInfo.grace:type_name -> google.protobuf.Duration
-	23, // 17: registry.v1.LeaseInfo.expire_time:type_name -> google.protobuf.Timestamp
-	26, // 18: registry.v1.DeleteObjectResponse.info:type_name -> registry.v1.ObjectInfo
-	24, // 19: registry.v1.CollectResponse.duration:type_name -> google.protobuf.Duration
-	27, // 20: registry.v1.WatchEventsRequest.kinds:type_name -> registry.v1.EventKind
-	28, // 21: registry.v1.WatchEventsResponse.event:type_name -> registry.v1.Event
-	0,  // 22: registry.v1.AdminService.GetStats:input_type -> registry.v1.GetStatsRequest
-	5,  // 23: registry.v1.AdminService.ListObjects:input_type -> registry.v1.ListObjectsRequest
-	7,  // 24: registry.v1.AdminService.InspectObject:input_type -> registry.v1.InspectObjectRequest
-	10, // 25: registry.v1.AdminService.ListLeases:input_type -> registry.v1.ListLeasesRequest
-	13, // 26: registry.v1.AdminService.RevokeLease:input_type -> registry.v1.RevokeLeaseRequest
-	15, // 27: registry.v1.AdminService.DeleteObject:input_type -> registry.v1.DeleteObjectRequest
-	17, // 28: registry.v1.AdminService.Collect:input_type -> registry.v1.CollectRequest
-	19, // 29: registry.v1.AdminService.WatchEvents:input_type -> registry.v1.WatchEventsRequest
-	1,  // 30: registry.v1.AdminService.GetStats:output_type -> registry.v1.GetStatsResponse
-	6,  // 31: registry.v1.AdminService.ListObjects:output_type -> registry.v1.ListObjectsResponse
-	8,  // 32: registry.v1.AdminService.InspectObject:output_type -> registry.v1.InspectObjectResponse
-	11, // 33: registry.v1.AdminService.ListLeases:output_type -> registry.v1.ListLeasesResponse
-	14, // 34: registry.v1.AdminService.RevokeLease:output_type -> registry.v1.RevokeLeaseResponse
-	16, // 35: registry.v1.AdminService.DeleteObject:output_type -> registry.v1.DeleteObjectResponse
-	18, // 36: registry.v1.AdminService.Collect:output_type -> registry.v1.CollectResponse
-	20, // 37: registry.v1.AdminService.WatchEvents:output_type -> registry.v1.WatchEventsResponse
-	30, // [30:38] is the sub-list for method output_type
-	22, // [22:30] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	4,  // 0: registry.v1.GetStatsResponse.objects:type_name -> registry.v1.StateCounts
+	4,  // 1: registry.v1.GetStatsResponse.bytes:type_name -> registry.v1.StateCounts
+	22, // 2: registry.v1.GetStatsResponse.resolve_misses:type_name -> registry.v1.GetStatsResponse.ResolveMissesEntry
+	5,  // 3: registry.v1.GetStatsResponse.limits:type_name -> registry.v1.Limit
+	24, // 4: registry.v1.GetStatsResponse.epoch_start_time:type_name -> google.protobuf.Timestamp
+	3,  // 5: registry.v1.GetStatsResponse.gc:type_name -> registry.v1.GcStats
+	2,  // 6: registry.v1.GetStatsResponse.soft_cache:type_name -> registry.v1.SoftCacheStats
+	24, // 7: registry.v1.GcStats.last_gc_time:type_name -> google.protobuf.Timestamp
+	25, // 8: registry.v1.GcStats.pause_total:type_name -> google.protobuf.Duration
+	26, // 9: registry.v1.ListObjectsRequest.state:type_name -> registry.v1.ObjectState
+	23, // 10: registry.v1.ListObjectsRequest.labels:type_name -> registry.v1.ListObjectsRequest.LabelsEntry
+	27, // 11: registry.v1.ListObjectsResponse.objects:type_name -> registry.v1.ObjectInfo
+	27, // 12: registry.v1.InspectObjectResponse.info:type_name -> registry.v1.ObjectInfo
+	10, // 13: registry.v1.InspectObjectResponse.pins:type_name -> registry.v1.PinHolder
+	24, // 14: registry.v1.PinHolder.pin_time:type_name -> google.protobuf.Timestamp
+	13, // 15: registry.v1.ListLeasesResponse.leases:type_name -> registry.v1.LeaseInfo
+	24, // 16: registry.v1.LeaseInfo.open_time:type_name -> google.protobuf.Timestamp
+	25, // 17: registry.v1.LeaseInfo.grace:type_name -> google.protobuf.Duration
+	24, // 18: registry.v1.LeaseInfo.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 19: registry.v1.DeleteObjectResponse.info:type_name -> registry.v1.ObjectInfo
+	25, // 20: registry.v1.CollectResponse.duration:type_name -> google.protobuf.Duration
+	28, // 21: registry.v1.WatchEventsRequest.kinds:type_name -> registry.v1.EventKind
+	29, // 22: registry.v1.WatchEventsResponse.event:type_name -> registry.v1.Event
+	0,  // 23: registry.v1.AdminService.GetStats:input_type -> registry.v1.GetStatsRequest
+	6,  // 24: registry.v1.AdminService.ListObjects:input_type -> registry.v1.ListObjectsRequest
+	8,  // 25: registry.v1.AdminService.InspectObject:input_type -> registry.v1.InspectObjectRequest
+	11, // 26: registry.v1.AdminService.ListLeases:input_type -> registry.v1.ListLeasesRequest
+	14, // 27: registry.v1.AdminService.RevokeLease:input_type -> registry.v1.RevokeLeaseRequest
+	16, // 28: registry.v1.AdminService.DeleteObject:input_type -> registry.v1.DeleteObjectRequest
+	18, // 29: registry.v1.AdminService.Collect:input_type -> registry.v1.CollectRequest
+	20, // 30: registry.v1.AdminService.WatchEvents:input_type -> registry.v1.WatchEventsRequest
+	1,  // 31: registry.v1.AdminService.GetStats:output_type -> registry.v1.GetStatsResponse
+	7,  // 32: registry.v1.AdminService.ListObjects:output_type -> registry.v1.ListObjectsResponse
+	9,  // 33: registry.v1.AdminService.InspectObject:output_type -> registry.v1.InspectObjectResponse
+	12, // 34: registry.v1.AdminService.ListLeases:output_type -> registry.v1.ListLeasesResponse
+	15, // 35: registry.v1.AdminService.RevokeLease:output_type -> registry.v1.RevokeLeaseResponse
+	17, // 36: registry.v1.AdminService.DeleteObject:output_type -> registry.v1.DeleteObjectResponse
+	19, // 37: registry.v1.AdminService.Collect:output_type -> registry.v1.CollectResponse
+	21, // 38: registry.v1.AdminService.WatchEvents:output_type -> registry.v1.WatchEventsResponse
+	31, // [31:39] is the sub-list for method output_type
+	23, // [23:31] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_admin_proto_init() }
@@ -1615,7 +1717,7 @@ func file_registry_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_admin_proto_rawDesc), len(file_registry_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

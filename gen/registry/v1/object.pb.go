@@ -196,7 +196,16 @@ type ObjectInfo struct {
 	// When the object was last stored, resolved or pinned.
 	AccessTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=access_time,json=accessTime,proto3" json:"access_time,omitempty"`
 	// When the object entered its current state.
-	StateTime     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=state_time,json=stateTime,proto3" json:"state_time,omitempty"`
+	StateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=state_time,json=stateTime,proto3" json:"state_time,omitempty"`
+	// The linger asked for at Put (capped by the server): how long the
+	// object stays strongly held after its last pin goes.
+	Linger *durationpb.Duration `protobuf:"bytes,10,opt,name=linger,proto3" json:"linger,omitempty"`
+	// While LINGERING: when the object becomes WEAK.
+	LingerUntil *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=linger_until,json=lingerUntil,proto3" json:"linger_until,omitempty"`
+	// The server's soft cache holds the object strongly, though no lease or
+	// linger does: it was resolved recently (see --soft-cache-bytes). Its
+	// state stays WEAK: once the cache lets go, the next GC may take it.
+	SoftCached    bool `protobuf:"varint,12,opt,name=soft_cached,json=softCached,proto3" json:"soft_cached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -292,6 +301,27 @@ func (x *ObjectInfo) GetStateTime() *timestamppb.Timestamp {
 		return x.StateTime
 	}
 	return nil
+}
+
+func (x *ObjectInfo) GetLinger() *durationpb.Duration {
+	if x != nil {
+		return x.Linger
+	}
+	return nil
+}
+
+func (x *ObjectInfo) GetLingerUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LingerUntil
+	}
+	return nil
+}
+
+func (x *ObjectInfo) GetSoftCached() bool {
+	if x != nil {
+		return x.SoftCached
+	}
+	return false
 }
 
 // Event is one lifecycle change of one object.
@@ -484,7 +514,7 @@ var File_registry_v1_object_proto protoreflect.FileDescriptor
 
 const file_registry_v1_object_proto_rawDesc = "" +
 	"\n" +
-	"\x18registry/v1/object.proto\x12\vregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x03\n" +
+	"\x18registry/v1/object.proto\x12\vregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x04\n" +
 	"\n" +
 	"ObjectInfo\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x12\n" +
@@ -498,7 +528,12 @@ const file_registry_v1_object_proto_rawDesc = "" +
 	"\vaccess_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"accessTime\x129\n" +
 	"\n" +
-	"state_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstateTime\x1a9\n" +
+	"state_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstateTime\x121\n" +
+	"\x06linger\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x06linger\x12=\n" +
+	"\flinger_until\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vlingerUntil\x12\x1f\n" +
+	"\vsoft_cached\x18\f \x01(\bR\n" +
+	"softCached\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd1\x02\n" +
@@ -559,20 +594,22 @@ var file_registry_v1_object_proto_goTypes = []any{
 	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
 }
 var file_registry_v1_object_proto_depIdxs = []int32{
-	5, // 0: registry.v1.ObjectInfo.labels:type_name -> registry.v1.ObjectInfo.LabelsEntry
-	0, // 1: registry.v1.ObjectInfo.state:type_name -> registry.v1.ObjectState
-	6, // 2: registry.v1.ObjectInfo.create_time:type_name -> google.protobuf.Timestamp
-	6, // 3: registry.v1.ObjectInfo.access_time:type_name -> google.protobuf.Timestamp
-	6, // 4: registry.v1.ObjectInfo.state_time:type_name -> google.protobuf.Timestamp
-	1, // 5: registry.v1.Event.kind:type_name -> registry.v1.EventKind
-	0, // 6: registry.v1.Event.state:type_name -> registry.v1.ObjectState
-	6, // 7: registry.v1.Event.time:type_name -> google.protobuf.Timestamp
-	7, // 8: registry.v1.Event.unpinned_for:type_name -> google.protobuf.Duration
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	5,  // 0: registry.v1.ObjectInfo.labels:type_name -> registry.v1.ObjectInfo.LabelsEntry
+	0,  // 1: registry.v1.ObjectInfo.state:type_name -> registry.v1.ObjectState
+	6,  // 2: registry.v1.ObjectInfo.create_time:type_name -> google.protobuf.Timestamp
+	6,  // 3: registry.v1.ObjectInfo.access_time:type_name -> google.protobuf.Timestamp
+	6,  // 4: registry.v1.ObjectInfo.state_time:type_name -> google.protobuf.Timestamp
+	7,  // 5: registry.v1.ObjectInfo.linger:type_name -> google.protobuf.Duration
+	6,  // 6: registry.v1.ObjectInfo.linger_until:type_name -> google.protobuf.Timestamp
+	1,  // 7: registry.v1.Event.kind:type_name -> registry.v1.EventKind
+	0,  // 8: registry.v1.Event.state:type_name -> registry.v1.ObjectState
+	6,  // 9: registry.v1.Event.time:type_name -> google.protobuf.Timestamp
+	7,  // 10: registry.v1.Event.unpinned_for:type_name -> google.protobuf.Duration
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_object_proto_init() }

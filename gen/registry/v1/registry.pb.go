@@ -156,7 +156,11 @@ type PutRequest struct {
 	// characters of [a-zA-Z0-9._/-]; values at most 255 bytes.
 	Labels map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// A live lease to pin the new object with, atomically. Optional.
-	LeaseId       string `protobuf:"bytes,4,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	LeaseId string `protobuf:"bytes,4,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// How long the object stays strongly held after its last pin goes
+	// (state LINGERING) before it becomes WEAK; without a lease, how long
+	// after the Put. Capped by the server's --max-linger. Optional.
+	Linger        *durationpb.Duration `protobuf:"bytes,5,opt,name=linger,proto3" json:"linger,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -217,6 +221,13 @@ func (x *PutRequest) GetLeaseId() string {
 		return x.LeaseId
 	}
 	return ""
+}
+
+func (x *PutRequest) GetLinger() *durationpb.Duration {
+	if x != nil {
+		return x.Linger
+	}
+	return nil
 }
 
 // PutResponse names the stored object.
@@ -1331,17 +1342,500 @@ func (x *WatchResponse) GetEvent() *Event {
 	return nil
 }
 
+// UploadRequest is one message of an Upload stream.
+type UploadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*UploadRequest_Header
+	//	*UploadRequest_Chunk
+	//	*UploadRequest_Trailer
+	Kind          isUploadRequest_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadRequest) Reset() {
+	*x = UploadRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadRequest) ProtoMessage() {}
+
+func (x *UploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
+func (*UploadRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UploadRequest) GetKind() isUploadRequest_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *UploadRequest) GetHeader() *UploadHeader {
+	if x != nil {
+		if x, ok := x.Kind.(*UploadRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *UploadRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Kind.(*UploadRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+func (x *UploadRequest) GetTrailer() *UploadTrailer {
+	if x != nil {
+		if x, ok := x.Kind.(*UploadRequest_Trailer); ok {
+			return x.Trailer
+		}
+	}
+	return nil
+}
+
+type isUploadRequest_Kind interface {
+	isUploadRequest_Kind()
+}
+
+type UploadRequest_Header struct {
+	// First: what is coming.
+	Header *UploadHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type UploadRequest_Chunk struct {
+	// Then: the next bytes of the payload, not empty.
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+type UploadRequest_Trailer struct {
+	// Last: the checksum of all the bytes.
+	Trailer *UploadTrailer `protobuf:"bytes,3,opt,name=trailer,proto3,oneof"`
+}
+
+func (*UploadRequest_Header) isUploadRequest_Kind() {}
+
+func (*UploadRequest_Chunk) isUploadRequest_Kind() {}
+
+func (*UploadRequest_Trailer) isUploadRequest_Kind() {}
+
+// UploadHeader describes the object an Upload stores; its fields mean what
+// PutRequest's do.
+type UploadHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The payload's exact size in bytes, more than zero.
+	Size          int64                `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	ContentType   string               `protobuf:"bytes,2,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	Labels        map[string]string    `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	LeaseId       string               `protobuf:"bytes,4,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	Linger        *durationpb.Duration `protobuf:"bytes,5,opt,name=linger,proto3" json:"linger,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadHeader) Reset() {
+	*x = UploadHeader{}
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadHeader) ProtoMessage() {}
+
+func (x *UploadHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
+func (*UploadHeader) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *UploadHeader) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *UploadHeader) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *UploadHeader) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *UploadHeader) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *UploadHeader) GetLinger() *durationpb.Duration {
+	if x != nil {
+		return x.Linger
+	}
+	return nil
+}
+
+// UploadTrailer ends an Upload.
+type UploadTrailer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CRC-32C (Castagnoli) of all the payload's bytes.
+	Crc32C        uint32 `protobuf:"varint,1,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadTrailer) Reset() {
+	*x = UploadTrailer{}
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadTrailer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadTrailer) ProtoMessage() {}
+
+func (x *UploadTrailer) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadTrailer.ProtoReflect.Descriptor instead.
+func (*UploadTrailer) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *UploadTrailer) GetCrc32C() uint32 {
+	if x != nil {
+		return x.Crc32C
+	}
+	return 0
+}
+
+// UploadResponse names the stored object.
+type UploadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Handle        string                 `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	Info          *ObjectInfo            `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadResponse) Reset() {
+	*x = UploadResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadResponse) ProtoMessage() {}
+
+func (x *UploadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
+func (*UploadResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UploadResponse) GetHandle() string {
+	if x != nil {
+		return x.Handle
+	}
+	return ""
+}
+
+func (x *UploadResponse) GetInfo() *ObjectInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+// DownloadRequest asks for an object's bytes as a stream.
+type DownloadRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Handle string                 `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	// Bytes per chunk; 0 means the server's choice (1 MiB). At most 4 MiB.
+	ChunkSize     int32 `protobuf:"varint,2,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadRequest) Reset() {
+	*x = DownloadRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadRequest) ProtoMessage() {}
+
+func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
+func (*DownloadRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DownloadRequest) GetHandle() string {
+	if x != nil {
+		return x.Handle
+	}
+	return ""
+}
+
+func (x *DownloadRequest) GetChunkSize() int32 {
+	if x != nil {
+		return x.ChunkSize
+	}
+	return 0
+}
+
+// DownloadResponse is one message of a Download stream.
+type DownloadResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*DownloadResponse_Info
+	//	*DownloadResponse_Chunk
+	//	*DownloadResponse_Trailer
+	Kind          isDownloadResponse_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadResponse) Reset() {
+	*x = DownloadResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadResponse) ProtoMessage() {}
+
+func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
+func (*DownloadResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DownloadResponse) GetKind() isDownloadResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *DownloadResponse) GetInfo() *ObjectInfo {
+	if x != nil {
+		if x, ok := x.Kind.(*DownloadResponse_Info); ok {
+			return x.Info
+		}
+	}
+	return nil
+}
+
+func (x *DownloadResponse) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Kind.(*DownloadResponse_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+func (x *DownloadResponse) GetTrailer() *DownloadTrailer {
+	if x != nil {
+		if x, ok := x.Kind.(*DownloadResponse_Trailer); ok {
+			return x.Trailer
+		}
+	}
+	return nil
+}
+
+type isDownloadResponse_Kind interface {
+	isDownloadResponse_Kind()
+}
+
+type DownloadResponse_Info struct {
+	// First: the object's metadata; info.size bytes follow.
+	Info *ObjectInfo `protobuf:"bytes,1,opt,name=info,proto3,oneof"`
+}
+
+type DownloadResponse_Chunk struct {
+	// Then: the next bytes of the payload.
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+type DownloadResponse_Trailer struct {
+	// Last: the checksum of all the bytes.
+	Trailer *DownloadTrailer `protobuf:"bytes,3,opt,name=trailer,proto3,oneof"`
+}
+
+func (*DownloadResponse_Info) isDownloadResponse_Kind() {}
+
+func (*DownloadResponse_Chunk) isDownloadResponse_Kind() {}
+
+func (*DownloadResponse_Trailer) isDownloadResponse_Kind() {}
+
+// DownloadTrailer ends a Download.
+type DownloadTrailer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CRC-32C (Castagnoli) of all the payload's bytes, as stored.
+	Crc32C        uint32 `protobuf:"varint,1,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadTrailer) Reset() {
+	*x = DownloadTrailer{}
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadTrailer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadTrailer) ProtoMessage() {}
+
+func (x *DownloadTrailer) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadTrailer.ProtoReflect.Descriptor instead.
+func (*DownloadTrailer) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DownloadTrailer) GetCrc32C() uint32 {
+	if x != nil {
+		return x.Crc32C
+	}
+	return 0
+}
+
 var File_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x1aregistry/v1/registry.proto\x12\vregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18registry/v1/object.proto\"\xd6\x01\n" +
+	"\x1aregistry/v1/registry.proto\x12\vregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18registry/v1/object.proto\"\x89\x02\n" +
 	"\n" +
 	"PutRequest\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12!\n" +
 	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12;\n" +
 	"\x06labels\x18\x03 \x03(\v2#.registry.v1.PutRequest.LabelsEntryR\x06labels\x12\x19\n" +
-	"\blease_id\x18\x04 \x01(\tR\aleaseId\x1a9\n" +
+	"\blease_id\x18\x04 \x01(\tR\aleaseId\x121\n" +
+	"\x06linger\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06linger\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"R\n" +
@@ -1408,7 +1902,37 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\fWatchRequest\x12\x18\n" +
 	"\ahandles\x18\x01 \x03(\tR\ahandles\"9\n" +
 	"\rWatchResponse\x12(\n" +
-	"\x05event\x18\x01 \x01(\v2\x12.registry.v1.EventR\x05event*\xaf\x01\n" +
+	"\x05event\x18\x01 \x01(\v2\x12.registry.v1.EventR\x05event\"\x9c\x01\n" +
+	"\rUploadRequest\x123\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.registry.v1.UploadHeaderH\x00R\x06header\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunk\x126\n" +
+	"\atrailer\x18\x03 \x01(\v2\x1a.registry.v1.UploadTrailerH\x00R\atrailerB\x06\n" +
+	"\x04kind\"\x8d\x02\n" +
+	"\fUploadHeader\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x03R\x04size\x12!\n" +
+	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12=\n" +
+	"\x06labels\x18\x03 \x03(\v2%.registry.v1.UploadHeader.LabelsEntryR\x06labels\x12\x19\n" +
+	"\blease_id\x18\x04 \x01(\tR\aleaseId\x121\n" +
+	"\x06linger\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06linger\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"'\n" +
+	"\rUploadTrailer\x12\x16\n" +
+	"\x06crc32c\x18\x01 \x01(\rR\x06crc32c\"U\n" +
+	"\x0eUploadResponse\x12\x16\n" +
+	"\x06handle\x18\x01 \x01(\tR\x06handle\x12+\n" +
+	"\x04info\x18\x02 \x01(\v2\x17.registry.v1.ObjectInfoR\x04info\"H\n" +
+	"\x0fDownloadRequest\x12\x16\n" +
+	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x1d\n" +
+	"\n" +
+	"chunk_size\x18\x02 \x01(\x05R\tchunkSize\"\x9b\x01\n" +
+	"\x10DownloadResponse\x12-\n" +
+	"\x04info\x18\x01 \x01(\v2\x17.registry.v1.ObjectInfoH\x00R\x04info\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunk\x128\n" +
+	"\atrailer\x18\x03 \x01(\v2\x1c.registry.v1.DownloadTrailerH\x00R\atrailerB\x06\n" +
+	"\x04kind\")\n" +
+	"\x0fDownloadTrailer\x12\x16\n" +
+	"\x06crc32c\x18\x01 \x01(\rR\x06crc32c*\xaf\x01\n" +
 	"\n" +
 	"PinOutcome\x12\x1b\n" +
 	"\x17PIN_OUTCOME_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -1421,13 +1945,15 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x18REVOKE_CAUSE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12REVOKE_CAUSE_ADMIN\x10\x01\x12\x1b\n" +
 	"\x17REVOKE_CAUSE_TAKEN_OVER\x10\x02\x12\x19\n" +
-	"\x15REVOKE_CAUSE_SHUTDOWN\x10\x032\xd4\x02\n" +
+	"\x15REVOKE_CAUSE_SHUTDOWN\x10\x032\xe4\x03\n" +
 	"\x0fRegistryService\x128\n" +
 	"\x03Put\x12\x17.registry.v1.PutRequest\x1a\x18.registry.v1.PutResponse\x12D\n" +
 	"\aResolve\x12\x1b.registry.v1.ResolveRequest\x1a\x1c.registry.v1.ResolveResponse\x12;\n" +
 	"\x04Stat\x12\x18.registry.v1.StatRequest\x1a\x19.registry.v1.StatResponse\x12B\n" +
 	"\x05Lease\x12\x19.registry.v1.LeaseRequest\x1a\x1a.registry.v1.LeaseResponse(\x010\x01\x12@\n" +
-	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x01B8Z6github.com/weakref/registry/gen/registry/v1;registryv1b\x06proto3"
+	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x01\x12C\n" +
+	"\x06Upload\x12\x1a.registry.v1.UploadRequest\x1a\x1b.registry.v1.UploadResponse(\x01\x12I\n" +
+	"\bDownload\x12\x1c.registry.v1.DownloadRequest\x1a\x1d.registry.v1.DownloadResponse0\x01B8Z6github.com/weakref/registry/gen/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_registry_v1_registry_proto_rawDescOnce sync.Once
@@ -1442,7 +1968,7 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_registry_v1_registry_proto_goTypes = []any{
 	(PinOutcome)(0),             // 0: registry.v1.PinOutcome
 	(RevokeCause)(0),            // 1: registry.v1.RevokeCause
@@ -1465,49 +1991,69 @@ var file_registry_v1_registry_proto_goTypes = []any{
 	(*LeaseRevoked)(nil),        // 18: registry.v1.LeaseRevoked
 	(*WatchRequest)(nil),        // 19: registry.v1.WatchRequest
 	(*WatchResponse)(nil),       // 20: registry.v1.WatchResponse
-	nil,                         // 21: registry.v1.PutRequest.LabelsEntry
-	(*ObjectInfo)(nil),          // 22: registry.v1.ObjectInfo
-	(*durationpb.Duration)(nil), // 23: google.protobuf.Duration
-	(*HandleError)(nil),         // 24: registry.v1.HandleError
-	(*Event)(nil),               // 25: registry.v1.Event
+	(*UploadRequest)(nil),       // 21: registry.v1.UploadRequest
+	(*UploadHeader)(nil),        // 22: registry.v1.UploadHeader
+	(*UploadTrailer)(nil),       // 23: registry.v1.UploadTrailer
+	(*UploadResponse)(nil),      // 24: registry.v1.UploadResponse
+	(*DownloadRequest)(nil),     // 25: registry.v1.DownloadRequest
+	(*DownloadResponse)(nil),    // 26: registry.v1.DownloadResponse
+	(*DownloadTrailer)(nil),     // 27: registry.v1.DownloadTrailer
+	nil,                         // 28: registry.v1.PutRequest.LabelsEntry
+	nil,                         // 29: registry.v1.UploadHeader.LabelsEntry
+	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
+	(*ObjectInfo)(nil),          // 31: registry.v1.ObjectInfo
+	(*HandleError)(nil),         // 32: registry.v1.HandleError
+	(*Event)(nil),               // 33: registry.v1.Event
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	21, // 0: registry.v1.PutRequest.labels:type_name -> registry.v1.PutRequest.LabelsEntry
-	22, // 1: registry.v1.PutResponse.info:type_name -> registry.v1.ObjectInfo
-	22, // 2: registry.v1.ResolveResponse.info:type_name -> registry.v1.ObjectInfo
-	22, // 3: registry.v1.StatResponse.info:type_name -> registry.v1.ObjectInfo
-	9,  // 4: registry.v1.LeaseRequest.open:type_name -> registry.v1.OpenLease
-	10, // 5: registry.v1.LeaseRequest.pin:type_name -> registry.v1.PinHandles
-	11, // 6: registry.v1.LeaseRequest.unpin:type_name -> registry.v1.UnpinHandles
-	12, // 7: registry.v1.LeaseRequest.close:type_name -> registry.v1.CloseLease
-	23, // 8: registry.v1.OpenLease.grace:type_name -> google.protobuf.Duration
-	14, // 9: registry.v1.LeaseResponse.opened:type_name -> registry.v1.LeaseOpened
-	15, // 10: registry.v1.LeaseResponse.pinned:type_name -> registry.v1.PinResults
-	15, // 11: registry.v1.LeaseResponse.unpinned:type_name -> registry.v1.PinResults
-	17, // 12: registry.v1.LeaseResponse.closed:type_name -> registry.v1.LeaseClosed
-	18, // 13: registry.v1.LeaseResponse.revoked:type_name -> registry.v1.LeaseRevoked
-	23, // 14: registry.v1.LeaseOpened.grace:type_name -> google.protobuf.Duration
-	16, // 15: registry.v1.PinResults.results:type_name -> registry.v1.PinResult
-	0,  // 16: registry.v1.PinResult.outcome:type_name -> registry.v1.PinOutcome
-	24, // 17: registry.v1.PinResult.error:type_name -> registry.v1.HandleError
-	22, // 18: registry.v1.PinResult.info:type_name -> registry.v1.ObjectInfo
-	1,  // 19: registry.v1.LeaseRevoked.cause:type_name -> registry.v1.RevokeCause
-	25, // 20: registry.v1.WatchResponse.event:type_name -> registry.v1.Event
-	2,  // 21: registry.v1.RegistryService.Put:input_type -> registry.v1.PutRequest
-	4,  // 22: registry.v1.RegistryService.Resolve:input_type -> registry.v1.ResolveRequest
-	6,  // 23: registry.v1.RegistryService.Stat:input_type -> registry.v1.StatRequest
-	8,  // 24: registry.v1.RegistryService.Lease:input_type -> registry.v1.LeaseRequest
-	19, // 25: registry.v1.RegistryService.Watch:input_type -> registry.v1.WatchRequest
-	3,  // 26: registry.v1.RegistryService.Put:output_type -> registry.v1.PutResponse
-	5,  // 27: registry.v1.RegistryService.Resolve:output_type -> registry.v1.ResolveResponse
-	7,  // 28: registry.v1.RegistryService.Stat:output_type -> registry.v1.StatResponse
-	13, // 29: registry.v1.RegistryService.Lease:output_type -> registry.v1.LeaseResponse
-	20, // 30: registry.v1.RegistryService.Watch:output_type -> registry.v1.WatchResponse
-	26, // [26:31] is the sub-list for method output_type
-	21, // [21:26] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	28, // 0: registry.v1.PutRequest.labels:type_name -> registry.v1.PutRequest.LabelsEntry
+	30, // 1: registry.v1.PutRequest.linger:type_name -> google.protobuf.Duration
+	31, // 2: registry.v1.PutResponse.info:type_name -> registry.v1.ObjectInfo
+	31, // 3: registry.v1.ResolveResponse.info:type_name -> registry.v1.ObjectInfo
+	31, // 4: registry.v1.StatResponse.info:type_name -> registry.v1.ObjectInfo
+	9,  // 5: registry.v1.LeaseRequest.open:type_name -> registry.v1.OpenLease
+	10, // 6: registry.v1.LeaseRequest.pin:type_name -> registry.v1.PinHandles
+	11, // 7: registry.v1.LeaseRequest.unpin:type_name -> registry.v1.UnpinHandles
+	12, // 8: registry.v1.LeaseRequest.close:type_name -> registry.v1.CloseLease
+	30, // 9: registry.v1.OpenLease.grace:type_name -> google.protobuf.Duration
+	14, // 10: registry.v1.LeaseResponse.opened:type_name -> registry.v1.LeaseOpened
+	15, // 11: registry.v1.LeaseResponse.pinned:type_name -> registry.v1.PinResults
+	15, // 12: registry.v1.LeaseResponse.unpinned:type_name -> registry.v1.PinResults
+	17, // 13: registry.v1.LeaseResponse.closed:type_name -> registry.v1.LeaseClosed
+	18, // 14: registry.v1.LeaseResponse.revoked:type_name -> registry.v1.LeaseRevoked
+	30, // 15: registry.v1.LeaseOpened.grace:type_name -> google.protobuf.Duration
+	16, // 16: registry.v1.PinResults.results:type_name -> registry.v1.PinResult
+	0,  // 17: registry.v1.PinResult.outcome:type_name -> registry.v1.PinOutcome
+	32, // 18: registry.v1.PinResult.error:type_name -> registry.v1.HandleError
+	31, // 19: registry.v1.PinResult.info:type_name -> registry.v1.ObjectInfo
+	1,  // 20: registry.v1.LeaseRevoked.cause:type_name -> registry.v1.RevokeCause
+	33, // 21: registry.v1.WatchResponse.event:type_name -> registry.v1.Event
+	22, // 22: registry.v1.UploadRequest.header:type_name -> registry.v1.UploadHeader
+	23, // 23: registry.v1.UploadRequest.trailer:type_name -> registry.v1.UploadTrailer
+	29, // 24: registry.v1.UploadHeader.labels:type_name -> registry.v1.UploadHeader.LabelsEntry
+	30, // 25: registry.v1.UploadHeader.linger:type_name -> google.protobuf.Duration
+	31, // 26: registry.v1.UploadResponse.info:type_name -> registry.v1.ObjectInfo
+	31, // 27: registry.v1.DownloadResponse.info:type_name -> registry.v1.ObjectInfo
+	27, // 28: registry.v1.DownloadResponse.trailer:type_name -> registry.v1.DownloadTrailer
+	2,  // 29: registry.v1.RegistryService.Put:input_type -> registry.v1.PutRequest
+	4,  // 30: registry.v1.RegistryService.Resolve:input_type -> registry.v1.ResolveRequest
+	6,  // 31: registry.v1.RegistryService.Stat:input_type -> registry.v1.StatRequest
+	8,  // 32: registry.v1.RegistryService.Lease:input_type -> registry.v1.LeaseRequest
+	19, // 33: registry.v1.RegistryService.Watch:input_type -> registry.v1.WatchRequest
+	21, // 34: registry.v1.RegistryService.Upload:input_type -> registry.v1.UploadRequest
+	25, // 35: registry.v1.RegistryService.Download:input_type -> registry.v1.DownloadRequest
+	3,  // 36: registry.v1.RegistryService.Put:output_type -> registry.v1.PutResponse
+	5,  // 37: registry.v1.RegistryService.Resolve:output_type -> registry.v1.ResolveResponse
+	7,  // 38: registry.v1.RegistryService.Stat:output_type -> registry.v1.StatResponse
+	13, // 39: registry.v1.RegistryService.Lease:output_type -> registry.v1.LeaseResponse
+	20, // 40: registry.v1.RegistryService.Watch:output_type -> registry.v1.WatchResponse
+	24, // 41: registry.v1.RegistryService.Upload:output_type -> registry.v1.UploadResponse
+	26, // 42: registry.v1.RegistryService.Download:output_type -> registry.v1.DownloadResponse
+	36, // [36:43] is the sub-list for method output_type
+	29, // [29:36] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
@@ -1529,13 +2075,23 @@ func file_registry_v1_registry_proto_init() {
 		(*LeaseResponse_Closed)(nil),
 		(*LeaseResponse_Revoked)(nil),
 	}
+	file_registry_v1_registry_proto_msgTypes[19].OneofWrappers = []any{
+		(*UploadRequest_Header)(nil),
+		(*UploadRequest_Chunk)(nil),
+		(*UploadRequest_Trailer)(nil),
+	}
+	file_registry_v1_registry_proto_msgTypes[24].OneofWrappers = []any{
+		(*DownloadResponse_Info)(nil),
+		(*DownloadResponse_Chunk)(nil),
+		(*DownloadResponse_Trailer)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,11 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RegistryService_Put_FullMethodName     = "/registry.v1.RegistryService/Put"
-	RegistryService_Resolve_FullMethodName = "/registry.v1.RegistryService/Resolve"
-	RegistryService_Stat_FullMethodName    = "/registry.v1.RegistryService/Stat"
-	RegistryService_Lease_FullMethodName   = "/registry.v1.RegistryService/Lease"
-	RegistryService_Watch_FullMethodName   = "/registry.v1.RegistryService/Watch"
+	RegistryService_Put_FullMethodName      = "/registry.v1.RegistryService/Put"
+	RegistryService_Resolve_FullMethodName  = "/registry.v1.RegistryService/Resolve"
+	RegistryService_Stat_FullMethodName     = "/registry.v1.RegistryService/Stat"
+	RegistryService_Lease_FullMethodName    = "/registry.v1.RegistryService/Lease"
+	RegistryService_Watch_FullMethodName    = "/registry.v1.RegistryService/Watch"
+	RegistryService_Upload_FullMethodName   = "/registry.v1.RegistryService/Upload"
+	RegistryService_Download_FullMethodName = "/registry.v1.RegistryService/Download"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -83,6 +85,26 @@ type RegistryServiceClient interface {
 	// any event; RESOURCE_EXHAUSTED WATCH_TOO_SLOW when the watcher does not
 	// keep up with its events.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// Upload stores an object of any size up to the server's max object
+	// size, beyond the gRPC message limit that bounds Put. The first message
+	// is the `header` with the total size; then `chunk` messages carry the
+	// bytes in order (each at most 4 MiB; 1 MiB is a good size); the last
+	// message is the `trailer` with the CRC-32C of all of them. Nothing is
+	// stored unless exactly `size` bytes arrived and their checksum matches:
+	// an upload cut off, or lying about its size, leaves nothing behind.
+	//
+	// Errors: as Put; INVALID_ARGUMENT UPLOAD_HEADER_MISSING (the first
+	// message is not a header), UPLOAD_SIZE_MISMATCH (more or fewer bytes
+	// than the header said), UPLOAD_TRAILER_MISSING (the stream ended
+	// without a trailer); DATA_LOSS CHECKSUM_MISMATCH.
+	Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadRequest, UploadResponse], error)
+	// Download streams an object's bytes: first its `info`, then `chunk`
+	// messages in order, then a `trailer` with the CRC-32C of all the
+	// bytes, which a client should check. For objects of any size; Resolve
+	// is simpler for those that fit in one message.
+	//
+	// Errors: as Resolve, before any message.
+	Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadResponse], error)
 }
 
 type registryServiceClient struct {
@@ -155,6 +177,38 @@ func (c *registryServiceClient) Watch(ctx context.Context, in *WatchRequest, opt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RegistryService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *registryServiceClient) Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadRequest, UploadResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &RegistryService_ServiceDesc.Streams[2], RegistryService_Upload_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UploadRequest, UploadResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RegistryService_UploadClient = grpc.ClientStreamingClient[UploadRequest, UploadResponse]
+
+func (c *registryServiceClient) Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &RegistryService_ServiceDesc.Streams[3], RegistryService_Download_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DownloadRequest, DownloadResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RegistryService_DownloadClient = grpc.ServerStreamingClient[DownloadResponse]
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -212,6 +266,26 @@ type RegistryServiceServer interface {
 	// any event; RESOURCE_EXHAUSTED WATCH_TOO_SLOW when the watcher does not
 	// keep up with its events.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// Upload stores an object of any size up to the server's max object
+	// size, beyond the gRPC message limit that bounds Put. The first message
+	// is the `header` with the total size; then `chunk` messages carry the
+	// bytes in order (each at most 4 MiB; 1 MiB is a good size); the last
+	// message is the `trailer` with the CRC-32C of all of them. Nothing is
+	// stored unless exactly `size` bytes arrived and their checksum matches:
+	// an upload cut off, or lying about its size, leaves nothing behind.
+	//
+	// Errors: as Put; INVALID_ARGUMENT UPLOAD_HEADER_MISSING (the first
+	// message is not a header), UPLOAD_SIZE_MISMATCH (more or fewer bytes
+	// than the header said), UPLOAD_TRAILER_MISSING (the stream ended
+	// without a trailer); DATA_LOSS CHECKSUM_MISMATCH.
+	Upload(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error
+	// Download streams an object's bytes: first its `info`, then `chunk`
+	// messages in order, then a `trailer` with the CRC-32C of all the
+	// bytes, which a client should check. For objects of any size; Resolve
+	// is simpler for those that fit in one message.
+	//
+	// Errors: as Resolve, before any message.
+	Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -236,6 +310,12 @@ func (UnimplementedRegistryServiceServer) Lease(grpc.BidiStreamingServer[LeaseRe
 }
 func (UnimplementedRegistryServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedRegistryServiceServer) Upload(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error {
+	return status.Error(codes.Unimplemented, "method Upload not implemented")
+}
+func (UnimplementedRegistryServiceServer) Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error {
+	return status.Error(codes.Unimplemented, "method Download not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -330,6 +410,24 @@ func _RegistryService_Watch_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RegistryService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _RegistryService_Upload_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(RegistryServiceServer).Upload(&grpc.GenericServerStream[UploadRequest, UploadResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RegistryService_UploadServer = grpc.ClientStreamingServer[UploadRequest, UploadResponse]
+
+func _RegistryService_Download_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(DownloadRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RegistryServiceServer).Download(m, &grpc.GenericServerStream[DownloadRequest, DownloadResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RegistryService_DownloadServer = grpc.ServerStreamingServer[DownloadResponse]
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -360,6 +458,16 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Watch",
 			Handler:       _RegistryService_Watch_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Upload",
+			Handler:       _RegistryService_Upload_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Download",
+			Handler:       _RegistryService_Download_Handler,
 			ServerStreams: true,
 		},
 	},
