@@ -53,13 +53,14 @@ func serve(maxGrace time.Duration, key string) (*server.Server, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	reg := registry.New(registry.Config{Codec: codec})
+	reg := registry.New(registry.Config{Codec: codec, MaxObjectBytes: 64 << 20})
 	leases := lease.New(lease.Config{Codec: codec, Registry: reg, MaxGrace: maxGrace})
 	srv := server.New(server.Config{
 		Registry: reg,
 		Leases:   leases,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Limits:   server.Limits{MaxGrace: maxGrace},
+		// Small message and linger limits, so that tests reach them.
+		Limits: server.Limits{MaxGrace: maxGrace, MaxMessageBytes: 4 << 20, MaxObjectBytes: 64 << 20, MaxLinger: time.Minute},
 	})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -36,6 +36,8 @@ type config struct {
 	maxLeases        int
 	maxStreams       uint
 	maxGrace         time.Duration
+	maxLinger        time.Duration
+	softCacheBytes   byteSize
 	tombstones       int
 	watchBuffer      int
 	keepaliveTime    time.Duration
@@ -87,7 +89,7 @@ func (b *byteSize) Set(s string) error {
 
 func parseConfig(args []string) (*config, error) {
 	c := &config{
-		maxObjectBytes:  16 << 20,
+		maxObjectBytes:  1 << 30,
 		maxMessageBytes: 17 << 20,
 		maxPinnedBytes:  4 << 30,
 		telemetry:       true,
@@ -103,13 +105,15 @@ func parseConfig(args []string) (*config, error) {
 	fs.UintVar(&c.node, "node", 0, "this node's tag (0-65535), carried in its handles")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
-	fs.Var(&c.maxObjectBytes, "max-object-bytes", "largest object accepted, as a `size` such as 16MiB")
-	fs.Var(&c.maxMessageBytes, "max-message-bytes", "largest gRPC message received or sent, as a `size`")
+	fs.Var(&c.maxObjectBytes, "max-object-bytes", "largest object accepted, as a `size` such as 16MiB; objects larger than one message move by Upload and Download")
+	fs.Var(&c.maxMessageBytes, "max-message-bytes", "largest gRPC message received or sent, as a `size`: bounds Put and Resolve")
 	fs.Var(&c.maxPinnedBytes, "max-pinned-bytes", "most payload bytes pinned at once, all leases together, as a `size` (0: no limit)")
 	fs.IntVar(&c.maxPinsPerLease, "max-pins-per-lease", 100000, "most objects one lease may pin (0: no limit)")
 	fs.IntVar(&c.maxLeases, "max-leases", 10000, "most live leases, attached or detached (0: no limit)")
 	fs.UintVar(&c.maxStreams, "max-streams", 1024, "most concurrent streams per client connection")
 	fs.DurationVar(&c.maxGrace, "max-grace", 5*time.Minute, "longest grace a lease may ask for")
+	fs.DurationVar(&c.maxLinger, "max-linger", 10*time.Minute, "longest linger an object may ask for: strongly held after its last pin goes (0: no linger)")
+	fs.Var(&c.softCacheBytes, "soft-cache-bytes", "keep the most recently resolved objects strongly held up to this `size` of payload, least recently used going weak first (0: off)")
 	fs.IntVar(&c.tombstones, "tombstones", 10000, "how many deleted handles to remember, to answer OBJECT_DELETED")
 	fs.IntVar(&c.watchBuffer, "watch-buffer", 1024, "events a watcher may fall behind before it is dropped")
 	fs.DurationVar(&c.keepaliveTime, "keepalive-time", 20*time.Second, "ping a client idle this long")
@@ -140,6 +144,9 @@ func parseConfig(args []string) (*config, error) {
 	}
 	if c.metricsAddr != "" && !c.telemetry {
 		return nil, errors.New("--metrics-addr (REGISTRYD_METRICS_ADDR) needs --telemetry=on (REGISTRYD_TELEMETRY)")
+	}
+	if c.maxLinger < 0 {
+		return nil, fmt.Errorf("--max-linger (REGISTRYD_MAX_LINGER) %s: want 0 or more", c.maxLinger)
 	}
 	if c.maxObjectBytes <= 0 || c.maxMessageBytes <= 0 {
 		return nil, errors.New("--max-object-bytes and --max-message-bytes (REGISTRYD_MAX_OBJECT_BYTES, REGISTRYD_MAX_MESSAGE_BYTES) must be positive")

@@ -20,9 +20,9 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 		check func(t *testing.T, c *config)
 	}{
 		{"defaults", nil, nil, func(t *testing.T, c *config) {
-			if c.addr != "127.0.0.1:7600" || c.maxObjectBytes != 16<<20 || c.maxPinnedBytes != 4<<30 ||
+			if c.addr != "127.0.0.1:7600" || c.maxObjectBytes != 1<<30 || c.maxPinnedBytes != 4<<30 ||
 				c.maxGrace != 5*time.Minute || c.logLevel != slog.LevelInfo || c.logFormat != "text" ||
-				c.metricsAddr != "" || !c.telemetry {
+				c.metricsAddr != "" || !c.telemetry || c.maxLinger != 10*time.Minute || c.softCacheBytes != 0 {
 				t.Fatalf("defaults: %+v", c)
 			}
 		}},
@@ -42,6 +42,12 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 			func(t *testing.T, c *config) {
 				if c.metricsAddr != "0.0.0.0:9464" || !c.telemetry {
 					t.Fatalf("metrics: %+v", c)
+				}
+			}},
+		{"linger and soft cache from env", nil, map[string]string{"REGISTRYD_MAX_LINGER": "30s", "REGISTRYD_SOFT_CACHE_BYTES": "64MiB"},
+			func(t *testing.T, c *config) {
+				if c.maxLinger != 30*time.Second || c.softCacheBytes != 64<<20 {
+					t.Fatalf("linger, soft cache: %+v", c)
 				}
 			}},
 		{"telemetry off by env", nil, map[string]string{"REGISTRYD_TELEMETRY": "off"}, func(t *testing.T, c *config) {
@@ -87,6 +93,8 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, nil, "-nope"},
 		{"stray argument", []string{"serve"}, nil, `"serve"`},
 		{"node too big", []string{"--node=70000"}, nil, "--node"},
+		{"negative linger", []string{"--max-linger=-1s"}, nil, "--max-linger"},
+		{"bad soft cache size", nil, map[string]string{"REGISTRYD_SOFT_CACHE_BYTES": "big"}, "REGISTRYD_SOFT_CACHE_BYTES"},
 		{"log format", []string{"--log-format=xml"}, nil, "--log-format"},
 		{"telemetry word", []string{"--telemetry=maybe"}, nil, "telemetry"},
 		{"telemetry env word", nil, map[string]string{"REGISTRYD_TELEMETRY": "maybe"}, "REGISTRYD_TELEMETRY"},

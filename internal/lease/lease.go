@@ -316,6 +316,11 @@ func (m *Manager) Clients(ids []handle.ID) map[handle.ID]string {
 // *NotLiveError when the lease is not live; the registry's Put errors; a
 // *registry.LimitError for LEASE_PIN_LIMIT.
 func (m *Manager) Put(leaseID string, data []byte, meta registry.Meta) (registry.Info, error) {
+	return m.PutPayload(leaseID, registry.Payload{Data: data}, meta)
+}
+
+// PutPayload is Put for a payload in pieces, as an upload delivers it.
+func (m *Manager) PutPayload(leaseID string, pl registry.Payload, meta registry.Meta) (registry.Info, error) {
 	l, err := m.find(leaseID)
 	if err != nil {
 		return registry.Info{}, &NotLiveError{Err: err}
@@ -328,7 +333,7 @@ func (m *Manager) Put(leaseID string, data []byte, meta registry.Meta) (registry
 	if err := m.checkPinLimit(l, 1); err != nil {
 		return registry.Info{}, err
 	}
-	info, err := m.reg.Put(data, meta, &l.holder)
+	info, err := m.reg.PutPayload(pl, meta, &l.holder)
 	if err != nil {
 		return registry.Info{}, err
 	}

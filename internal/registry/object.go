@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"container/list"
 	"sync/atomic"
 	"time"
 	"weak"
@@ -48,13 +49,49 @@ func (s State) String() string {
 // Put's time (BenchmarkPut 4.9 µs; 2.9 µs padded to 128 bytes).
 type payload struct {
 	data []byte
-	_    [128 - 24]byte
+	more [][]byte // the rest of an uploaded object, in order
+	_    [128 - 48]byte
+}
+
+// Payload is an object's bytes: Data, then each slice of More in order.
+// Uploads arrive in chunks and are kept as they came, never copied. The
+// registry never modifies a payload, and neither may anyone else.
+type Payload struct {
+	Data []byte
+	More [][]byte
+}
+
+// Size returns the payload's length in bytes.
+func (p Payload) Size() int64 {
+	n := int64(len(p.Data))
+	for _, b := range p.More {
+		n += int64(len(b))
+	}
+	return n
+}
+
+// Bytes returns the payload in one slice: Data itself when there is no
+// more, otherwise a copy of all of it.
+func (p Payload) Bytes() []byte {
+	if len(p.More) == 0 {
+		return p.Data
+	}
+	out := make([]byte, 0, p.Size())
+	out = append(out, p.Data...)
+	for _, b := range p.More {
+		out = append(out, b...)
+	}
+	return out
 }
 
 // Meta is what the caller says about an object at Put.
 type Meta struct {
 	ContentType string
 	Labels      map[string]string
+	// Linger is how long the object stays strongly held (LINGERING) after
+	// its last pin goes, or after Put if it has none, before it becomes
+	// WEAK. The caller caps it.
+	Linger time.Duration
 }
 
 // Info is an object's metadata at one moment.
@@ -69,6 +106,11 @@ type Info struct {
 	Created     time.Time
 	Accessed    time.Time
 	StateSince  time.Time
+	Linger      time.Duration
+	// LingerUntil is when a LINGERING object becomes WEAK; zero otherwise.
+	LingerUntil time.Time
+	// SoftCached: the soft cache holds the object strongly.
+	SoftCached bool
 }
 
 // Pin is one lease's pin on an object.
@@ -100,11 +142,21 @@ type entry struct {
 	weak     weak.Pointer[payload]
 
 	// Guarded by the shard's mu.
-	strong     *payload // non-nil exactly while the object is pinned
-	pins       []Pin    // at most one per lease; few per object in practice
-	state      State
-	stateSince int64 // unix nanoseconds
-	unpinnedAt int64 // unix nanoseconds of the last pinned -> unpinned change
+	strong      *payload // non-nil exactly while the object is pinned or lingering
+	pins        []Pin    // at most one per lease; few per object in practice
+	state       State
+	stateSince  int64       // unix nanoseconds
+	unpinnedAt  int64       // unix nanoseconds of the last pinned -> unpinned change
+	lingerUntil int64       // unix nanoseconds; while LINGERING, when it becomes WEAK
+	lingerTimer *time.Timer // while LINGERING: ends it
+
+	// The soft cache's. cached says it holds the object; removed is set,
+	// under the shard's lock, when the object is deleted, so that the
+	// cache does not take it in afterwards. cacheElem is guarded by the
+	// cache's mu.
+	cached    atomic.Bool
+	removed   atomic.Bool
+	cacheElem *list.Element
 }
 
 // info returns the entry's metadata. The caller holds the shard's lock.
@@ -120,7 +172,17 @@ func (e *entry) info() Info {
 		Created:     time.Unix(0, e.created),
 		Accessed:    time.Unix(0, e.accessed.Load()),
 		StateSince:  time.Unix(0, e.stateSince),
+		Linger:      e.meta.Linger,
+		LingerUntil: e.lingerUntilTime(),
+		SoftCached:  e.cached.Load(),
 	}
+}
+
+func (e *entry) lingerUntilTime() time.Time {
+	if e.state != Lingering {
+		return time.Time{}
+	}
+	return time.Unix(0, e.lingerUntil)
 }
 
 // pinIndex returns the index of lease's pin, or -1.

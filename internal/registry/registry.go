@@ -41,6 +41,11 @@ type Config struct {
 	WatchBuffer int
 	// Now returns the current time; tests may set it. Default time.Now.
 	Now func() time.Time
+	// SoftCacheBytes, when positive, keeps the most recently resolved
+	// objects strongly held, up to this many payload bytes, so that an
+	// unpinned object in use is not collected between two resolves. The
+	// least recently resolved go first.
+	SoftCacheBytes int64
 	// Observe, when set, is called with every event the registry
 	// publishes (never CURRENT), numbered, in the order of Seq for each
 	// object. It is called synchronously, with the object's shard lock
@@ -66,6 +71,7 @@ type Registry struct {
 	shards  [shardCount]shard
 	events  *hub
 	tombs   *tombstones
+	cache   *softCache // nil when off
 
 	counters counters
 }
@@ -102,6 +108,9 @@ func New(cfg Config) *Registry {
 	for i := range r.shards {
 		r.shards[i].m = make(map[handle.ID]*entry)
 	}
+	if cfg.SoftCacheBytes > 0 {
+		r.cache = newSoftCache(cfg.SoftCacheBytes)
+	}
 	return r
 }
 
@@ -124,9 +133,18 @@ func (r *Registry) Parse(h string) (handle.ID, error) {
 // Put stores a copy-free reference to data and returns the new object's
 // metadata. The registry keeps data as it is: the caller must not modify
 // it afterwards. With by non-nil, the object is pinned by that lease from
-// its first moment; otherwise it starts WEAK.
+// its first moment; otherwise it starts LINGERING if meta.Linger asks,
+// else WEAK.
 func (r *Registry) Put(data []byte, meta Meta, by *Holder) (Info, error) {
-	size := int64(len(data))
+	return r.PutPayload(Payload{Data: data}, meta, by)
+}
+
+// PutPayload is Put for a payload in pieces, as an upload delivers it.
+func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
+	if len(pl.Data) == 0 && len(pl.More) > 0 {
+		pl.Data, pl.More = pl.More[0], pl.More[1:]
+	}
+	size := pl.Size()
 	if size == 0 {
 		return Info{}, ErrPayloadEmpty
 	}
@@ -144,7 +162,7 @@ func (r *Registry) Put(data []byte, meta Meta, by *Holder) (Info, error) {
 	}
 	now := r.now()
 	nowNano := now.UnixNano()
-	p := &payload{data: data}
+	p := &payload{data: pl.Data, more: pl.More}
 	id, h := r.codec.New(handle.Object)
 	e := &entry{
 		id:         id,
@@ -175,6 +193,12 @@ func (r *Registry) Put(data []byte, meta Meta, by *Holder) (Info, error) {
 		// CREATED reports the pinned state: the object is never WEAK.
 		r.publish(e, EventCreated, "", now)
 		r.publish(e, EventPinned, by.LeaseID, now)
+	} else if meta.Linger > 0 {
+		e.strong = p
+		r.startLinger(e, now, meta.Linger)
+		r.counters.add(Lingering, 1, size)
+		r.publish(e, EventCreated, "", now)
+		r.publish(e, EventLingering, "", now)
 	} else {
 		r.counters.add(Weak, 1, size)
 		r.publish(e, EventCreated, "", now)
@@ -188,11 +212,16 @@ func (r *Registry) Put(data []byte, meta Meta, by *Holder) (Info, error) {
 
 // Object is a resolved object: its bytes and metadata.
 type Object struct {
-	// Data is shared with the registry and every other reader: never
-	// modify it.
+	// Data, then More in order, are the object's bytes (see Payload). They
+	// are shared with the registry and every other reader: never modify
+	// them.
 	Data []byte
+	More [][]byte
 	Info Info
 }
+
+// Payload returns the object's bytes.
+func (o Object) Payload() Payload { return Payload{Data: o.Data, More: o.More} }
 
 // Resolve returns the object's bytes and metadata. Errors: those of Parse,
 // ErrCollected, ErrDeleted.
@@ -216,9 +245,12 @@ func (r *Registry) Resolve(h string) (Object, error) {
 		return Object{}, err
 	}
 	e.accessed.Store(r.now().UnixNano())
-	obj := Object{Data: p.data, Info: e.info()}
+	obj := Object{Data: p.data, More: p.more, Info: e.info()}
 	s.mu.RUnlock()
 	r.counters.hits.Add(1)
+	if r.cache != nil {
+		obj.Info.SoftCached = r.cache.touch(e, p)
+	}
 	return obj, nil
 }
 
@@ -276,8 +308,11 @@ func (r *Registry) Pin(id handle.ID, by Holder) (info Info, already bool, err er
 		return e.info(), true, nil
 	}
 	now := r.now()
-	if e.strong == nil {
-		p := e.weak.Value()
+	if e.state != Pinned {
+		p := e.strong // lingering
+		if p == nil {
+			p = e.weak.Value()
+		}
 		if p == nil {
 			// Collected; its cleanup has not run yet. Reap it now so
 			// that every observer agrees from here on.
@@ -288,6 +323,7 @@ func (r *Registry) Pin(id handle.ID, by Holder) (info Info, already bool, err er
 			return Info{}, false, err
 		}
 		r.counters.move(e.state, Pinned, e.size)
+		e.stopLinger()
 		e.strong = p
 		e.state = Pinned
 		e.stateSince = now.UnixNano()
@@ -327,17 +363,66 @@ func (r *Registry) Unpin(id handle.ID, by Holder) (info Info, pinned bool, err e
 		return e.info(), true, nil
 	}
 	// The last pin went: change state first, so that the UNPINNED event
-	// already tells the state after it, then say WEAK.
+	// already tells the state after it, then say LINGERING or WEAK.
 	e.pins = nil
-	r.counters.move(Pinned, Weak, e.size)
 	r.releasePinned(e.size)
-	e.strong = nil // from here the GC decides
-	e.state = Weak
 	e.stateSince = now.UnixNano()
 	e.unpinnedAt = now.UnixNano()
+	if linger := e.meta.Linger; linger > 0 {
+		r.counters.move(Pinned, Lingering, e.size)
+		r.startLinger(e, now, linger)
+		r.publish(e, EventUnpinned, by.LeaseID, now)
+		r.publish(e, EventLingering, "", now)
+		return e.info(), true, nil
+	}
+	r.counters.move(Pinned, Weak, e.size)
+	e.strong = nil // from here the GC decides
+	e.state = Weak
 	r.publish(e, EventUnpinned, by.LeaseID, now)
 	r.publish(e, EventWeak, "", now)
 	return e.info(), true, nil
+}
+
+// startLinger makes e LINGERING until now+d: held strongly, then WEAK. The
+// caller holds e's shard lock and has set e.strong.
+func (r *Registry) startLinger(e *entry, now time.Time, d time.Duration) {
+	e.state = Lingering
+	e.stateSince = now.UnixNano()
+	e.lingerUntil = now.Add(d).UnixNano()
+	id := e.id // the timer must not reach the payload
+	e.lingerTimer = time.AfterFunc(d, func() { r.endLinger(id) })
+}
+
+// stopLinger stops e's linger timer, if any. The caller holds e's shard
+// lock.
+func (e *entry) stopLinger() {
+	if e.lingerTimer != nil {
+		e.lingerTimer.Stop()
+		e.lingerTimer = nil
+	}
+}
+
+// endLinger makes a LINGERING object WEAK once its linger is over. A
+// timer calls it; by then the object may be pinned again, or gone.
+func (r *Registry) endLinger(id handle.ID) {
+	s := r.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.m[id]
+	if e == nil || e.state != Lingering {
+		return
+	}
+	now := r.now()
+	if left := time.Duration(e.lingerUntil - now.UnixNano()); left > 0 {
+		e.lingerTimer = time.AfterFunc(left, func() { r.endLinger(id) }) // a clock that runs slow
+		return
+	}
+	e.lingerTimer = nil
+	r.counters.move(Lingering, Weak, e.size)
+	e.strong = nil // from here the GC decides
+	e.state = Weak
+	e.stateSince = now.UnixNano()
+	r.publish(e, EventWeak, "", now)
 }
 
 // Delete removes an object at once. A pinned object is removed only with
@@ -365,6 +450,11 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	}
 	r.counters.pins.Add(-int64(len(pins)))
 	r.counters.deleted.Add(1)
+	e.stopLinger()
+	e.removed.Store(true)
+	if r.cache != nil {
+		r.cache.remove(e)
+	}
 	e.strong, e.pins = nil, nil
 	e.state = Deleted
 	e.stateSince = now.UnixNano()

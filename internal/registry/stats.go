@@ -111,6 +111,7 @@ type Stats struct {
 	EpochStart     time.Time
 	MaxObjectBytes int64
 	MaxPinnedBytes int64
+	SoftCache      SoftCacheStats
 }
 
 // Stats returns the registry's figures.
@@ -131,6 +132,7 @@ func (r *Registry) Stats() Stats {
 		EpochStart:     time.UnixMilli(int64(r.codec.Epoch())),
 		MaxObjectBytes: r.cfg.MaxObjectBytes,
 		MaxPinnedBytes: r.cfg.MaxPinnedBytes,
+		SoftCache:      r.cache.stats(),
 	}
 	for _, s := range []State{Pinned, Lingering, Weak} {
 		st.Objects[s] = c.objects[s].Load()

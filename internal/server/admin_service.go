@@ -57,6 +57,10 @@ func (s *adminService) GetStats(ctx context.Context, _ *registryv1.GetStatsReque
 		Epoch:            st.Epoch,
 		Watchers:         int64(st.Watchers),
 		Gc:               gcStats(),
+		SoftCache: &registryv1.SoftCacheStats{
+			MaxBytes: st.SoftCache.MaxBytes, Bytes: st.SoftCache.Bytes, Objects: st.SoftCache.Objects,
+			Hits: st.SoftCache.Hits, Evictions: st.SoftCache.Evictions,
+		},
 		ServerVersion:    version.String(),
 	}, nil
 }

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"time"
+
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -67,7 +69,24 @@ func infoToProto(in registry.Info) *registryv1.ObjectInfo {
 		CreateTime:  timestamppb.New(in.Created),
 		AccessTime:  timestamppb.New(in.Accessed),
 		StateTime:   timestamppb.New(in.StateSince),
+		Linger:      durationOrNil(in.Linger),
+		LingerUntil: timestampOrNil(in.LingerUntil),
+		SoftCached:  in.SoftCached,
 	}
+}
+
+func durationOrNil(d time.Duration) *durationpb.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+func timestampOrNil(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
 }
 
 func eventToProtoMsg(ev registry.Event) *registryv1.Event {

@@ -3,10 +3,14 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
@@ -26,10 +30,16 @@ type registryService struct {
 	reg    *registry.Registry
 	leases *lease.Manager
 	tel    *telemetry.Telemetry // nil: none
+	limits Limits
+}
+
+// linger caps the linger a request asks for at the server's maximum.
+func (s *registryService) linger(d *durationpb.Duration) time.Duration {
+	return min(max(d.AsDuration(), 0), s.limits.MaxLinger)
 }
 
 func (s *registryService) Put(ctx context.Context, req *registryv1.PutRequest) (*registryv1.PutResponse, error) {
-	meta := registry.Meta{ContentType: req.GetContentType(), Labels: req.GetLabels()}
+	meta := registry.Meta{ContentType: req.GetContentType(), Labels: req.GetLabels(), Linger: s.linger(req.GetLinger())}
 	var (
 		info registry.Info
 		err  error
@@ -63,7 +73,12 @@ func (s *registryService) Resolve(ctx context.Context, req *registryv1.ResolveRe
 	if err != nil {
 		return nil, toStatus(err, handle.Object)
 	}
-	return &registryv1.ResolveResponse{Data: obj.Data, Info: infoToProto(obj.Info)}, nil
+	if max := s.limits.MaxMessageBytes; max > 0 && obj.Info.Size > int64(max)-messageOverhead {
+		return nil, newStatus(codes.ResourceExhausted, ReasonMessageTooLarge,
+			fmt.Sprintf("object is %d bytes, more than one message may carry (--max-message-bytes %d); use Download", obj.Info.Size, max),
+			map[string]string{"max": strconv.Itoa(max), "want": strconv.FormatInt(obj.Info.Size, 10)})
+	}
+	return &registryv1.ResolveResponse{Data: obj.Payload().Bytes(), Info: infoToProto(obj.Info)}, nil
 }
 
 func (s *registryService) Stat(ctx context.Context, req *registryv1.StatRequest) (*registryv1.StatResponse, error) {

@@ -63,6 +63,8 @@ type Limits struct {
 	MaxLeases            int
 	MaxConcurrentStreams uint32
 	MaxGrace             time.Duration
+	// MaxLinger caps the linger an object may ask for; zero allows none.
+	MaxLinger time.Duration
 }
 
 // report lists the limits with their use, for stats.
@@ -76,6 +78,7 @@ func (l Limits) report(st registry.Stats, leases int) []*registryv1.Limit {
 		{Name: lease.LimitLeases, Max: int64(l.MaxLeases), Used: int64(leases)},
 		{Name: "CONCURRENT_STREAMS_PER_CONNECTION", Max: int64(l.MaxConcurrentStreams), Used: -1},
 		{Name: "GRACE_MAX_SECONDS", Max: int64(l.MaxGrace / time.Second), Used: -1, Unit: seconds},
+		{Name: "LINGER_MAX_SECONDS", Max: int64(l.MaxLinger / time.Second), Used: -1, Unit: seconds},
 	}
 }
 
@@ -96,7 +99,7 @@ func New(cfg Config) *Server {
 	}
 	log := cfg.Logger
 	gs := grpc.NewServer(serverOptions(cfg)...)
-	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry})
+	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry, limits: cfg.Limits})
 	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits, tel: cfg.Telemetry})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)

@@ -40,6 +40,11 @@ const (
 	ReasonPageToken         = "PAGE_TOKEN_INVALID"
 	ReasonWatchTooSlow      = "WATCH_TOO_SLOW"
 	ReasonShuttingDown      = "SHUTTING_DOWN"
+	ReasonMessageTooLarge   = "MESSAGE_TOO_LARGE"
+	ReasonUploadNoHeader    = "UPLOAD_HEADER_MISSING"
+	ReasonUploadSize        = "UPLOAD_SIZE_MISMATCH"
+	ReasonUploadNoTrailer   = "UPLOAD_TRAILER_MISSING"
+	ReasonChecksum          = "CHECKSUM_MISMATCH"
 	ReasonInternal          = "INTERNAL"
 )
 

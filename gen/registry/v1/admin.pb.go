@@ -279,7 +279,7 @@ type SoftCacheStats struct {
 	// Payload bytes and objects it holds now.
 	Bytes   int64 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	Objects int64 `protobuf:"varint,3,opt,name=objects,proto3" json:"objects,omitempty"`
-	// Resolves of an unpinned object the cache held, since start.
+	// Resolves of an object the cache held already, since start.
 	Hits int64 `protobuf:"varint,4,opt,name=hits,proto3" json:"hits,omitempty"`
 	// Objects it let go of to stay within its budget, since start.
 	Evictions     int64 `protobuf:"varint,5,opt,name=evictions,proto3" json:"evictions,omitempty"`

@@ -1,0 +1,185 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"strconv"
+
+	"go.opentelemetry.io/otel/attribute"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/registry"
+	"github.com/weakref/registry/internal/telemetry"
+)
+
+// Large objects move in chunks: Upload keeps each received chunk as a
+// piece of the payload (the slice protobuf decoded it into, never copied
+// again), and Download sends slices of the stored pieces. Memory on either
+// side is the object itself plus a few chunks in flight.
+
+const (
+	// defaultChunkSize is Download's chunk size unless the caller asks.
+	defaultChunkSize = 1 << 20
+	// maxChunkSize bounds a chunk either way, well under any message limit.
+	maxChunkSize = 4 << 20
+	// messageOverhead is room for a message's fields beside its payload.
+	messageOverhead = 64 << 10
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+type uploadStream = grpc.ClientStreamingServer[registryv1.UploadRequest, registryv1.UploadResponse]
+
+func (s *registryService) Upload(stream uploadStream) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return endOfUpload(err)
+	}
+	hdr := first.GetHeader()
+	if hdr == nil {
+		return newStatus(codes.InvalidArgument, ReasonUploadNoHeader, "the first message of an upload must be its header", nil)
+	}
+	// Refuse what cannot succeed before receiving a byte.
+	size := hdr.GetSize()
+	if size <= 0 {
+		return toStatus(registry.ErrPayloadEmpty, handle.Object)
+	}
+	if max := s.limits.MaxObjectBytes; max > 0 && size > max {
+		return toStatus(&registry.LimitError{Limit: registry.LimitObjectSize, Max: max, Want: size}, handle.Object)
+	}
+	if err := registry.ValidateLabels(hdr.GetLabels()); err != nil {
+		return toStatus(err, handle.Object)
+	}
+	if id := hdr.GetLeaseId(); id != "" {
+		if _, err := s.leases.ParseID(id); err != nil {
+			return toStatus(err, handle.Lease)
+		}
+	}
+
+	pieces := make([][]byte, 0, min(size/defaultChunkSize+1, 1<<16))
+	var (
+		got int64
+		crc uint32
+	)
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return newStatus(codes.InvalidArgument, ReasonUploadNoTrailer,
+					fmt.Sprintf("the upload ended after %d of %d bytes without its trailer; nothing was stored", got, size), nil)
+			}
+			return err // cancelled or broken: nothing is stored
+		}
+		switch k := m.GetKind().(type) {
+		case *registryv1.UploadRequest_Chunk:
+			if got+int64(len(k.Chunk)) > size {
+				return uploadSizeError(got+int64(len(k.Chunk)), size, "more")
+			}
+			if len(k.Chunk) == 0 {
+				continue
+			}
+			crc = crc32.Update(crc, castagnoli, k.Chunk)
+			pieces = append(pieces, k.Chunk)
+			got += int64(len(k.Chunk))
+		case *registryv1.UploadRequest_Trailer:
+			if got != size {
+				return uploadSizeError(got, size, "fewer")
+			}
+			if want := k.Trailer.GetCrc32C(); want != crc {
+				return newStatus(codes.DataLoss, ReasonChecksum,
+					fmt.Sprintf("the bytes received have CRC-32C %08x, the trailer says %08x; nothing was stored", crc, want), nil)
+			}
+			return s.storeUpload(stream, hdr, pieces)
+		case *registryv1.UploadRequest_Header:
+			return newStatus(codes.InvalidArgument, ReasonUploadNoHeader, "an upload has one header, first", nil)
+		default:
+			return newStatus(codes.InvalidArgument, ReasonRequestEmpty, "upload message has no kind", nil)
+		}
+	}
+}
+
+func uploadSizeError(got, size int64, more string) error {
+	return newStatus(codes.InvalidArgument, ReasonUploadSize,
+		fmt.Sprintf("the upload carried %s bytes than its header's %d (%d); nothing was stored", more, size, got),
+		map[string]string{"size": strconv.FormatInt(size, 10), "received": strconv.FormatInt(got, 10)})
+}
+
+// endOfUpload: a stream that ends before its header stored nothing.
+func endOfUpload(err error) error {
+	if errors.Is(err, io.EOF) {
+		return newStatus(codes.InvalidArgument, ReasonUploadNoHeader, "the upload ended before its header", nil)
+	}
+	return err
+}
+
+func (s *registryService) storeUpload(stream uploadStream, hdr *registryv1.UploadHeader, pieces [][]byte) error {
+	meta := registry.Meta{ContentType: hdr.GetContentType(), Labels: hdr.GetLabels(), Linger: s.linger(hdr.GetLinger())}
+	pl := registry.Payload{More: pieces}
+	var (
+		info registry.Info
+		err  error
+	)
+	if id := hdr.GetLeaseId(); id != "" {
+		info, err = s.leases.PutPayload(id, pl, meta)
+	} else {
+		info, err = s.reg.PutPayload(pl, meta, nil)
+	}
+	if err != nil {
+		return toStatus(err, handle.Object)
+	}
+	addEvent(stream.Context(), telemetry.EventPut, func() []attribute.KeyValue {
+		return append(telemetry.ObjectAttrs(info), attribute.Int("registry.upload.chunks", len(pieces)))
+	})
+	return stream.SendAndClose(&registryv1.UploadResponse{Handle: info.Handle, Info: infoToProto(info)})
+}
+
+func (s *registryService) Download(req *registryv1.DownloadRequest, stream grpc.ServerStreamingServer[registryv1.DownloadResponse]) error {
+	chunk := int(req.GetChunkSize())
+	if chunk <= 0 {
+		chunk = defaultChunkSize
+	}
+	chunk = min(chunk, maxChunkSize)
+	obj, err := s.reg.Resolve(req.GetHandle())
+	addEvent(stream.Context(), telemetry.EventResolve, func() []attribute.KeyValue {
+		if err != nil {
+			return []attribute.KeyValue{telemetry.HandleAttr(req.GetHandle()), telemetry.KeyOutcome.String(telemetry.ResolveOutcome(err))}
+		}
+		return append(telemetry.ObjectAttrs(obj.Info), telemetry.KeyOutcome.String(telemetry.OutcomeHit))
+	})
+	if err != nil {
+		return toStatus(err, handle.Object)
+	}
+	// obj holds the payload strongly until the last chunk is sent: an
+	// object collected meanwhile still downloads whole.
+	if err := stream.Send(&registryv1.DownloadResponse{Kind: &registryv1.DownloadResponse_Info{Info: infoToProto(obj.Info)}}); err != nil {
+		return err
+	}
+	var crc uint32
+	msg := &registryv1.DownloadResponse_Chunk{}
+	send := func(b []byte) error {
+		for len(b) > 0 {
+			n := min(chunk, len(b))
+			crc = crc32.Update(crc, castagnoli, b[:n])
+			msg.Chunk = b[:n]
+			if err := stream.Send(&registryv1.DownloadResponse{Kind: msg}); err != nil {
+				return err
+			}
+			b = b[n:]
+		}
+		return nil
+	}
+	if err := send(obj.Data); err != nil {
+		return err
+	}
+	for _, piece := range obj.More {
+		if err := send(piece); err != nil {
+			return err
+		}
+	}
+	return stream.Send(&registryv1.DownloadResponse{Kind: &registryv1.DownloadResponse_Trailer{Trailer: &registryv1.DownloadTrailer{Crc32C: crc}}})
+}
