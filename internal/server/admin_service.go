@@ -61,7 +61,7 @@ func (s *adminService) GetStats(ctx context.Context, _ *registryv1.GetStatsReque
 			MaxBytes: st.SoftCache.MaxBytes, Bytes: st.SoftCache.Bytes, Objects: st.SoftCache.Objects,
 			Hits: st.SoftCache.Hits, Evictions: st.SoftCache.Evictions,
 		},
-		ServerVersion:    version.String(),
+		ServerVersion: version.String(),
 	}, nil
 }
 
