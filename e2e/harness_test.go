@@ -39,8 +39,9 @@ const (
 // registrydBin is the registryd binary built by TestMain.
 var registrydBin string
 
-// registryctlBin is the registryctl binary built by TestMain.
-var registryctlBin string
+// registryctlBin and registrybenchBin are the other binaries TestMain
+// builds.
+var registryctlBin, registrybenchBin string
 
 // holderEnv marks the test binary re-executed as a lease-holding client
 // process (see TestHelperLeaseHolder); such a run builds nothing.
@@ -65,21 +66,19 @@ func buildAndRun(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	registrydBin = filepath.Join(dir, "registryd")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", registrydBin, "./cmd/registryd")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/registryd: %v\n%s", err, out)
-		return 1
-	}
-	registryctlBin = filepath.Join(dir, "registryctl")
-	cmd = exec.CommandContext(ctx, "go", "build", "-o", registryctlBin, "./cmd/registryctl")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/registryctl: %v\n%s", err, out)
-		return 1
+	for _, b := range []struct {
+		bin *string
+		pkg string
+	}{{&registrydBin, "registryd"}, {&registryctlBin, "registryctl"}, {&registrybenchBin, "registrybench"}} {
+		*b.bin = filepath.Join(dir, b.pkg)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", *b.bin, "./cmd/"+b.pkg)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/%s: %v\n%s", b.pkg, err, out)
+			return 1
+		}
 	}
 	return m.Run()
 }

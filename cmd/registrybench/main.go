@@ -7,6 +7,17 @@
 //	registrybench -mode echo-serve -addr 127.0.0.1:7699 &
 //	registrybench -mode echo -addr 127.0.0.1:7699 -c 16
 //	registrybench -mode resolve -addr 127.0.0.1:7600 -c 16
+//
+// Large objects: -mode download fetches one object of -size bytes with the
+// Go client's Download, over and over, and -mode stream fetches the same
+// bytes from the baseline's server-streaming call, in -chunk messages;
+// both print MB/s. -mode transfer uploads one object of -size bytes from
+// a generated stream and downloads it again, checks every byte, and prints
+// both rates and its own peak RSS.
+//
+//	registrybench -mode stream -addr 127.0.0.1:7699 -size 64MiB -c 1
+//	registrybench -mode download -addr 127.0.0.1:7600 -size 64MiB -c 1
+//	registrybench -mode transfer -addr 127.0.0.1:7600 -size 1GiB
 package main
 
 import (
@@ -16,6 +27,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -38,16 +50,36 @@ func main() {
 type caller func(ctx context.Context, w int) error
 
 func run() error {
-	mode := flag.String("mode", "resolve", "echo-serve | echo | put | resolve | resolve-collected | stat | pin-unpin")
+	mode := flag.String("mode", "resolve", "echo-serve | echo | put | resolve | resolve-collected | stat | pin-unpin | stream | download | transfer")
 	addr := flag.String("addr", "127.0.0.1:7600", "target address (for echo-serve: where to listen)")
 	conc := flag.Int("c", 16, "concurrent callers")
 	dur := flag.Duration("d", 5*time.Second, "how long to drive the load")
-	size := flag.Int("size", 512, "payload bytes")
+	var size, chunk byteSize = 512, 1 << 20
+	flag.Var(&size, "size", "payload `size`, such as 512, 64MiB or 1GiB")
+	flag.Var(&chunk, "chunk", "for stream: bytes per message, as Download sends them")
+	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile to `file`")
 	flag.Parse()
-	if *conc < 1 || *dur <= 0 || *size < 1 {
-		return errors.New("-c, -d and -size must be positive")
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
-	payload := make([]byte, *size)
+	if *conc < 1 || *dur <= 0 || size < 1 || chunk < 1 {
+		return errors.New("-c, -d, -size and -chunk must be positive")
+	}
+	if *mode == "transfer" {
+		return transfer(*addr, int64(size))
+	}
+	if size > 64<<20 {
+		return errors.New("-size above 64MiB is for -mode transfer only")
+	}
+	payload := make([]byte, size)
 
 	if *mode == "echo-serve" {
 		lis, err := net.Listen("tcp", *addr)
@@ -57,6 +89,9 @@ func run() error {
 		s := grpc.NewServer()
 		testpb.RegisterTestServiceServer(s, &echoServer{payload: payload})
 		return s.Serve(lis)
+	}
+	if *mode == "stream" || *mode == "download" {
+		return throughput(*mode, *addr, payload, int(chunk), *conc, *dur)
 	}
 
 	cc, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -73,7 +108,7 @@ func run() error {
 		return err
 	}
 	pct := func(p float64) time.Duration { return lat[int(p*float64(len(lat)-1))] }
-	fmt.Printf("%s c=%d size=%d ops/s=%.0f p50=%v p99=%v n=%d\n", *mode, *conc, *size,
+	fmt.Printf("%s c=%d size=%d ops/s=%.0f p50=%v p99=%v n=%d\n", *mode, *conc, size,
 		float64(len(lat))/elapsed.Seconds(), pct(0.5), pct(0.99), len(lat))
 	return nil
 }
@@ -85,6 +120,20 @@ type echoServer struct {
 
 func (s *echoServer) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
 	return &testpb.SimpleResponse{Payload: &testpb.Payload{Body: s.payload}}, nil
+}
+
+// StreamingOutputCall sends the payload in messages of the sizes asked
+// for: the bare floor of a server streaming the same bytes as Download.
+func (s *echoServer) StreamingOutputCall(req *testpb.StreamingOutputCallRequest, stream testpb.TestService_StreamingOutputCallServer) error {
+	off := 0
+	for _, p := range req.GetResponseParameters() {
+		n := min(int(p.GetSize()), len(s.payload)-off)
+		if err := stream.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: s.payload[off : off+n]}}); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
 }
 
 // setup prepares what mode needs on the server and returns the call to

@@ -59,6 +59,11 @@ type payload struct {
 type Payload struct {
 	Data []byte
 	More [][]byte
+	// CRC32C is the CRC-32C (Castagnoli) of the bytes, when CRCKnown: an
+	// upload brings it, and a download remembers it (RecordChecksum), so
+	// that later downloads need not compute it again.
+	CRC32C   uint32
+	CRCKnown bool
 }
 
 // Size returns the payload's length in bytes.
@@ -157,6 +162,16 @@ type entry struct {
 	cached    atomic.Bool
 	removed   atomic.Bool
 	cacheElem *list.Element
+
+	// crc is the payload's CRC-32C with bit 32 set once known; 0 before.
+	crc atomic.Uint64
+}
+
+const crcKnown = 1 << 32
+
+func (e *entry) checksum() (uint32, bool) {
+	v := e.crc.Load()
+	return uint32(v), v&crcKnown != 0
 }
 
 // info returns the entry's metadata. The caller holds the shard's lock.

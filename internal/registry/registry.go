@@ -176,6 +176,9 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		unpinnedAt: nowNano,
 	}
 	e.accessed.Store(nowNano)
+	if pl.CRCKnown {
+		e.crc.Store(uint64(pl.CRC32C) | crcKnown)
+	}
 	// The cleanup's argument is the ID, never p: a cleanup that reached its
 	// object would keep it alive forever.
 	runtime.AddCleanup(p, r.reap, id)
@@ -218,10 +221,15 @@ type Object struct {
 	Data []byte
 	More [][]byte
 	Info Info
+
+	crc      uint32
+	crcKnown bool
 }
 
-// Payload returns the object's bytes.
-func (o Object) Payload() Payload { return Payload{Data: o.Data, More: o.More} }
+// Payload returns the object's bytes, with their checksum if known.
+func (o Object) Payload() Payload {
+	return Payload{Data: o.Data, More: o.More, CRC32C: o.crc, CRCKnown: o.crcKnown}
+}
 
 // Resolve returns the object's bytes and metadata. Errors: those of Parse,
 // ErrCollected, ErrDeleted.
@@ -246,12 +254,25 @@ func (r *Registry) Resolve(h string) (Object, error) {
 	}
 	e.accessed.Store(r.now().UnixNano())
 	obj := Object{Data: p.data, More: p.more, Info: e.info()}
+	obj.crc, obj.crcKnown = e.checksum()
 	s.mu.RUnlock()
 	r.counters.hits.Add(1)
 	if r.cache != nil {
 		obj.Info.SoftCached = r.cache.touch(e, p)
 	}
 	return obj, nil
+}
+
+// RecordChecksum remembers the CRC-32C of a live object's payload, as a
+// download computed it, for the downloads after it. The caller vouches
+// for crc; an object already gone is ignored.
+func (r *Registry) RecordChecksum(id handle.ID, crc uint32) {
+	s := r.shard(id)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if e := s.m[id]; e != nil {
+		e.crc.Store(uint64(crc) | crcKnown)
+	}
 }
 
 // Stat returns an object's metadata. Errors as Resolve.

@@ -94,7 +94,7 @@ func (s *registryService) Upload(stream uploadStream) error {
 				return newStatus(codes.DataLoss, ReasonChecksum,
 					fmt.Sprintf("the bytes received have CRC-32C %08x, the trailer says %08x; nothing was stored", crc, want), nil)
 			}
-			return s.storeUpload(stream, hdr, pieces)
+			return s.storeUpload(stream, hdr, pieces, crc)
 		case *registryv1.UploadRequest_Header:
 			return newStatus(codes.InvalidArgument, ReasonUploadNoHeader, "an upload has one header, first", nil)
 		default:
@@ -117,9 +117,9 @@ func endOfUpload(err error) error {
 	return err
 }
 
-func (s *registryService) storeUpload(stream uploadStream, hdr *registryv1.UploadHeader, pieces [][]byte) error {
+func (s *registryService) storeUpload(stream uploadStream, hdr *registryv1.UploadHeader, pieces [][]byte, crc uint32) error {
 	meta := registry.Meta{ContentType: hdr.GetContentType(), Labels: hdr.GetLabels(), Linger: s.linger(hdr.GetLinger())}
-	pl := registry.Payload{More: pieces}
+	pl := registry.Payload{More: pieces, CRC32C: crc, CRCKnown: true}
 	var (
 		info registry.Info
 		err  error
@@ -159,12 +159,17 @@ func (s *registryService) Download(req *registryv1.DownloadRequest, stream grpc.
 	if err := stream.Send(&registryv1.DownloadResponse{Kind: &registryv1.DownloadResponse_Info{Info: infoToProto(obj.Info)}}); err != nil {
 		return err
 	}
-	var crc uint32
+	// The checksum is computed once per object, by its upload or its
+	// first download, then remembered.
+	pl := obj.Payload()
+	crc := pl.CRC32C
 	msg := &registryv1.DownloadResponse_Chunk{}
 	send := func(b []byte) error {
 		for len(b) > 0 {
 			n := min(chunk, len(b))
-			crc = crc32.Update(crc, castagnoli, b[:n])
+			if !pl.CRCKnown {
+				crc = crc32.Update(crc, castagnoli, b[:n])
+			}
 			msg.Chunk = b[:n]
 			if err := stream.Send(&registryv1.DownloadResponse{Kind: msg}); err != nil {
 				return err
@@ -180,6 +185,9 @@ func (s *registryService) Download(req *registryv1.DownloadRequest, stream grpc.
 		if err := send(piece); err != nil {
 			return err
 		}
+	}
+	if !pl.CRCKnown {
+		s.reg.RecordChecksum(obj.Info.ID, crc)
 	}
 	return stream.Send(&registryv1.DownloadResponse{Kind: &registryv1.DownloadResponse_Trailer{Trailer: &registryv1.DownloadTrailer{Crc32C: crc}}})
 }
