@@ -54,6 +54,12 @@ func statsTable(w io.Writer, st *registryv1.GetStatsResponse, now time.Time) {
 	row(w, "COLLECTED", fmt.Sprintf("%d objects, %s", st.GetCollectedObjects(), size(st.GetCollectedBytes())))
 	row(w, "DELETED", fmt.Sprintf("%d objects", st.GetDeletedObjects()))
 	row(w, "GC", gcSummary(st, now))
+	if sc := st.GetSoftCache(); sc.GetMaxBytes() > 0 {
+		row(w, "SOFT CACHE", fmt.Sprintf("%d objects, %s of %s, %d hits, %d evictions",
+			sc.GetObjects(), size(sc.GetBytes()), size(sc.GetMaxBytes()), sc.GetHits(), sc.GetEvictions()))
+	} else {
+		row(w, "SOFT CACHE", "off")
+	}
 	row(w)
 	row(w, "LIMIT", "MAX", "USED", "FULL")
 	for _, l := range st.GetLimits() {

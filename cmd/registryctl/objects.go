@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"mime"
@@ -22,38 +24,45 @@ func (a *app) putCommand() *cobra.Command {
 		contentType string
 		labels      []string
 		hold        bool
+		linger      time.Duration
 		lf          leaseFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "put [FILE|-]",
 		Short: "Store a file or stdin and print its handle",
 		Long: `Store the bytes of FILE, or of stdin when FILE is "-" or absent, and print
-the new object's handle on stdout.
+the new object's handle on stdout. A file of any size is streamed (Upload),
+never read into memory whole; stdin is read whole first.
 
 Unless something pins it, the object is held weakly: the Go garbage
 collector may take it at its next cycle. With --hold, registryctl opens a
 lease that pins the object from the moment it is stored and keeps it until
-interrupted (Ctrl-C), then closes the lease.`,
+interrupted (Ctrl-C), then closes the lease. With --linger, the object
+stays strongly held that long after its last pin goes (or after it is
+stored, without --hold), so that another process has time to pin it.
+
+--timeout bounds the wait for registryd's answers and any stall while the
+bytes move; a large put may take as long as it needs while they do.`,
 		Example: `  registryctl put model.bin --label team=ml
-  echo hello | registryctl put --content-type text/plain --hold`,
+  echo hello | registryctl put --content-type text/plain --hold
+  registryctl put report.pdf --linger 5m`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			lbls, err := parseLabels(labels)
 			if err != nil {
 				return err
 			}
+			if linger < 0 {
+				return usagef("--linger must be 0 or more, got %s", linger)
+			}
 			name := "-"
 			if len(args) == 1 {
 				name = args[0]
 			}
-			data, err := a.readInput(name)
-			if err != nil {
-				return err
-			}
 			if contentType == "" && name != "-" {
 				contentType = mime.TypeByExtension(filepath.Ext(name))
 			}
-			req := &registryv1.PutRequest{Data: data, ContentType: contentType, Labels: lbls}
+			opts := []client.PutOption{client.ContentType(contentType), client.Labels(lbls), client.Linger(linger)}
 			ctx := cmd.Context()
 			var l *client.Lease
 			if hold {
@@ -61,18 +70,13 @@ interrupted (Ctrl-C), then closes the lease.`,
 					return opErr("open lease", err)
 				}
 				defer a.release(l)
-				req.LeaseId = l.ID()
+				opts = append(opts, client.PinnedBy(l))
 			}
-			rc, err := a.registry()
+			info, err := a.store(ctx, name, opts)
 			if err != nil {
-				return err
+				return opErr("put "+inputName(name), err)
 			}
-			cctx, cancel := a.callCtx(ctx)
-			defer cancel()
-			resp, err := rc.Put(cctx, req)
-			if err != nil {
-				return opErr("put "+name, err)
-			}
+			resp := &registryv1.PutResponse{Handle: info.Handle, Info: infoProto(info)}
 			err = a.emit(resp, func(w io.Writer) { fmt.Fprintln(w, resp.GetHandle()) })
 			if err != nil || l == nil {
 				return err
@@ -85,28 +89,46 @@ interrupted (Ctrl-C), then closes the lease.`,
 	f.StringVar(&contentType, "content-type", "", "the payload's media type (default: from FILE's extension)")
 	f.StringArrayVarP(&labels, "label", "l", nil, "a label key=value (repeatable)")
 	f.BoolVar(&hold, "hold", false, "pin the object under a lease until interrupted")
+	f.DurationVar(&linger, "linger", 0, "keep the object strongly held this long after its last pin goes (capped by the server's --max-linger)")
 	lf.register(cmd, "with --hold, ")
 	return cmd
 }
 
-// readInput reads a whole file, or stdin for "-".
-func (a *app) readInput(name string) ([]byte, error) {
+// store puts a file by streaming it, or stdin after reading it whole.
+func (a *app) store(ctx context.Context, name string, opts []client.PutOption) (client.Info, error) {
+	cl, err := a.client()
+	if err != nil {
+		return client.Info{}, err
+	}
 	var (
-		data []byte
-		err  error
+		src  io.Reader
+		size int64
 	)
 	if name == "-" {
-		data, err = io.ReadAll(a.stdin)
+		data, err := io.ReadAll(a.stdin)
+		if err != nil {
+			return client.Info{}, err
+		}
+		src, size = bytes.NewReader(data), int64(len(data))
 	} else {
-		data, err = os.ReadFile(name)
+		f, err := os.Open(name)
+		if err != nil {
+			return client.Info{}, err
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return client.Info{}, err
+		}
+		src, size = f, st.Size()
 	}
-	if err != nil {
-		return nil, err
+	if size == 0 {
+		return client.Info{}, fmt.Errorf("%s is empty; the registry stores no empty objects", inputName(name))
 	}
-	if len(data) == 0 {
-		return nil, fmt.Errorf("%s is empty; the registry stores no empty objects", inputName(name))
-	}
-	return data, nil
+	ctx, guard := a.stallGuard(ctx)
+	defer guard.stop()
+	info, err := cl.Upload(ctx, guard.reader(src), size, opts...)
+	return info, guard.explain(ctx, err)
 }
 
 func inputName(name string) string {
@@ -122,37 +144,68 @@ func (a *app) getCommand() *cobra.Command {
 		Use:   "get HANDLE",
 		Short: "Write an object's bytes to stdout or a file",
 		Long: `Write the bytes of the object HANDLE names to stdout, or to the file -O
-names. With -w json or yaml, print the whole Resolve answer instead (the
-bytes in base64, and the object's metadata).
+names, streaming them (Download) and checking their CRC-32C. A file is
+written whole or not at all. With -w json or yaml, print the whole Resolve
+answer instead (the bytes in base64, and the object's metadata); that works
+only for objects that fit in one message.
 
-A collected, deleted or unknown handle exits with status 3.`,
+A collected, deleted or unknown handle exits with status 3. --timeout
+bounds the wait for the first bytes and any later stall.`,
 		Example: `  registryctl get obj_AQAB... > model.bin
   registryctl get obj_AQAB... -O model.bin`,
 		Args:              exactArgs(1, "one HANDLE"),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rc, err := a.registry()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			resp, err := rc.Resolve(ctx, &registryv1.ResolveRequest{Handle: args[0]})
-			if err != nil {
-				return opErr(args[0], err)
-			}
 			if a.output != "table" {
+				rc, err := a.registry()
+				if err != nil {
+					return err
+				}
+				ctx, cancel := a.callCtx(cmd.Context())
+				defer cancel()
+				resp, err := rc.Resolve(ctx, &registryv1.ResolveRequest{Handle: args[0]})
+				if err != nil {
+					return opErr(args[0], err)
+				}
 				return encode(a.stdout, resp, a.output, false)
 			}
-			if out != "" && out != "-" {
-				return os.WriteFile(out, resp.GetData(), 0o644)
-			}
-			_, err = a.stdout.Write(resp.GetData())
-			return err
+			return opErr(args[0], a.fetch(cmd.Context(), args[0], out))
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output-file", "O", "", "write the bytes to this file instead of stdout")
 	return cmd
+}
+
+// fetch downloads h to stdout, or to file through a temporary file beside
+// it, renamed into place once every byte has arrived and checked out.
+func (a *app) fetch(ctx context.Context, h, file string) error {
+	cl, err := a.client()
+	if err != nil {
+		return err
+	}
+	ctx, guard := a.stallGuard(ctx)
+	defer guard.stop()
+	if file == "" || file == "-" {
+		_, err := cl.Download(ctx, h, guard.writer(a.stdout))
+		return guard.explain(ctx, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after the rename, a no-op
+	if _, err := cl.Download(ctx, h, guard.writer(tmp)); err != nil {
+		tmp.Close()
+		return guard.explain(ctx, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), file)
 }
 
 func (a *app) lsCommand() *cobra.Command {
@@ -273,6 +326,15 @@ func (a *app) inspectCommand() *cobra.Command {
 				row(w, "CREATED", fmt.Sprintf("%s (%s ago)", stamp(o.GetCreateTime()), age(o.GetCreateTime(), now)))
 				row(w, "LAST ACCESS", fmt.Sprintf("%s (%s ago)", stamp(o.GetAccessTime()), age(o.GetAccessTime(), now)))
 				row(w, "PINS", o.GetPinCount())
+				if l := o.GetLinger(); l != nil {
+					row(w, "LINGER", shortDuration(l.AsDuration())+" after its last pin goes")
+				}
+				if u := o.GetLingerUntil(); u != nil {
+					row(w, "WEAK AT", fmt.Sprintf("%s (in %s)", stamp(u), shortDuration(u.AsTime().Sub(now))))
+				}
+				if o.GetSoftCached() {
+					row(w, "SOFT CACHED", "yes: held strongly while recently resolved")
+				}
 				if len(resp.GetPins()) == 0 {
 					return
 				}
