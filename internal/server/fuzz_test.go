@@ -3,8 +3,11 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
@@ -82,6 +85,176 @@ func FuzzRequestValidation(f *testing.F) {
 			if r := reasonOf(status.Convert(err)); !resolveReasons[r] {
 				t.Fatalf("Resolve(%q) failed with reason %q: %v", h, r, err)
 			}
+		}
+	})
+}
+
+// fakeUpload is an Upload stream fed from a list of messages, without
+// gRPC: Recv hands them out, then io.EOF (the client half-closed).
+type fakeUpload struct {
+	grpc.ServerStream // nil: Upload calls only the methods below
+	msgs              []*registryv1.UploadRequest
+	resp              *registryv1.UploadResponse
+}
+
+func (f *fakeUpload) Context() context.Context { return context.Background() }
+
+func (f *fakeUpload) Recv() (*registryv1.UploadRequest, error) {
+	if len(f.msgs) == 0 {
+		return nil, io.EOF
+	}
+	m := f.msgs[0]
+	f.msgs = f.msgs[1:]
+	return m, nil
+}
+
+func (f *fakeUpload) SendAndClose(resp *registryv1.UploadResponse) error {
+	f.resp = resp
+	return nil
+}
+
+// fuzzUploadMax is FuzzUploadSequence's largest object.
+const fuzzUploadMax = 64
+
+// uploadScript turns fuzz bytes into Upload messages, two bytes a
+// message: an op and its argument. Op%5: 0 a header of size int8(arg),
+// (op>>3)&3 choosing no lease, bad labels, a live lease or a malformed
+// lease id; 1 a chunk of arg%48 bytes; 2 the trailer, with the right
+// CRC-32C of the chunks so far unless arg is odd; 3 a message with no
+// kind; 4 the end of the stream.
+func uploadScript(script []byte, leaseID string) []*registryv1.UploadRequest {
+	var (
+		msgs []*registryv1.UploadRequest
+		sent []byte
+	)
+	for i := 0; i+1 < len(script); i += 2 {
+		op, arg := script[i], script[i+1]
+		switch op % 5 {
+		case 0:
+			h := &registryv1.UploadHeader{Size: int64(int8(arg)), ContentType: "application/x-fuzz"}
+			switch (op >> 3) & 3 {
+			case 1:
+				h.Labels = map[string]string{"bad key!": "v"}
+			case 2:
+				h.LeaseId = leaseID
+			case 3:
+				h.LeaseId = "lse_x"
+			}
+			msgs = append(msgs, headerMsg(h))
+		case 1:
+			b := make([]byte, arg%48)
+			for k := range b {
+				b[k] = byte(i*31 + k)
+			}
+			sent = append(sent, b...)
+			msgs = append(msgs, chunkMsg(b))
+		case 2:
+			msgs = append(msgs, trailerMsg(crc32c(sent)^uint32(arg&1)))
+		case 3:
+			msgs = append(msgs, &registryv1.UploadRequest{})
+		case 4:
+			return msgs
+		}
+	}
+	return msgs
+}
+
+// expectUpload says, from the API's contract alone, how an Upload of msgs
+// ends: the reason it fails with, or "" and the bytes it stores.
+func expectUpload(msgs []*registryv1.UploadRequest) (reason string, data []byte) {
+	if len(msgs) == 0 || msgs[0].GetHeader() == nil {
+		return ReasonUploadNoHeader, nil
+	}
+	h := msgs[0].GetHeader()
+	switch {
+	case h.GetSize() <= 0:
+		return ReasonPayloadEmpty, nil
+	case h.GetSize() > fuzzUploadMax:
+		return "OBJECT_TOO_LARGE", nil
+	case h.GetLabels() != nil:
+		return ReasonLabelsInvalid, nil
+	case h.GetLeaseId() == "lse_x":
+		return ReasonLeaseMalformed, nil
+	}
+	for _, m := range msgs[1:] {
+		switch k := m.GetKind().(type) {
+		case *registryv1.UploadRequest_Chunk:
+			if int64(len(data)+len(k.Chunk)) > h.GetSize() {
+				return ReasonUploadSize, nil
+			}
+			data = append(data, k.Chunk...)
+		case *registryv1.UploadRequest_Trailer:
+			if int64(len(data)) != h.GetSize() {
+				return ReasonUploadSize, nil
+			}
+			if k.Trailer.GetCrc32C() != crc32c(data) {
+				return ReasonChecksum, nil
+			}
+			return "", data
+		case *registryv1.UploadRequest_Header:
+			return ReasonUploadNoHeader, nil
+		default:
+			return ReasonRequestEmpty, nil
+		}
+	}
+	return ReasonUploadNoTrailer, nil
+}
+
+// FuzzUploadSequence feeds arbitrary sequences of Upload messages to the
+// service. Properties: no panic; the upload fails exactly when and with
+// the reason the API's contract says, and then stores nothing; a success
+// stores exactly the bytes of the chunks.
+func FuzzUploadSequence(f *testing.F) {
+	codec, err := handle.NewCodec(handle.Config{Key: bytes.Repeat([]byte{2}, 32)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	reg := registry.New(registry.Config{Codec: codec, MaxObjectBytes: fuzzUploadMax})
+	leases := lease.New(lease.Config{Codec: codec, Registry: reg})
+	sess, err := leases.Open(lease.OpenParams{Client: "fuzz"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	svc := &registryService{reg: reg, leases: leases, limits: Limits{MaxObjectBytes: fuzzUploadMax}}
+
+	f.Add([]byte("\x00\x0a\x01\x0a\x02\x00"))         // header 10, chunk 10, trailer: stored
+	f.Add([]byte("\x00\x0a\x01\x0a\x02\x01"))         // wrong checksum
+	f.Add([]byte("\x00\x0a\x01\x05"))                 // cut off
+	f.Add([]byte("\x01\x0a\x00\x0a"))                 // a chunk first
+	f.Add([]byte("\x00\x7f\x01\x0a"))                 // too large
+	f.Add([]byte("\x10\x14\x01\x0c\x01\x08\x02\x00")) // with a lease, two chunks
+	f.Fuzz(func(t *testing.T, script []byte) {
+		msgs := uploadScript(script, sess.ID())
+		wantReason, wantData := expectUpload(msgs)
+		puts := reg.Stats().Puts
+		stream := &fakeUpload{msgs: msgs}
+		err := svc.Upload(stream)
+		if err != nil {
+			if r := reasonOf(status.Convert(err)); r != wantReason || wantReason == "" {
+				t.Fatalf("Upload of %d messages failed with %q (%v), want %q", len(msgs), r, err, wantReason)
+			}
+			if got := reg.Stats().Puts; got != puts {
+				t.Fatalf("a failed Upload stored something: %d puts, was %d", got, puts)
+			}
+			return
+		}
+		if wantReason != "" {
+			t.Fatalf("Upload of %d messages stored %v, want it to fail with %q", len(msgs), stream.resp, wantReason)
+		}
+		h := stream.resp.GetHandle()
+		if got := reg.Stats().Puts; got != puts+1 || stream.resp.GetInfo().GetSize() != int64(len(wantData)) {
+			t.Fatalf("Upload answered %v after %d puts, was %d", stream.resp, got, puts)
+		}
+		obj, err := reg.Resolve(h)
+		if err == nil && !bytes.Equal(obj.Payload().Bytes(), wantData) {
+			t.Fatalf("Resolve returned %q, want %q", obj.Payload().Bytes(), wantData)
+		}
+		// Unpinned and collected by a GC cycle in between: allowed.
+		if err != nil && (!errors.Is(err, registry.ErrCollected) || msgs[0].GetHeader().GetLeaseId() != "") {
+			t.Fatalf("Resolve after Upload: %v", err)
+		}
+		if msgs[0].GetHeader().GetLeaseId() != "" {
+			sess.Unpin([]string{h}) // keep the lease small
 		}
 	})
 }

@@ -54,6 +54,7 @@ type envOptions struct {
 	logger      *slog.Logger // default: discard
 	watchBuffer int
 	telemetry   *telemetry.Telemetry // default: none
+	limits      *Limits              // default: testLimits
 }
 
 // newEnv starts a server on lis (a bufconn listener when nil).
@@ -66,29 +67,33 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 	if o.logger == nil {
 		o.logger = slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))
 	}
+	limits := testLimits
+	if o.limits != nil {
+		limits = *o.limits
+	}
 	codec, err := handle.NewCodec(handle.Config{Key: []byte("0123456789abcdef0123456789abcdef")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := registry.New(registry.Config{
 		Codec:          codec,
-		MaxObjectBytes: testLimits.MaxObjectBytes,
-		MaxPinnedBytes: testLimits.MaxPinnedBytes,
+		MaxObjectBytes: limits.MaxObjectBytes,
+		MaxPinnedBytes: limits.MaxPinnedBytes,
 		WatchBuffer:    o.watchBuffer,
 		Observe:        o.telemetry.RegistryObserver(),
 	})
 	leases := lease.New(lease.Config{
 		Codec:           codec,
 		Registry:        reg,
-		MaxGrace:        testLimits.MaxGrace,
-		MaxLeases:       testLimits.MaxLeases,
-		MaxPinsPerLease: testLimits.MaxPinsPerLease,
+		MaxGrace:        limits.MaxGrace,
+		MaxLeases:       limits.MaxLeases,
+		MaxPinsPerLease: limits.MaxPinsPerLease,
 		Observe:         o.telemetry.LeaseObserver(),
 	})
 	srv := New(Config{
 		Registry:  reg,
 		Leases:    leases,
-		Limits:    testLimits,
+		Limits:    limits,
 		Logger:    o.logger,
 		Telemetry: o.telemetry,
 	})

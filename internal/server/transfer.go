@@ -25,8 +25,9 @@ import (
 const (
 	// defaultChunkSize is Download's chunk size unless the caller asks.
 	defaultChunkSize = 1 << 20
-	// maxChunkSize bounds a chunk either way, well under any message limit.
-	maxChunkSize = 4 << 20
+	// maxChunkSize bounds a Download chunk: its message then fits gRPC's
+	// default 4 MiB receive limit, so any stock client can read it.
+	maxChunkSize = 4<<20 - 64<<10
 	// messageOverhead is room for a message's fields beside its payload.
 	messageOverhead = 64 << 10
 )
@@ -144,6 +145,10 @@ func (s *registryService) Download(req *registryv1.DownloadRequest, stream grpc.
 		chunk = defaultChunkSize
 	}
 	chunk = min(chunk, maxChunkSize)
+	if m := s.limits.MaxMessageBytes; m > 0 {
+		// A chunk's message must fit the server's send limit too.
+		chunk = min(chunk, max(m-messageOverhead, m/2, 1))
+	}
 	obj, err := s.reg.Resolve(req.GetHandle())
 	addEvent(stream.Context(), telemetry.EventResolve, func() []attribute.KeyValue {
 		if err != nil {

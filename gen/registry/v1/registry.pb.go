@@ -1626,7 +1626,8 @@ func (x *UploadResponse) GetInfo() *ObjectInfo {
 type DownloadRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Handle string                 `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
-	// Bytes per chunk; 0 means the server's choice (1 MiB). At most 4 MiB.
+	// Bytes per chunk; 0 means the server's choice (1 MiB). At most 4 MiB
+	// less 64 KiB, so that every message fits gRPC's default 4 MiB limit.
 	ChunkSize     int32 `protobuf:"varint,2,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
