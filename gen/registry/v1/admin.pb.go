@@ -101,7 +101,12 @@ type GetStatsResponse struct {
 	// registryd's version: its module version and VCS revision when known.
 	ServerVersion string `protobuf:"bytes,18,opt,name=server_version,json=serverVersion,proto3" json:"server_version,omitempty"`
 	// The soft cache of recently resolved, unpinned objects.
-	SoftCache     *SoftCacheStats `protobuf:"bytes,19,opt,name=soft_cache,json=softCache,proto3" json:"soft_cache,omitempty"`
+	SoftCache *SoftCacheStats `protobuf:"bytes,19,opt,name=soft_cache,json=softCache,proto3" json:"soft_cache,omitempty"`
+	// WEAK objects that survived --leak-gc-cycles garbage collections since
+	// they became weak: something in registryd still references them.
+	SuspectedLeaks int64 `protobuf:"varint,20,opt,name=suspected_leaks,json=suspectedLeaks,proto3" json:"suspected_leaks,omitempty"`
+	// The event history that watchers resume from.
+	WatchHistory  *WatchHistoryStats `protobuf:"bytes,21,opt,name=watch_history,json=watchHistory,proto3" json:"watch_history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -269,6 +274,91 @@ func (x *GetStatsResponse) GetSoftCache() *SoftCacheStats {
 	return nil
 }
 
+func (x *GetStatsResponse) GetSuspectedLeaks() int64 {
+	if x != nil {
+		return x.SuspectedLeaks
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetWatchHistory() *WatchHistoryStats {
+	if x != nil {
+		return x.WatchHistory
+	}
+	return nil
+}
+
+// WatchHistoryStats describe the bounded history of lifecycle events.
+type WatchHistoryStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many events it keeps (--watch-history), and holds now.
+	Capacity int64 `protobuf:"varint,1,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Events   int64 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	// The oldest and newest sequence numbers it holds; 0 when empty.
+	OldestSequence uint64 `protobuf:"varint,3,opt,name=oldest_sequence,json=oldestSequence,proto3" json:"oldest_sequence,omitempty"`
+	NewestSequence uint64 `protobuf:"varint,4,opt,name=newest_sequence,json=newestSequence,proto3" json:"newest_sequence,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *WatchHistoryStats) Reset() {
+	*x = WatchHistoryStats{}
+	mi := &file_registry_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchHistoryStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchHistoryStats) ProtoMessage() {}
+
+func (x *WatchHistoryStats) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchHistoryStats.ProtoReflect.Descriptor instead.
+func (*WatchHistoryStats) Descriptor() ([]byte, []int) {
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *WatchHistoryStats) GetCapacity() int64 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+func (x *WatchHistoryStats) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *WatchHistoryStats) GetOldestSequence() uint64 {
+	if x != nil {
+		return x.OldestSequence
+	}
+	return 0
+}
+
+func (x *WatchHistoryStats) GetNewestSequence() uint64 {
+	if x != nil {
+		return x.NewestSequence
+	}
+	return 0
+}
+
 // SoftCacheStats are the soft cache's figures. It keeps the most recently
 // resolved unpinned objects strongly held, up to max_bytes of payload, and
 // lets the least recently used go to WEAK first.
@@ -289,7 +379,7 @@ type SoftCacheStats struct {
 
 func (x *SoftCacheStats) Reset() {
 	*x = SoftCacheStats{}
-	mi := &file_registry_v1_admin_proto_msgTypes[2]
+	mi := &file_registry_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -301,7 +391,7 @@ func (x *SoftCacheStats) String() string {
 func (*SoftCacheStats) ProtoMessage() {}
 
 func (x *SoftCacheStats) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[2]
+	mi := &file_registry_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -314,7 +404,7 @@ func (x *SoftCacheStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SoftCacheStats.ProtoReflect.Descriptor instead.
 func (*SoftCacheStats) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SoftCacheStats) GetMaxBytes() int64 {
@@ -373,7 +463,7 @@ type GcStats struct {
 
 func (x *GcStats) Reset() {
 	*x = GcStats{}
-	mi := &file_registry_v1_admin_proto_msgTypes[3]
+	mi := &file_registry_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -385,7 +475,7 @@ func (x *GcStats) String() string {
 func (*GcStats) ProtoMessage() {}
 
 func (x *GcStats) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[3]
+	mi := &file_registry_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -398,7 +488,7 @@ func (x *GcStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GcStats.ProtoReflect.Descriptor instead.
 func (*GcStats) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GcStats) GetHeapAllocBytes() uint64 {
@@ -448,7 +538,7 @@ type StateCounts struct {
 
 func (x *StateCounts) Reset() {
 	*x = StateCounts{}
-	mi := &file_registry_v1_admin_proto_msgTypes[4]
+	mi := &file_registry_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -460,7 +550,7 @@ func (x *StateCounts) String() string {
 func (*StateCounts) ProtoMessage() {}
 
 func (x *StateCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[4]
+	mi := &file_registry_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -473,7 +563,7 @@ func (x *StateCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateCounts.ProtoReflect.Descriptor instead.
 func (*StateCounts) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StateCounts) GetPinned() int64 {
@@ -517,7 +607,7 @@ type Limit struct {
 
 func (x *Limit) Reset() {
 	*x = Limit{}
-	mi := &file_registry_v1_admin_proto_msgTypes[5]
+	mi := &file_registry_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +619,7 @@ func (x *Limit) String() string {
 func (*Limit) ProtoMessage() {}
 
 func (x *Limit) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[5]
+	mi := &file_registry_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +632,7 @@ func (x *Limit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limit.ProtoReflect.Descriptor instead.
 func (*Limit) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Limit) GetName() string {
@@ -585,14 +675,17 @@ type ListObjectsRequest struct {
 	// At most this many objects; 0 means 100; more than 1000 means 1000.
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page; empty for the first page.
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only suspected leaks: WEAK objects that survived --leak-gc-cycles
+	// garbage collections since they became weak (see ObjectInfo).
+	SuspectedLeaks bool `protobuf:"varint,6,opt,name=suspected_leaks,json=suspectedLeaks,proto3" json:"suspected_leaks,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ListObjectsRequest) Reset() {
 	*x = ListObjectsRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[6]
+	mi := &file_registry_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +697,7 @@ func (x *ListObjectsRequest) String() string {
 func (*ListObjectsRequest) ProtoMessage() {}
 
 func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[6]
+	mi := &file_registry_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +710,7 @@ func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListObjectsRequest.ProtoReflect.Descriptor instead.
 func (*ListObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListObjectsRequest) GetState() ObjectState {
@@ -655,6 +748,13 @@ func (x *ListObjectsRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListObjectsRequest) GetSuspectedLeaks() bool {
+	if x != nil {
+		return x.SuspectedLeaks
+	}
+	return false
+}
+
 // ListObjectsResponse is one page of objects.
 type ListObjectsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -668,7 +768,7 @@ type ListObjectsResponse struct {
 
 func (x *ListObjectsResponse) Reset() {
 	*x = ListObjectsResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[7]
+	mi := &file_registry_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +780,7 @@ func (x *ListObjectsResponse) String() string {
 func (*ListObjectsResponse) ProtoMessage() {}
 
 func (x *ListObjectsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[7]
+	mi := &file_registry_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +793,7 @@ func (x *ListObjectsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListObjectsResponse.ProtoReflect.Descriptor instead.
 func (*ListObjectsResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListObjectsResponse) GetObjects() []*ObjectInfo {
@@ -721,7 +821,7 @@ type InspectObjectRequest struct {
 
 func (x *InspectObjectRequest) Reset() {
 	*x = InspectObjectRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[8]
+	mi := &file_registry_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +833,7 @@ func (x *InspectObjectRequest) String() string {
 func (*InspectObjectRequest) ProtoMessage() {}
 
 func (x *InspectObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[8]
+	mi := &file_registry_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +846,7 @@ func (x *InspectObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectObjectRequest.ProtoReflect.Descriptor instead.
 func (*InspectObjectRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InspectObjectRequest) GetHandle() string {
@@ -769,7 +869,7 @@ type InspectObjectResponse struct {
 
 func (x *InspectObjectResponse) Reset() {
 	*x = InspectObjectResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[9]
+	mi := &file_registry_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +881,7 @@ func (x *InspectObjectResponse) String() string {
 func (*InspectObjectResponse) ProtoMessage() {}
 
 func (x *InspectObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[9]
+	mi := &file_registry_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +894,7 @@ func (x *InspectObjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectObjectResponse.ProtoReflect.Descriptor instead.
 func (*InspectObjectResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InspectObjectResponse) GetInfo() *ObjectInfo {
@@ -826,7 +926,7 @@ type PinHolder struct {
 
 func (x *PinHolder) Reset() {
 	*x = PinHolder{}
-	mi := &file_registry_v1_admin_proto_msgTypes[10]
+	mi := &file_registry_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +938,7 @@ func (x *PinHolder) String() string {
 func (*PinHolder) ProtoMessage() {}
 
 func (x *PinHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[10]
+	mi := &file_registry_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +951,7 @@ func (x *PinHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinHolder.ProtoReflect.Descriptor instead.
 func (*PinHolder) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PinHolder) GetLeaseId() string {
@@ -884,7 +984,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[11]
+	mi := &file_registry_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +996,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[11]
+	mi := &file_registry_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1009,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 // ListLeasesResponse lists the live leases, oldest first.
@@ -923,7 +1023,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[12]
+	mi := &file_registry_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1035,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[12]
+	mi := &file_registry_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1048,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*LeaseInfo {
@@ -984,7 +1084,7 @@ type LeaseInfo struct {
 
 func (x *LeaseInfo) Reset() {
 	*x = LeaseInfo{}
-	mi := &file_registry_v1_admin_proto_msgTypes[13]
+	mi := &file_registry_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1096,7 @@ func (x *LeaseInfo) String() string {
 func (*LeaseInfo) ProtoMessage() {}
 
 func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[13]
+	mi := &file_registry_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1109,7 @@ func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseInfo.ProtoReflect.Descriptor instead.
 func (*LeaseInfo) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LeaseInfo) GetLeaseId() string {
@@ -1081,7 +1181,7 @@ type RevokeLeaseRequest struct {
 
 func (x *RevokeLeaseRequest) Reset() {
 	*x = RevokeLeaseRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[14]
+	mi := &file_registry_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1193,7 @@ func (x *RevokeLeaseRequest) String() string {
 func (*RevokeLeaseRequest) ProtoMessage() {}
 
 func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[14]
+	mi := &file_registry_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1206,7 @@ func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RevokeLeaseRequest) GetLeaseId() string {
@@ -1134,7 +1234,7 @@ type RevokeLeaseResponse struct {
 
 func (x *RevokeLeaseResponse) Reset() {
 	*x = RevokeLeaseResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[15]
+	mi := &file_registry_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1246,7 @@ func (x *RevokeLeaseResponse) String() string {
 func (*RevokeLeaseResponse) ProtoMessage() {}
 
 func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[15]
+	mi := &file_registry_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1259,7 @@ func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseResponse.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RevokeLeaseResponse) GetReleased() int32 {
@@ -1182,7 +1282,7 @@ type DeleteObjectRequest struct {
 
 func (x *DeleteObjectRequest) Reset() {
 	*x = DeleteObjectRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[16]
+	mi := &file_registry_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1294,7 @@ func (x *DeleteObjectRequest) String() string {
 func (*DeleteObjectRequest) ProtoMessage() {}
 
 func (x *DeleteObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[16]
+	mi := &file_registry_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1307,7 @@ func (x *DeleteObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteObjectRequest.ProtoReflect.Descriptor instead.
 func (*DeleteObjectRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteObjectRequest) GetHandle() string {
@@ -1237,7 +1337,7 @@ type DeleteObjectResponse struct {
 
 func (x *DeleteObjectResponse) Reset() {
 	*x = DeleteObjectResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[17]
+	mi := &file_registry_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1349,7 @@ func (x *DeleteObjectResponse) String() string {
 func (*DeleteObjectResponse) ProtoMessage() {}
 
 func (x *DeleteObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[17]
+	mi := &file_registry_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1362,7 @@ func (x *DeleteObjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteObjectResponse.ProtoReflect.Descriptor instead.
 func (*DeleteObjectResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteObjectResponse) GetInfo() *ObjectInfo {
@@ -1288,7 +1388,7 @@ type CollectRequest struct {
 
 func (x *CollectRequest) Reset() {
 	*x = CollectRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[18]
+	mi := &file_registry_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1400,7 @@ func (x *CollectRequest) String() string {
 func (*CollectRequest) ProtoMessage() {}
 
 func (x *CollectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[18]
+	mi := &file_registry_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1413,7 @@ func (x *CollectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectRequest.ProtoReflect.Descriptor instead.
 func (*CollectRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 // CollectResponse reports what a forced collection freed.
@@ -1334,7 +1434,7 @@ type CollectResponse struct {
 
 func (x *CollectResponse) Reset() {
 	*x = CollectResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[19]
+	mi := &file_registry_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1346,7 +1446,7 @@ func (x *CollectResponse) String() string {
 func (*CollectResponse) ProtoMessage() {}
 
 func (x *CollectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[19]
+	mi := &file_registry_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1359,7 +1459,7 @@ func (x *CollectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectResponse.ProtoReflect.Descriptor instead.
 func (*CollectResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CollectResponse) GetCollectedObjects() int64 {
@@ -1401,14 +1501,17 @@ func (x *CollectResponse) GetHeapAfterBytes() uint64 {
 type WatchEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only these kinds; empty: all.
-	Kinds         []EventKind `protobuf:"varint,1,rep,packed,name=kinds,proto3,enum=registry.v1.EventKind" json:"kinds,omitempty"`
+	Kinds []EventKind `protobuf:"varint,1,rep,packed,name=kinds,proto3,enum=registry.v1.EventKind" json:"kinds,omitempty"`
+	// Resume from this sequence number (inclusive), replaying the history;
+	// 0 starts now. Errors as RegistryService.Watch.
+	FromSequence  uint64 `protobuf:"varint,2,opt,name=from_sequence,json=fromSequence,proto3" json:"from_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_registry_v1_admin_proto_msgTypes[20]
+	mi := &file_registry_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1523,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[20]
+	mi := &file_registry_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1536,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchEventsRequest) GetKinds() []EventKind {
@@ -1441,6 +1544,13 @@ func (x *WatchEventsRequest) GetKinds() []EventKind {
 		return x.Kinds
 	}
 	return nil
+}
+
+func (x *WatchEventsRequest) GetFromSequence() uint64 {
+	if x != nil {
+		return x.FromSequence
+	}
+	return 0
 }
 
 // WatchEventsResponse carries one event.
@@ -1454,7 +1564,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_registry_v1_admin_proto_msgTypes[21]
+	mi := &file_registry_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1576,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_admin_proto_msgTypes[21]
+	mi := &file_registry_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1589,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_registry_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -1494,7 +1604,7 @@ var File_registry_v1_admin_proto protoreflect.FileDescriptor
 const file_registry_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x17registry/v1/admin.proto\x12\vregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18registry/v1/object.proto\"\x11\n" +
-	"\x0fGetStatsRequest\"\xf7\x06\n" +
+	"\x0fGetStatsRequest\"\xe5\a\n" +
 	"\x10GetStatsResponse\x122\n" +
 	"\aobjects\x18\x01 \x01(\v2\x18.registry.v1.StateCountsR\aobjects\x12.\n" +
 	"\x05bytes\x18\x02 \x01(\v2\x18.registry.v1.StateCountsR\x05bytes\x12'\n" +
@@ -1516,10 +1626,17 @@ const file_registry_v1_admin_proto_rawDesc = "" +
 	"\x02gc\x18\x11 \x01(\v2\x14.registry.v1.GcStatsR\x02gc\x12%\n" +
 	"\x0eserver_version\x18\x12 \x01(\tR\rserverVersion\x12:\n" +
 	"\n" +
-	"soft_cache\x18\x13 \x01(\v2\x1b.registry.v1.SoftCacheStatsR\tsoftCache\x1a@\n" +
+	"soft_cache\x18\x13 \x01(\v2\x1b.registry.v1.SoftCacheStatsR\tsoftCache\x12'\n" +
+	"\x0fsuspected_leaks\x18\x14 \x01(\x03R\x0esuspectedLeaks\x12C\n" +
+	"\rwatch_history\x18\x15 \x01(\v2\x1e.registry.v1.WatchHistoryStatsR\fwatchHistory\x1a@\n" +
 	"\x12ResolveMissesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x8f\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x99\x01\n" +
+	"\x11WatchHistoryStats\x12\x1a\n" +
+	"\bcapacity\x18\x01 \x01(\x03R\bcapacity\x12\x16\n" +
+	"\x06events\x18\x02 \x01(\x03R\x06events\x12'\n" +
+	"\x0foldest_sequence\x18\x03 \x01(\x04R\x0eoldestSequence\x12'\n" +
+	"\x0fnewest_sequence\x18\x04 \x01(\x04R\x0enewestSequence\"\x8f\x01\n" +
 	"\x0eSoftCacheStats\x12\x1b\n" +
 	"\tmax_bytes\x18\x01 \x01(\x03R\bmaxBytes\x12\x14\n" +
 	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\x12\x18\n" +
@@ -1542,14 +1659,15 @@ const file_registry_v1_admin_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03max\x18\x02 \x01(\x03R\x03max\x12\x12\n" +
 	"\x04used\x18\x03 \x01(\x03R\x04used\x12\x12\n" +
-	"\x04unit\x18\x04 \x01(\tR\x04unit\"\x9b\x02\n" +
+	"\x04unit\x18\x04 \x01(\tR\x04unit\"\xc4\x02\n" +
 	"\x12ListObjectsRequest\x12.\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x18.registry.v1.ObjectStateR\x05state\x12C\n" +
 	"\x06labels\x18\x02 \x03(\v2+.registry.v1.ListObjectsRequest.LabelsEntryR\x06labels\x12\x19\n" +
 	"\blease_id\x18\x03 \x01(\tR\aleaseId\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\x1a9\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12'\n" +
+	"\x0fsuspected_leaks\x18\x06 \x01(\bR\x0esuspectedLeaks\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"p\n" +
@@ -1597,9 +1715,10 @@ const file_registry_v1_admin_proto_rawDesc = "" +
 	"\x0fcollected_bytes\x18\x02 \x01(\x03R\x0ecollectedBytes\x125\n" +
 	"\bduration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12*\n" +
 	"\x11heap_before_bytes\x18\x04 \x01(\x04R\x0fheapBeforeBytes\x12(\n" +
-	"\x10heap_after_bytes\x18\x05 \x01(\x04R\x0eheapAfterBytes\"B\n" +
+	"\x10heap_after_bytes\x18\x05 \x01(\x04R\x0eheapAfterBytes\"g\n" +
 	"\x12WatchEventsRequest\x12,\n" +
-	"\x05kinds\x18\x01 \x03(\x0e2\x16.registry.v1.EventKindR\x05kinds\"?\n" +
+	"\x05kinds\x18\x01 \x03(\x0e2\x16.registry.v1.EventKindR\x05kinds\x12#\n" +
+	"\rfrom_sequence\x18\x02 \x01(\x04R\ffromSequence\"?\n" +
 	"\x13WatchEventsResponse\x12(\n" +
 	"\x05event\x18\x01 \x01(\v2\x12.registry.v1.EventR\x05event2\x91\x05\n" +
 	"\fAdminService\x12G\n" +
@@ -1625,84 +1744,86 @@ func file_registry_v1_admin_proto_rawDescGZIP() []byte {
 	return file_registry_v1_admin_proto_rawDescData
 }
 
-var file_registry_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_registry_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_registry_v1_admin_proto_goTypes = []any{
 	(*GetStatsRequest)(nil),       // 0: registry.v1.GetStatsRequest
 	(*GetStatsResponse)(nil),      // 1: registry.v1.GetStatsResponse
-	(*SoftCacheStats)(nil),        // 2: registry.v1.SoftCacheStats
-	(*GcStats)(nil),               // 3: registry.v1.GcStats
-	(*StateCounts)(nil),           // 4: registry.v1.StateCounts
-	(*Limit)(nil),                 // 5: registry.v1.Limit
-	(*ListObjectsRequest)(nil),    // 6: registry.v1.ListObjectsRequest
-	(*ListObjectsResponse)(nil),   // 7: registry.v1.ListObjectsResponse
-	(*InspectObjectRequest)(nil),  // 8: registry.v1.InspectObjectRequest
-	(*InspectObjectResponse)(nil), // 9: registry.v1.InspectObjectResponse
-	(*PinHolder)(nil),             // 10: registry.v1.PinHolder
-	(*ListLeasesRequest)(nil),     // 11: registry.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),    // 12: registry.v1.ListLeasesResponse
-	(*LeaseInfo)(nil),             // 13: registry.v1.LeaseInfo
-	(*RevokeLeaseRequest)(nil),    // 14: registry.v1.RevokeLeaseRequest
-	(*RevokeLeaseResponse)(nil),   // 15: registry.v1.RevokeLeaseResponse
-	(*DeleteObjectRequest)(nil),   // 16: registry.v1.DeleteObjectRequest
-	(*DeleteObjectResponse)(nil),  // 17: registry.v1.DeleteObjectResponse
-	(*CollectRequest)(nil),        // 18: registry.v1.CollectRequest
-	(*CollectResponse)(nil),       // 19: registry.v1.CollectResponse
-	(*WatchEventsRequest)(nil),    // 20: registry.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),   // 21: registry.v1.WatchEventsResponse
-	nil,                           // 22: registry.v1.GetStatsResponse.ResolveMissesEntry
-	nil,                           // 23: registry.v1.ListObjectsRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
-	(ObjectState)(0),              // 26: registry.v1.ObjectState
-	(*ObjectInfo)(nil),            // 27: registry.v1.ObjectInfo
-	(EventKind)(0),                // 28: registry.v1.EventKind
-	(*Event)(nil),                 // 29: registry.v1.Event
+	(*WatchHistoryStats)(nil),     // 2: registry.v1.WatchHistoryStats
+	(*SoftCacheStats)(nil),        // 3: registry.v1.SoftCacheStats
+	(*GcStats)(nil),               // 4: registry.v1.GcStats
+	(*StateCounts)(nil),           // 5: registry.v1.StateCounts
+	(*Limit)(nil),                 // 6: registry.v1.Limit
+	(*ListObjectsRequest)(nil),    // 7: registry.v1.ListObjectsRequest
+	(*ListObjectsResponse)(nil),   // 8: registry.v1.ListObjectsResponse
+	(*InspectObjectRequest)(nil),  // 9: registry.v1.InspectObjectRequest
+	(*InspectObjectResponse)(nil), // 10: registry.v1.InspectObjectResponse
+	(*PinHolder)(nil),             // 11: registry.v1.PinHolder
+	(*ListLeasesRequest)(nil),     // 12: registry.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),    // 13: registry.v1.ListLeasesResponse
+	(*LeaseInfo)(nil),             // 14: registry.v1.LeaseInfo
+	(*RevokeLeaseRequest)(nil),    // 15: registry.v1.RevokeLeaseRequest
+	(*RevokeLeaseResponse)(nil),   // 16: registry.v1.RevokeLeaseResponse
+	(*DeleteObjectRequest)(nil),   // 17: registry.v1.DeleteObjectRequest
+	(*DeleteObjectResponse)(nil),  // 18: registry.v1.DeleteObjectResponse
+	(*CollectRequest)(nil),        // 19: registry.v1.CollectRequest
+	(*CollectResponse)(nil),       // 20: registry.v1.CollectResponse
+	(*WatchEventsRequest)(nil),    // 21: registry.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),   // 22: registry.v1.WatchEventsResponse
+	nil,                           // 23: registry.v1.GetStatsResponse.ResolveMissesEntry
+	nil,                           // 24: registry.v1.ListObjectsRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(ObjectState)(0),              // 27: registry.v1.ObjectState
+	(*ObjectInfo)(nil),            // 28: registry.v1.ObjectInfo
+	(EventKind)(0),                // 29: registry.v1.EventKind
+	(*Event)(nil),                 // 30: registry.v1.Event
 }
 var file_registry_v1_admin_proto_depIdxs = []int32{
-	4,  // 0: registry.v1.GetStatsResponse.objects:type_name -> registry.v1.StateCounts
-	4,  // 1: registry.v1.GetStatsResponse.bytes:type_name -> registry.v1.StateCounts
-	22, // 2: registry.v1.GetStatsResponse.resolve_misses:type_name -> registry.v1.GetStatsResponse.ResolveMissesEntry
-	5,  // 3: registry.v1.GetStatsResponse.limits:type_name -> registry.v1.Limit
-	24, // 4: registry.v1.GetStatsResponse.epoch_start_time:type_name -> google.protobuf.Timestamp
-	3,  // 5: registry.v1.GetStatsResponse.gc:type_name -> registry.v1.GcStats
-	2,  // 6: registry.v1.GetStatsResponse.soft_cache:type_name -> registry.v1.SoftCacheStats
-	24, // 7: registry.v1.GcStats.last_gc_time:type_name -> google.protobuf.Timestamp
-	25, // 8: registry.v1.GcStats.pause_total:type_name -> google.protobuf.Duration
-	26, // 9: registry.v1.ListObjectsRequest.state:type_name -> registry.v1.ObjectState
-	23, // 10: registry.v1.ListObjectsRequest.labels:type_name -> registry.v1.ListObjectsRequest.LabelsEntry
-	27, // 11: registry.v1.ListObjectsResponse.objects:type_name -> registry.v1.ObjectInfo
-	27, // 12: registry.v1.InspectObjectResponse.info:type_name -> registry.v1.ObjectInfo
-	10, // 13: registry.v1.InspectObjectResponse.pins:type_name -> registry.v1.PinHolder
-	24, // 14: registry.v1.PinHolder.pin_time:type_name -> google.protobuf.Timestamp
-	13, // 15: registry.v1.ListLeasesResponse.leases:type_name -> registry.v1.LeaseInfo
-	24, // 16: registry.v1.LeaseInfo.open_time:type_name -> google.protobuf.Timestamp
-	25, // 17: registry.v1.LeaseInfo.grace:type_name -> google.protobuf.Duration
-	24, // 18: registry.v1.LeaseInfo.expire_time:type_name -> google.protobuf.Timestamp
-	27, // 19: registry.v1.DeleteObjectResponse.info:type_name -> registry.v1.ObjectInfo
-	25, // 20: registry.v1.CollectResponse.duration:type_name -> google.protobuf.Duration
-	28, // 21: registry.v1.WatchEventsRequest.kinds:type_name -> registry.v1.EventKind
-	29, // 22: registry.v1.WatchEventsResponse.event:type_name -> registry.v1.Event
-	0,  // 23: registry.v1.AdminService.GetStats:input_type -> registry.v1.GetStatsRequest
-	6,  // 24: registry.v1.AdminService.ListObjects:input_type -> registry.v1.ListObjectsRequest
-	8,  // 25: registry.v1.AdminService.InspectObject:input_type -> registry.v1.InspectObjectRequest
-	11, // 26: registry.v1.AdminService.ListLeases:input_type -> registry.v1.ListLeasesRequest
-	14, // 27: registry.v1.AdminService.RevokeLease:input_type -> registry.v1.RevokeLeaseRequest
-	16, // 28: registry.v1.AdminService.DeleteObject:input_type -> registry.v1.DeleteObjectRequest
-	18, // 29: registry.v1.AdminService.Collect:input_type -> registry.v1.CollectRequest
-	20, // 30: registry.v1.AdminService.WatchEvents:input_type -> registry.v1.WatchEventsRequest
-	1,  // 31: registry.v1.AdminService.GetStats:output_type -> registry.v1.GetStatsResponse
-	7,  // 32: registry.v1.AdminService.ListObjects:output_type -> registry.v1.ListObjectsResponse
-	9,  // 33: registry.v1.AdminService.InspectObject:output_type -> registry.v1.InspectObjectResponse
-	12, // 34: registry.v1.AdminService.ListLeases:output_type -> registry.v1.ListLeasesResponse
-	15, // 35: registry.v1.AdminService.RevokeLease:output_type -> registry.v1.RevokeLeaseResponse
-	17, // 36: registry.v1.AdminService.DeleteObject:output_type -> registry.v1.DeleteObjectResponse
-	19, // 37: registry.v1.AdminService.Collect:output_type -> registry.v1.CollectResponse
-	21, // 38: registry.v1.AdminService.WatchEvents:output_type -> registry.v1.WatchEventsResponse
-	31, // [31:39] is the sub-list for method output_type
-	23, // [23:31] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	5,  // 0: registry.v1.GetStatsResponse.objects:type_name -> registry.v1.StateCounts
+	5,  // 1: registry.v1.GetStatsResponse.bytes:type_name -> registry.v1.StateCounts
+	23, // 2: registry.v1.GetStatsResponse.resolve_misses:type_name -> registry.v1.GetStatsResponse.ResolveMissesEntry
+	6,  // 3: registry.v1.GetStatsResponse.limits:type_name -> registry.v1.Limit
+	25, // 4: registry.v1.GetStatsResponse.epoch_start_time:type_name -> google.protobuf.Timestamp
+	4,  // 5: registry.v1.GetStatsResponse.gc:type_name -> registry.v1.GcStats
+	3,  // 6: registry.v1.GetStatsResponse.soft_cache:type_name -> registry.v1.SoftCacheStats
+	2,  // 7: registry.v1.GetStatsResponse.watch_history:type_name -> registry.v1.WatchHistoryStats
+	25, // 8: registry.v1.GcStats.last_gc_time:type_name -> google.protobuf.Timestamp
+	26, // 9: registry.v1.GcStats.pause_total:type_name -> google.protobuf.Duration
+	27, // 10: registry.v1.ListObjectsRequest.state:type_name -> registry.v1.ObjectState
+	24, // 11: registry.v1.ListObjectsRequest.labels:type_name -> registry.v1.ListObjectsRequest.LabelsEntry
+	28, // 12: registry.v1.ListObjectsResponse.objects:type_name -> registry.v1.ObjectInfo
+	28, // 13: registry.v1.InspectObjectResponse.info:type_name -> registry.v1.ObjectInfo
+	11, // 14: registry.v1.InspectObjectResponse.pins:type_name -> registry.v1.PinHolder
+	25, // 15: registry.v1.PinHolder.pin_time:type_name -> google.protobuf.Timestamp
+	14, // 16: registry.v1.ListLeasesResponse.leases:type_name -> registry.v1.LeaseInfo
+	25, // 17: registry.v1.LeaseInfo.open_time:type_name -> google.protobuf.Timestamp
+	26, // 18: registry.v1.LeaseInfo.grace:type_name -> google.protobuf.Duration
+	25, // 19: registry.v1.LeaseInfo.expire_time:type_name -> google.protobuf.Timestamp
+	28, // 20: registry.v1.DeleteObjectResponse.info:type_name -> registry.v1.ObjectInfo
+	26, // 21: registry.v1.CollectResponse.duration:type_name -> google.protobuf.Duration
+	29, // 22: registry.v1.WatchEventsRequest.kinds:type_name -> registry.v1.EventKind
+	30, // 23: registry.v1.WatchEventsResponse.event:type_name -> registry.v1.Event
+	0,  // 24: registry.v1.AdminService.GetStats:input_type -> registry.v1.GetStatsRequest
+	7,  // 25: registry.v1.AdminService.ListObjects:input_type -> registry.v1.ListObjectsRequest
+	9,  // 26: registry.v1.AdminService.InspectObject:input_type -> registry.v1.InspectObjectRequest
+	12, // 27: registry.v1.AdminService.ListLeases:input_type -> registry.v1.ListLeasesRequest
+	15, // 28: registry.v1.AdminService.RevokeLease:input_type -> registry.v1.RevokeLeaseRequest
+	17, // 29: registry.v1.AdminService.DeleteObject:input_type -> registry.v1.DeleteObjectRequest
+	19, // 30: registry.v1.AdminService.Collect:input_type -> registry.v1.CollectRequest
+	21, // 31: registry.v1.AdminService.WatchEvents:input_type -> registry.v1.WatchEventsRequest
+	1,  // 32: registry.v1.AdminService.GetStats:output_type -> registry.v1.GetStatsResponse
+	8,  // 33: registry.v1.AdminService.ListObjects:output_type -> registry.v1.ListObjectsResponse
+	10, // 34: registry.v1.AdminService.InspectObject:output_type -> registry.v1.InspectObjectResponse
+	13, // 35: registry.v1.AdminService.ListLeases:output_type -> registry.v1.ListLeasesResponse
+	16, // 36: registry.v1.AdminService.RevokeLease:output_type -> registry.v1.RevokeLeaseResponse
+	18, // 37: registry.v1.AdminService.DeleteObject:output_type -> registry.v1.DeleteObjectResponse
+	20, // 38: registry.v1.AdminService.Collect:output_type -> registry.v1.CollectResponse
+	22, // 39: registry.v1.AdminService.WatchEvents:output_type -> registry.v1.WatchEventsResponse
+	32, // [32:40] is the sub-list for method output_type
+	24, // [24:32] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_admin_proto_init() }
@@ -1717,7 +1838,7 @@ func file_registry_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_admin_proto_rawDesc), len(file_registry_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -205,7 +205,14 @@ type ObjectInfo struct {
 	// The server's soft cache holds the object strongly, though no lease or
 	// linger does: it was resolved recently (see --soft-cache-bytes). Its
 	// state stays WEAK: once the cache lets go, the next GC may take it.
-	SoftCached    bool `protobuf:"varint,12,opt,name=soft_cached,json=softCached,proto3" json:"soft_cached,omitempty"`
+	SoftCached bool `protobuf:"varint,12,opt,name=soft_cached,json=softCached,proto3" json:"soft_cached,omitempty"`
+	// For a WEAK object: how many garbage collections it has survived since
+	// it became weak. Normally 0: the collector frees an unreferenced object
+	// at its first cycle (a soft-cached object survives by design).
+	WeakGcCycles int64 `protobuf:"varint,13,opt,name=weak_gc_cycles,json=weakGcCycles,proto3" json:"weak_gc_cycles,omitempty"`
+	// A WEAK object, not soft-cached, that survived --leak-gc-cycles
+	// collections: something in registryd still references it.
+	SuspectedLeak bool `protobuf:"varint,14,opt,name=suspected_leak,json=suspectedLeak,proto3" json:"suspected_leak,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -320,6 +327,20 @@ func (x *ObjectInfo) GetLingerUntil() *timestamppb.Timestamp {
 func (x *ObjectInfo) GetSoftCached() bool {
 	if x != nil {
 		return x.SoftCached
+	}
+	return false
+}
+
+func (x *ObjectInfo) GetWeakGcCycles() int64 {
+	if x != nil {
+		return x.WeakGcCycles
+	}
+	return 0
+}
+
+func (x *ObjectInfo) GetSuspectedLeak() bool {
+	if x != nil {
+		return x.SuspectedLeak
 	}
 	return false
 }
@@ -514,7 +535,7 @@ var File_registry_v1_object_proto protoreflect.FileDescriptor
 
 const file_registry_v1_object_proto_rawDesc = "" +
 	"\n" +
-	"\x18registry/v1/object.proto\x12\vregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x04\n" +
+	"\x18registry/v1/object.proto\x12\vregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x05\n" +
 	"\n" +
 	"ObjectInfo\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x12\n" +
@@ -533,7 +554,9 @@ const file_registry_v1_object_proto_rawDesc = "" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x06linger\x12=\n" +
 	"\flinger_until\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vlingerUntil\x12\x1f\n" +
 	"\vsoft_cached\x18\f \x01(\bR\n" +
-	"softCached\x1a9\n" +
+	"softCached\x12$\n" +
+	"\x0eweak_gc_cycles\x18\r \x01(\x03R\fweakGcCycles\x12%\n" +
+	"\x0esuspected_leak\x18\x0e \x01(\bR\rsuspectedLeak\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd1\x02\n" +

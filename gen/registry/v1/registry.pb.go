@@ -289,7 +289,10 @@ func (x *PutResponse) GetInfo() *ObjectInfo {
 type ResolveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The handle from Put.
-	Handle        string `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	Handle string `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	// A live lease to pin the object with before returning its bytes, as
+	// one step. Optional.
+	LeaseId       string `protobuf:"bytes,2,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -327,6 +330,13 @@ func (*ResolveRequest) Descriptor() ([]byte, []int) {
 func (x *ResolveRequest) GetHandle() string {
 	if x != nil {
 		return x.Handle
+	}
+	return ""
+}
+
+func (x *ResolveRequest) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
 	}
 	return ""
 }
@@ -725,7 +735,11 @@ type UnpinHandles struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The handles to release. A handle this lease does not pin is left as it
 	// is (NOT_PINNED).
-	Handles       []string `protobuf:"bytes,1,rep,name=handles,proto3" json:"handles,omitempty"`
+	Handles []string `protobuf:"bytes,1,rep,name=handles,proto3" json:"handles,omitempty"`
+	// Hand-off: for each object this lease lets go of, keep it strongly held
+	// (LINGERING) this long after the lease's pin goes, so that another
+	// process has time to pin it. Capped by the server's --max-linger.
+	Handoff       *durationpb.Duration `protobuf:"bytes,2,opt,name=handoff,proto3" json:"handoff,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -767,9 +781,18 @@ func (x *UnpinHandles) GetHandles() []string {
 	return nil
 }
 
+func (x *UnpinHandles) GetHandoff() *durationpb.Duration {
+	if x != nil {
+		return x.Handoff
+	}
+	return nil
+}
+
 // CloseLease releases every pin of the lease and ends it.
 type CloseLease struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hand-off for every object the lease pins, as in UnpinHandles.
+	Handoff       *durationpb.Duration `protobuf:"bytes,1,opt,name=handoff,proto3" json:"handoff,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -802,6 +825,13 @@ func (x *CloseLease) ProtoReflect() protoreflect.Message {
 // Deprecated: Use CloseLease.ProtoReflect.Descriptor instead.
 func (*CloseLease) Descriptor() ([]byte, []int) {
 	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CloseLease) GetHandoff() *durationpb.Duration {
+	if x != nil {
+		return x.Handoff
+	}
+	return nil
 }
 
 // LeaseResponse is one message from the server on a lease stream.
@@ -1254,7 +1284,10 @@ func (x *LeaseRevoked) GetReleased() int32 {
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The handles to watch: at least one.
-	Handles       []string `protobuf:"bytes,1,rep,name=handles,proto3" json:"handles,omitempty"`
+	Handles []string `protobuf:"bytes,1,rep,name=handles,proto3" json:"handles,omitempty"`
+	// Resume from this sequence number (inclusive) instead of starting now;
+	// 0 starts now, with CURRENT events.
+	FromSequence  uint64 `protobuf:"varint,2,opt,name=from_sequence,json=fromSequence,proto3" json:"from_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1294,6 +1327,13 @@ func (x *WatchRequest) GetHandles() []string {
 		return x.Handles
 	}
 	return nil
+}
+
+func (x *WatchRequest) GetFromSequence() uint64 {
+	if x != nil {
+		return x.FromSequence
+	}
+	return 0
 }
 
 // WatchResponse carries one event.
@@ -1628,7 +1668,9 @@ type DownloadRequest struct {
 	Handle string                 `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
 	// Bytes per chunk; 0 means the server's choice (1 MiB). At most 4 MiB
 	// less 64 KiB, so that every message fits gRPC's default 4 MiB limit.
-	ChunkSize     int32 `protobuf:"varint,2,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
+	ChunkSize int32 `protobuf:"varint,2,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
+	// As ResolveRequest.lease_id: pin the object before sending a byte.
+	LeaseId       string `protobuf:"bytes,3,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1675,6 +1717,13 @@ func (x *DownloadRequest) GetChunkSize() int32 {
 		return x.ChunkSize
 	}
 	return 0
+}
+
+func (x *DownloadRequest) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
 }
 
 // DownloadResponse is one message of a Download stream.
@@ -1842,9 +1891,10 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"R\n" +
 	"\vPutResponse\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12+\n" +
-	"\x04info\x18\x02 \x01(\v2\x17.registry.v1.ObjectInfoR\x04info\"(\n" +
+	"\x04info\x18\x02 \x01(\v2\x17.registry.v1.ObjectInfoR\x04info\"C\n" +
 	"\x0eResolveRequest\x12\x16\n" +
-	"\x06handle\x18\x01 \x01(\tR\x06handle\"R\n" +
+	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x19\n" +
+	"\blease_id\x18\x02 \x01(\tR\aleaseId\"R\n" +
 	"\x0fResolveResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12+\n" +
 	"\x04info\x18\x02 \x01(\v2\x17.registry.v1.ObjectInfoR\x04info\"%\n" +
@@ -1867,11 +1917,13 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x0fresume_lease_id\x18\x03 \x01(\tR\rresumeLeaseId\"&\n" +
 	"\n" +
 	"PinHandles\x12\x18\n" +
-	"\ahandles\x18\x01 \x03(\tR\ahandles\"(\n" +
+	"\ahandles\x18\x01 \x03(\tR\ahandles\"]\n" +
 	"\fUnpinHandles\x12\x18\n" +
-	"\ahandles\x18\x01 \x03(\tR\ahandles\"\f\n" +
+	"\ahandles\x18\x01 \x03(\tR\ahandles\x123\n" +
+	"\ahandoff\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\ahandoff\"A\n" +
 	"\n" +
-	"CloseLease\"\xbf\x02\n" +
+	"CloseLease\x123\n" +
+	"\ahandoff\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\ahandoff\"\xbf\x02\n" +
 	"\rLeaseResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x122\n" +
@@ -1899,9 +1951,10 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\fLeaseRevoked\x12.\n" +
 	"\x05cause\x18\x01 \x01(\x0e2\x18.registry.v1.RevokeCauseR\x05cause\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1a\n" +
-	"\breleased\x18\x03 \x01(\x05R\breleased\"(\n" +
+	"\breleased\x18\x03 \x01(\x05R\breleased\"M\n" +
 	"\fWatchRequest\x12\x18\n" +
-	"\ahandles\x18\x01 \x03(\tR\ahandles\"9\n" +
+	"\ahandles\x18\x01 \x03(\tR\ahandles\x12#\n" +
+	"\rfrom_sequence\x18\x02 \x01(\x04R\ffromSequence\"9\n" +
 	"\rWatchResponse\x12(\n" +
 	"\x05event\x18\x01 \x01(\v2\x12.registry.v1.EventR\x05event\"\x9c\x01\n" +
 	"\rUploadRequest\x123\n" +
@@ -1922,11 +1975,12 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x06crc32c\x18\x01 \x01(\rR\x06crc32c\"U\n" +
 	"\x0eUploadResponse\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12+\n" +
-	"\x04info\x18\x02 \x01(\v2\x17.registry.v1.ObjectInfoR\x04info\"H\n" +
+	"\x04info\x18\x02 \x01(\v2\x17.registry.v1.ObjectInfoR\x04info\"c\n" +
 	"\x0fDownloadRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x1d\n" +
 	"\n" +
-	"chunk_size\x18\x02 \x01(\x05R\tchunkSize\"\x9b\x01\n" +
+	"chunk_size\x18\x02 \x01(\x05R\tchunkSize\x12\x19\n" +
+	"\blease_id\x18\x03 \x01(\tR\aleaseId\"\x9b\x01\n" +
 	"\x10DownloadResponse\x12-\n" +
 	"\x04info\x18\x01 \x01(\v2\x17.registry.v1.ObjectInfoH\x00R\x04info\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunk\x128\n" +
@@ -2017,44 +2071,46 @@ var file_registry_v1_registry_proto_depIdxs = []int32{
 	11, // 7: registry.v1.LeaseRequest.unpin:type_name -> registry.v1.UnpinHandles
 	12, // 8: registry.v1.LeaseRequest.close:type_name -> registry.v1.CloseLease
 	30, // 9: registry.v1.OpenLease.grace:type_name -> google.protobuf.Duration
-	14, // 10: registry.v1.LeaseResponse.opened:type_name -> registry.v1.LeaseOpened
-	15, // 11: registry.v1.LeaseResponse.pinned:type_name -> registry.v1.PinResults
-	15, // 12: registry.v1.LeaseResponse.unpinned:type_name -> registry.v1.PinResults
-	17, // 13: registry.v1.LeaseResponse.closed:type_name -> registry.v1.LeaseClosed
-	18, // 14: registry.v1.LeaseResponse.revoked:type_name -> registry.v1.LeaseRevoked
-	30, // 15: registry.v1.LeaseOpened.grace:type_name -> google.protobuf.Duration
-	16, // 16: registry.v1.PinResults.results:type_name -> registry.v1.PinResult
-	0,  // 17: registry.v1.PinResult.outcome:type_name -> registry.v1.PinOutcome
-	32, // 18: registry.v1.PinResult.error:type_name -> registry.v1.HandleError
-	31, // 19: registry.v1.PinResult.info:type_name -> registry.v1.ObjectInfo
-	1,  // 20: registry.v1.LeaseRevoked.cause:type_name -> registry.v1.RevokeCause
-	33, // 21: registry.v1.WatchResponse.event:type_name -> registry.v1.Event
-	22, // 22: registry.v1.UploadRequest.header:type_name -> registry.v1.UploadHeader
-	23, // 23: registry.v1.UploadRequest.trailer:type_name -> registry.v1.UploadTrailer
-	29, // 24: registry.v1.UploadHeader.labels:type_name -> registry.v1.UploadHeader.LabelsEntry
-	30, // 25: registry.v1.UploadHeader.linger:type_name -> google.protobuf.Duration
-	31, // 26: registry.v1.UploadResponse.info:type_name -> registry.v1.ObjectInfo
-	31, // 27: registry.v1.DownloadResponse.info:type_name -> registry.v1.ObjectInfo
-	27, // 28: registry.v1.DownloadResponse.trailer:type_name -> registry.v1.DownloadTrailer
-	2,  // 29: registry.v1.RegistryService.Put:input_type -> registry.v1.PutRequest
-	4,  // 30: registry.v1.RegistryService.Resolve:input_type -> registry.v1.ResolveRequest
-	6,  // 31: registry.v1.RegistryService.Stat:input_type -> registry.v1.StatRequest
-	8,  // 32: registry.v1.RegistryService.Lease:input_type -> registry.v1.LeaseRequest
-	19, // 33: registry.v1.RegistryService.Watch:input_type -> registry.v1.WatchRequest
-	21, // 34: registry.v1.RegistryService.Upload:input_type -> registry.v1.UploadRequest
-	25, // 35: registry.v1.RegistryService.Download:input_type -> registry.v1.DownloadRequest
-	3,  // 36: registry.v1.RegistryService.Put:output_type -> registry.v1.PutResponse
-	5,  // 37: registry.v1.RegistryService.Resolve:output_type -> registry.v1.ResolveResponse
-	7,  // 38: registry.v1.RegistryService.Stat:output_type -> registry.v1.StatResponse
-	13, // 39: registry.v1.RegistryService.Lease:output_type -> registry.v1.LeaseResponse
-	20, // 40: registry.v1.RegistryService.Watch:output_type -> registry.v1.WatchResponse
-	24, // 41: registry.v1.RegistryService.Upload:output_type -> registry.v1.UploadResponse
-	26, // 42: registry.v1.RegistryService.Download:output_type -> registry.v1.DownloadResponse
-	36, // [36:43] is the sub-list for method output_type
-	29, // [29:36] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	30, // 10: registry.v1.UnpinHandles.handoff:type_name -> google.protobuf.Duration
+	30, // 11: registry.v1.CloseLease.handoff:type_name -> google.protobuf.Duration
+	14, // 12: registry.v1.LeaseResponse.opened:type_name -> registry.v1.LeaseOpened
+	15, // 13: registry.v1.LeaseResponse.pinned:type_name -> registry.v1.PinResults
+	15, // 14: registry.v1.LeaseResponse.unpinned:type_name -> registry.v1.PinResults
+	17, // 15: registry.v1.LeaseResponse.closed:type_name -> registry.v1.LeaseClosed
+	18, // 16: registry.v1.LeaseResponse.revoked:type_name -> registry.v1.LeaseRevoked
+	30, // 17: registry.v1.LeaseOpened.grace:type_name -> google.protobuf.Duration
+	16, // 18: registry.v1.PinResults.results:type_name -> registry.v1.PinResult
+	0,  // 19: registry.v1.PinResult.outcome:type_name -> registry.v1.PinOutcome
+	32, // 20: registry.v1.PinResult.error:type_name -> registry.v1.HandleError
+	31, // 21: registry.v1.PinResult.info:type_name -> registry.v1.ObjectInfo
+	1,  // 22: registry.v1.LeaseRevoked.cause:type_name -> registry.v1.RevokeCause
+	33, // 23: registry.v1.WatchResponse.event:type_name -> registry.v1.Event
+	22, // 24: registry.v1.UploadRequest.header:type_name -> registry.v1.UploadHeader
+	23, // 25: registry.v1.UploadRequest.trailer:type_name -> registry.v1.UploadTrailer
+	29, // 26: registry.v1.UploadHeader.labels:type_name -> registry.v1.UploadHeader.LabelsEntry
+	30, // 27: registry.v1.UploadHeader.linger:type_name -> google.protobuf.Duration
+	31, // 28: registry.v1.UploadResponse.info:type_name -> registry.v1.ObjectInfo
+	31, // 29: registry.v1.DownloadResponse.info:type_name -> registry.v1.ObjectInfo
+	27, // 30: registry.v1.DownloadResponse.trailer:type_name -> registry.v1.DownloadTrailer
+	2,  // 31: registry.v1.RegistryService.Put:input_type -> registry.v1.PutRequest
+	4,  // 32: registry.v1.RegistryService.Resolve:input_type -> registry.v1.ResolveRequest
+	6,  // 33: registry.v1.RegistryService.Stat:input_type -> registry.v1.StatRequest
+	8,  // 34: registry.v1.RegistryService.Lease:input_type -> registry.v1.LeaseRequest
+	19, // 35: registry.v1.RegistryService.Watch:input_type -> registry.v1.WatchRequest
+	21, // 36: registry.v1.RegistryService.Upload:input_type -> registry.v1.UploadRequest
+	25, // 37: registry.v1.RegistryService.Download:input_type -> registry.v1.DownloadRequest
+	3,  // 38: registry.v1.RegistryService.Put:output_type -> registry.v1.PutResponse
+	5,  // 39: registry.v1.RegistryService.Resolve:output_type -> registry.v1.ResolveResponse
+	7,  // 40: registry.v1.RegistryService.Stat:output_type -> registry.v1.StatResponse
+	13, // 41: registry.v1.RegistryService.Lease:output_type -> registry.v1.LeaseResponse
+	20, // 42: registry.v1.RegistryService.Watch:output_type -> registry.v1.WatchResponse
+	24, // 43: registry.v1.RegistryService.Upload:output_type -> registry.v1.UploadResponse
+	26, // 44: registry.v1.RegistryService.Download:output_type -> registry.v1.DownloadResponse
+	38, // [38:45] is the sub-list for method output_type
+	31, // [31:38] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }

@@ -49,11 +49,16 @@ type RegistryServiceClient interface {
 	// PINNED_BYTES_LIMIT, LEASE_PIN_LIMIT; FAILED_PRECONDITION
 	// LEASE_NOT_FOUND (the lease is not live).
 	Put(ctx context.Context, in *PutRequest, opts ...grpc.CallOption) (*PutResponse, error)
-	// Resolve returns an object's bytes and metadata.
+	// Resolve returns an object's bytes and metadata. With a lease_id it
+	// resolves and pins as one step: the lease pins the object before its
+	// bytes are returned, or the answer is an error and nothing is pinned,
+	// with no moment between the check and the pin for the collector.
 	//
 	// Errors: INVALID_ARGUMENT HANDLE_MALFORMED; NOT_FOUND HANDLE_UNKNOWN
 	// (this registry never issued it), OBJECT_COLLECTED, OBJECT_DELETED,
-	// REGISTRY_RESTARTED (issued by an earlier run of registryd).
+	// REGISTRY_RESTARTED (issued by an earlier run of registryd); with a
+	// lease_id also as Put's lease errors, and RESOURCE_EXHAUSTED
+	// PINNED_BYTES_LIMIT, LEASE_PIN_LIMIT.
 	Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error)
 	// Stat returns an object's metadata without its bytes. Errors as Resolve.
 	Stat(ctx context.Context, in *StatRequest, opts ...grpc.CallOption) (*StatResponse, error)
@@ -81,9 +86,16 @@ type RegistryServiceClient interface {
 	// happens. The stream ends by itself once every watched object is
 	// collected or deleted.
 	//
+	// A watcher that lost its stream resumes with from_sequence: the last
+	// sequence it received plus one. It then gets, from the server's bounded
+	// history, every event of its handles since, then the live ones, each
+	// exactly once and in order, and no CURRENT events.
+	//
 	// Errors: as Resolve for a handle that is malformed or unknown, before
 	// any event; RESOURCE_EXHAUSTED WATCH_TOO_SLOW when the watcher does not
-	// keep up with its events.
+	// keep up with its events; OUT_OF_RANGE WATCH_HISTORY_COMPACTED when
+	// from_sequence is older than the history keeps (metadata
+	// oldest_sequence: the oldest it has), or newer than the last event.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 	// Upload stores an object of any size up to the server's max object
 	// size, beyond the gRPC message limit that bounds Put. The first message
@@ -230,11 +242,16 @@ type RegistryServiceServer interface {
 	// PINNED_BYTES_LIMIT, LEASE_PIN_LIMIT; FAILED_PRECONDITION
 	// LEASE_NOT_FOUND (the lease is not live).
 	Put(context.Context, *PutRequest) (*PutResponse, error)
-	// Resolve returns an object's bytes and metadata.
+	// Resolve returns an object's bytes and metadata. With a lease_id it
+	// resolves and pins as one step: the lease pins the object before its
+	// bytes are returned, or the answer is an error and nothing is pinned,
+	// with no moment between the check and the pin for the collector.
 	//
 	// Errors: INVALID_ARGUMENT HANDLE_MALFORMED; NOT_FOUND HANDLE_UNKNOWN
 	// (this registry never issued it), OBJECT_COLLECTED, OBJECT_DELETED,
-	// REGISTRY_RESTARTED (issued by an earlier run of registryd).
+	// REGISTRY_RESTARTED (issued by an earlier run of registryd); with a
+	// lease_id also as Put's lease errors, and RESOURCE_EXHAUSTED
+	// PINNED_BYTES_LIMIT, LEASE_PIN_LIMIT.
 	Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error)
 	// Stat returns an object's metadata without its bytes. Errors as Resolve.
 	Stat(context.Context, *StatRequest) (*StatResponse, error)
@@ -262,9 +279,16 @@ type RegistryServiceServer interface {
 	// happens. The stream ends by itself once every watched object is
 	// collected or deleted.
 	//
+	// A watcher that lost its stream resumes with from_sequence: the last
+	// sequence it received plus one. It then gets, from the server's bounded
+	// history, every event of its handles since, then the live ones, each
+	// exactly once and in order, and no CURRENT events.
+	//
 	// Errors: as Resolve for a handle that is malformed or unknown, before
 	// any event; RESOURCE_EXHAUSTED WATCH_TOO_SLOW when the watcher does not
-	// keep up with its events.
+	// keep up with its events; OUT_OF_RANGE WATCH_HISTORY_COMPACTED when
+	// from_sequence is older than the history keeps (metadata
+	// oldest_sequence: the oldest it has), or newer than the last event.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	// Upload stores an object of any size up to the server's max object
 	// size, beyond the gRPC message limit that bounds Put. The first message
