@@ -29,7 +29,7 @@ func BenchmarkPinUnpin(b *testing.B) {
 		if err != nil || rs[0].Outcome != lease.Pinned {
 			b.Fatalf("Pin = %+v, %v", rs, err)
 		}
-		rs, err = s.Unpin(hs)
+		rs, err = s.Unpin(hs, 0)
 		if err != nil || rs[0].Outcome != lease.Unpinned {
 			b.Fatalf("Unpin = %+v, %v", rs, err)
 		}
@@ -55,14 +55,14 @@ func BenchmarkPinUnpinParallel(b *testing.B) {
 			b.Error(err)
 			return
 		}
-		defer s.Close()
+		defer s.Close(0)
 		for i := 0; pb.Next(); i++ {
 			h := hs[i%len(hs) : i%len(hs)+1]
 			if _, err := s.Pin(h); err != nil {
 				b.Error(err)
 				return
 			}
-			if _, err := s.Unpin(h); err != nil {
+			if _, err := s.Unpin(h, 0); err != nil {
 				b.Error(err)
 				return
 			}
@@ -81,7 +81,7 @@ func BenchmarkOpenClose(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := s.Close(); err != nil {
+		if _, err := s.Close(0); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -105,7 +105,7 @@ func BenchmarkPutWithLease(b *testing.B) {
 		}
 		if n++; n == perLease {
 			b.StopTimer()
-			if _, err := s.Close(); err != nil {
+			if _, err := s.Close(0); err != nil {
 				b.Fatal(err)
 			}
 			s = f.open(b, lease.OpenParams{Client: "bench"})

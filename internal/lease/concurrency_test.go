@@ -97,7 +97,7 @@ func TestConcurrentLeasesLeaveNoPinBehind(t *testing.T) {
 
 	// Short graces run out by themselves; then only the keeper is left.
 	eventually(t, expiryWait, "every churned lease ends", func() bool { return len(f.m.List()) == 1 })
-	if n, err := keeper.Close(); err != nil || n != len(kept) {
+	if n, err := keeper.Close(0); err != nil || n != len(kept) {
 		t.Fatalf("keeper.Close() = %d, %v; want %d", n, err, len(kept))
 	}
 	f.wantNoLeases(t)
@@ -184,7 +184,7 @@ func churnOne(t *testing.T, f *fixture, rng *rand.Rand, objs []string, mode int)
 					t.Errorf("Pin(%s): %v", r.Handle, r.Err)
 				}
 			}
-			if _, err := s.Unpin(pickSome(rng, hs)); err != nil {
+			if _, err := s.Unpin(pickSome(rng, hs), 0); err != nil {
 				return endedFromOutside(t, err)
 			}
 		}
@@ -204,7 +204,7 @@ func churnOne(t *testing.T, f *fixture, rng *rand.Rand, objs []string, mode int)
 	}
 	switch mode {
 	case 0: // the client closes
-		if _, err := s.Close(); err != nil {
+		if _, err := s.Close(0); err != nil {
 			endedFromOutside(t, err)
 		}
 	case 1, 2: // the stream drops: released now, or when the grace runs out
@@ -224,7 +224,7 @@ func churnOne(t *testing.T, f *fixture, rng *rand.Rand, objs []string, mode int)
 			return
 		}
 		if use(r) {
-			if _, err := r.Close(); err != nil {
+			if _, err := r.Close(0); err != nil {
 				endedFromOutside(t, err)
 			}
 		}
@@ -279,7 +279,7 @@ func TestPutRacingLeaseEndLeavesNoPin(t *testing.T) {
 		}
 		close(start)
 		if i%2 == 0 {
-			if _, err := s.Close(); err != nil {
+			if _, err := s.Close(0); err != nil {
 				t.Fatalf("Close: %v", err)
 			}
 		} else if _, err := f.m.Revoke(s.ID(), "r"); err != nil {

@@ -48,7 +48,7 @@ func TestObserverSeesEveryWayALeaseEnds(t *testing.T) {
 		want []brief
 	}{
 		{"closed", 0, func(t *testing.T, f *fixture, s *lease.Session, _ *recorder) {
-			if _, err := s.Close(); err != nil {
+			if _, err := s.Close(0); err != nil {
 				t.Fatal(err)
 			}
 		}, []brief{{Kind: lease.EventOpened}, {Kind: lease.EventEnded, End: lease.EndClosed, Released: 1}}},

@@ -341,6 +341,38 @@ func (m *Manager) PutPayload(leaseID string, pl registry.Payload, meta registry.
 	return info, nil
 }
 
+// ResolvePin resolves the object h names and pins it with the lease
+// leaseID as one step (see registry.ResolvePin): the bytes come back and
+// the lease pins it, or an error does and nothing is pinned. Errors: a
+// *NotLiveError if the lease is not live; those of registry.Parse and
+// ResolvePin; a *registry.LimitError for LEASE_PIN_LIMIT.
+func (m *Manager) ResolvePin(leaseID, h string) (registry.Object, error) {
+	l, err := m.find(leaseID)
+	if err != nil {
+		return registry.Object{}, &NotLiveError{Err: err}
+	}
+	id, err := m.reg.Parse(h)
+	if err != nil {
+		return registry.Object{}, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		return registry.Object{}, &NotLiveError{Err: ErrNotFound}
+	}
+	if _, ok := l.pins[id]; !ok {
+		if err := m.checkPinLimit(l, 1); err != nil {
+			return registry.Object{}, err
+		}
+	}
+	obj, _, err := m.reg.ResolvePin(id, l.holder)
+	if err != nil {
+		return registry.Object{}, err
+	}
+	l.pins[id] = struct{}{}
+	return obj, nil
+}
+
 // checkPinLimit fails if l may not pin n more objects. l.mu is held.
 func (m *Manager) checkPinLimit(l *Lease, n int) error {
 	if max := m.cfg.MaxPinsPerLease; max > 0 && len(l.pins)+n > max {
@@ -369,7 +401,7 @@ func (m *Manager) end(l *Lease, cause Cause, reason string) (int, error) {
 		return 0, ErrNotFound
 	}
 	s := l.session // releaseLocked clears it
-	released := m.releaseLocked(l)
+	released := m.releaseLocked(l, 0)
 	if s != nil {
 		s.end(cause, reason, released)
 	}
@@ -397,11 +429,12 @@ func (m *Manager) ended(l *Lease, end End, reason string, released int) {
 	}
 }
 
-// releaseLocked releases every pin of l and marks it ended. l.mu is held.
-func (m *Manager) releaseLocked(l *Lease) int {
+// releaseLocked releases every pin of l, with a hand-off, and marks it
+// ended. l.mu is held.
+func (m *Manager) releaseLocked(l *Lease, handoff time.Duration) int {
 	n := 0
 	for id := range l.pins {
-		if _, pinned, _ := m.reg.Unpin(id, l.holder); pinned {
+		if _, pinned, _ := m.reg.UnpinHandoff(id, l.holder, handoff); pinned {
 			n++
 		}
 	}

@@ -149,7 +149,7 @@ func TestCountsAndClientsReflectLiveLeases(t *testing.T) {
 	b := f.open(t, lease.OpenParams{Client: "beta", Grace: time.Minute})
 	c := f.open(t, lease.OpenParams{Client: "gamma"})
 	b.Detach()
-	if _, err := c.Close(); err != nil {
+	if _, err := c.Close(0); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	if at, de := f.m.Counts(); at != 1 || de != 1 {
@@ -194,11 +194,11 @@ func TestMaxLeasesLimitsLiveLeases(t *testing.T) {
 		t.Fatalf("resume at the limit: %v", err)
 	}
 	// Ending a lease makes room again.
-	if _, err := a.Close(); err != nil {
+	if _, err := a.Close(0); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	f.open(t, lease.OpenParams{Client: "c"})
-	if _, err := rb.Close(); err != nil {
+	if _, err := rb.Close(0); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 }
@@ -226,10 +226,10 @@ func TestRevokeEndsLeaseAndTellsSession(t *testing.T) {
 	if _, err := s.Pin([]string{o1.Handle}); !errors.Is(err, lease.ErrEnded) {
 		t.Errorf("Pin after revoke: err %v, want ErrEnded", err)
 	}
-	if _, err := s.Unpin([]string{o1.Handle}); !errors.Is(err, lease.ErrEnded) {
+	if _, err := s.Unpin([]string{o1.Handle}, 0); !errors.Is(err, lease.ErrEnded) {
 		t.Errorf("Unpin after revoke: err %v, want ErrEnded", err)
 	}
-	if _, err := s.Close(); !errors.Is(err, lease.ErrEnded) {
+	if _, err := s.Close(0); !errors.Is(err, lease.ErrEnded) {
 		t.Errorf("Close after revoke: err %v, want ErrEnded", err)
 	}
 	s.Detach() // does nothing, and must not panic
@@ -356,7 +356,7 @@ func TestManagerPutPinsAtomically(t *testing.T) {
 	f.wantSurvives(t, info.Handle, 1)
 
 	// The lease owns the pin like any other: Unpin lets it go.
-	rs, err := s.Unpin([]string{info.Handle})
+	rs, err := s.Unpin([]string{info.Handle}, 0)
 	if err != nil || rs[0].Outcome != lease.Unpinned {
 		t.Fatalf("Unpin = %+v, %v; want Unpinned", rs, err)
 	}
@@ -383,7 +383,7 @@ func TestManagerPutFailsWithoutStoring(t *testing.T) {
 	full := f.open(t, lease.OpenParams{Client: "full"})
 	pin(t, full, f.put(t).Handle)
 	closed := f.open(t, lease.OpenParams{Client: "closed"})
-	if _, err := closed.Close(); err != nil {
+	if _, err := closed.Close(0); err != nil {
 		t.Fatal(err)
 	}
 	live := f.open(t, lease.OpenParams{Client: "live"})
@@ -469,10 +469,10 @@ func TestDropPinsForgetsForceDeletedObject(t *testing.T) {
 	}
 	// The dropped pin is not the lease's any more: Close counts only the
 	// one it still holds.
-	if n, err := a.Close(); err != nil || n != 1 {
+	if n, err := a.Close(0); err != nil || n != 1 {
 		t.Errorf("a.Close() = %d, %v; want 1", n, err)
 	}
-	if n, err := b.Close(); err != nil || n != 0 {
+	if n, err := b.Close(0); err != nil || n != 0 {
 		t.Errorf("b.Close() = %d, %v; want 0", n, err)
 	}
 	f.wantNoLeases(t)
@@ -488,7 +488,7 @@ func TestDropPinsIgnoresEndedLeases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Close(); err != nil {
+	if _, err := s.Close(0); err != nil {
 		t.Fatal(err)
 	}
 	f.m.DropPins(o.ID, pins) // the lease is gone: nothing to do, no panic

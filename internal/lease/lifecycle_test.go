@@ -27,7 +27,7 @@ func TestLeaseEndLeavesNoPinBehind(t *testing.T) {
 		end func(t *testing.T, f *fixture, s *lease.Session)
 	}{
 		{"close", 0, func(t *testing.T, f *fixture, s *lease.Session) {
-			if n, err := s.Close(); err != nil || n != 3 {
+			if n, err := s.Close(0); err != nil || n != 3 {
 				t.Fatalf("Close = %d, %v; want 3", n, err)
 			}
 		}},
@@ -117,7 +117,7 @@ func TestObjectLivesWhileAnyLeasePinsIt(t *testing.T) {
 
 func closeSession(t *testing.T, f *fixture, s *lease.Session) {
 	t.Helper()
-	if _, err := s.Close(); err != nil {
+	if _, err := s.Close(0); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 }
@@ -174,7 +174,7 @@ func TestGraceKeepsPinsUntilResume(t *testing.T) {
 		t.Errorf("resumed lease = %+v; want attached to b:2, client t, 2 pins, no expiry", in)
 	}
 	// The resumed session owns the pins: it can unpin them.
-	rs, err := r.Unpin([]string{o1.Handle})
+	rs, err := r.Unpin([]string{o1.Handle}, 0)
 	if err != nil || rs[0].Outcome != lease.Unpinned {
 		t.Fatalf("Unpin on the resumed session = %+v, %v", rs, err)
 	}
@@ -209,7 +209,7 @@ func TestResumeStopsGraceTimer(t *testing.T) {
 		t.Errorf("resumed lease = %+v; want attached with 1 pin", in)
 	}
 	f.wantSurvives(t, o.Handle, 1)
-	if _, err := r.Close(); err != nil {
+	if _, err := r.Close(0); err != nil {
 		t.Errorf("Close: %v", err)
 	}
 }
@@ -272,7 +272,7 @@ func TestTinyGraceExpires(t *testing.T) {
 func TestResumeRefusesWhatIsNotALiveLease(t *testing.T) {
 	f := newFixture(t, lease.Config{})
 	closed := f.open(t, lease.OpenParams{Client: "closed", Grace: time.Minute})
-	if _, err := closed.Close(); err != nil {
+	if _, err := closed.Close(0); err != nil {
 		t.Fatal(err)
 	}
 	revoked := f.open(t, lease.OpenParams{Client: "revoked", Grace: time.Minute})

@@ -130,8 +130,10 @@ func (s *Session) pinLocked(h string) Result {
 }
 
 // Unpin releases the lease's pin on each handle and returns a result per
-// handle, in order. Errors (for the whole call): ErrEnded, ErrTakenOver.
-func (s *Session) Unpin(handles []string) ([]Result, error) {
+// handle, in order. With a handoff, each object it lets go of stays
+// strongly held at least that long (see registry.UnpinHandoff); the
+// caller caps it. Errors (for the whole call): ErrEnded, ErrTakenOver.
+func (s *Session) Unpin(handles []string, handoff time.Duration) ([]Result, error) {
 	if err := s.attached(); err != nil {
 		return nil, err
 	}
@@ -155,7 +157,7 @@ func (s *Session) Unpin(handles []string) ([]Result, error) {
 			continue
 		}
 		delete(l.pins, id)
-		info, pinned, err := m.reg.Unpin(id, l.holder)
+		info, pinned, err := m.reg.UnpinHandoff(id, l.holder, handoff)
 		switch {
 		case err != nil: // force-deleted under us: the pin is gone all the same
 			out[i] = Result{Handle: h, Outcome: Unpinned}
@@ -168,14 +170,15 @@ func (s *Session) Unpin(handles []string) ([]Result, error) {
 	return out, nil
 }
 
-// Close releases every pin and ends the lease. It returns how many pins it
-// released. Errors: ErrEnded, ErrTakenOver.
-func (s *Session) Close() (int, error) {
+// Close releases every pin, with a hand-off as Unpin's, and ends the
+// lease. It returns how many pins it released. Errors: ErrEnded,
+// ErrTakenOver.
+func (s *Session) Close(handoff time.Duration) (int, error) {
 	if err := s.attached(); err != nil {
 		return 0, err
 	}
 	l := s.lease
-	released := s.m.releaseLocked(l)
+	released := s.m.releaseLocked(l, handoff)
 	l.mu.Unlock()
 	s.m.forget(l)
 	s.m.ended(l, EndClosed, "", released)
@@ -192,7 +195,7 @@ func (s *Session) Detach() {
 	}
 	l, m := s.lease, s.m
 	if l.grace <= 0 {
-		released := m.releaseLocked(l)
+		released := m.releaseLocked(l, 0)
 		l.mu.Unlock()
 		m.forget(l)
 		m.ended(l, EndDropped, "", released)
@@ -218,7 +221,7 @@ func (m *Manager) expire(l *Lease, t **time.Timer) {
 		l.mu.Unlock()
 		return // resumed or ended meanwhile
 	}
-	released := m.releaseLocked(l)
+	released := m.releaseLocked(l, 0)
 	l.mu.Unlock()
 	m.forget(l)
 	m.ended(l, EndExpired, "", released)

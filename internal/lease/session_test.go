@@ -162,7 +162,7 @@ func TestPinLimitIsPerLeaseAndSparesRepins(t *testing.T) {
 	pin(t, other, c.Handle)
 
 	// Unpinning frees room in this one.
-	if rs, err := s.Unpin([]string{a.Handle}); err != nil || rs[0].Outcome != lease.Unpinned {
+	if rs, err := s.Unpin([]string{a.Handle}, 0); err != nil || rs[0].Outcome != lease.Unpinned {
 		t.Fatalf("Unpin = %+v, %v", rs, err)
 	}
 	pin(t, s, c.Handle)
@@ -180,7 +180,7 @@ func TestUnpinReportsEachHandleInOrder(t *testing.T) {
 	pin(t, other, theirs.Handle)
 
 	handles := []string{mine.Handle, mine.Handle, theirs.Handle, free.Handle, "obj_???", collected.Handle, foreignHandle(t)}
-	rs, err := s.Unpin(handles)
+	rs, err := s.Unpin(handles, 0)
 	if err != nil {
 		t.Fatalf("Unpin: %v", err)
 	}
@@ -247,7 +247,7 @@ func TestUnpinOfForceDeletedObjectStillLetsGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The operator's DropPins has not reached the lease yet.
-	rs, err := s.Unpin([]string{o.Handle})
+	rs, err := s.Unpin([]string{o.Handle}, 0)
 	if err != nil || rs[0].Outcome != lease.Unpinned {
 		t.Fatalf("Unpin = %+v, %v; want Unpinned", rs, err)
 	}
@@ -261,13 +261,13 @@ func TestCloseReleasesPinsAndEndsSession(t *testing.T) {
 	s := f.open(t, lease.OpenParams{Client: "t"})
 	o := f.put(t)
 	pin(t, s, o.Handle)
-	if n, err := s.Close(); err != nil || n != 1 {
+	if n, err := s.Close(0); err != nil || n != 1 {
 		t.Fatalf("Close = %d, %v; want 1", n, err)
 	}
 	if isDone(s.Done()) {
 		t.Error("Close closed Done, which is only for ends from outside")
 	}
-	if _, err := s.Close(); !errors.Is(err, lease.ErrEnded) {
+	if _, err := s.Close(0); !errors.Is(err, lease.ErrEnded) {
 		t.Errorf("second Close: err %v, want ErrEnded", err)
 	}
 	if _, err := s.Pin([]string{o.Handle}); !errors.Is(err, lease.ErrEnded) {
@@ -305,10 +305,10 @@ func TestTakeOverMovesLeaseToNewSession(t *testing.T) {
 	if _, err := a.Pin([]string{o1.Handle}); !errors.Is(err, lease.ErrTakenOver) {
 		t.Errorf("a.Pin: err %v, want ErrTakenOver", err)
 	}
-	if _, err := a.Unpin([]string{o1.Handle}); !errors.Is(err, lease.ErrTakenOver) {
+	if _, err := a.Unpin([]string{o1.Handle}, 0); !errors.Is(err, lease.ErrTakenOver) {
 		t.Errorf("a.Unpin: err %v, want ErrTakenOver", err)
 	}
-	if _, err := a.Close(); !errors.Is(err, lease.ErrTakenOver) {
+	if _, err := a.Close(0); !errors.Is(err, lease.ErrTakenOver) {
 		t.Errorf("a.Close: err %v, want ErrTakenOver", err)
 	}
 	a.Detach() // the old stream's handler ending: must not touch b's lease
@@ -323,7 +323,7 @@ func TestTakeOverMovesLeaseToNewSession(t *testing.T) {
 	f.wantSurvives(t, o1.Handle, 1)
 	f.wantSurvives(t, o2.Handle, 1)
 
-	if n, err := b.Close(); err != nil || n != 2 {
+	if n, err := b.Close(0); err != nil || n != 2 {
 		t.Errorf("b.Close() = %d, %v; want 2", n, err)
 	}
 	f.wantNoLeases(t)

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -55,18 +56,69 @@ type Event struct {
 // behind: the registry never blocks on a watcher.
 var ErrWatchTooSlow = errors.New("watcher fell behind its events")
 
+// CompactedError refuses a watch that asks to resume from a sequence the
+// history no longer keeps, or from one beyond the next event: resuming
+// there would miss events, or promise ones that never were. etcd's
+// compacted revision is the model.
+type CompactedError struct {
+	// From is the sequence the watch asked to resume from.
+	From uint64
+	// Oldest is the oldest sequence a watch can resume from now: the
+	// oldest event the history keeps, or the next event to come when it
+	// keeps none.
+	Oldest uint64
+	// Newest is the last event's sequence (0 before the first).
+	Newest uint64
+}
+
+func (e *CompactedError) Error() string {
+	if e.From > e.Newest {
+		return fmt.Sprintf("watch cannot resume from sequence %d: the newest event is %d", e.From, e.Newest)
+	}
+	return fmt.Sprintf("watch cannot resume from sequence %d: the history starts at %d", e.From, e.Oldest)
+}
+
+// HistoryStats describe the event history that watches resume from.
+type HistoryStats struct {
+	// Capacity is how many events it keeps at most (0: none).
+	Capacity int
+	// Events is how many it keeps now.
+	Events int
+	// Oldest and Newest are the sequences of the oldest and newest events
+	// it keeps; 0 when it keeps none.
+	Oldest, Newest uint64
+}
+
 // Subscription receives events until it is closed or falls behind.
 type Subscription struct {
 	hub   *hub
 	ch    chan Event
 	done  chan struct{}
-	kinds uint32      // bit per EventKind; 0 means all
-	ids   []handle.ID // watched objects; nil means every object
+	kinds uint32 // bit per EventKind; 0 means all
+
+	// Fixed before the subscription is returned.
+	replay []Event // a resumed subscription's events from the history
+	ending int     // watched objects whose final event is still to come
 
 	// Guarded by hub.mu.
+	ids    []handle.ID // watched objects; nil means every object
 	err    error
 	closed bool
 }
+
+// Replay returns, for a subscription resumed from a sequence, the events
+// from the history since that sequence, in order: read them before
+// Events, which carries what follows them. It may hold more events than
+// the buffer of Events: a replay never drops its subscriber. Nil for a
+// subscription that starts now.
+func (s *Subscription) Replay() []Event { return s.replay }
+
+// Ending returns, for a subscription to some objects, how many of them
+// are to end (COLLECTED or DELETED, or a CURRENT event in one of those
+// states) through Replay or Events: a watch whose objects have all ended
+// has nothing more to say. Objects that ended before a resumed watch's
+// sequence are not counted. Zero for a subscription to every object.
+func (s *Subscription) Ending() int { return s.ending }
 
 // Events returns the channel events arrive on, in sequence order.
 func (s *Subscription) Events() <-chan Event { return s.ch }
@@ -97,6 +149,12 @@ func (s *Subscription) wants(k EventKind) bool {
 // hub numbers events and fans them out. publish is called with the
 // object's shard lock held, so the events of one object reach every
 // subscriber in the order they happened. Lock order: shard.mu, then hub.mu.
+//
+// The hub keeps the last events in a ring, the history, so that a watcher
+// that lost its stream resumes where it was. Numbering, recording and
+// delivering an event is one step under mu, and so is taking a replay from
+// the ring and registering its subscription: no event falls between a
+// replay and the live events after it, and none is in both.
 type hub struct {
 	mu     sync.Mutex
 	seq    uint64
@@ -105,24 +163,42 @@ type hub struct {
 	byID   map[handle.ID]map[*Subscription]struct{}
 	closed bool
 	buffer int
+
+	// The history: the event of sequence n is at ring[(n-1)%histCap]
+	// while n > seq-len(ring). The ring grows by append up to histCap,
+	// then each event overwrites the oldest: one slot write per event.
+	ring    []Event
+	histCap int // 0: no history
+	next    int // the ring slot the next event goes to
 }
 
-func newHub(buffer int) *hub {
+func newHub(buffer, history int) *hub {
 	return &hub{
-		live:   make(map[*Subscription]struct{}),
-		all:    make(map[*Subscription]struct{}),
-		byID:   make(map[handle.ID]map[*Subscription]struct{}),
-		buffer: buffer,
+		live:    make(map[*Subscription]struct{}),
+		all:     make(map[*Subscription]struct{}),
+		byID:    make(map[handle.ID]map[*Subscription]struct{}),
+		buffer:  buffer,
+		histCap: max(history, 0),
 	}
 }
 
-// publish numbers ev, delivers it without blocking, and returns its
-// sequence number.
+// publish numbers ev, records it in the history, delivers it without
+// blocking, and returns its sequence number.
 func (h *hub) publish(ev Event) uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.seq++
 	ev.Seq = h.seq
+	if h.histCap > 0 {
+		if h.next < len(h.ring) {
+			h.ring[h.next] = ev
+		} else {
+			h.ring = append(h.ring, ev)
+		}
+		if h.next++; h.next == h.histCap {
+			h.next = 0
+		}
+	}
 	for s := range h.all {
 		h.deliver(s, ev)
 	}
@@ -166,6 +242,88 @@ func (h *hub) subscribe(kinds []EventKind, everything bool) (*Subscription, erro
 		h.all[s] = struct{}{}
 	}
 	return s, nil
+}
+
+// oldest returns the oldest sequence a watch can resume from: the oldest
+// event kept, or the next to come when none is. h.mu is held.
+func (h *hub) oldest() uint64 { return h.seq - uint64(len(h.ring)) + 1 }
+
+// subscribeFrom registers a subscription resumed from sequence from (1 or
+// more) and gives it the history's events since, in one step under h.mu.
+// With ids nil it wants every object's events of the given kinds;
+// otherwise those of ids, and live reports, for each, whether its object
+// has yet to end (is still in its shard's map): the caller holds the
+// shard locks of ids, so that no object ends between that answer and the
+// registration. An object that ended before from is neither replayed nor
+// watched.
+func (h *hub) subscribeFrom(from uint64, kinds []EventKind, ids []handle.ID, live func(handle.ID) bool) (*Subscription, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrClosed
+	}
+	if oldest := h.oldest(); from < oldest || from > h.seq+1 {
+		return nil, &CompactedError{From: from, Oldest: oldest, Newest: h.seq}
+	}
+	s := &Subscription{hub: h, ch: make(chan Event, h.buffer), done: make(chan struct{})}
+	for _, k := range kinds {
+		s.kinds |= 1 << k
+	}
+	var want map[handle.ID]bool // watched id -> its final event is replayed
+	if ids != nil {
+		want = make(map[handle.ID]bool, len(ids))
+		for _, id := range ids {
+			want[id] = false
+		}
+	}
+	// The ring holds sequences oldest..seq; from is among them or seq+1.
+	for n := from; n <= h.seq; n++ {
+		ev := h.ring[(n-1)%uint64(h.histCap)]
+		if want == nil {
+			if s.wants(ev.Kind) {
+				s.replay = append(s.replay, ev)
+			}
+			continue
+		}
+		if _, ok := want[ev.ID]; ok {
+			s.replay = append(s.replay, ev)
+			if ev.State == Collected || ev.State == Deleted {
+				want[ev.ID] = true
+			}
+		}
+	}
+	h.live[s] = struct{}{}
+	if want == nil {
+		h.all[s] = struct{}{}
+		return s, nil
+	}
+	for id, ended := range want {
+		switch {
+		case ended:
+			s.ending++ // within the replay
+		case live(id):
+			s.ending++
+			s.ids = append(s.ids, id)
+			set := h.byID[id]
+			if set == nil {
+				set = make(map[*Subscription]struct{})
+				h.byID[id] = set
+			}
+			set[s] = struct{}{}
+		}
+	}
+	return s, nil
+}
+
+// history returns the history's figures.
+func (h *hub) history() HistoryStats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := HistoryStats{Capacity: h.histCap, Events: len(h.ring)}
+	if len(h.ring) > 0 {
+		st.Oldest, st.Newest = h.oldest(), h.seq
+	}
+	return st
 }
 
 // watch adds id to s and queues ev, the object's current state, first.

@@ -219,3 +219,12 @@ func idsOf(infos []Info) []handle.ID {
 	}
 	return ids
 }
+
+// payloadOf returns the payload of a live object: a reference from
+// outside the registry, as only a bug would hold, for the leak tests.
+func (r *Registry) payloadOf(id handle.ID) *payload {
+	s := r.shard(id)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m[id].value()
+}

@@ -16,6 +16,8 @@ type Filter struct {
 	Labels map[string]string
 	// Lease, if not nil, selects objects that lease pins.
 	Lease *handle.ID
+	// SuspectedLeaks selects suspected leaks only (see Info).
+	SuspectedLeaks bool
 }
 
 func (f *Filter) match(e *entry) bool {
@@ -70,6 +72,10 @@ func (r *Registry) List(f Filter, pageToken string, limit int) ([]Info, string, 
 				continue
 			}
 			it := item{id: id, info: e.info()}
+			r.judge(&it.info)
+			if f.SuspectedLeaks && !it.info.SuspectedLeak {
+				continue
+			}
 			at, _ := slices.BinarySearchFunc(page, id, func(a item, b handle.ID) int { return bytes.Compare(a.id[:], b[:]) })
 			if len(page) == limit+1 {
 				page = page[:limit]
@@ -100,13 +106,27 @@ func (r *Registry) Inspect(id handle.ID) (Info, []Pin, error) {
 	if err != nil {
 		return Info{}, nil, err
 	}
-	return e.info(), append([]Pin(nil), e.pins...), nil
+	info := e.info()
+	r.judge(&info)
+	return info, append([]Pin(nil), e.pins...), nil
 }
 
 // WatchAll subscribes to every event of every object, or only those of the
 // given kinds. The caller must Close the subscription.
 func (r *Registry) WatchAll(kinds ...EventKind) (*Subscription, error) {
 	return r.events.subscribe(kinds, true)
+}
+
+// WatchAllFrom is WatchAll resumed from sequence from: the subscription's
+// Replay holds the history's events since from (inclusive) of the given
+// kinds, and Events every later one; from 0 is WatchAll. Errors: a
+// *CompactedError when the history no longer keeps from, or from is
+// beyond the next event; ErrClosed.
+func (r *Registry) WatchAllFrom(from uint64, kinds ...EventKind) (*Subscription, error) {
+	if from == 0 {
+		return r.WatchAll(kinds...)
+	}
+	return r.events.subscribeFrom(from, kinds, nil, nil)
 }
 
 // Watch subscribes to the events of the given objects. Each object's
@@ -119,6 +139,8 @@ func (r *Registry) Watch(ids []handle.ID) (*Subscription, error) {
 		return nil, err
 	}
 	now := r.now()
+	ids = uniqueIDs(ids)
+	sub.ending = len(ids) // each one's CURRENT event or a later one ends it
 	for _, id := range ids {
 		s := r.shard(id)
 		s.mu.RLock()
@@ -138,4 +160,45 @@ func (r *Registry) Watch(ids []handle.ID) (*Subscription, error) {
 		r.events.current(sub, Event{Kind: EventCurrent, ID: id, Handle: r.codec.Format(handle.Object, id), State: st, Time: now})
 	}
 	return sub, nil
+}
+
+// WatchFrom is Watch resumed from sequence from: no CURRENT events; the
+// subscription's Replay holds the history's events of ids since from
+// (inclusive), and Events every later one. Objects that ended before from
+// are neither replayed nor watched (Ending does not count them); from 0 is
+// Watch. Errors as WatchAllFrom.
+func (r *Registry) WatchFrom(ids []handle.ID, from uint64) (*Subscription, error) {
+	if from == 0 {
+		return r.Watch(ids)
+	}
+	// Hold the shards of ids, in shard order (nothing else holds two), so
+	// that none of the objects ends between the check that it is still in
+	// its map and its registration. Lock order: shard.mu, then hub.mu.
+	var held [shardCount]bool
+	for _, id := range ids {
+		held[id[0]&(shardCount-1)] = true // as Registry.shard
+	}
+	for i := range r.shards {
+		if held[i] {
+			r.shards[i].mu.RLock()
+			defer r.shards[i].mu.RUnlock()
+		}
+	}
+	return r.events.subscribeFrom(from, nil, uniqueIDs(ids), func(id handle.ID) bool {
+		_, ok := r.shard(id).m[id] // an object leaves its map as its final event is published
+		return ok
+	})
+}
+
+// uniqueIDs returns ids without repeats, in their first order.
+func uniqueIDs(ids []handle.ID) []handle.ID {
+	seen := make(map[handle.ID]struct{}, len(ids))
+	out := make([]handle.ID, 0, len(ids))
+	for _, id := range ids {
+		if _, ok := seen[id]; !ok {
+			seen[id] = struct{}{}
+			out = append(out, id)
+		}
+	}
+	return out
 }

@@ -116,6 +116,12 @@ type Info struct {
 	LingerUntil time.Time
 	// SoftCached: the soft cache holds the object strongly.
 	SoftCached bool
+	// WeakGCCycles is, for a WEAK object, how many garbage collections it
+	// has survived since it became weak; SuspectedLeak says it survived
+	// too many (Config.LeakGCCycles) while nothing of the registry's held
+	// it: something else in the process references it.
+	WeakGCCycles  int64
+	SuspectedLeak bool
 }
 
 // Pin is one lease's pin on an object.
@@ -147,13 +153,15 @@ type entry struct {
 	weak     weak.Pointer[payload]
 
 	// Guarded by the shard's mu.
-	strong      *payload // non-nil exactly while the object is pinned or lingering
-	pins        []Pin    // at most one per lease; few per object in practice
-	state       State
-	stateSince  int64       // unix nanoseconds
-	unpinnedAt  int64       // unix nanoseconds of the last pinned -> unpinned change
-	lingerUntil int64       // unix nanoseconds; while LINGERING, when it becomes WEAK
-	lingerTimer *time.Timer // while LINGERING: ends it
+	strong       *payload // non-nil exactly while the object is pinned or lingering
+	pins         []Pin    // at most one per lease; few per object in practice
+	state        State
+	stateSince   int64       // unix nanoseconds
+	unpinnedAt   int64       // unix nanoseconds of the last pinned -> unpinned change
+	lingerUntil  int64       // unix nanoseconds; while LINGERING, when it becomes WEAK
+	lingerTimer  *time.Timer // while LINGERING: ends it
+	handoffUntil int64       // unix nanoseconds: a lease that let go asked to hold it until then
+	weakSince    uint64      // the GC clock when it last became WEAK
 
 	// The soft cache's. cached says it holds the object; removed is set,
 	// under the shard's lock, when the object is deleted, so that the
@@ -176,6 +184,14 @@ func (e *entry) checksum() (uint32, bool) {
 
 // info returns the entry's metadata. The caller holds the shard's lock.
 func (e *entry) info() Info {
+	in := e.baseInfo()
+	if e.state == Weak {
+		in.WeakGCCycles = int64(gcNow() - e.weakSince)
+	}
+	return in
+}
+
+func (e *entry) baseInfo() Info {
 	return Info{
 		ID:          e.id,
 		Handle:      e.handle,

@@ -39,8 +39,15 @@ type Config struct {
 	// WatchBuffer is how many events a subscriber may fall behind before it
 	// is dropped with ErrWatchTooSlow. Default 1024.
 	WatchBuffer int
+	// WatchHistory is how many of the latest events are kept for watches
+	// that resume from a sequence (WatchFrom, WatchAllFrom). Default 10000;
+	// negative keeps none.
+	WatchHistory int
 	// Now returns the current time; tests may set it. Default time.Now.
 	Now func() time.Time
+	// LeakGCCycles, when positive, is how many garbage collections a WEAK
+	// object may survive before it is reported as a suspected leak.
+	LeakGCCycles int
 	// SoftCacheBytes, when positive, keeps the most recently resolved
 	// objects strongly held, up to this many payload bytes, so that an
 	// unpinned object in use is not collected between two resolves. The
@@ -94,6 +101,9 @@ func New(cfg Config) *Registry {
 	if cfg.WatchBuffer <= 0 {
 		cfg.WatchBuffer = 1024
 	}
+	if cfg.WatchHistory == 0 {
+		cfg.WatchHistory = 10000
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -102,7 +112,7 @@ func New(cfg Config) *Registry {
 		cfg:     cfg,
 		now:     cfg.Now,
 		observe: cfg.Observe,
-		events:  newHub(cfg.WatchBuffer),
+		events:  newHub(cfg.WatchBuffer, cfg.WatchHistory),
 		tombs:   newTombstones(cfg.Tombstones),
 	}
 	for i := range r.shards {
@@ -173,6 +183,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		weak:       weak.Make(p),
 		state:      Weak,
 		stateSince: nowNano,
+		weakSince:  gcNow(),
 		unpinnedAt: nowNano,
 	}
 	e.accessed.Store(nowNano)
@@ -293,7 +304,9 @@ func (r *Registry) StatID(id handle.ID) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	return e.info(), nil
+	info := e.info()
+	r.judge(&info)
+	return info, nil
 }
 
 // live returns the entry of id if its object is still alive, or why not.
@@ -321,16 +334,22 @@ func (r *Registry) Pin(id handle.ID, by Holder) (info Info, already bool, err er
 	s := r.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	info, already, _, err = r.pinLocked(s, id, by)
+	return info, already, err
+}
+
+// pinLocked is Pin under s.mu, also returning the payload it holds.
+func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, already bool, p *payload, err error) {
 	e := s.m[id]
 	if e == nil {
-		return Info{}, false, r.gone(id)
+		return Info{}, false, nil, r.gone(id)
 	}
 	if e.pinIndex(by.ID) >= 0 {
-		return e.info(), true, nil
+		return e.info(), true, e.strong, nil
 	}
 	now := r.now()
+	p = e.strong // pinned or lingering
 	if e.state != Pinned {
-		p := e.strong // lingering
 		if p == nil {
 			p = e.weak.Value()
 		}
@@ -338,10 +357,10 @@ func (r *Registry) Pin(id handle.ID, by Holder) (info Info, already bool, err er
 			// Collected; its cleanup has not run yet. Reap it now so
 			// that every observer agrees from here on.
 			r.reapLocked(s, e, now)
-			return Info{}, false, ErrCollected
+			return Info{}, false, nil, ErrCollected
 		}
 		if err := r.reservePinned(e.size); err != nil {
-			return Info{}, false, err
+			return Info{}, false, nil, err
 		}
 		r.counters.move(e.state, Pinned, e.size)
 		e.stopLinger()
@@ -353,7 +372,7 @@ func (r *Registry) Pin(id handle.ID, by Holder) (info Info, already bool, err er
 	e.accessed.Store(now.UnixNano())
 	r.counters.pins.Add(1)
 	r.publish(e, EventPinned, by.LeaseID, now)
-	return e.info(), false, nil
+	return e.info(), false, p, nil
 }
 
 // Unpin removes by's pin from the object. It reports pinned=false,
@@ -362,6 +381,13 @@ func (r *Registry) Pin(id handle.ID, by Holder) (info Info, already bool, err er
 // Errors: ErrCollected, ErrDeleted (neither can happen to an object that
 // by pins, unless an operator force-deleted it).
 func (r *Registry) Unpin(id handle.ID, by Holder) (info Info, pinned bool, err error) {
+	return r.UnpinHandoff(id, by, 0)
+}
+
+// UnpinHandoff is Unpin with a hand-off: the object stays strongly held
+// (LINGERING) at least handoff after by lets go, once no lease pins it,
+// so that another holder has time to pin it. The caller caps handoff.
+func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) (info Info, pinned bool, err error) {
 	s := r.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -377,6 +403,9 @@ func (r *Registry) Unpin(id handle.ID, by Holder) (info Info, pinned bool, err e
 		return e.info(), false, nil
 	}
 	now := r.now()
+	if handoff > 0 {
+		e.handoffUntil = max(e.handoffUntil, now.Add(handoff).UnixNano())
+	}
 	e.pins = append(e.pins[:i], e.pins[i+1:]...)
 	r.counters.pins.Add(-1)
 	if len(e.pins) > 0 {
@@ -389,9 +418,9 @@ func (r *Registry) Unpin(id handle.ID, by Holder) (info Info, pinned bool, err e
 	r.releasePinned(e.size)
 	e.stateSince = now.UnixNano()
 	e.unpinnedAt = now.UnixNano()
-	if linger := e.meta.Linger; linger > 0 {
+	if until := max(now.Add(e.meta.Linger).UnixNano(), e.handoffUntil); until > now.UnixNano() {
 		r.counters.move(Pinned, Lingering, e.size)
-		r.startLinger(e, now, linger)
+		r.startLinger(e, now, time.Duration(until-now.UnixNano()))
 		r.publish(e, EventUnpinned, by.LeaseID, now)
 		r.publish(e, EventLingering, "", now)
 		return e.info(), true, nil
@@ -399,6 +428,7 @@ func (r *Registry) Unpin(id handle.ID, by Holder) (info Info, pinned bool, err e
 	r.counters.move(Pinned, Weak, e.size)
 	e.strong = nil // from here the GC decides
 	e.state = Weak
+	e.weakSince = gcNow()
 	r.publish(e, EventUnpinned, by.LeaseID, now)
 	r.publish(e, EventWeak, "", now)
 	return e.info(), true, nil
@@ -443,6 +473,7 @@ func (r *Registry) endLinger(id handle.ID) {
 	e.strong = nil // from here the GC decides
 	e.state = Weak
 	e.stateSince = now.UnixNano()
+	e.weakSince = gcNow()
 	r.publish(e, EventWeak, "", now)
 }
 

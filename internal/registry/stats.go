@@ -112,6 +112,8 @@ type Stats struct {
 	MaxObjectBytes int64
 	MaxPinnedBytes int64
 	SoftCache      SoftCacheStats
+	WatchHistory   HistoryStats
+	SuspectedLeaks int64
 }
 
 // Stats returns the registry's figures.
@@ -133,6 +135,8 @@ func (r *Registry) Stats() Stats {
 		MaxObjectBytes: r.cfg.MaxObjectBytes,
 		MaxPinnedBytes: r.cfg.MaxPinnedBytes,
 		SoftCache:      r.cache.stats(),
+		WatchHistory:   r.events.history(),
+		SuspectedLeaks: r.SuspectedLeaks(),
 	}
 	for _, s := range []State{Pinned, Lingering, Weak} {
 		st.Objects[s] = c.objects[s].Load()

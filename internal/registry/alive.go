@@ -1,0 +1,63 @@
+package registry
+
+import (
+	"github.com/weakref/registry/internal/handle"
+)
+
+// ResolvePin resolves an object and pins it by by, as one step under its
+// shard's lock: either the bytes come back and by pins the object, or the
+// answer is an error and nothing is pinned. There is no moment between the
+// check and the pin in which the collector could take it. already says by
+// pinned it before. Errors: ErrCollected, ErrDeleted, a *LimitError for
+// PINNED_BYTES_LIMIT.
+func (r *Registry) ResolvePin(id handle.ID, by Holder) (obj Object, already bool, err error) {
+	s := r.shard(id)
+	s.mu.Lock()
+	info, already, p, err := r.pinLocked(s, id, by)
+	if err != nil {
+		s.mu.Unlock()
+		r.counters.miss(err)
+		return Object{}, false, err
+	}
+	e := s.m[id]
+	obj = Object{Data: p.data, More: p.more, Info: info}
+	obj.crc, obj.crcKnown = e.checksum()
+	s.mu.Unlock()
+	r.counters.hits.Add(1)
+	return obj, already, nil
+}
+
+// judge fills in whether in, an object's info, looks like a leak: WEAK,
+// not held by the soft cache, and alive after Config.LeakGCCycles
+// collections. The registry holds a weak object by its weak pointer only,
+// and the payload is referenced by nothing outside it (readers get the
+// byte slices, not the payload), so only a stray reference keeps it.
+func (r *Registry) judge(in *Info) {
+	n := r.cfg.LeakGCCycles
+	in.SuspectedLeak = n > 0 && in.State == Weak && !in.SoftCached && in.WeakGCCycles >= int64(n)
+}
+
+// SuspectedLeaks counts the objects judge calls suspected leaks. It scans
+// every shard.
+func (r *Registry) SuspectedLeaks() int64 {
+	if r.cfg.LeakGCCycles <= 0 {
+		return 0
+	}
+	var n int64
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.RLock()
+		for _, e := range s.m {
+			if e.state != Weak || e.value() == nil {
+				continue
+			}
+			in := e.info()
+			r.judge(&in)
+			if in.SuspectedLeak {
+				n++
+			}
+		}
+		s.mu.RUnlock()
+	}
+	return n
+}
