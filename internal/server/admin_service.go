@@ -57,9 +57,14 @@ func (s *adminService) GetStats(ctx context.Context, _ *registryv1.GetStatsReque
 		Epoch:            st.Epoch,
 		Watchers:         int64(st.Watchers),
 		Gc:               gcStats(),
+		SuspectedLeaks:   st.SuspectedLeaks,
 		SoftCache: &registryv1.SoftCacheStats{
 			MaxBytes: st.SoftCache.MaxBytes, Bytes: st.SoftCache.Bytes, Objects: st.SoftCache.Objects,
 			Hits: st.SoftCache.Hits, Evictions: st.SoftCache.Evictions,
+		},
+		WatchHistory: &registryv1.WatchHistoryStats{
+			Capacity: int64(st.WatchHistory.Capacity), Events: int64(st.WatchHistory.Events),
+			OldestSequence: st.WatchHistory.Oldest, NewestSequence: st.WatchHistory.Newest,
 		},
 		ServerVersion: version.String(),
 	}, nil
@@ -86,7 +91,7 @@ func (s *adminService) ListObjects(ctx context.Context, req *registryv1.ListObje
 	if err := registry.ValidateLabels(req.GetLabels()); err != nil {
 		return nil, toStatus(err, handle.Object)
 	}
-	f := registry.Filter{State: stateFromProto(req.GetState()), Labels: req.GetLabels()}
+	f := registry.Filter{State: stateFromProto(req.GetState()), Labels: req.GetLabels(), SuspectedLeaks: req.GetSuspectedLeaks()}
 	if req.GetLeaseId() != "" {
 		id, err := s.leases.ParseID(req.GetLeaseId())
 		if err != nil {
@@ -193,7 +198,7 @@ func (s *adminService) WatchEvents(req *registryv1.WatchEventsRequest, stream gr
 			}
 		}
 	}
-	sub, err := s.reg.WatchAll(kinds...)
+	sub, err := s.reg.WatchAllFrom(req.GetFromSequence(), kinds...)
 	if err != nil {
 		return toStatus(err, handle.Object)
 	}

@@ -60,18 +60,20 @@ func infoToProto(in registry.Info) *registryv1.ObjectInfo {
 		return nil
 	}
 	return &registryv1.ObjectInfo{
-		Handle:      in.Handle,
-		Size:        in.Size,
-		ContentType: in.ContentType,
-		Labels:      in.Labels,
-		State:       stateToProto[in.State],
-		PinCount:    int32(in.Pins),
-		CreateTime:  timestamppb.New(in.Created),
-		AccessTime:  timestamppb.New(in.Accessed),
-		StateTime:   timestamppb.New(in.StateSince),
-		Linger:      durationOrNil(in.Linger),
-		LingerUntil: timestampOrNil(in.LingerUntil),
-		SoftCached:  in.SoftCached,
+		Handle:        in.Handle,
+		Size:          in.Size,
+		ContentType:   in.ContentType,
+		Labels:        in.Labels,
+		State:         stateToProto[in.State],
+		PinCount:      int32(in.Pins),
+		CreateTime:    timestamppb.New(in.Created),
+		AccessTime:    timestamppb.New(in.Accessed),
+		StateTime:     timestamppb.New(in.StateSince),
+		Linger:        durationOrNil(in.Linger),
+		LingerUntil:   timestampOrNil(in.LingerUntil),
+		SoftCached:    in.SoftCached,
+		WeakGcCycles:  in.WeakGCCycles,
+		SuspectedLeak: in.SuspectedLeak,
 	}
 }
 

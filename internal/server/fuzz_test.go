@@ -78,7 +78,7 @@ func FuzzRequestValidation(f *testing.F) {
 				t.Fatalf("Resolve returned %q, want %q", got.GetData(), data)
 			}
 			if leaseID != "" {
-				sess.Unpin([]string{resp.GetHandle()}) // stay under the pin limit
+				sess.Unpin([]string{resp.GetHandle()}, 0) // stay under the pin limit
 			}
 		}
 		if _, err := svc.Resolve(ctx, &registryv1.ResolveRequest{Handle: h}); err != nil {
@@ -254,7 +254,7 @@ func FuzzUploadSequence(f *testing.F) {
 			t.Fatalf("Resolve after Upload: %v", err)
 		}
 		if msgs[0].GetHeader().GetLeaseId() != "" {
-			sess.Unpin([]string{h}) // keep the lease small
+			sess.Unpin([]string{h}, 0) // keep the lease small
 		}
 	})
 }

@@ -151,14 +151,14 @@ func (s *registryService) leaseRequest(ctx context.Context, sess *lease.Session,
 			return nil, false, err
 		}
 		traced := s.traceResults(ctx, telemetry.SpanUnpin, telemetry.EventUnpinHandle, sess.ID(), len(k.Unpin.GetHandles()))
-		rs, err := sess.Unpin(k.Unpin.GetHandles())
+		rs, err := sess.Unpin(k.Unpin.GetHandles(), s.linger(k.Unpin.GetHandoff()))
 		traced(rs, err)
 		if err != nil {
 			return nil, false, err
 		}
 		resp.Kind = &registryv1.LeaseResponse_Unpinned{Unpinned: resultsToProto(rs)}
 	case *registryv1.LeaseRequest_Close:
-		n, err := sess.Close()
+		n, err := sess.Close(s.linger(k.Close.GetHandoff()))
 		if err != nil {
 			return nil, false, err
 		}

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
@@ -63,7 +64,16 @@ func (s *registryService) Put(ctx context.Context, req *registryv1.PutRequest) (
 }
 
 func (s *registryService) Resolve(ctx context.Context, req *registryv1.ResolveRequest) (*registryv1.ResolveResponse, error) {
-	obj, err := s.reg.Resolve(req.GetHandle())
+	if req.GetLeaseId() != "" {
+		// Refuse an object too large for one message before pinning it:
+		// an error must leave nothing pinned. (Its size never changes.)
+		if info, err := s.reg.Stat(req.GetHandle()); err == nil {
+			if err := s.tooLargeForMessage(info.Size); err != nil {
+				return nil, err
+			}
+		}
+	}
+	obj, err := s.resolve(req.GetHandle(), req.GetLeaseId())
 	addEvent(ctx, telemetry.EventResolve, func() []attribute.KeyValue {
 		if err != nil {
 			return []attribute.KeyValue{telemetry.HandleAttr(req.GetHandle()), telemetry.KeyOutcome.String(telemetry.ResolveOutcome(err))}
@@ -73,12 +83,30 @@ func (s *registryService) Resolve(ctx context.Context, req *registryv1.ResolveRe
 	if err != nil {
 		return nil, toStatus(err, handle.Object)
 	}
-	if max := s.limits.MaxMessageBytes; max > 0 && obj.Info.Size > int64(max)-messageOverhead {
-		return nil, newStatus(codes.ResourceExhausted, ReasonMessageTooLarge,
-			fmt.Sprintf("object is %d bytes, more than one message may carry (--max-message-bytes %d); use Download", obj.Info.Size, max),
-			map[string]string{"max": strconv.Itoa(max), "want": strconv.FormatInt(obj.Info.Size, 10)})
+	if err := s.tooLargeForMessage(obj.Info.Size); err != nil {
+		return nil, err
 	}
 	return &registryv1.ResolveResponse{Data: obj.Payload().Bytes(), Info: infoToProto(obj.Info)}, nil
+}
+
+// tooLargeForMessage returns MESSAGE_TOO_LARGE for an object of size
+// bytes that one Resolve answer cannot carry, else nil.
+func (s *registryService) tooLargeForMessage(size int64) error {
+	if max := s.limits.MaxMessageBytes; max > 0 && size > int64(max)-messageOverhead {
+		return newStatus(codes.ResourceExhausted, ReasonMessageTooLarge,
+			fmt.Sprintf("object is %d bytes, more than one message may carry (--max-message-bytes %d); use Download", size, max),
+			map[string]string{"max": strconv.Itoa(max), "want": strconv.FormatInt(size, 10)})
+	}
+	return nil
+}
+
+// resolve resolves h, and pins it with leaseID as one step if one is
+// given.
+func (s *registryService) resolve(h, leaseID string) (registry.Object, error) {
+	if leaseID != "" {
+		return s.leases.ResolvePin(leaseID, h)
+	}
+	return s.reg.Resolve(h)
 }
 
 func (s *registryService) Stat(ctx context.Context, req *registryv1.StatRequest) (*registryv1.StatResponse, error) {
@@ -109,12 +137,20 @@ func (s *registryService) Watch(req *registryv1.WatchRequest, stream grpc.Server
 			ids = append(ids, id)
 		}
 	}
-	sub, err := s.reg.Watch(ids)
+	sub, err := s.reg.WatchFrom(ids, req.GetFromSequence())
 	if err != nil {
 		return toStatus(err, handle.Object)
 	}
 	defer sub.Close()
-	live := len(ids) // watched objects not yet collected or deleted
+	// Headers now tell the client the watch is in place, even when a
+	// resumed watch has no event to send yet.
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
+	live := sub.Ending() // watched objects whose end is still to be sent
+	if live == 0 {
+		return nil // all ended before from_sequence
+	}
 	return pump(stream.Context(), sub, func(ev registry.Event) (bool, error) {
 		if err := stream.Send(&registryv1.WatchResponse{Event: eventToProtoMsg(ev)}); err != nil {
 			return false, err
@@ -126,9 +162,14 @@ func (s *registryService) Watch(req *registryv1.WatchRequest, stream grpc.Server
 	})
 }
 
-// pump sends sub's events with send until send says stop, the client goes
-// away, or the subscription ends.
+// pump sends sub's replay, then its events, with send until send says
+// stop, the client goes away, or the subscription ends.
 func pump(ctx context.Context, sub *registry.Subscription, send func(registry.Event) (more bool, err error)) error {
+	for _, ev := range sub.Replay() {
+		if more, err := send(ev); err != nil || !more {
+			return err
+		}
+	}
 	for {
 		select {
 		case ev := <-sub.Events():

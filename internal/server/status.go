@@ -39,6 +39,7 @@ const (
 	ReasonTooManyHandles    = "TOO_MANY_HANDLES"
 	ReasonPageToken         = "PAGE_TOKEN_INVALID"
 	ReasonWatchTooSlow      = "WATCH_TOO_SLOW"
+	ReasonWatchCompacted    = "WATCH_HISTORY_COMPACTED"
 	ReasonShuttingDown      = "SHUTTING_DOWN"
 	ReasonMessageTooLarge   = "MESSAGE_TOO_LARGE"
 	ReasonUploadNoHeader    = "UPLOAD_HEADER_MISSING"
@@ -59,6 +60,7 @@ func statusOf(err error, kind handle.Kind) (codes.Code, string, map[string]strin
 		limit     *registry.LimitError
 		label     *registry.LabelError
 		notLive   *lease.NotLiveError
+		compacted *registry.CompactedError
 	)
 	switch {
 	case errors.As(err, &notLive):
@@ -104,6 +106,11 @@ func statusOf(err error, kind handle.Kind) (codes.Code, string, map[string]strin
 		return codes.InvalidArgument, ReasonPageToken, nil
 	case errors.Is(err, registry.ErrWatchTooSlow):
 		return codes.ResourceExhausted, ReasonWatchTooSlow, nil
+	case errors.As(err, &compacted):
+		return codes.OutOfRange, ReasonWatchCompacted, map[string]string{
+			"oldest_sequence": strconv.FormatUint(compacted.Oldest, 10),
+			"from_sequence":   strconv.FormatUint(compacted.From, 10),
+		}
 	case errors.Is(err, lease.ErrNotFound), errors.Is(err, lease.ErrEnded):
 		return codes.NotFound, ReasonLeaseNotFound, nil
 	case errors.Is(err, lease.ErrTakenOver):
@@ -125,6 +132,7 @@ var hints = map[string]string{
 	ReasonPinned:            "see who pins it with AdminService/InspectObject, or delete with force",
 	ReasonLeaseMalformed:    "lease ids look like lse_ followed by 52 characters",
 	ReasonLeaseNotFound:     "it was never opened, has ended, or its grace ran out; open a new lease",
+	ReasonWatchCompacted:    "the events since are lost to this watcher: watch anew from 0 for the current states; --watch-history keeps more",
 }
 
 // toStatus returns err as a gRPC status error with an ErrorInfo.

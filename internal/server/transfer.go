@@ -149,7 +149,7 @@ func (s *registryService) Download(req *registryv1.DownloadRequest, stream grpc.
 		// A chunk's message must fit the server's send limit too.
 		chunk = min(chunk, max(m-messageOverhead, m/2, 1))
 	}
-	obj, err := s.reg.Resolve(req.GetHandle())
+	obj, err := s.resolve(req.GetHandle(), req.GetLeaseId())
 	addEvent(stream.Context(), telemetry.EventResolve, func() []attribute.KeyValue {
 		if err != nil {
 			return []attribute.KeyValue{telemetry.HandleAttr(req.GetHandle()), telemetry.KeyOutcome.String(telemetry.ResolveOutcome(err))}

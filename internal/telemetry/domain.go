@@ -250,6 +250,8 @@ func (t *Telemetry) Instrument(reg *registry.Registry, leases *lease.Manager) er
 		deleted    = counter("registry.deleted.objects", "{object}", "Objects deleted by an operator.")
 		gcCycles   = counter("registry.gc.cycles", "{cycle}", "Completed Go garbage collection cycles.")
 		dropped    = counter("registry.telemetry.dropped.events", "{event}", "Lifecycle events the tracing and logging pipeline dropped because it fell behind.")
+		leaks      = gauge("registry.suspected.leaks", "{object}", "WEAK objects that survived --leak-gc-cycles garbage collections: something still references them.")
+		cached     = gauge("registry.soft.cache.bytes", "By", "Payload bytes the soft cache holds strongly.")
 	)
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -284,12 +286,14 @@ func (t *Telemetry) Instrument(reg *registry.Registry, leases *lease.Manager) er
 		o.ObserveInt64(collBytes, st.CollectedBytes)
 		o.ObserveInt64(deleted, st.Deleted)
 		o.ObserveInt64(gcCycles, st.GCCycles)
+		o.ObserveInt64(leaks, st.SuspectedLeaks)
+		o.ObserveInt64(cached, st.SoftCache.Bytes)
 		if p := t.events; p != nil {
 			o.ObserveInt64(dropped, p.dropped.Load())
 		} else {
 			o.ObserveInt64(dropped, 0)
 		}
 		return nil
-	}, objects, bytes, leaseCount, pins, watchers, puts, resolves, collected, collBytes, deleted, gcCycles, dropped)
+	}, objects, bytes, leaseCount, pins, watchers, puts, resolves, collected, collBytes, deleted, gcCycles, dropped, leaks, cached)
 	return err
 }

@@ -319,7 +319,7 @@ func TestLifecycleEventsAreLoggedAtDebug(t *testing.T) {
 			if _, err := f.leases.Put(s.ID(), []byte("logged object"), registry.Meta{}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.Close(); err != nil {
+			if _, err := s.Close(0); err != nil {
 				t.Fatal(err)
 			}
 			f.reg.Collect()
