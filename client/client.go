@@ -214,11 +214,18 @@ func (c *Client) Put(ctx context.Context, data []byte, opts ...PutOption) (Info,
 // gives an error matching ErrCollected; never the bytes of another. An
 // object too large for one message is downloaded in chunks.
 func (c *Client) Resolve(ctx context.Context, handle string) ([]byte, Info, error) {
-	resp, err := c.rpc.Resolve(ctx, &registryv1.ResolveRequest{Handle: handle})
+	return c.resolve(ctx, handle, "")
+}
+
+// resolve is Resolve, pinning with the lease leaseID when it is not "".
+func (c *Client) resolve(ctx context.Context, handle, leaseID string) ([]byte, Info, error) {
+	resp, err := c.rpc.Resolve(ctx, &registryv1.ResolveRequest{Handle: handle, LeaseId: leaseID})
 	var e *Error
 	if err = fromStatus(err); errors.As(err, &e) && e.Reason == reasonMessageTooLarge {
+		// Too large for one message; as a download, then. The refused
+		// Resolve pinned nothing: the download pins, if leaseID asked.
 		var buf bytes.Buffer
-		info, err := c.Download(ctx, handle, &buf)
+		info, err := c.download(ctx, handle, leaseID, &buf)
 		return buf.Bytes(), info, err
 	}
 	if err != nil {
@@ -279,6 +286,10 @@ type Info struct {
 	Linger      time.Duration
 	LingerUntil time.Time // while StateLingering: when it becomes weak
 	SoftCached  bool      // the server's soft cache holds it (its State stays weak)
+	// WeakGCCycles: how many garbage collections a weak object survived;
+	// SuspectedLeak: too many, for an object nothing should hold.
+	WeakGCCycles  int64
+	SuspectedLeak bool
 }
 
 func infoFrom(in *registryv1.ObjectInfo) Info {
@@ -298,6 +309,9 @@ func infoFrom(in *registryv1.ObjectInfo) Info {
 		Linger:      in.GetLinger().AsDuration(),
 		LingerUntil: timeOf(in.GetLingerUntil().AsTime(), in.GetLingerUntil() != nil),
 		SoftCached:  in.GetSoftCached(),
+
+		WeakGCCycles:  in.GetWeakGcCycles(),
+		SuspectedLeak: in.GetSuspectedLeak(),
 	}
 }
 

@@ -140,9 +140,36 @@ func (l *Lease) Unpin(ctx context.Context, handles ...string) ([]PinResult, erro
 	return resultsFrom(resp.GetUnpinned()), nil
 }
 
+// Resolve resolves the object handle names and pins it with l as one
+// step: it returns the bytes and l pins the object, or it returns an error
+// and nothing is pinned; there is no moment between the check and the pin
+// in which the object could be collected. The Info it returns is the
+// object's after the pin.
+func (l *Lease) Resolve(ctx context.Context, handle string) ([]byte, Info, error) {
+	return l.c.resolve(ctx, handle, l.ID())
+}
+
+// UnpinWithHandoff is Unpin with a hand-off: each object l lets go of stays
+// strongly held (LINGERING) at least handoff longer, capped by the server,
+// so that a process given its handle has that long to pin it.
+func (l *Lease) UnpinWithHandoff(ctx context.Context, handoff time.Duration, handles ...string) ([]PinResult, error) {
+	unpin := &registryv1.UnpinHandles{Handles: handles, Handoff: durationOrNil(handoff)}
+	resp, err := l.call(ctx, &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Unpin{Unpin: unpin}})
+	if err != nil {
+		return nil, err
+	}
+	return resultsFrom(resp.GetUnpinned()), nil
+}
+
 // Close ends the lease and releases its pins; it returns how many. After
 // the lease has ended otherwise, Close returns what Err returns.
 func (l *Lease) Close(ctx context.Context) (int, error) {
+	return l.CloseWithHandoff(ctx, 0)
+}
+
+// CloseWithHandoff is Close with a hand-off for every object l pins, as in
+// UnpinWithHandoff: a producer can pass handles on and leave at once.
+func (l *Lease) CloseWithHandoff(ctx context.Context, handoff time.Duration) (int, error) {
 	l.mu.Lock()
 	if l.finished {
 		err := l.err
@@ -151,7 +178,7 @@ func (l *Lease) Close(ctx context.Context) (int, error) {
 	}
 	l.closing = true
 	l.mu.Unlock()
-	resp, err := l.call(ctx, &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Close{Close: &registryv1.CloseLease{}}})
+	resp, err := l.call(ctx, &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Close{Close: &registryv1.CloseLease{Handoff: durationOrNil(handoff)}}})
 	if err != nil {
 		if errors.Is(err, errClosed) { // ended cleanly while we asked
 			return 0, nil
@@ -277,7 +304,7 @@ func (l *Lease) run(stream registryv1.RegistryService_LeaseClient) {
 			return
 		}
 		next, err := l.resume(time.Now().Add(l.grace), cause)
-		if err != nil {
+		if err != nil || next == nil { // nil, nil: a Close went through before the drop
 			l.finish(err)
 			return
 		}

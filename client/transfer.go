@@ -91,9 +91,15 @@ func uploadError(stream registryv1.RegistryService_UploadClient, err error) erro
 // an error matching ErrChecksum if they differ: w has then received bytes
 // that must not be trusted.
 func (c *Client) Download(ctx context.Context, handle string, w io.Writer) (Info, error) {
+	return c.download(ctx, handle, "", w)
+}
+
+// download is Download, pinning with the lease leaseID first when it is
+// not "".
+func (c *Client) download(ctx context.Context, handle, leaseID string, w io.Writer) (Info, error) {
 	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.rpc.Download(dctx, &registryv1.DownloadRequest{Handle: handle})
+	stream, err := c.rpc.Download(dctx, &registryv1.DownloadRequest{Handle: handle, LeaseId: leaseID})
 	if err != nil {
 		return Info{}, fromStatus(err)
 	}

@@ -2,7 +2,14 @@ package client
 
 import (
 	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 )
@@ -62,40 +69,228 @@ func eventFrom(e *registryv1.Event) Event {
 	}
 }
 
-// Watcher receives the lifecycle events of the objects it watches.
+// ErrWatchCompacted: a watch asked to resume from a sequence that the
+// server's bounded history no longer keeps, or one it never reached (a
+// sequence of another run, say). Error.Metadata["oldest_sequence"] is the
+// oldest it can resume from. Events between were lost to this watcher:
+// watch anew, without FromSequence, for the objects' current states.
+var ErrWatchCompacted = errors.New("registry: watch history compacted")
+
+// Reasons a watch stream ends with that the Watcher acts on.
+const (
+	reasonWatchCompacted = "WATCH_HISTORY_COMPACTED"
+	reasonWatchTooSlow   = "WATCH_TOO_SLOW"
+)
+
+// WatchOption changes how WatchWith watches.
+type WatchOption func(*watchParams)
+
+type watchParams struct {
+	from uint64
+}
+
+// FromSequence starts the watch at sequence seq (inclusive), as a watcher
+// that received every event before it, with no CURRENT event: the server
+// replays what happened to the objects since, from its bounded history,
+// then the live events follow. Use it with LastSequence()+1 of an earlier
+// watch. Seq 0 starts now, with CURRENT events. A sequence the history no
+// longer keeps gives ErrWatchCompacted.
+func FromSequence(seq uint64) WatchOption { return func(p *watchParams) { p.from = seq } }
+
+// Watcher receives the lifecycle events of the objects it watches. Its
+// stream survives connection loss: when the stream breaks (registryd
+// unreachable for a while, the connection dropped, the watcher fell too
+// far behind), the Watcher reconnects with backoff and resumes from the
+// sequence after the last event it returned, so that Recv returns every
+// event once and in order, none lost and none repeated, for as long as
+// the server's history reaches back that far. A break before the first
+// event starts the watch again as it began (with CURRENT events, or from
+// the same FromSequence); one while the
+// CURRENT events of several objects are still arriving resumes after the
+// last one returned, so the objects whose CURRENT event had not arrived
+// report only their changes from then on.
+//
+// Recv must not be called from more than one goroutine at once; Close,
+// LastSequence and Resumes may be called from any.
 type Watcher struct {
-	stream registryv1.RegistryService_WatchClient
-	cancel context.CancelFunc
+	c       *Client
+	ctx     context.Context // the watch's; Close cancels it
+	cancel  context.CancelFunc
+	handles []string
+
+	// Owned by Recv's goroutine.
+	stream    registryv1.RegistryService_WatchClient
+	endStream context.CancelFunc // releases stream
+	next      uint64             // the sequence to resume from; 0: start anew
+	ended     map[string]bool    // handles whose final event was returned
+	err       error              // the end, returned by every later Recv
+
+	last    atomic.Uint64
+	resumes atomic.Int64
 }
 
 // Watch watches the objects handles name. It returns once the watch is in
 // place: every event after that reaches it, starting with a CURRENT event
 // per object. The watch ends when ctx does, on Close, or by itself when
-// every watched object has been collected or deleted.
+// every watched object has been collected or deleted. A broken stream is
+// resumed by itself (see Watcher). It is WatchWith with no option.
 func (c *Client) Watch(ctx context.Context, handles ...string) (*Watcher, error) {
+	return c.WatchWith(ctx, handles)
+}
+
+// WatchWith is Watch with options, such as FromSequence to resume where an
+// earlier watch stopped.
+func (c *Client) WatchWith(ctx context.Context, handles []string, opts ...WatchOption) (*Watcher, error) {
+	var p watchParams
+	for _, o := range opts {
+		o(&p)
+	}
 	wctx, cancel := context.WithCancel(ctx)
-	stream, err := c.rpc.Watch(wctx, &registryv1.WatchRequest{Handles: handles})
+	w := &Watcher{c: c, ctx: wctx, cancel: cancel, handles: handles, next: p.from, ended: map[string]bool{}}
+	if err := w.open(handles); errors.Is(err, io.EOF) {
+		w.err = io.EOF // every object ended before the sequence asked for
+	} else if err != nil {
+		cancel()
+		return nil, err
+	}
+	return w, nil
+}
+
+// open starts a stream of handles from w.next and waits until the server
+// says it is in place. It returns io.EOF if the stream ended at once,
+// without error: every object ended before w.next.
+func (w *Watcher) open(handles []string) error {
+	ctx, cancel := context.WithCancel(w.ctx)
+	stream, err := w.c.rpc.Watch(ctx, &registryv1.WatchRequest{Handles: handles, FromSequence: w.next})
+	if err == nil {
+		var md metadata.MD
+		if md, err = stream.Header(); err == nil && md == nil {
+			// The stream ended before it was in place: Recv says why.
+			_, err = stream.Recv()
+		}
+	}
 	if err != nil {
 		cancel()
-		return nil, fromStatus(err)
+		return watchError(err)
 	}
-	if _, err := stream.Header(); err != nil {
-		cancel()
-		return nil, fromStatus(err)
+	if w.endStream != nil {
+		w.endStream()
 	}
-	return &Watcher{stream: stream, cancel: cancel}, nil
+	w.stream, w.endStream = stream, cancel
+	return nil
 }
 
 // Recv returns the next event. It returns io.EOF once every watched object
-// has ended, and the watch's error otherwise (ErrLimit with reason
-// WATCH_TOO_SLOW if the watcher fell behind).
+// has ended; ErrWatchCompacted if the watcher was cut off for longer than
+// the server's history reaches back; a context error after Close or when
+// the watch's context ends; and the server's answer to a watch it refuses
+// (ErrMalformedHandle, ErrUnknownHandle, ErrRestarted...). Any other
+// break in the stream it mends by itself: it reconnects, with backoff,
+// until it succeeds or one of those ends it.
 func (w *Watcher) Recv() (Event, error) {
-	m, err := w.stream.Recv()
-	if err != nil {
-		return Event{}, fromStatus(err)
+	for w.err == nil {
+		m, err := w.stream.Recv()
+		if err == nil {
+			ev := eventFrom(m.GetEvent())
+			w.next = ev.Seq + 1
+			w.last.Store(ev.Seq)
+			if ev.State == StateCollected || ev.State == StateDeleted {
+				w.ended[ev.Handle] = true
+			}
+			return ev, nil
+		}
+		switch err = watchError(err); {
+		case errors.Is(err, io.EOF):
+			w.err = io.EOF
+		case w.ctx.Err() != nil:
+			w.err = err // cancelled: matches context.Canceled or DeadlineExceeded
+		case !resumable(err):
+			w.err = err
+		default:
+			w.err = w.resume()
+		}
 	}
-	return eventFrom(m.GetEvent()), nil
+	return Event{}, w.err
 }
 
-// Close ends the watch.
+// resume reopens the watch, from the sequence after the last event
+// returned, for the objects that have not ended, until it succeeds, the
+// server refuses it for good, or the watch's context ends. It returns nil
+// on success.
+func (w *Watcher) resume() error {
+	var handles []string
+	seen := make(map[string]bool, len(w.handles))
+	for _, h := range w.handles {
+		if !w.ended[h] && !seen[h] {
+			seen[h] = true
+			handles = append(handles, h)
+		}
+	}
+	if len(handles) == 0 {
+		return io.EOF // the stream broke after the last object's end, before its own
+	}
+	b := w.c.opts.backoff
+	delay := b.initial
+	for {
+		err := w.open(handles)
+		switch {
+		case err == nil:
+			w.resumes.Add(1)
+			return nil
+		case errors.Is(err, io.EOF):
+			return err
+		case w.ctx.Err() != nil:
+			return w.ctx.Err()
+		case !resumable(err):
+			return err
+		}
+		wait := time.Duration(float64(delay) * (1 + b.jitter*(2*rand.Float64()-1)))
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-w.ctx.Done():
+			t.Stop()
+			return w.ctx.Err()
+		}
+		delay = min(time.Duration(float64(delay)*b.multiplier), b.max)
+	}
+}
+
+// resumable reports whether a watch that ended with err may resume: the
+// connection failed, or the server dropped a watcher that fell behind
+// (the history has what it missed).
+func resumable(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch {
+	case e.Code == codes.Unavailable, e.Reason == reasonWatchTooSlow:
+		return true
+	case e.Reason == "" && (e.Code == codes.Internal || e.Code == codes.Unknown):
+		return true // a stream reset in transit
+	}
+	return false
+}
+
+// watchError is fromStatus, knowing the reasons of a watch.
+func watchError(err error) error {
+	err = fromStatus(err)
+	if e, ok := err.(*Error); ok && e.Reason == reasonWatchCompacted {
+		e.kind = ErrWatchCompacted
+	}
+	return err
+}
+
+// LastSequence returns the sequence of the last event Recv returned, 0
+// before the first. A later watch started with FromSequence(LastSequence()+1)
+// continues where this one stopped.
+func (w *Watcher) LastSequence() uint64 { return w.last.Load() }
+
+// Resumes returns how many times the watch reconnected after its stream
+// broke.
+func (w *Watcher) Resumes() int { return int(w.resumes.Load()) }
+
+// Close ends the watch. Recv then returns an error matching
+// context.Canceled.
 func (w *Watcher) Close() { w.cancel() }
