@@ -54,6 +54,10 @@ func statsTable(w io.Writer, st *registryv1.GetStatsResponse, now time.Time) {
 	row(w, "COLLECTED", fmt.Sprintf("%d objects, %s", st.GetCollectedObjects(), size(st.GetCollectedBytes())))
 	row(w, "DELETED", fmt.Sprintf("%d objects", st.GetDeletedObjects()))
 	row(w, "GC", gcSummary(st, now))
+	if h := st.GetWatchHistory(); h.GetCapacity() > 0 {
+		row(w, "WATCH HISTORY", fmt.Sprintf("%d of %d events kept, sequences %d to %d", h.GetEvents(), h.GetCapacity(), h.GetOldestSequence(), h.GetNewestSequence()))
+	}
+	row(w, "SUSPECTED LEAKS", st.GetSuspectedLeaks())
 	if sc := st.GetSoftCache(); sc.GetMaxBytes() > 0 {
 		row(w, "SOFT CACHE", fmt.Sprintf("%d objects, %s of %s, %d hits, %d evictions",
 			sc.GetObjects(), size(sc.GetBytes()), size(sc.GetMaxBytes()), sc.GetHits(), sc.GetEvictions()))

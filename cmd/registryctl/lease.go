@@ -59,29 +59,34 @@ func (a *app) pin(ctx context.Context, l *client.Lease, handles []string) ([]cli
 	return rs, nil
 }
 
-// closeLease closes l and returns how many pins it released.
-func (a *app) closeLease(l *client.Lease) (int, error) {
+// closeLease closes l, with a hand-off, and returns how many pins it
+// released.
+func (a *app) closeLease(l *client.Lease, handoff time.Duration) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
 	defer cancel()
-	n, err := l.Close(ctx)
+	n, err := l.CloseWithHandoff(ctx, handoff)
 	if err != nil {
 		return 0, a.leaseEnded(l, err)
 	}
 	return n, nil
 }
 
-// holdUntilInterrupted keeps l open until an interrupt, then closes it.
-func (a *app) holdUntilInterrupted(ctx context.Context, l *client.Lease) error {
+// holdUntilInterrupted keeps l open until an interrupt, then closes it
+// with the hand-off.
+func (a *app) holdUntilInterrupted(ctx context.Context, l *client.Lease, handoff time.Duration) error {
 	select {
 	case <-ctx.Done():
 	case <-l.Done():
 		return a.leaseEnded(l, l.Err())
 	}
-	released, err := a.closeLease(l)
+	released, err := a.closeLease(l, handoff)
 	if err != nil {
 		return opErr("close lease "+l.ID(), err)
 	}
 	fmt.Fprintf(a.stderr, "closed lease %s; released %d pin%s\n", l.ID(), released, plural(released))
+	if handoff > 0 && released > 0 {
+		fmt.Fprintf(a.stderr, "handed off: the objects stay held up to %s (the server caps it) for another process to pin\n", handoff)
+	}
 	return nil
 }
 
@@ -160,6 +165,9 @@ func infoProto(in client.Info) *registryv1.ObjectInfo {
 		StateTime:   ts(in.StateSince),
 		LingerUntil: ts(in.LingerUntil),
 		SoftCached:  in.SoftCached,
+
+		WeakGcCycles:  in.WeakGCCycles,
+		SuspectedLeak: in.SuspectedLeak,
 	}
 	if in.Linger > 0 {
 		out.Linger = durationpb.New(in.Linger)
@@ -173,6 +181,6 @@ func (a *app) release(l *client.Lease) {
 	select {
 	case <-l.Done():
 	default:
-		a.closeLease(l)
+		a.closeLease(l, 0)
 	}
 }

@@ -65,7 +65,7 @@ when every failure is a handle not found (collected, deleted, unknown).`,
 				return err
 			}
 			if failed > 0 {
-				released, _ := a.closeLease(l)
+				released, _ := a.closeLease(l, 0)
 				code := exitError
 				if notFound == failed {
 					code = exitNotFound
@@ -77,7 +77,7 @@ when every failure is a handle not found (collected, deleted, unknown).`,
 				}
 			}
 			fmt.Fprintf(a.stderr, "holding %d object%s under lease %s; interrupt (Ctrl-C) to release\n", len(args), plural(len(args)), l.ID())
-			return a.holdUntilInterrupted(ctx, l)
+			return a.holdUntilInterrupted(ctx, l, lf.handoff)
 		},
 	}
 	lf.register(cmd, "")

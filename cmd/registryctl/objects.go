@@ -55,6 +55,9 @@ bytes move; a large put may take as long as it needs while they do.`,
 			if linger < 0 {
 				return usagef("--linger must be 0 or more, got %s", linger)
 			}
+			if !hold && (lf.grace != 0 || lf.handoff != 0 || cmd.Flags().Changed("client-name")) {
+				return usagef("--grace, --handoff and --client-name need --hold")
+			}
 			name := "-"
 			if len(args) == 1 {
 				name = args[0]
@@ -82,7 +85,7 @@ bytes move; a large put may take as long as it needs while they do.`,
 				return err
 			}
 			fmt.Fprintf(a.stderr, "holding %s under lease %s; interrupt (Ctrl-C) to release it\n", resp.GetHandle(), l.ID())
-			return a.holdUntilInterrupted(ctx, l)
+			return a.holdUntilInterrupted(ctx, l, lf.handoff)
 		},
 	}
 	f := cmd.Flags()
@@ -214,6 +217,7 @@ func (a *app) lsCommand() *cobra.Command {
 		labels []string
 		lease  string
 		limit  int
+		leaks  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "ls",
@@ -223,7 +227,7 @@ func (a *app) lsCommand() *cobra.Command {
   registryctl ls --lease lse_AQAB... -w json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := &registryv1.ListObjectsRequest{LeaseId: lease}
+			req := &registryv1.ListObjectsRequest{LeaseId: lease, SuspectedLeaks: leaks}
 			var err error
 			if req.State, err = parseState(state); err != nil {
 				return err
@@ -265,7 +269,11 @@ func (a *app) lsCommand() *cobra.Command {
 			return a.emit(all, func(w io.Writer) {
 				row(w, "HANDLE", "STATE", "PINS", "SIZE", "TYPE", "AGE", "LABELS")
 				for _, o := range all.Objects {
-					row(w, o.GetHandle(), stateName(o.GetState()), o.GetPinCount(), size(o.GetSize()),
+					state := stateName(o.GetState())
+					if o.GetSuspectedLeak() {
+						state += " (leak?)"
+					}
+					row(w, o.GetHandle(), state, o.GetPinCount(), size(o.GetSize()),
 						orDash(o.GetContentType()), age(o.GetCreateTime(), now), labelString(o.GetLabels()))
 				}
 				if all.NextPageToken != "" {
@@ -279,6 +287,7 @@ func (a *app) lsCommand() *cobra.Command {
 	f.StringArrayVarP(&labels, "label", "l", nil, "only objects with this label key=value (repeatable: all must match)")
 	f.StringVar(&lease, "lease", "", "only objects this lease pins")
 	f.IntVar(&limit, "limit", 0, "list at most this many objects (0: all)")
+	f.BoolVar(&leaks, "suspect-leaks", false, "only suspected leaks: weak objects that survived too many garbage collections")
 	_ = cmd.RegisterFlagCompletionFunc("state", cobra.FixedCompletions([]string{"pinned", "lingering", "weak"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
@@ -334,6 +343,12 @@ func (a *app) inspectCommand() *cobra.Command {
 				}
 				if o.GetSoftCached() {
 					row(w, "SOFT CACHED", "yes: held strongly while recently resolved")
+				}
+				if o.GetState() == registryv1.ObjectState_OBJECT_STATE_WEAK {
+					row(w, "GC CYCLES", fmt.Sprintf("%d survived since it became weak", o.GetWeakGcCycles()))
+				}
+				if o.GetSuspectedLeak() {
+					row(w, "SUSPECTED LEAK", "yes: weak, yet alive after that many collections; something in registryd references it")
 				}
 				if len(resp.GetPins()) == 0 {
 					return
@@ -414,11 +429,13 @@ func (a *app) pinnedError(cmd *cobra.Command, h string, refusal error) error {
 
 // leaseFlags are the flags of commands that open a lease.
 type leaseFlags struct {
-	name  string
-	grace time.Duration
+	name    string
+	grace   time.Duration
+	handoff time.Duration
 }
 
 func (lf *leaseFlags) register(cmd *cobra.Command, prefix string) {
 	cmd.Flags().StringVar(&lf.name, "client-name", defaultClientName(), prefix+"the lease's client name, shown by 'leases ls' and 'inspect'")
-	cmd.Flags().DurationVar(&lf.grace, "grace", 0, prefix+"how long the lease outlives a lost connection (default: the server's)")
+	cmd.Flags().DurationVar(&lf.grace, "grace", 0, prefix+"how long the lease outlives a lost connection, resuming if it comes back (default: none)")
+	cmd.Flags().DurationVar(&lf.handoff, "handoff", 0, prefix+"on interrupt, keep the objects strongly held this long after the lease lets go, for another process to pin (capped by the server's --max-linger)")
 }

@@ -17,7 +17,10 @@ import (
 )
 
 func (a *app) watchCommand() *cobra.Command {
-	var kinds []string
+	var (
+		kinds []string
+		from  uint64
+	)
 	cmd := &cobra.Command{
 		Use:   "watch [HANDLE...]",
 		Short: "Print lifecycle events as they happen, until interrupted",
@@ -28,15 +31,22 @@ named objects, when all of them have been collected or deleted.
 Watching named objects starts with a CURRENT event giving each one's state
 now. With -w json each event is one line of JSON; with -w yaml, one
 document. "watching" on stderr says the watch is in place: every event
-after it is printed.`,
+after it is printed.
+
+--from SEQ resumes a watch that stopped: it prints, from registryd's
+bounded history (--watch-history), every event since sequence SEQ (the
+last SEQ printed plus one), then the new ones, and no CURRENT event. A
+sequence older than the history fails with WATCH_HISTORY_COMPACTED,
+naming the oldest one kept.`,
 		Example: `  registryctl watch
   registryctl watch --kind COLLECTED --kind DELETED
-  registryctl watch obj_AQAB... -w json | jq .kind`,
+  registryctl watch obj_AQAB... -w json | jq .kind
+  registryctl watch --from 1042`,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			recv, err := a.startWatch(ctx, args, kinds)
+			recv, err := a.startWatch(ctx, args, kinds, from)
 			if err != nil {
 				return opErr("watch", err)
 			}
@@ -61,6 +71,7 @@ after it is printed.`,
 		},
 	}
 	cmd.Flags().StringArrayVar(&kinds, "kind", nil, "without HANDLEs, only events of this kind: CREATED, PINNED, UNPINNED, WEAK, COLLECTED, DELETED (repeatable)")
+	cmd.Flags().Uint64Var(&from, "from", 0, "resume from this sequence number (inclusive): replay what happened since, then follow (0: start now)")
 	return cmd
 }
 
@@ -76,7 +87,7 @@ func watchScope(handles []string) string {
 // The timeout counts from the connection on: a server that accepts
 // connections but never answers would otherwise hold the watch for gRPC's
 // 20s connect timeout. The stream ends with ctx.
-func (a *app) startWatch(ctx context.Context, handles, kinds []string) (recv func() (*registryv1.Event, error), err error) {
+func (a *app) startWatch(ctx context.Context, handles, kinds []string, from uint64) (recv func() (*registryv1.Event, error), err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	expired := time.AfterFunc(a.timeout, cancel)
 	defer func() {
@@ -96,7 +107,7 @@ func (a *app) startWatch(ctx context.Context, handles, kinds []string) (recv fun
 		if err != nil {
 			return nil, err
 		}
-		ws, err := rc.Watch(ctx, &registryv1.WatchRequest{Handles: handles})
+		ws, err := rc.Watch(ctx, &registryv1.WatchRequest{Handles: handles, FromSequence: from})
 		if err != nil {
 			return nil, err
 		}
@@ -106,7 +117,7 @@ func (a *app) startWatch(ctx context.Context, handles, kinds []string) (recv fun
 			return m.GetEvent(), err
 		}
 	} else {
-		req := &registryv1.WatchEventsRequest{}
+		req := &registryv1.WatchEventsRequest{FromSequence: from}
 		for _, k := range kinds {
 			v, ok := registryv1.EventKind_value["EVENT_KIND_"+strings.ToUpper(k)]
 			if !ok || v == 0 {
@@ -128,8 +139,18 @@ func (a *app) startWatch(ctx context.Context, handles, kinds []string) (recv fun
 			return m.GetEvent(), err
 		}
 	}
-	if _, err := header(); err != nil {
+	md, err := header()
+	if err != nil {
 		return nil, err
+	}
+	if md == nil {
+		// The stream ended before the watch was in place: a refusal
+		// (WATCH_HISTORY_COMPACTED...), or, resuming, objects that had all
+		// ended already.
+		if _, err := recv(); !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		return func() (*registryv1.Event, error) { return nil, io.EOF }, nil
 	}
 	return recv, nil
 }

@@ -38,8 +38,10 @@ type config struct {
 	maxGrace         time.Duration
 	maxLinger        time.Duration
 	softCacheBytes   byteSize
+	leakGCCycles     int
 	tombstones       int
 	watchBuffer      int
+	watchHistory     int
 	keepaliveTime    time.Duration
 	keepaliveTimeout time.Duration
 	shutdownTimeout  time.Duration
@@ -113,9 +115,11 @@ func parseConfig(args []string) (*config, error) {
 	fs.UintVar(&c.maxStreams, "max-streams", 1024, "most concurrent streams per client connection")
 	fs.DurationVar(&c.maxGrace, "max-grace", 5*time.Minute, "longest grace a lease may ask for")
 	fs.DurationVar(&c.maxLinger, "max-linger", 10*time.Minute, "longest linger an object may ask for: strongly held after its last pin goes (0: no linger)")
+	fs.IntVar(&c.leakGCCycles, "leak-gc-cycles", 3, "report a WEAK object that survives this many garbage collections as a suspected leak (0: never)")
 	fs.Var(&c.softCacheBytes, "soft-cache-bytes", "keep the most recently resolved objects strongly held up to this `size` of payload, least recently used going weak first (0: off)")
 	fs.IntVar(&c.tombstones, "tombstones", 10000, "how many deleted handles to remember, to answer OBJECT_DELETED")
 	fs.IntVar(&c.watchBuffer, "watch-buffer", 1024, "events a watcher may fall behind before it is dropped")
+	fs.IntVar(&c.watchHistory, "watch-history", 10000, "latest events kept for watchers that resume from a sequence; older ones answer WATCH_HISTORY_COMPACTED (0: none)")
 	fs.DurationVar(&c.keepaliveTime, "keepalive-time", 20*time.Second, "ping a client idle this long")
 	fs.DurationVar(&c.keepaliveTimeout, "keepalive-timeout", 20*time.Second, "drop a client that does not answer a ping this long (its leases end)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, wait this long for calls in flight")
@@ -144,6 +148,12 @@ func parseConfig(args []string) (*config, error) {
 	}
 	if c.metricsAddr != "" && !c.telemetry {
 		return nil, errors.New("--metrics-addr (REGISTRYD_METRICS_ADDR) needs --telemetry=on (REGISTRYD_TELEMETRY)")
+	}
+	if c.leakGCCycles < 0 {
+		return nil, fmt.Errorf("--leak-gc-cycles (REGISTRYD_LEAK_GC_CYCLES) %d: want 0 or more", c.leakGCCycles)
+	}
+	if c.watchHistory < 0 {
+		return nil, fmt.Errorf("--watch-history (REGISTRYD_WATCH_HISTORY) %d: want 0 or more", c.watchHistory)
 	}
 	if c.maxLinger < 0 {
 		return nil, fmt.Errorf("--max-linger (REGISTRYD_MAX_LINGER) %s: want 0 or more", c.maxLinger)

@@ -22,7 +22,7 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 		{"defaults", nil, nil, func(t *testing.T, c *config) {
 			if c.addr != "127.0.0.1:7600" || c.maxObjectBytes != 1<<30 || c.maxPinnedBytes != 4<<30 ||
 				c.maxGrace != 5*time.Minute || c.logLevel != slog.LevelInfo || c.logFormat != "text" ||
-				c.metricsAddr != "" || !c.telemetry || c.maxLinger != 10*time.Minute || c.softCacheBytes != 0 {
+				c.metricsAddr != "" || !c.telemetry || c.maxLinger != 10*time.Minute || c.softCacheBytes != 0 || c.leakGCCycles != 3 {
 				t.Fatalf("defaults: %+v", c)
 			}
 		}},
@@ -61,6 +61,21 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 					t.Fatalf("telemetry: %+v", c)
 				}
 			}},
+		{"watch history default", nil, nil, func(t *testing.T, c *config) {
+			if c.watchHistory != 10000 {
+				t.Fatalf("watch history: %d, want 10000", c.watchHistory)
+			}
+		}},
+		{"watch history from env", nil, map[string]string{"REGISTRYD_WATCH_HISTORY": "8"}, func(t *testing.T, c *config) {
+			if c.watchHistory != 8 {
+				t.Fatalf("watch history: %d, want 8", c.watchHistory)
+			}
+		}},
+		{"watch history flag wins over env", []string{"--watch-history=0"}, map[string]string{"REGISTRYD_WATCH_HISTORY": "8"}, func(t *testing.T, c *config) {
+			if c.watchHistory != 0 {
+				t.Fatalf("watch history: %d, want 0", c.watchHistory)
+			}
+		}},
 		{"plain byte counts", []string{"--max-pinned-bytes=0", "--max-message-bytes=1048576"}, nil, func(t *testing.T, c *config) {
 			if c.maxPinnedBytes != 0 || c.maxMessageBytes != 1<<20 {
 				t.Fatalf("sizes: %+v", c)
@@ -94,7 +109,10 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		{"stray argument", []string{"serve"}, nil, `"serve"`},
 		{"node too big", []string{"--node=70000"}, nil, "--node"},
 		{"negative linger", []string{"--max-linger=-1s"}, nil, "--max-linger"},
+		{"negative leak cycles", nil, map[string]string{"REGISTRYD_LEAK_GC_CYCLES": "-2"}, "--leak-gc-cycles"},
 		{"bad soft cache size", nil, map[string]string{"REGISTRYD_SOFT_CACHE_BYTES": "big"}, "REGISTRYD_SOFT_CACHE_BYTES"},
+		{"negative watch history", []string{"--watch-history=-1"}, nil, "--watch-history"},
+		{"bad watch history env", nil, map[string]string{"REGISTRYD_WATCH_HISTORY": "lots"}, "REGISTRYD_WATCH_HISTORY"},
 		{"log format", []string{"--log-format=xml"}, nil, "--log-format"},
 		{"telemetry word", []string{"--telemetry=maybe"}, nil, "telemetry"},
 		{"telemetry env word", nil, map[string]string{"REGISTRYD_TELEMETRY": "maybe"}, "REGISTRYD_TELEMETRY"},

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -79,8 +80,10 @@ func run(args []string) error {
 		MaxObjectBytes: int64(cfg.maxObjectBytes),
 		MaxPinnedBytes: int64(cfg.maxPinnedBytes),
 		SoftCacheBytes: int64(cfg.softCacheBytes),
+		LeakGCCycles:   cfg.leakGCCycles,
 		Tombstones:     cfg.tombstones,
 		WatchBuffer:    cfg.watchBuffer,
+		WatchHistory:   cmp.Or(cfg.watchHistory, -1), // the registry reads 0 as its default, the flag as none
 		Observe:        tel.RegistryObserver(),
 	})
 	leases := lease.New(lease.Config{
