@@ -127,8 +127,8 @@ func TestErrorsMatchWithErrorsIs(t *testing.T) {
 func TestUnreachableServerIsErrUnavailable(t *testing.T) {
 	s := newServer(t, time.Minute)
 	p := newProxy(t, s.addr)
-	p.setRefuse(true)
-	c := dial(t, p.addr())
+	p.SetRefuse(true)
+	c := dial(t, p.Addr())
 	_, _, err := c.Resolve(ctxT(t), "obj_x")
 	if !errors.Is(err, client.ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
@@ -223,7 +223,7 @@ func TestPinAndUnpinReportPerHandle(t *testing.T) {
 func TestLeaseSurvivesConnectionDrop(t *testing.T) {
 	s := newServer(t, time.Minute)
 	p := newProxy(t, s.addr)
-	c := dial(t, p.addr())
+	c := dial(t, p.Addr())
 	ctx := ctxT(t)
 	l, err := c.Lease(ctx, client.LeaseName("survivor"), client.Grace(30*time.Second))
 	if err != nil {
@@ -240,7 +240,7 @@ func TestLeaseSurvivesConnectionDrop(t *testing.T) {
 	}
 
 	for round := 1; round <= 2; round++ {
-		p.drop()
+		p.Drop()
 		waitFor(t, "the lease to resume", func() bool { return l.Resumes() >= round })
 		if err := l.Err(); err != nil {
 			t.Fatalf("lease ended: %v", err)
@@ -275,7 +275,7 @@ func TestLeaseSurvivesConnectionDrop(t *testing.T) {
 func TestLeaseCallDuringDropIsAnswered(t *testing.T) {
 	s := newServer(t, time.Minute)
 	p := newProxy(t, s.addr)
-	c := dial(t, p.addr())
+	c := dial(t, p.Addr())
 	ctx := ctxT(t)
 	l, err := c.Lease(ctx, client.Grace(30*time.Second))
 	if err != nil {
@@ -288,8 +288,8 @@ func TestLeaseCallDuringDropIsAnswered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.setRefuse(true)
-	p.drop()
+	p.SetRefuse(true)
+	p.Drop()
 	done := make(chan error, 1)
 	go func() {
 		rs, err := l.Pin(ctx, info.Handle)
@@ -298,7 +298,7 @@ func TestLeaseCallDuringDropIsAnswered(t *testing.T) {
 		}
 		done <- err
 	}()
-	p.setRefuse(false)
+	p.SetRefuse(false)
 	if err := <-done; err != nil {
 		t.Fatalf("Pin across the drop: %v", err)
 	}
@@ -314,7 +314,7 @@ func TestLeaseCallDuringDropIsAnswered(t *testing.T) {
 func TestLeaseLostWhenGraceRunsOut(t *testing.T) {
 	s := newServer(t, time.Minute)
 	p := newProxy(t, s.addr)
-	c := dial(t, p.addr())
+	c := dial(t, p.Addr())
 	ctx := ctxT(t)
 	ended := make(chan error, 1)
 	l, err := c.Lease(ctx, client.Grace(300*time.Millisecond), client.OnEnd(func(err error) { ended <- err }))
@@ -325,8 +325,8 @@ func TestLeaseLostWhenGraceRunsOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.setRefuse(true)
-	p.drop()
+	p.SetRefuse(true)
+	p.Drop()
 	select {
 	case <-l.Done():
 	case <-time.After(10 * time.Second):
@@ -363,12 +363,12 @@ func TestLeaseLostWhenGraceRunsOut(t *testing.T) {
 func TestLeaseWithoutGraceIsLostOnDrop(t *testing.T) {
 	s := newServer(t, time.Minute)
 	p := newProxy(t, s.addr)
-	c := dial(t, p.addr())
+	c := dial(t, p.Addr())
 	l, err := c.Lease(ctxT(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.drop()
+	p.Drop()
 	<-l.Done()
 	if !errors.Is(l.Err(), client.ErrLeaseLost) {
 		t.Fatalf("Err = %v, want ErrLeaseLost", l.Err())
@@ -444,8 +444,8 @@ func TestWatchSeesTheLifecycle(t *testing.T) {
 func TestLeaseOpenRespectsContext(t *testing.T) {
 	s := newServer(t, time.Minute)
 	p := newProxy(t, s.addr)
-	p.setRefuse(true)
-	c := dial(t, p.addr())
+	p.SetRefuse(true)
+	c := dial(t, p.Addr())
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	if _, err := c.Lease(ctx); err == nil {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/netfault"
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/server"
 )
@@ -129,91 +129,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// proxy is a loopback TCP proxy the test controls: it can cut every
-// connection through it, and refuse new ones, to play a network failure.
-type proxy struct {
-	lis      net.Listener
-	upstream string
+// proxy plays network failures between a client and a registryd.
+type proxy = netfault.Proxy
 
-	mu      sync.Mutex
-	conns   []net.Conn
-	refuse  bool
-	wg      sync.WaitGroup
-	dropped int
-}
-
-func newProxy(t *testing.T, upstream string) *proxy {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{lis: lis, upstream: upstream}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *proxy) addr() string { return p.lis.Addr().String() }
-
-func (p *proxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.lis.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.refuse {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		up, err := net.Dial("tcp", p.upstream)
-		if err != nil {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		p.conns = append(p.conns, c, up)
-		p.wg.Add(2)
-		p.mu.Unlock()
-		go p.pipe(c, up)
-		go p.pipe(up, c)
-	}
-}
-
-func (p *proxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	io.Copy(dst, src)
-	dst.Close()
-	src.Close()
-}
-
-// drop cuts every connection through the proxy now.
-func (p *proxy) drop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-	p.dropped++
-}
-
-// setRefuse makes the proxy close new connections at once, or not.
-func (p *proxy) setRefuse(refuse bool) {
-	p.mu.Lock()
-	p.refuse = refuse
-	p.mu.Unlock()
-}
-
-func (p *proxy) close() {
-	p.lis.Close()
-	p.drop()
-	p.wg.Wait()
-}
+func newProxy(t *testing.T, upstream string) *proxy { return netfault.New(t, upstream) }
 
 // forceCollection runs a collection on the examples' registryd, as
 // 'registryctl gc' does.

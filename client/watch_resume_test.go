@@ -218,7 +218,7 @@ func TestWatchResumesAcrossConnectionCuts(t *testing.T) {
 		}
 		hs = append(hs, info.Handle)
 	}
-	w, err := dialQuick(t, p.addr()).Watch(ctx, hs...)
+	w, err := dialQuick(t, p.Addr()).Watch(ctx, hs...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,26 +260,26 @@ func TestWatchResumesAcrossConnectionCuts(t *testing.T) {
 
 	// Cut 1, and no reconnection until hs[1] is pinned, unpinned and
 	// collected.
-	p.setRefuse(true)
-	p.drop()
+	p.SetRefuse(true)
+	p.Drop()
 	must(l2.Pin(ctx, hs[1]))
 	must(l2.Unpin(ctx, hs[1]))
 	must(l.Unpin(ctx, hs[1]))
 	s.collect(t)
-	p.setRefuse(false)
+	p.SetRefuse(false)
 	r.until(t, "COLLECTED of hs[1]", is(client.EventCollected, hs[1]))
 
 	// Cut 2: hs[2] collected, hs[3] pinned a second time.
-	p.setRefuse(true)
-	p.drop()
+	p.SetRefuse(true)
+	p.Drop()
 	must(l.Unpin(ctx, hs[2]))
 	s.collect(t)
 	must(l2.Pin(ctx, hs[3]))
-	p.setRefuse(false)
+	p.SetRefuse(false)
 	r.until(t, "PINNED of hs[3]", is(client.EventPinned, hs[3]))
 
 	// Cut 3, reconnecting at once, racing the changes.
-	p.drop()
+	p.Drop()
 	must(l.Unpin(ctx, hs[3]))
 	must(l2.Unpin(ctx, hs[3]))
 	s.collect(t)

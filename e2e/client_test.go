@@ -252,7 +252,7 @@ func TestClientLeaseSurvivesConnectionDrop(t *testing.T) {
 	d := startDaemon(t)
 	admin := dial(t, d.Addr)
 	p := newProxy(t, d.Addr)
-	c := dialClient(t, p.addr())
+	c := dialClient(t, p.Addr())
 	ctx := testCtx(t)
 	l := openClientLease(t, ctx, c, regclient.LeaseName("e2e-survivor"), regclient.Grace(30*time.Second))
 	if got := l.GraceGranted(); got != 30*time.Second {
@@ -282,7 +282,7 @@ func TestClientLeaseSurvivesConnectionDrop(t *testing.T) {
 	handles := slices.Sorted(maps.Keys(objects))
 
 	for round := 1; round <= 2; round++ {
-		p.drop()
+		p.Drop()
 		poll(t, waitTimeout, "the lease to resume", func() bool { return l.Resumes() >= round })
 		if err := l.Err(); err != nil {
 			t.Fatalf("round %d: lease ended: %v", round, err)
@@ -341,7 +341,7 @@ func TestClientLeaseLostWhenGraceRunsOut(t *testing.T) {
 	admin := dial(t, d.Addr)
 	direct := dialClient(t, d.Addr)
 	p := newProxy(t, d.Addr)
-	c := dialClient(t, p.addr())
+	c := dialClient(t, p.Addr())
 	ctx := testCtx(t)
 	ended := make(chan error, 1)
 	l := openClientLease(t, ctx, c, regclient.LeaseName("e2e-lost"), regclient.Grace(500*time.Millisecond),
@@ -358,8 +358,8 @@ func TestClientLeaseLostWhenGraceRunsOut(t *testing.T) {
 		handles = append(handles, info.Handle)
 	}
 
-	p.setRefuse(true)
-	p.drop()
+	p.SetRefuse(true)
+	p.Drop()
 	waitDone(t, l, waitTimeout)
 	err := l.Err()
 	var le *regclient.LeaseError
@@ -552,7 +552,7 @@ func TestClientCloseAnsweredDuringDrop(t *testing.T) {
 	d := startDaemon(t)
 	admin := dial(t, d.Addr)
 	p := newProxy(t, d.Addr)
-	c := dialClient(t, p.addr())
+	c := dialClient(t, p.Addr())
 	ctx := testCtx(t)
 	l := openClientLease(t, ctx, c, regclient.LeaseName("e2e-close-drop"), regclient.Grace(30*time.Second))
 	info, err := c.Put(ctx, randomBytes(1024), regclient.PinnedBy(l))
@@ -560,7 +560,7 @@ func TestClientCloseAnsweredDuringDrop(t *testing.T) {
 		t.Fatalf("Put: %v", err)
 	}
 
-	p.setMuteDown(true) // the close goes through; its answer does not
+	p.SetMuteDown(true) // the close goes through; its answer does not
 	type closed struct {
 		n   int
 		err error
@@ -571,8 +571,8 @@ func TestClientCloseAnsweredDuringDrop(t *testing.T) {
 		got <- closed{n, err}
 	}()
 	waitLease(t, admin, l.ID(), waitTimeout, "registryd to close the lease", func(li *registryv1.LeaseInfo) bool { return li == nil })
-	p.drop()
-	p.setMuteDown(false)
+	p.Drop()
+	p.SetMuteDown(false)
 
 	select {
 	case r := <-got:
@@ -600,7 +600,7 @@ func TestClientLeaseAfterCrashAndRestart(t *testing.T) {
 	key := writeKeyFile(t)
 	first := startDaemon(t, "--key-file", key)
 	p := newProxy(t, first.Addr)
-	c := dialClient(t, p.addr())
+	c := dialClient(t, p.Addr())
 	ctx := testCtx(t)
 	l := openClientLease(t, ctx, c, regclient.LeaseName("e2e-restart"), regclient.Grace(time.Minute))
 	info, err := c.Put(ctx, randomBytes(1024), regclient.PinnedBy(l))
@@ -614,7 +614,7 @@ func TestClientLeaseAfterCrashAndRestart(t *testing.T) {
 	if e1, e2 := epochOf(t, dial(t, first.Addr)), epochOf(t, dial(t, second.Addr)); e1 == e2 {
 		t.Fatalf("both runs have epoch %d", e1)
 	}
-	p.setUpstream(second.Addr)
+	p.SetUpstream(second.Addr)
 	if err := first.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}

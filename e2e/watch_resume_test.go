@@ -144,7 +144,7 @@ func TestWatchResumesAcrossConnectionCuts(t *testing.T) {
 	}
 
 	p := newProxy(t, d.Addr)
-	w, err := resumeClient(t, p.addr()).Watch(ctx, hs...)
+	w, err := resumeClient(t, p.Addr()).Watch(ctx, hs...)
 	if err != nil {
 		t.Fatalf("Watch: %v", err)
 	}
@@ -163,18 +163,18 @@ func TestWatchResumesAcrossConnectionCuts(t *testing.T) {
 
 	// Cut 1: no reconnection until hs[0] has been pinned a second time,
 	// unpinned twice and collected, and hs[1] pinned a second time.
-	p.setRefuse(true)
-	p.drop()
+	p.SetRefuse(true)
+	p.Drop()
 	must(other.Pin(ctx, hs[0]))
 	must(other.Unpin(ctx, hs[0]))
 	must(keeper.Unpin(ctx, hs[0]))
 	collect(t, admin)
 	must(other.Pin(ctx, hs[1]))
-	p.setRefuse(false)
+	p.SetRefuse(false)
 	r.until(t, regclient.EventPinned, hs[1])
 
 	// Cut 2, reconnecting at once, racing the changes.
-	p.drop()
+	p.Drop()
 	must(keeper.Unpin(ctx, hs[1]))
 	must(other.Unpin(ctx, hs[1]))
 	must(keeper.Unpin(ctx, hs[2]))

@@ -22,15 +22,9 @@ func (a *app) statsCommand() *cobra.Command {
 		Short: "Show objects and bytes by state, leases, limits and GC figures",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ac, err := a.admin()
+			st, err := adminCall(cmd.Context(), a, "stats", registryv1.AdminServiceClient.GetStats, &registryv1.GetStatsRequest{})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			st, err := ac.GetStats(ctx, &registryv1.GetStatsRequest{})
-			if err != nil {
-				return opErr("stats", err)
 			}
 			return a.emit(st, func(w io.Writer) { statsTable(w, st, time.Now()) })
 		},
@@ -136,15 +130,9 @@ else references are collected; their handles then answer "collected".
 Pinned objects are never collected.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ac, err := a.admin()
+			resp, err := adminCall(cmd.Context(), a, "gc", registryv1.AdminServiceClient.Collect, &registryv1.CollectRequest{})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			resp, err := ac.Collect(ctx, &registryv1.CollectRequest{})
-			if err != nil {
-				return opErr("gc", err)
 			}
 			return a.emit(resp, func(w io.Writer) {
 				fmt.Fprintf(w, "collected %d object%s (%s) in %s; heap %s -> %s\n",

@@ -103,15 +103,9 @@ func (a *app) leasesLsCommand() *cobra.Command {
 		Short: "List live leases, attached to a stream or waiting out their grace",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ac, err := a.admin()
+			resp, err := adminCall(cmd.Context(), a, "leases ls", registryv1.AdminServiceClient.ListLeases, &registryv1.ListLeasesRequest{})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			resp, err := ac.ListLeases(ctx, &registryv1.ListLeasesRequest{})
-			if err != nil {
-				return opErr("leases ls", err)
 			}
 			if a.output == "table" && len(resp.GetLeases()) == 0 {
 				fmt.Fprintln(a.stderr, "No leases.")
@@ -146,15 +140,10 @@ stream, if attached, is told it was revoked, with --reason.`,
 		Args:              exactArgs(1, "one LEASE_ID"),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ac, err := a.admin()
+			resp, err := adminCall(cmd.Context(), a, args[0], registryv1.AdminServiceClient.RevokeLease,
+				&registryv1.RevokeLeaseRequest{LeaseId: args[0], Reason: reason})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			resp, err := ac.RevokeLease(ctx, &registryv1.RevokeLeaseRequest{LeaseId: args[0], Reason: reason})
-			if err != nil {
-				return opErr(args[0], err)
 			}
 			return a.emit(resp, func(w io.Writer) {
 				fmt.Fprintf(w, "revoked %s; released %d pin%s\n", args[0], resp.GetReleased(), plural(int(resp.GetReleased())))

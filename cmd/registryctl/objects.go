@@ -314,15 +314,10 @@ func (a *app) inspectCommand() *cobra.Command {
 		Args:              exactArgs(1, "one HANDLE"),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ac, err := a.admin()
+			resp, err := adminCall(cmd.Context(), a, args[0], registryv1.AdminServiceClient.InspectObject,
+				&registryv1.InspectObjectRequest{Handle: args[0]})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			resp, err := ac.InspectObject(ctx, &registryv1.InspectObjectRequest{Handle: args[0]})
-			if err != nil {
-				return opErr(args[0], err)
 			}
 			now := time.Now()
 			return a.emit(resp, func(w io.Writer) {

@@ -264,6 +264,23 @@ func (a *app) admin() (registryv1.AdminServiceClient, error) {
 	return registryv1.NewAdminServiceClient(conn), nil
 }
 
+// adminCall makes one AdminService call, bounded by --timeout; op names
+// what it was about in an error.
+func adminCall[Req, Resp any](ctx context.Context, a *app, op string,
+	method func(registryv1.AdminServiceClient, context.Context, *Req, ...grpc.CallOption) (*Resp, error), req *Req) (*Resp, error) {
+	ac, err := a.admin()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := a.callCtx(ctx)
+	defer cancel()
+	resp, err := method(ac, ctx, req)
+	if err != nil {
+		return nil, opErr(op, err)
+	}
+	return resp, nil
+}
+
 // callCtx bounds one unary call by --timeout.
 func (a *app) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, a.timeout)
