@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -204,8 +205,14 @@ func (c *Client) Put(ctx context.Context, data []byte, opts ...PutOption) (Info,
 	resp, err := c.rpc.Put(ctx, &registryv1.PutRequest{
 		Data: data, ContentType: p.contentType, Labels: p.labels, LeaseId: p.leaseID, Linger: durationOrNil(p.linger),
 	})
+	var e *Error
+	if err = fromStatus(err); errors.As(err, &e) && e.Code == codes.ResourceExhausted && e.Reason == "" {
+		// gRPC itself refused the message: the server's message limit is
+		// below ours. Nothing was stored; upload it in chunks instead.
+		return c.Upload(ctx, bytes.NewReader(data), int64(len(data)), opts...)
+	}
 	if err != nil {
-		return Info{}, fromStatus(err)
+		return Info{}, err
 	}
 	return infoFrom(resp.GetInfo()), nil
 }

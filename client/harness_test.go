@@ -49,6 +49,10 @@ func TestMain(m *testing.M) {
 // serve starts an in-process registryd on a loopback port: the same
 // server as cmd/registryd, over real TCP.
 func serve(maxGrace time.Duration, key string) (*server.Server, string, error) {
+	return serveWith(maxGrace, key, 4<<20)
+}
+
+func serveWith(maxGrace time.Duration, key string, maxMessage int) (*server.Server, string, error) {
 	codec, err := handle.NewCodec(handle.Config{Key: []byte(key)})
 	if err != nil {
 		return nil, "", err
@@ -60,7 +64,7 @@ func serve(maxGrace time.Duration, key string) (*server.Server, string, error) {
 		Leases:   leases,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		// Small message and linger limits, so that tests reach them.
-		Limits: server.Limits{MaxGrace: maxGrace, MaxMessageBytes: 4 << 20, MaxObjectBytes: 64 << 20, MaxLinger: time.Minute},
+		Limits: server.Limits{MaxGrace: maxGrace, MaxMessageBytes: maxMessage, MaxObjectBytes: 64 << 20, MaxLinger: time.Minute},
 	})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -86,7 +90,19 @@ func newServer(t *testing.T, maxGrace time.Duration) *testServer {
 
 func newServerWithKey(t *testing.T, maxGrace time.Duration, key string) *testServer {
 	t.Helper()
-	srv, addr, err := serve(maxGrace, key)
+	return startServer(t, maxGrace, key, 4<<20)
+}
+
+// newServerWithLimits starts a test server whose gRPC message limit is
+// maxMessage bytes.
+func newServerWithLimits(t *testing.T, maxMessage int) *testServer {
+	t.Helper()
+	return startServer(t, 0, testKey, maxMessage)
+}
+
+func startServer(t *testing.T, maxGrace time.Duration, key string, maxMessage int) *testServer {
+	t.Helper()
+	srv, addr, err := serveWith(maxGrace, key, maxMessage)
 	if err != nil {
 		t.Fatal(err)
 	}

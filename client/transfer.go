@@ -13,8 +13,11 @@ import (
 )
 
 // chunkSize is how many bytes each Upload message carries: big enough
-// that per-message costs vanish, small enough to keep memory bounded.
-const chunkSize = 1 << 20
+// that per-message costs vanish (a 1 GiB upload runs as fast as with 1 MiB
+// chunks), small enough to fit a server whose message limit was lowered
+// as far as 256 KiB (hence the room for the message's own bytes), and to
+// keep memory bounded.
+const chunkSize = 256<<10 - 64
 
 // reasonMessageTooLarge is the server's answer to a Resolve of an object
 // larger than one message.

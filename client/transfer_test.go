@@ -105,3 +105,21 @@ func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// TestPutFallsBackToUploadUnderASmallMessageLimit: a server whose message
+// limit is below the client's threshold for Put still takes the object.
+func TestPutFallsBackToUploadUnderASmallMessageLimit(t *testing.T) {
+	s := newServerWithLimits(t, 256<<10)
+	c := dial(t, s.addr)
+	ctx := ctxT(t)
+	keep := keeper(t, c)
+	data := randomBytes(1<<20, 9)
+	info, err := c.Put(ctx, data, client.PinnedBy(keep))
+	if err != nil {
+		t.Fatalf("Put of 1 MiB under a 256 KiB message limit: %v", err)
+	}
+	got, _, err := c.Resolve(ctx, info.Handle)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Resolve: %d bytes, %v", len(got), err)
+	}
+}

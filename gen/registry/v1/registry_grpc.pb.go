@@ -100,8 +100,9 @@ type RegistryServiceClient interface {
 	// Upload stores an object of any size up to the server's max object
 	// size, beyond the gRPC message limit that bounds Put. The first message
 	// is the `header` with the total size; then `chunk` messages carry the
-	// bytes in order (each at most 4 MiB less 64 KiB; 1 MiB is a good size); the last
-	// message is the `trailer` with the CRC-32C of all of them. Nothing is
+	// bytes in order (each within the server's message limit; 256 KiB to
+	// 1 MiB is a good size); the last message is the `trailer` with the
+	// CRC-32C of all of them. Nothing is
 	// stored unless exactly `size` bytes arrived and their checksum matches:
 	// an upload cut off, or lying about its size, leaves nothing behind.
 	//
@@ -293,8 +294,9 @@ type RegistryServiceServer interface {
 	// Upload stores an object of any size up to the server's max object
 	// size, beyond the gRPC message limit that bounds Put. The first message
 	// is the `header` with the total size; then `chunk` messages carry the
-	// bytes in order (each at most 4 MiB less 64 KiB; 1 MiB is a good size); the last
-	// message is the `trailer` with the CRC-32C of all of them. Nothing is
+	// bytes in order (each within the server's message limit; 256 KiB to
+	// 1 MiB is a good size); the last message is the `trailer` with the
+	// CRC-32C of all of them. Nothing is
 	// stored unless exactly `size` bytes arrived and their checksum matches:
 	// an upload cut off, or lying about its size, leaves nothing behind.
 	//
