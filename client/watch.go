@@ -53,6 +53,9 @@ type Event struct {
 	// UnpinnedFor is, for COLLECTED, how long after its last unpin the
 	// object was collected.
 	UnpinnedFor time.Duration
+	// Epoch is the run of registryd that numbered it: sequences start
+	// again with every run.
+	Epoch uint64
 }
 
 func eventFrom(e *registryv1.Event) Event {
@@ -66,6 +69,7 @@ func eventFrom(e *registryv1.Event) Event {
 		LeaseID:     e.GetLeaseId(),
 		Time:        timeOf(e.GetTime().AsTime(), e.GetTime() != nil),
 		UnpinnedFor: e.GetUnpinnedFor().AsDuration(),
+		Epoch:       e.GetEpoch(),
 	}
 }
 
@@ -86,7 +90,7 @@ const (
 type WatchOption func(*watchParams)
 
 type watchParams struct {
-	from uint64
+	from, epoch uint64
 }
 
 // FromSequence starts the watch at sequence seq (inclusive), as a watcher
@@ -96,6 +100,14 @@ type watchParams struct {
 // watch. Seq 0 starts now, with CURRENT events. A sequence the history no
 // longer keeps gives ErrWatchCompacted.
 func FromSequence(seq uint64) WatchOption { return func(p *watchParams) { p.from = seq } }
+
+// ResumeAfter starts the watch right after ev, an event an earlier watch
+// received: FromSequence(ev.Seq+1), checked against ev's epoch, so that a
+// registryd that restarted since answers ErrRestarted instead of
+// replaying another run's events under the same numbers.
+func ResumeAfter(ev Event) WatchOption {
+	return func(p *watchParams) { p.from, p.epoch = ev.Seq+1, ev.Epoch }
+}
 
 // Watcher receives the lifecycle events of the objects it watches. Its
 // stream survives connection loss: when the stream breaks (registryd
@@ -122,6 +134,7 @@ type Watcher struct {
 	stream    registryv1.RegistryService_WatchClient
 	endStream context.CancelFunc // releases stream
 	next      uint64             // the sequence to resume from; 0: start anew
+	epoch     uint64             // the run next belongs to; 0: unknown
 	ended     map[string]bool    // handles whose final event was returned
 	err       error              // the end, returned by every later Recv
 
@@ -146,7 +159,7 @@ func (c *Client) WatchWith(ctx context.Context, handles []string, opts ...WatchO
 		o(&p)
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	w := &Watcher{c: c, ctx: wctx, cancel: cancel, handles: handles, next: p.from, ended: map[string]bool{}}
+	w := &Watcher{c: c, ctx: wctx, cancel: cancel, handles: handles, next: p.from, epoch: p.epoch, ended: map[string]bool{}}
 	if err := w.open(handles); errors.Is(err, io.EOF) {
 		w.err = io.EOF // every object ended before the sequence asked for
 	} else if err != nil {
@@ -161,7 +174,7 @@ func (c *Client) WatchWith(ctx context.Context, handles []string, opts ...WatchO
 // without error: every object ended before w.next.
 func (w *Watcher) open(handles []string) error {
 	ctx, cancel := context.WithCancel(w.ctx)
-	stream, err := w.c.rpc.Watch(ctx, &registryv1.WatchRequest{Handles: handles, FromSequence: w.next})
+	stream, err := w.c.rpc.Watch(ctx, &registryv1.WatchRequest{Handles: handles, FromSequence: w.next, Epoch: w.epoch})
 	if err == nil {
 		var md metadata.MD
 		if md, err = stream.Header(); err == nil && md == nil {
@@ -192,7 +205,7 @@ func (w *Watcher) Recv() (Event, error) {
 		m, err := w.stream.Recv()
 		if err == nil {
 			ev := eventFrom(m.GetEvent())
-			w.next = ev.Seq + 1
+			w.next, w.epoch = ev.Seq+1, ev.Epoch
 			w.last.Store(ev.Seq)
 			if ev.State == StateCollected || ev.State == StateDeleted {
 				w.ended[ev.Handle] = true

@@ -372,3 +372,36 @@ func TestWatchFromALostSequenceIsCompacted(t *testing.T) {
 		t.Fatalf("watch of a malformed handle: %v, want ErrMalformedHandle", err)
 	}
 }
+
+// TestResumeAfterAnotherRunIsErrRestarted: an event's epoch goes with its
+// sequence; resuming after an event of another run is refused as a
+// restart, not answered with this run's events under the same numbers.
+func TestResumeAfterAnotherRunIsErrRestarted(t *testing.T) {
+	s := newServer(t, 0)
+	c := dial(t, s.addr)
+	ctx := ctxT(t)
+	keep := keeper(t, c)
+	info, err := c.Put(ctx, []byte("x"), client.PinnedBy(keep))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Watch(ctx, info.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := w.Recv()
+	w.Close()
+	if err != nil || ev.Epoch == 0 {
+		t.Fatalf("first event %+v, %v; want one with its epoch", ev, err)
+	}
+	ev.Seq = 1
+	again, err := c.WatchWith(ctx, []string{info.Handle}, client.ResumeAfter(ev))
+	if err != nil {
+		t.Fatalf("resume in the same run: %v", err)
+	}
+	again.Close()
+	ev.Epoch--
+	if _, err := c.WatchWith(ctx, []string{info.Handle}, client.ResumeAfter(ev)); !errors.Is(err, client.ErrRestarted) {
+		t.Fatalf("resume after another run's event: %v, want ErrRestarted", err)
+	}
+}

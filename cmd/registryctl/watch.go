@@ -20,6 +20,7 @@ func (a *app) watchCommand() *cobra.Command {
 	var (
 		kinds []string
 		from  uint64
+		epoch uint64
 	)
 	cmd := &cobra.Command{
 		Use:   "watch [HANDLE...]",
@@ -46,7 +47,10 @@ naming the oldest one kept.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			recv, err := a.startWatch(ctx, args, kinds, from)
+			if epoch != 0 && from == 0 {
+				return usagef("--epoch goes with --from")
+			}
+			recv, err := a.startWatch(ctx, args, kinds, from, epoch)
 			if err != nil {
 				return opErr("watch", err)
 			}
@@ -72,6 +76,7 @@ naming the oldest one kept.`,
 	}
 	cmd.Flags().StringArrayVar(&kinds, "kind", nil, "without HANDLEs, only events of this kind: CREATED, PINNED, UNPINNED, WEAK, COLLECTED, DELETED (repeatable)")
 	cmd.Flags().Uint64Var(&from, "from", 0, "resume from this sequence number (inclusive): replay what happened since, then follow (0: start now)")
+	cmd.Flags().Uint64Var(&epoch, "epoch", 0, "with --from: the epoch of the events it continues (an event's epoch in -w json); a restarted registryd then says so instead of replaying another run's events")
 	return cmd
 }
 
@@ -87,7 +92,7 @@ func watchScope(handles []string) string {
 // The timeout counts from the connection on: a server that accepts
 // connections but never answers would otherwise hold the watch for gRPC's
 // 20s connect timeout. The stream ends with ctx.
-func (a *app) startWatch(ctx context.Context, handles, kinds []string, from uint64) (recv func() (*registryv1.Event, error), err error) {
+func (a *app) startWatch(ctx context.Context, handles, kinds []string, from, epoch uint64) (recv func() (*registryv1.Event, error), err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	expired := time.AfterFunc(a.timeout, cancel)
 	defer func() {
@@ -107,7 +112,7 @@ func (a *app) startWatch(ctx context.Context, handles, kinds []string, from uint
 		if err != nil {
 			return nil, err
 		}
-		ws, err := rc.Watch(ctx, &registryv1.WatchRequest{Handles: handles, FromSequence: from})
+		ws, err := rc.Watch(ctx, &registryv1.WatchRequest{Handles: handles, FromSequence: from, Epoch: epoch})
 		if err != nil {
 			return nil, err
 		}
@@ -117,7 +122,7 @@ func (a *app) startWatch(ctx context.Context, handles, kinds []string, from uint
 			return m.GetEvent(), err
 		}
 	} else {
-		req := &registryv1.WatchEventsRequest{FromSequence: from}
+		req := &registryv1.WatchEventsRequest{FromSequence: from, Epoch: epoch}
 		for _, k := range kinds {
 			v, ok := registryv1.EventKind_value["EVENT_KIND_"+strings.ToUpper(k)]
 			if !ok || v == 0 {

@@ -134,6 +134,10 @@ func (r *Registry) shard(id handle.ID) *shard {
 	return &r.shards[id[0]&(shardCount-1)]
 }
 
+// Epoch returns this run's epoch: the one in its handles and lease ids,
+// and the one its event sequences belong to.
+func (r *Registry) Epoch() uint64 { return r.codec.Epoch() }
+
 // Parse verifies an object handle and returns its ID. Errors are those of
 // handle.Codec.Parse.
 func (r *Registry) Parse(h string) (handle.ID, error) {

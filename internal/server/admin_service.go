@@ -198,6 +198,9 @@ func (s *adminService) WatchEvents(req *registryv1.WatchEventsRequest, stream gr
 			}
 		}
 	}
+	if err := checkWatchEpoch(s.reg, req.GetFromSequence(), req.GetEpoch()); err != nil {
+		return err
+	}
 	sub, err := s.reg.WatchAllFrom(req.GetFromSequence(), kinds...)
 	if err != nil {
 		return toStatus(err, handle.Object)
@@ -209,6 +212,6 @@ func (s *adminService) WatchEvents(req *registryv1.WatchEventsRequest, stream gr
 		return err
 	}
 	return pump(stream.Context(), sub, func(ev registry.Event) (bool, error) {
-		return true, stream.Send(&registryv1.WatchEventsResponse{Event: eventToProtoMsg(ev)})
+		return true, stream.Send(&registryv1.WatchEventsResponse{Event: eventToProtoMsg(ev, s.reg.Epoch())})
 	})
 }

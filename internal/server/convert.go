@@ -91,8 +91,9 @@ func timestampOrNil(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-func eventToProtoMsg(ev registry.Event) *registryv1.Event {
+func eventToProtoMsg(ev registry.Event, epoch uint64) *registryv1.Event {
 	out := &registryv1.Event{
+		Epoch:    epoch,
 		Sequence: ev.Seq,
 		Kind:     eventToProto[ev.Kind],
 		Handle:   ev.Handle,

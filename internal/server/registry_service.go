@@ -100,6 +100,23 @@ func (s *registryService) tooLargeForMessage(size int64) error {
 	return nil
 }
 
+// checkWatchEpoch refuses to resume a watch from a sequence of another
+// run: sequences start again with every run, so the same number names
+// another event here.
+func checkWatchEpoch(reg *registry.Registry, from, epoch uint64) error {
+	if from == 0 || epoch == 0 || epoch == reg.Epoch() {
+		return nil
+	}
+	cur := reg.Epoch()
+	return newStatus(codes.NotFound, ReasonRestarted,
+		fmt.Sprintf("the sequence to resume from belongs to another run of registryd (epoch %d, now %d): watch anew, without from_sequence", epoch, cur),
+		map[string]string{
+			"watch_epoch":      strconv.FormatUint(epoch, 10),
+			"current_epoch":    strconv.FormatUint(cur, 10),
+			"epoch_start_time": time.UnixMilli(int64(cur)).UTC().Format(time.RFC3339Nano),
+		})
+}
+
 // resolve resolves h, and pins it with leaseID as one step if one is
 // given.
 func (s *registryService) resolve(h, leaseID string) (registry.Object, error) {
@@ -137,6 +154,9 @@ func (s *registryService) Watch(req *registryv1.WatchRequest, stream grpc.Server
 			ids = append(ids, id)
 		}
 	}
+	if err := checkWatchEpoch(s.reg, req.GetFromSequence(), req.GetEpoch()); err != nil {
+		return err
+	}
 	sub, err := s.reg.WatchFrom(ids, req.GetFromSequence())
 	if err != nil {
 		return toStatus(err, handle.Object)
@@ -152,7 +172,7 @@ func (s *registryService) Watch(req *registryv1.WatchRequest, stream grpc.Server
 		return nil // all ended before from_sequence
 	}
 	return pump(stream.Context(), sub, func(ev registry.Event) (bool, error) {
-		if err := stream.Send(&registryv1.WatchResponse{Event: eventToProtoMsg(ev)}); err != nil {
+		if err := stream.Send(&registryv1.WatchResponse{Event: eventToProtoMsg(ev, s.reg.Epoch())}); err != nil {
 			return false, err
 		}
 		if ev.State == registry.Collected || ev.State == registry.Deleted {

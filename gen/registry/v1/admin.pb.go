@@ -1504,7 +1504,9 @@ type WatchEventsRequest struct {
 	Kinds []EventKind `protobuf:"varint,1,rep,packed,name=kinds,proto3,enum=registry.v1.EventKind" json:"kinds,omitempty"`
 	// Resume from this sequence number (inclusive), replaying the history;
 	// 0 starts now. Errors as RegistryService.Watch.
-	FromSequence  uint64 `protobuf:"varint,2,opt,name=from_sequence,json=fromSequence,proto3" json:"from_sequence,omitempty"`
+	FromSequence uint64 `protobuf:"varint,2,opt,name=from_sequence,json=fromSequence,proto3" json:"from_sequence,omitempty"`
+	// As WatchRequest.epoch.
+	Epoch         uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1549,6 +1551,13 @@ func (x *WatchEventsRequest) GetKinds() []EventKind {
 func (x *WatchEventsRequest) GetFromSequence() uint64 {
 	if x != nil {
 		return x.FromSequence
+	}
+	return 0
+}
+
+func (x *WatchEventsRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
 	}
 	return 0
 }
@@ -1715,10 +1724,11 @@ const file_registry_v1_admin_proto_rawDesc = "" +
 	"\x0fcollected_bytes\x18\x02 \x01(\x03R\x0ecollectedBytes\x125\n" +
 	"\bduration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12*\n" +
 	"\x11heap_before_bytes\x18\x04 \x01(\x04R\x0fheapBeforeBytes\x12(\n" +
-	"\x10heap_after_bytes\x18\x05 \x01(\x04R\x0eheapAfterBytes\"g\n" +
+	"\x10heap_after_bytes\x18\x05 \x01(\x04R\x0eheapAfterBytes\"}\n" +
 	"\x12WatchEventsRequest\x12,\n" +
 	"\x05kinds\x18\x01 \x03(\x0e2\x16.registry.v1.EventKindR\x05kinds\x12#\n" +
-	"\rfrom_sequence\x18\x02 \x01(\x04R\ffromSequence\"?\n" +
+	"\rfrom_sequence\x18\x02 \x01(\x04R\ffromSequence\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"?\n" +
 	"\x13WatchEventsResponse\x12(\n" +
 	"\x05event\x18\x01 \x01(\v2\x12.registry.v1.EventR\x05event2\x91\x05\n" +
 	"\fAdminService\x12G\n" +

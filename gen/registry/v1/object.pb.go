@@ -367,7 +367,11 @@ type Event struct {
 	Time *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time,proto3" json:"time,omitempty"`
 	// For COLLECTED: how long after the object became unpinned the collector
 	// took it.
-	UnpinnedFor   *durationpb.Duration `protobuf:"bytes,9,opt,name=unpinned_for,json=unpinnedFor,proto3" json:"unpinned_for,omitempty"`
+	UnpinnedFor *durationpb.Duration `protobuf:"bytes,9,opt,name=unpinned_for,json=unpinnedFor,proto3" json:"unpinned_for,omitempty"`
+	// The run of registryd that numbered the event (GetStatsResponse.epoch):
+	// sequences start again with every run, so a sequence means something
+	// only with its epoch.
+	Epoch         uint64 `protobuf:"varint,10,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -465,6 +469,13 @@ func (x *Event) GetUnpinnedFor() *durationpb.Duration {
 	return nil
 }
 
+func (x *Event) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 // HandleError is why one handle of a batch failed, as a gRPC status would
 // say it.
 type HandleError struct {
@@ -559,7 +570,7 @@ const file_registry_v1_object_proto_rawDesc = "" +
 	"\x0esuspected_leak\x18\x0e \x01(\bR\rsuspectedLeak\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd1\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe7\x02\n" +
 	"\x05Event\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12*\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x16.registry.v1.EventKindR\x04kind\x12\x16\n" +
@@ -569,7 +580,9 @@ const file_registry_v1_object_proto_rawDesc = "" +
 	"\x04size\x18\x06 \x01(\x03R\x04size\x12\x19\n" +
 	"\blease_id\x18\a \x01(\tR\aleaseId\x12.\n" +
 	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12<\n" +
-	"\funpinned_for\x18\t \x01(\v2\x19.google.protobuf.DurationR\vunpinnedFor\"S\n" +
+	"\funpinned_for\x18\t \x01(\v2\x19.google.protobuf.DurationR\vunpinnedFor\x12\x14\n" +
+	"\x05epoch\x18\n" +
+	" \x01(\x04R\x05epoch\"S\n" +
 	"\vHandleError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +

@@ -1287,7 +1287,11 @@ type WatchRequest struct {
 	Handles []string `protobuf:"bytes,1,rep,name=handles,proto3" json:"handles,omitempty"`
 	// Resume from this sequence number (inclusive) instead of starting now;
 	// 0 starts now, with CURRENT events.
-	FromSequence  uint64 `protobuf:"varint,2,opt,name=from_sequence,json=fromSequence,proto3" json:"from_sequence,omitempty"`
+	FromSequence uint64 `protobuf:"varint,2,opt,name=from_sequence,json=fromSequence,proto3" json:"from_sequence,omitempty"`
+	// With from_sequence: the epoch of the events it continues (Event.epoch).
+	// If registryd has restarted since, the sequence means nothing here and
+	// the answer is NOT_FOUND REGISTRY_RESTARTED. 0: not checked.
+	Epoch         uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1332,6 +1336,13 @@ func (x *WatchRequest) GetHandles() []string {
 func (x *WatchRequest) GetFromSequence() uint64 {
 	if x != nil {
 		return x.FromSequence
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
 	}
 	return 0
 }
@@ -1951,10 +1962,11 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\fLeaseRevoked\x12.\n" +
 	"\x05cause\x18\x01 \x01(\x0e2\x18.registry.v1.RevokeCauseR\x05cause\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1a\n" +
-	"\breleased\x18\x03 \x01(\x05R\breleased\"M\n" +
+	"\breleased\x18\x03 \x01(\x05R\breleased\"c\n" +
 	"\fWatchRequest\x12\x18\n" +
 	"\ahandles\x18\x01 \x03(\tR\ahandles\x12#\n" +
-	"\rfrom_sequence\x18\x02 \x01(\x04R\ffromSequence\"9\n" +
+	"\rfrom_sequence\x18\x02 \x01(\x04R\ffromSequence\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"9\n" +
 	"\rWatchResponse\x12(\n" +
 	"\x05event\x18\x01 \x01(\v2\x12.registry.v1.EventR\x05event\"\x9c\x01\n" +
 	"\rUploadRequest\x123\n" +
