@@ -116,11 +116,7 @@ func (a *app) startWatch(ctx context.Context, handles, kinds []string, from, epo
 		if err != nil {
 			return nil, err
 		}
-		header = ws.Header
-		recv = func() (*registryv1.Event, error) {
-			m, err := ws.Recv()
-			return m.GetEvent(), err
-		}
+		header, recv = ws.Header, eventsOf(ws.Recv)
 	} else {
 		req := &registryv1.WatchEventsRequest{FromSequence: from, Epoch: epoch}
 		for _, k := range kinds {
@@ -138,11 +134,7 @@ func (a *app) startWatch(ctx context.Context, handles, kinds []string, from, epo
 		if err != nil {
 			return nil, err
 		}
-		header = ws.Header
-		recv = func() (*registryv1.Event, error) {
-			m, err := ws.Recv()
-			return m.GetEvent(), err
-		}
+		header, recv = ws.Header, eventsOf(ws.Recv)
 	}
 	md, err := header()
 	if err != nil {
@@ -169,4 +161,12 @@ func (a *app) printEvent(ev *registryv1.Event) error {
 		stamp(ev.GetTime()), ev.GetSequence(), kindName(ev.GetKind()), ev.GetHandle(), stateName(ev.GetState()),
 		ev.GetPinCount(), size(ev.GetSize()), orDash(ev.GetLeaseId()))
 	return err
+}
+
+// eventsOf reads the events of a Watch or a WatchEvents stream alike.
+func eventsOf[M interface{ GetEvent() *registryv1.Event }](recv func() (M, error)) func() (*registryv1.Event, error) {
+	return func() (*registryv1.Event, error) {
+		m, err := recv()
+		return m.GetEvent(), err
+	}
 }

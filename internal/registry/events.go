@@ -303,13 +303,7 @@ func (h *hub) subscribeFrom(from uint64, kinds []EventKind, ids []handle.ID, liv
 			s.ending++ // within the replay
 		case live(id):
 			s.ending++
-			s.ids = append(s.ids, id)
-			set := h.byID[id]
-			if set == nil {
-				set = make(map[*Subscription]struct{})
-				h.byID[id] = set
-			}
-			set[s] = struct{}{}
+			h.follow(s, id)
 		}
 	}
 	return s, nil
@@ -335,6 +329,12 @@ func (h *hub) watch(s *Subscription, id handle.ID, ev Event) {
 		return
 	}
 	ev.Seq = h.seq
+	h.follow(s, id)
+	h.deliver(s, ev)
+}
+
+// follow makes s receive id's events from now on. h.mu is held.
+func (h *hub) follow(s *Subscription, id handle.ID) {
 	s.ids = append(s.ids, id)
 	set := h.byID[id]
 	if set == nil {
@@ -342,7 +342,6 @@ func (h *hub) watch(s *Subscription, id handle.ID, ev Event) {
 		h.byID[id] = set
 	}
 	set[s] = struct{}{}
-	h.deliver(s, ev)
 }
 
 // current queues ev, the final state of an object that is already gone,
