@@ -9,16 +9,8 @@ set -euo pipefail
 secs=${1:-3} size=${2:-64MiB} rounds=${3:-5}
 shift $(( $# > 3 ? 3 : $# ))
 cd "$(dirname "$0")/.."
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-go build -o "$work/registryd" ./cmd/registryd
-go build -o "$work/registrybench" ./cmd/registrybench
-"$work/registryd" --addr 127.0.0.1:7696 "$@" 2>"$work/registryd.log" & pids+=($!)
-"$work/registrybench" -mode echo-serve -addr 127.0.0.1:7697 -size "$size" & pids+=($!)
-for _ in $(seq 50); do grep -q "registryd serving" "$work/registryd.log" && break; sleep 0.1; done
+. bench/lib.sh
+start_servers 127.0.0.1:7696 127.0.0.1:7697 "$@"
 
 for _ in $(seq "$rounds"); do
   "$work/registrybench" -mode stream -addr 127.0.0.1:7697 -c 1 -d "${secs}s" -size "$size"
