@@ -542,6 +542,82 @@ func (x *HandleError) GetMessage() string {
 	return ""
 }
 
+// RequestError is why a request on a stream failed as a whole, as a gRPC
+// status would say it, when the stream itself goes on: see
+// LeaseResponse.error.
+type RequestError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A google.rpc.Code value: INVALID_ARGUMENT, FAILED_PRECONDITION...
+	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// The UPPER_SNAKE reason, a name of ErrorReason: TOO_MANY_HANDLES,
+	// LEASE_ALREADY_OPEN, REQUEST_EMPTY...
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// A message for people.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// The ErrorInfo metadata a unary call would carry (e.g. `max`, `want`).
+	Metadata      map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestError) Reset() {
+	*x = RequestError{}
+	mi := &file_registry_v1_object_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestError) ProtoMessage() {}
+
+func (x *RequestError) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_object_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestError.ProtoReflect.Descriptor instead.
+func (*RequestError) Descriptor() ([]byte, []int) {
+	return file_registry_v1_object_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RequestError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *RequestError) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RequestError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RequestError) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
 var File_registry_v1_object_proto protoreflect.FileDescriptor
 
 const file_registry_v1_object_proto_rawDesc = "" +
@@ -586,7 +662,15 @@ const file_registry_v1_object_proto_rawDesc = "" +
 	"\vHandleError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage*\xad\x01\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\xd6\x01\n" +
+	"\fRequestError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12C\n" +
+	"\bmetadata\x18\x04 \x03(\v2'.registry.v1.RequestError.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xad\x01\n" +
 	"\vObjectState\x12\x1c\n" +
 	"\x18OBJECT_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13OBJECT_STATE_PINNED\x10\x01\x12\x1a\n" +
@@ -618,34 +702,37 @@ func file_registry_v1_object_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_v1_object_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_registry_v1_object_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_registry_v1_object_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_registry_v1_object_proto_goTypes = []any{
 	(ObjectState)(0),              // 0: registry.v1.ObjectState
 	(EventKind)(0),                // 1: registry.v1.EventKind
 	(*ObjectInfo)(nil),            // 2: registry.v1.ObjectInfo
 	(*Event)(nil),                 // 3: registry.v1.Event
 	(*HandleError)(nil),           // 4: registry.v1.HandleError
-	nil,                           // 5: registry.v1.ObjectInfo.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
+	(*RequestError)(nil),          // 5: registry.v1.RequestError
+	nil,                           // 6: registry.v1.ObjectInfo.LabelsEntry
+	nil,                           // 7: registry.v1.RequestError.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
 }
 var file_registry_v1_object_proto_depIdxs = []int32{
-	5,  // 0: registry.v1.ObjectInfo.labels:type_name -> registry.v1.ObjectInfo.LabelsEntry
+	6,  // 0: registry.v1.ObjectInfo.labels:type_name -> registry.v1.ObjectInfo.LabelsEntry
 	0,  // 1: registry.v1.ObjectInfo.state:type_name -> registry.v1.ObjectState
-	6,  // 2: registry.v1.ObjectInfo.create_time:type_name -> google.protobuf.Timestamp
-	6,  // 3: registry.v1.ObjectInfo.access_time:type_name -> google.protobuf.Timestamp
-	6,  // 4: registry.v1.ObjectInfo.state_time:type_name -> google.protobuf.Timestamp
-	7,  // 5: registry.v1.ObjectInfo.linger:type_name -> google.protobuf.Duration
-	6,  // 6: registry.v1.ObjectInfo.linger_until:type_name -> google.protobuf.Timestamp
+	8,  // 2: registry.v1.ObjectInfo.create_time:type_name -> google.protobuf.Timestamp
+	8,  // 3: registry.v1.ObjectInfo.access_time:type_name -> google.protobuf.Timestamp
+	8,  // 4: registry.v1.ObjectInfo.state_time:type_name -> google.protobuf.Timestamp
+	9,  // 5: registry.v1.ObjectInfo.linger:type_name -> google.protobuf.Duration
+	8,  // 6: registry.v1.ObjectInfo.linger_until:type_name -> google.protobuf.Timestamp
 	1,  // 7: registry.v1.Event.kind:type_name -> registry.v1.EventKind
 	0,  // 8: registry.v1.Event.state:type_name -> registry.v1.ObjectState
-	6,  // 9: registry.v1.Event.time:type_name -> google.protobuf.Timestamp
-	7,  // 10: registry.v1.Event.unpinned_for:type_name -> google.protobuf.Duration
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	8,  // 9: registry.v1.Event.time:type_name -> google.protobuf.Timestamp
+	9,  // 10: registry.v1.Event.unpinned_for:type_name -> google.protobuf.Duration
+	7,  // 11: registry.v1.RequestError.metadata:type_name -> registry.v1.RequestError.MetadataEntry
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_object_proto_init() }
@@ -659,7 +746,7 @@ func file_registry_v1_object_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_object_proto_rawDesc), len(file_registry_v1_object_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -848,6 +848,7 @@ type LeaseResponse struct {
 	//	*LeaseResponse_Unpinned
 	//	*LeaseResponse_Closed
 	//	*LeaseResponse_Revoked
+	//	*LeaseResponse_Error
 	Kind          isLeaseResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -942,6 +943,15 @@ func (x *LeaseResponse) GetRevoked() *LeaseRevoked {
 	return nil
 }
 
+func (x *LeaseResponse) GetError() *RequestError {
+	if x != nil {
+		if x, ok := x.Kind.(*LeaseResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
 type isLeaseResponse_Kind interface {
 	isLeaseResponse_Kind()
 }
@@ -966,6 +976,13 @@ type LeaseResponse_Revoked struct {
 	Revoked *LeaseRevoked `protobuf:"bytes,6,opt,name=revoked,proto3,oneof"`
 }
 
+type LeaseResponse_Error struct {
+	// The request failed as a whole and changed nothing: the lease, its
+	// pins and the stream are as they were (a pin of too many handles, a
+	// second open, a request with no kind). Sending it again fails again.
+	Error *RequestError `protobuf:"bytes,7,opt,name=error,proto3,oneof"`
+}
+
 func (*LeaseResponse_Opened) isLeaseResponse_Kind() {}
 
 func (*LeaseResponse_Pinned) isLeaseResponse_Kind() {}
@@ -975,6 +992,8 @@ func (*LeaseResponse_Unpinned) isLeaseResponse_Kind() {}
 func (*LeaseResponse_Closed) isLeaseResponse_Kind() {}
 
 func (*LeaseResponse_Revoked) isLeaseResponse_Kind() {}
+
+func (*LeaseResponse_Error) isLeaseResponse_Kind() {}
 
 // LeaseOpened answers `open`.
 type LeaseOpened struct {
@@ -1934,7 +1953,7 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\ahandoff\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\ahandoff\"A\n" +
 	"\n" +
 	"CloseLease\x123\n" +
-	"\ahandoff\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\ahandoff\"\xbf\x02\n" +
+	"\ahandoff\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\ahandoff\"\xf2\x02\n" +
 	"\rLeaseResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x122\n" +
@@ -1942,7 +1961,8 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x06pinned\x18\x03 \x01(\v2\x17.registry.v1.PinResultsH\x00R\x06pinned\x125\n" +
 	"\bunpinned\x18\x04 \x01(\v2\x17.registry.v1.PinResultsH\x00R\bunpinned\x122\n" +
 	"\x06closed\x18\x05 \x01(\v2\x18.registry.v1.LeaseClosedH\x00R\x06closed\x125\n" +
-	"\arevoked\x18\x06 \x01(\v2\x19.registry.v1.LeaseRevokedH\x00R\arevokedB\x06\n" +
+	"\arevoked\x18\x06 \x01(\v2\x19.registry.v1.LeaseRevokedH\x00R\arevoked\x121\n" +
+	"\x05error\x18\a \x01(\v2\x19.registry.v1.RequestErrorH\x00R\x05errorB\x06\n" +
 	"\x04kind\"\x90\x01\n" +
 	"\vLeaseOpened\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12/\n" +
@@ -2069,8 +2089,9 @@ var file_registry_v1_registry_proto_goTypes = []any{
 	nil,                         // 29: registry.v1.UploadHeader.LabelsEntry
 	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
 	(*ObjectInfo)(nil),          // 31: registry.v1.ObjectInfo
-	(*HandleError)(nil),         // 32: registry.v1.HandleError
-	(*Event)(nil),               // 33: registry.v1.Event
+	(*RequestError)(nil),        // 32: registry.v1.RequestError
+	(*HandleError)(nil),         // 33: registry.v1.HandleError
+	(*Event)(nil),               // 34: registry.v1.Event
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
 	28, // 0: registry.v1.PutRequest.labels:type_name -> registry.v1.PutRequest.LabelsEntry
@@ -2090,39 +2111,40 @@ var file_registry_v1_registry_proto_depIdxs = []int32{
 	15, // 14: registry.v1.LeaseResponse.unpinned:type_name -> registry.v1.PinResults
 	17, // 15: registry.v1.LeaseResponse.closed:type_name -> registry.v1.LeaseClosed
 	18, // 16: registry.v1.LeaseResponse.revoked:type_name -> registry.v1.LeaseRevoked
-	30, // 17: registry.v1.LeaseOpened.grace:type_name -> google.protobuf.Duration
-	16, // 18: registry.v1.PinResults.results:type_name -> registry.v1.PinResult
-	0,  // 19: registry.v1.PinResult.outcome:type_name -> registry.v1.PinOutcome
-	32, // 20: registry.v1.PinResult.error:type_name -> registry.v1.HandleError
-	31, // 21: registry.v1.PinResult.info:type_name -> registry.v1.ObjectInfo
-	1,  // 22: registry.v1.LeaseRevoked.cause:type_name -> registry.v1.RevokeCause
-	33, // 23: registry.v1.WatchResponse.event:type_name -> registry.v1.Event
-	22, // 24: registry.v1.UploadRequest.header:type_name -> registry.v1.UploadHeader
-	23, // 25: registry.v1.UploadRequest.trailer:type_name -> registry.v1.UploadTrailer
-	29, // 26: registry.v1.UploadHeader.labels:type_name -> registry.v1.UploadHeader.LabelsEntry
-	30, // 27: registry.v1.UploadHeader.linger:type_name -> google.protobuf.Duration
-	31, // 28: registry.v1.UploadResponse.info:type_name -> registry.v1.ObjectInfo
-	31, // 29: registry.v1.DownloadResponse.info:type_name -> registry.v1.ObjectInfo
-	27, // 30: registry.v1.DownloadResponse.trailer:type_name -> registry.v1.DownloadTrailer
-	2,  // 31: registry.v1.RegistryService.Put:input_type -> registry.v1.PutRequest
-	4,  // 32: registry.v1.RegistryService.Resolve:input_type -> registry.v1.ResolveRequest
-	6,  // 33: registry.v1.RegistryService.Stat:input_type -> registry.v1.StatRequest
-	8,  // 34: registry.v1.RegistryService.Lease:input_type -> registry.v1.LeaseRequest
-	19, // 35: registry.v1.RegistryService.Watch:input_type -> registry.v1.WatchRequest
-	21, // 36: registry.v1.RegistryService.Upload:input_type -> registry.v1.UploadRequest
-	25, // 37: registry.v1.RegistryService.Download:input_type -> registry.v1.DownloadRequest
-	3,  // 38: registry.v1.RegistryService.Put:output_type -> registry.v1.PutResponse
-	5,  // 39: registry.v1.RegistryService.Resolve:output_type -> registry.v1.ResolveResponse
-	7,  // 40: registry.v1.RegistryService.Stat:output_type -> registry.v1.StatResponse
-	13, // 41: registry.v1.RegistryService.Lease:output_type -> registry.v1.LeaseResponse
-	20, // 42: registry.v1.RegistryService.Watch:output_type -> registry.v1.WatchResponse
-	24, // 43: registry.v1.RegistryService.Upload:output_type -> registry.v1.UploadResponse
-	26, // 44: registry.v1.RegistryService.Download:output_type -> registry.v1.DownloadResponse
-	38, // [38:45] is the sub-list for method output_type
-	31, // [31:38] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	32, // 17: registry.v1.LeaseResponse.error:type_name -> registry.v1.RequestError
+	30, // 18: registry.v1.LeaseOpened.grace:type_name -> google.protobuf.Duration
+	16, // 19: registry.v1.PinResults.results:type_name -> registry.v1.PinResult
+	0,  // 20: registry.v1.PinResult.outcome:type_name -> registry.v1.PinOutcome
+	33, // 21: registry.v1.PinResult.error:type_name -> registry.v1.HandleError
+	31, // 22: registry.v1.PinResult.info:type_name -> registry.v1.ObjectInfo
+	1,  // 23: registry.v1.LeaseRevoked.cause:type_name -> registry.v1.RevokeCause
+	34, // 24: registry.v1.WatchResponse.event:type_name -> registry.v1.Event
+	22, // 25: registry.v1.UploadRequest.header:type_name -> registry.v1.UploadHeader
+	23, // 26: registry.v1.UploadRequest.trailer:type_name -> registry.v1.UploadTrailer
+	29, // 27: registry.v1.UploadHeader.labels:type_name -> registry.v1.UploadHeader.LabelsEntry
+	30, // 28: registry.v1.UploadHeader.linger:type_name -> google.protobuf.Duration
+	31, // 29: registry.v1.UploadResponse.info:type_name -> registry.v1.ObjectInfo
+	31, // 30: registry.v1.DownloadResponse.info:type_name -> registry.v1.ObjectInfo
+	27, // 31: registry.v1.DownloadResponse.trailer:type_name -> registry.v1.DownloadTrailer
+	2,  // 32: registry.v1.RegistryService.Put:input_type -> registry.v1.PutRequest
+	4,  // 33: registry.v1.RegistryService.Resolve:input_type -> registry.v1.ResolveRequest
+	6,  // 34: registry.v1.RegistryService.Stat:input_type -> registry.v1.StatRequest
+	8,  // 35: registry.v1.RegistryService.Lease:input_type -> registry.v1.LeaseRequest
+	19, // 36: registry.v1.RegistryService.Watch:input_type -> registry.v1.WatchRequest
+	21, // 37: registry.v1.RegistryService.Upload:input_type -> registry.v1.UploadRequest
+	25, // 38: registry.v1.RegistryService.Download:input_type -> registry.v1.DownloadRequest
+	3,  // 39: registry.v1.RegistryService.Put:output_type -> registry.v1.PutResponse
+	5,  // 40: registry.v1.RegistryService.Resolve:output_type -> registry.v1.ResolveResponse
+	7,  // 41: registry.v1.RegistryService.Stat:output_type -> registry.v1.StatResponse
+	13, // 42: registry.v1.RegistryService.Lease:output_type -> registry.v1.LeaseResponse
+	20, // 43: registry.v1.RegistryService.Watch:output_type -> registry.v1.WatchResponse
+	24, // 44: registry.v1.RegistryService.Upload:output_type -> registry.v1.UploadResponse
+	26, // 45: registry.v1.RegistryService.Download:output_type -> registry.v1.DownloadResponse
+	39, // [39:46] is the sub-list for method output_type
+	32, // [32:39] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
@@ -2143,6 +2165,7 @@ func file_registry_v1_registry_proto_init() {
 		(*LeaseResponse_Unpinned)(nil),
 		(*LeaseResponse_Closed)(nil),
 		(*LeaseResponse_Revoked)(nil),
+		(*LeaseResponse_Error)(nil),
 	}
 	file_registry_v1_registry_proto_msgTypes[19].OneofWrappers = []any{
 		(*UploadRequest_Header)(nil),

@@ -75,11 +75,18 @@ type RegistryServiceClient interface {
 	// An operator may revoke the lease: the stream receives `revoked` with
 	// the reason, then ends.
 	//
-	// Errors that end the stream: FAILED_PRECONDITION LEASE_NOT_OPEN (a
-	// request before `open`), LEASE_ALREADY_OPEN (a second `open`);
-	// INVALID_ARGUMENT REQUEST_EMPTY, LEASE_ID_MALFORMED; NOT_FOUND
-	// LEASE_NOT_FOUND (resume of a lease that is gone), REGISTRY_RESTARTED;
-	// RESOURCE_EXHAUSTED LEASE_LIMIT.
+	// A request after `open` that is wrong as a whole (a second `open`, a
+	// request with no kind, a pin of too many handles) is answered with
+	// `error` and changes nothing: the lease, its pins and the stream stay.
+	//
+	// Errors that end the stream, all before a lease is held:
+	// FAILED_PRECONDITION LEASE_NOT_OPEN (a first message that is not
+	// `open`); INVALID_ARGUMENT REQUEST_EMPTY, LEASE_ID_MALFORMED,
+	// FIELD_INVALID (a negative grace, a client name over 128 bytes);
+	// NOT_FOUND LEASE_NOT_FOUND (resume of a lease that is gone),
+	// REGISTRY_RESTARTED; RESOURCE_EXHAUSTED LEASE_LIMIT. Once a lease is
+	// held, only RESOURCE_EXHAUSTED STREAM_STALLED (the client stopped
+	// reading its answers) ends the stream with an error.
 	Lease(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[LeaseRequest, LeaseResponse], error)
 	// Watch streams the lifecycle events of the given handles: first one
 	// CURRENT event per handle with its state now, then every change as it
@@ -269,11 +276,18 @@ type RegistryServiceServer interface {
 	// An operator may revoke the lease: the stream receives `revoked` with
 	// the reason, then ends.
 	//
-	// Errors that end the stream: FAILED_PRECONDITION LEASE_NOT_OPEN (a
-	// request before `open`), LEASE_ALREADY_OPEN (a second `open`);
-	// INVALID_ARGUMENT REQUEST_EMPTY, LEASE_ID_MALFORMED; NOT_FOUND
-	// LEASE_NOT_FOUND (resume of a lease that is gone), REGISTRY_RESTARTED;
-	// RESOURCE_EXHAUSTED LEASE_LIMIT.
+	// A request after `open` that is wrong as a whole (a second `open`, a
+	// request with no kind, a pin of too many handles) is answered with
+	// `error` and changes nothing: the lease, its pins and the stream stay.
+	//
+	// Errors that end the stream, all before a lease is held:
+	// FAILED_PRECONDITION LEASE_NOT_OPEN (a first message that is not
+	// `open`); INVALID_ARGUMENT REQUEST_EMPTY, LEASE_ID_MALFORMED,
+	// FIELD_INVALID (a negative grace, a client name over 128 bytes);
+	// NOT_FOUND LEASE_NOT_FOUND (resume of a lease that is gone),
+	// REGISTRY_RESTARTED; RESOURCE_EXHAUSTED LEASE_LIMIT. Once a lease is
+	// held, only RESOURCE_EXHAUSTED STREAM_STALLED (the client stopped
+	// reading its answers) ends the stream with an error.
 	Lease(grpc.BidiStreamingServer[LeaseRequest, LeaseResponse]) error
 	// Watch streams the lifecycle events of the given handles: first one
 	// CURRENT event per handle with its state now, then every change as it
