@@ -53,13 +53,7 @@ func (s *registryService) Put(ctx context.Context, req *registryv1.PutRequest) (
 	if err != nil {
 		return nil, toStatus(err, handle.Object)
 	}
-	addEvent(ctx, telemetry.EventPut, func() []attribute.KeyValue {
-		attrs := telemetry.ObjectAttrs(info)
-		if id := req.GetLeaseId(); id != "" {
-			attrs = append(attrs, telemetry.KeyLeaseID.String(id))
-		}
-		return attrs
-	})
+	addEvent(ctx, telemetry.EventPut, func() []attribute.KeyValue { return putAttrs(info, req.GetLeaseId()) })
 	return &registryv1.PutResponse{Handle: info.Handle, Info: infoToProto(info)}, nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/telemetry"
 )
 
@@ -59,6 +60,16 @@ func addEvent(ctx context.Context, name string, attrs func() []attribute.KeyValu
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.AddEvent(name, trace.WithAttributes(attrs()...))
 	}
+}
+
+// putAttrs are the attributes of a registry.put event, by Put or Upload:
+// the new object's, and the lease that pins it, if any.
+func putAttrs(info registry.Info, leaseID string) []attribute.KeyValue {
+	attrs := telemetry.ObjectAttrs(info)
+	if leaseID != "" {
+		attrs = append(attrs, telemetry.KeyLeaseID.String(leaseID))
+	}
+	return attrs
 }
 
 // traceResults wraps one pin or unpin request of a lease stream in a

@@ -134,7 +134,7 @@ func (s *registryService) storeUpload(stream uploadStream, hdr *registryv1.Uploa
 		return toStatus(err, handle.Object)
 	}
 	addEvent(stream.Context(), telemetry.EventPut, func() []attribute.KeyValue {
-		return append(telemetry.ObjectAttrs(info), attribute.Int("registry.upload.chunks", len(pieces)))
+		return append(putAttrs(info, hdr.GetLeaseId()), attribute.Int("registry.upload.chunks", len(pieces)))
 	})
 	return stream.SendAndClose(&registryv1.UploadResponse{Handle: info.Handle, Info: infoToProto(info)})
 }
