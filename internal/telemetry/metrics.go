@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/otlptranslator"
-	otelruntime "go.opentelemetry.io/contrib/instrumentation/runtime"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -43,9 +42,6 @@ func (t *Telemetry) setUpMetrics(res *resource.Resource) error {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
 	t.mp = mp
 	t.shutdown = append(t.shutdown, mp.Shutdown)
-	if err := otelruntime.Start(otelruntime.WithMeterProvider(mp)); err != nil {
-		return fmt.Errorf("runtime metrics: %w", err)
-	}
 	t.delay, err = mp.Meter(scope).Float64Histogram("registry.collection.delay",
 		metric.WithUnit("s"),
 		metric.WithDescription("How long objects had been unpinned when the garbage collector took them."),
@@ -54,7 +50,11 @@ func (t *Telemetry) setUpMetrics(res *resource.Resource) error {
 		return err
 	}
 	t.grpcMetrics = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
-	reg.MustRegister(t.grpcMetrics, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The Go runtime's metrics come from Prometheus's own collector
+	// (go_goroutines, go_memstats_*, go_gc_duration_seconds), the names
+	// every Go dashboard knows and promtool accepts; OpenTelemetry's
+	// runtime instrumentation would name a gauge go_goroutine_count.
+	reg.MustRegister(t.grpcMetrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	t.registry = reg
 	return nil
 }

@@ -166,7 +166,7 @@ func TestMetricsHandlerServesRegistryFigures(t *testing.T) {
 		`registry_leases{state="attached"} 1`,
 		`registry_puts_total 2`,
 		`registry_pins 1`,
-		"go_goroutine_count",
+		"go_goroutines",
 		"process_cpu_seconds_total",
 	} {
 		if !strings.Contains(body, want) {
