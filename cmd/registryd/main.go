@@ -21,6 +21,7 @@ import (
 
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/observe"
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/server"
 	"github.com/weakref/registry/internal/telemetry"
@@ -75,6 +76,10 @@ func run(args []string) error {
 			log.Warn("telemetry did not flush", "err", err)
 		}
 	}()
+	obs, err := observe.New(tel)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	reg := registry.New(registry.Config{
 		Codec:          codec,
 		MaxObjectBytes: int64(cfg.maxObjectBytes),
@@ -84,7 +89,7 @@ func run(args []string) error {
 		Tombstones:     cfg.tombstones,
 		WatchBuffer:    cfg.watchBuffer,
 		WatchHistory:   cmp.Or(cfg.watchHistory, -1), // the registry reads 0 as its default, the flag as none
-		Observe:        tel.RegistryObserver(),
+		Observe:        obs.Registry(),
 	})
 	leases := lease.New(lease.Config{
 		Codec:           codec,
@@ -92,9 +97,9 @@ func run(args []string) error {
 		MaxGrace:        cfg.maxGrace,
 		MaxLeases:       cfg.maxLeases,
 		MaxPinsPerLease: cfg.maxPinsPerLease,
-		Observe:         tel.LeaseObserver(),
+		Observe:         obs.Lease(),
 	})
-	if err := tel.Instrument(reg, leases); err != nil {
+	if err := obs.Instrument(reg, leases); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	srv := server.New(server.Config{
@@ -102,6 +107,7 @@ func run(args []string) error {
 		Leases:    leases,
 		Logger:    log,
 		Telemetry: tel,
+		Observer:  obs,
 		Limits: server.Limits{
 			MaxObjectBytes:       int64(cfg.maxObjectBytes),
 			MaxMessageBytes:      int(cfg.maxMessageBytes),

@@ -12,16 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/otlptranslator"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
-	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	"google.golang.org/grpc"
 )
-
-// collectionDelayBuckets are the bucket bounds, in seconds, of
-// registry_collection_delay_seconds: from a GC right after the unpin to
-// an object left weak for an hour in an idle process.
-var collectionDelayBuckets = []float64{0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600}
 
 // handlingTimeBuckets are the bucket bounds, in seconds, of
 // grpc_server_handling_seconds: from 50 µs, where a Resolve or a Put of a
@@ -52,13 +46,6 @@ func (t *Telemetry) setUpMetrics(res *resource.Resource) error {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
 	t.mp = mp
 	t.shutdown = append(t.shutdown, mp.Shutdown)
-	t.delay, err = mp.Meter(scope).Float64Histogram("registry.collection.delay",
-		metric.WithUnit("s"),
-		metric.WithDescription("How long objects had been unpinned when the garbage collector took them."),
-		metric.WithExplicitBucketBoundaries(collectionDelayBuckets...))
-	if err != nil {
-		return err
-	}
 	t.grpcMetrics = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets(handlingTimeBuckets)))
 	// The Go runtime's metrics come from Prometheus's own collector
@@ -122,15 +109,5 @@ func (t *Telemetry) Handler(healthy func() bool) http.Handler {
 // ErrorLogger is for an http.Server's ErrorLog: its lines go to the
 // telemetry logger at warn level.
 func (t *Telemetry) ErrorLogger() *log.Logger {
-	return slog.NewLogLogger(t.logger().Handler(), slog.LevelWarn)
+	return slog.NewLogLogger(t.Logger().Handler(), slog.LevelWarn)
 }
-
-func (t *Telemetry) logger() *slog.Logger {
-	if t == nil {
-		return slog.Default()
-	}
-	return t.log
-}
-
-// meter returns the meter of the registry's own instruments.
-func (t *Telemetry) meter() metric.Meter { return t.mp.Meter(scope) }
