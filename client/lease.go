@@ -327,6 +327,7 @@ func (l *Lease) read(stream registryv1.RegistryService_LeaseClient) error {
 			return fromStatus(err)
 		}
 		if rev := m.GetRevoked(); rev != nil {
+			l.drain(stream)
 			l.finish(&LeaseError{LeaseID: l.id, Kind: ErrLeaseRevoked, Cause: RevokeCause(rev.GetCause()),
 				Reason: rev.GetReason(), Released: int(rev.GetReleased())})
 			return nil
@@ -335,14 +336,39 @@ func (l *Lease) read(stream registryv1.RegistryService_LeaseClient) error {
 		pc := l.pending[m.GetRequestId()]
 		delete(l.pending, m.GetRequestId())
 		l.mu.Unlock()
+		if m.GetClosed() != nil {
+			// Read the server's OK before finish cancels the stream, and
+			// answer Close only then: it returns with the call ended as
+			// it did, not cut.
+			l.drain(stream)
+			l.finish(nil)
+		}
 		if pc != nil {
 			pc.resp <- m
 		}
 		if m.GetClosed() != nil {
-			l.finish(nil)
 			return nil
 		}
 	}
+}
+
+// drainTimeout bounds drain: the server ends a lease stream right after
+// its last message.
+const drainTimeout = 5 * time.Second
+
+// drain reads stream to its end after the server's last message (closed
+// or revoked), so that the call ends with the server's status, OK,
+// instead of CANCELLED when finish cancels it: its span and the server's
+// metrics then say what happened.
+func (l *Lease) drain(stream registryv1.RegistryService_LeaseClient) {
+	l.sendMu.Lock()
+	_ = stream.CloseSend()
+	l.sendMu.Unlock()
+	l.mu.Lock()
+	cut := time.AfterFunc(drainTimeout, l.cancel)
+	l.mu.Unlock()
+	defer cut.Stop()
+	_ = endOfStream(stream.Recv)
 }
 
 // resume reopens the lease by id until it succeeds, the server says it is

@@ -140,9 +140,24 @@ func (c *Client) download(ctx context.Context, handle, leaseID string, w io.Writ
 					Message: fmt.Sprintf("received %d of %d bytes with CRC-32C %08x, server sent %08x", got, info.Size, crc, k.Trailer.GetCrc32C()),
 				}
 			}
-			return info, nil
+			return info, endOfStream(stream.Recv)
 		default:
 			return info, fmt.Errorf("registry: unexpected %T in a download", k)
 		}
 	}
+}
+
+// endOfStream reads a server stream past its last expected message, to
+// the server's status, and returns nil if that is OK. A call left there
+// would end when its context is cancelled, as CANCELLED, in its span and
+// in the server's metrics, although the server answered it in full.
+func endOfStream[M any](recv func() (M, error)) error {
+	_, err := recv()
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	if err == nil {
+		return errors.New("registry: the server sent more after the end of a stream")
+	}
+	return fromStatus(err)
 }

@@ -213,7 +213,7 @@ func TestMetricsAreExact(t *testing.T) {
 	if gc, _ := value(after, sample{name: "registry_gc_cycles_total"}); gc < gcBefore+1 {
 		t.Errorf("registry_gc_cycles_total went from %v to %v across a forced collection", gcBefore, gc)
 	}
-	for _, name := range []string{"go_goroutine_count", "go_memory_used_bytes", "process_cpu_seconds_total", "grpc_server_handling_seconds", "target_info"} {
+	for _, name := range []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "process_cpu_seconds_total", "grpc_server_handling_seconds", "target_info"} {
 		if after[name] == nil {
 			t.Errorf("no %s on /metrics", name)
 		}

@@ -357,3 +357,49 @@ func TestNoOTELNoTraces(t *testing.T) {
 		t.Fatalf("a trace id was logged with tracing off:\n%s", d.Stderr())
 	}
 }
+
+// TestTelemetryRegistryctlSpansOfCleanCallsAreOK runs registryctl with
+// OTEL_* pointing at a collector and checks that the client spans of calls
+// the server answered in full end OK: a get (Download), and the lease of a
+// hold and of a put --hold closed by an interrupt. They used to end
+// CANCELLED, with status ERROR, because the client cut each stream after
+// its last message instead of reading it to the server's status.
+func TestTelemetryRegistryctlSpansOfCleanCallsAreOK(t *testing.T) {
+	t.Parallel()
+	rcv := startOTLPReceiver(t)
+	d := startDaemon(t)
+	otel := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + rcv.Endpoint, "OTEL_SERVICE_NAME=registryctl-e2e"}
+
+	// Lingering, so that no collection takes it before the get.
+	r := runCtl(t, ctlOpts{addr: d.Addr, env: otel, stdin: []byte("traced by registryctl")}, "put", "--linger", "5m")
+	wantSuccess(t, r)
+	h := strings.TrimSpace(r.stdout)
+	wantSuccess(t, runCtl(t, ctlOpts{addr: d.Addr, env: otel}, "get", h))
+
+	hold := startCtl(t, ctlOpts{addr: d.Addr, env: otel}, "hold", h)
+	hold.waitStderr(t, "holding ")
+	wantExit(t, hold.interrupt(t), ctlOK)
+
+	p := startCtl(t, ctlOpts{addr: d.Addr, env: otel, stdin: []byte("held by registryctl")}, "put", "--hold")
+	p.waitStderr(t, "holding ")
+	wantExit(t, p.interrupt(t), ctlOK)
+
+	const (
+		download = "registry.v1.RegistryService/Download"
+		lease    = "registry.v1.RegistryService/Lease"
+	)
+	poll(t, waitTimeout, "registryctl's spans at the collector", func() bool {
+		return len(rcv.named(download)) == 1 && len(rcv.named(lease)) == 2
+	})
+	rcv.mu.Lock()
+	defer rcv.mu.Unlock()
+	for _, s := range rcv.spans {
+		if s.GetKind() != tracepb.Span_SPAN_KIND_CLIENT {
+			t.Errorf("span %s of kind %v: registryctl makes client spans only", s.GetName(), s.GetKind())
+		}
+		if code := s.GetStatus().GetCode(); code == tracepb.Status_STATUS_CODE_ERROR {
+			t.Errorf("client span %s ended %v %q (%s), want OK", s.GetName(), code, s.GetStatus().GetMessage(),
+				attrString(s.GetAttributes(), "rpc.response.status_code"))
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/observe"
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/telemetry"
 	"github.com/weakref/registry/internal/version"
@@ -29,7 +30,7 @@ type adminService struct {
 	reg    *registry.Registry
 	leases *lease.Manager
 	limits Limits
-	tel    *telemetry.Telemetry // nil: none
+	obs    *observe.Observer // nil: none
 }
 
 func (s *adminService) GetStats(ctx context.Context, _ *registryv1.GetStatsRequest) (*registryv1.GetStatsResponse, error) {
@@ -171,13 +172,13 @@ func (s *adminService) DeleteObject(ctx context.Context, req *registryv1.DeleteO
 		out.ReleasedLeaseIds = append(out.ReleasedLeaseIds, p.LeaseID)
 	}
 	addEvent(ctx, telemetry.EventDelete, func() []attribute.KeyValue {
-		return append(telemetry.ObjectAttrs(info), telemetry.KeyForce.Bool(req.GetForce()), telemetry.KeyReleased.Int(len(pins)))
+		return append(observe.ObjectAttrs(info), telemetry.KeyForce.Bool(req.GetForce()), telemetry.KeyReleased.Int(len(pins)))
 	})
 	return out, nil
 }
 
 func (s *adminService) Collect(ctx context.Context, _ *registryv1.CollectRequest) (*registryv1.CollectResponse, error) {
-	end := s.tel.StartCollect(ctx)
+	end := s.obs.StartCollect(ctx)
 	rep := s.reg.Collect()
 	end(rep)
 	return &registryv1.CollectResponse{

@@ -21,6 +21,7 @@ import (
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/observe"
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/telemetry"
 )
@@ -75,12 +76,16 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	obs, err := observe.New(o.telemetry)
+	if err != nil {
+		t.Fatal(err)
+	}
 	reg := registry.New(registry.Config{
 		Codec:          codec,
 		MaxObjectBytes: limits.MaxObjectBytes,
 		MaxPinnedBytes: limits.MaxPinnedBytes,
 		WatchBuffer:    o.watchBuffer,
-		Observe:        o.telemetry.RegistryObserver(),
+		Observe:        obs.Registry(),
 	})
 	leases := lease.New(lease.Config{
 		Codec:           codec,
@@ -88,7 +93,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		MaxGrace:        limits.MaxGrace,
 		MaxLeases:       limits.MaxLeases,
 		MaxPinsPerLease: limits.MaxPinsPerLease,
-		Observe:         o.telemetry.LeaseObserver(),
+		Observe:         obs.Lease(),
 	})
 	srv := New(Config{
 		Registry:  reg,
@@ -96,6 +101,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		Limits:    limits,
 		Logger:    o.logger,
 		Telemetry: o.telemetry,
+		Observer:  obs,
 	})
 	dial := func(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 		return grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)

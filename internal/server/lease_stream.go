@@ -15,6 +15,7 @@ import (
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/observe"
 	"github.com/weakref/registry/internal/telemetry"
 )
 
@@ -163,7 +164,7 @@ func (s *registryService) leaseRequest(ctx context.Context, sess *lease.Session,
 			return nil, false, err
 		}
 		addEvent(ctx, telemetry.EventLeaseEnd, func() []attribute.KeyValue {
-			return []attribute.KeyValue{telemetry.KeyLeaseID.String(sess.ID()), telemetry.KeyLeaseEnd.String(telemetry.EndName(lease.EndClosed)), telemetry.KeyReleased.Int(n)}
+			return []attribute.KeyValue{telemetry.KeyLeaseID.String(sess.ID()), telemetry.KeyLeaseEnd.String(observe.EndName(lease.EndClosed)), telemetry.KeyReleased.Int(n)}
 		})
 		resp.Kind = &registryv1.LeaseResponse_Closed{Closed: &registryv1.LeaseClosed{Released: int32(n)}}
 		return resp, true, nil
@@ -198,12 +199,12 @@ func sendRevoked(stream leaseStream, sess *lease.Session) error {
 	}}})
 }
 
-// causeNames name revocation causes in traces, as telemetry.EndName does
+// causeNames name revocation causes in traces, as observe.EndName does
 // lease ends.
 var causeNames = map[lease.Cause]string{
-	lease.CauseAdmin:     telemetry.EndName(lease.EndRevoked),
+	lease.CauseAdmin:     observe.EndName(lease.EndRevoked),
 	lease.CauseTakenOver: "taken_over",
-	lease.CauseShutdown:  telemetry.EndName(lease.EndShutdown),
+	lease.CauseShutdown:  observe.EndName(lease.EndShutdown),
 }
 
 // detach detaches the stream's lease when the handler ends, and says so
@@ -229,7 +230,7 @@ func detach(ctx context.Context, sess *lease.Session, closed bool) {
 		return
 	}
 	span.AddEvent(telemetry.EventLeaseEnd, trace.WithAttributes(telemetry.KeyLeaseID.String(in.ID),
-		telemetry.KeyLeaseEnd.String(telemetry.EndName(lease.EndDropped)), telemetry.KeyReleased.Int(in.Pins)))
+		telemetry.KeyLeaseEnd.String(observe.EndName(lease.EndDropped)), telemetry.KeyReleased.Int(in.Pins)))
 }
 
 // endOfStream turns the receive side's end into the handler's result: a

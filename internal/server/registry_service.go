@@ -16,6 +16,7 @@ import (
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/observe"
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/telemetry"
 )
@@ -53,13 +54,7 @@ func (s *registryService) Put(ctx context.Context, req *registryv1.PutRequest) (
 	if err != nil {
 		return nil, toStatus(err, handle.Object)
 	}
-	addEvent(ctx, telemetry.EventPut, func() []attribute.KeyValue {
-		attrs := telemetry.ObjectAttrs(info)
-		if id := req.GetLeaseId(); id != "" {
-			attrs = append(attrs, telemetry.KeyLeaseID.String(id))
-		}
-		return attrs
-	})
+	addEvent(ctx, telemetry.EventPut, func() []attribute.KeyValue { return putAttrs(info, req.GetLeaseId()) })
 	return &registryv1.PutResponse{Handle: info.Handle, Info: infoToProto(info)}, nil
 }
 
@@ -76,9 +71,9 @@ func (s *registryService) Resolve(ctx context.Context, req *registryv1.ResolveRe
 	obj, err := s.resolve(req.GetHandle(), req.GetLeaseId())
 	addEvent(ctx, telemetry.EventResolve, func() []attribute.KeyValue {
 		if err != nil {
-			return []attribute.KeyValue{telemetry.HandleAttr(req.GetHandle()), telemetry.KeyOutcome.String(telemetry.ResolveOutcome(err))}
+			return []attribute.KeyValue{telemetry.HandleAttr(req.GetHandle()), telemetry.KeyOutcome.String(observe.ResolveOutcome(err))}
 		}
-		return append(telemetry.ObjectAttrs(obj.Info), telemetry.KeyOutcome.String(telemetry.OutcomeHit))
+		return append(observe.ObjectAttrs(obj.Info), telemetry.KeyOutcome.String(telemetry.OutcomeHit))
 	})
 	if err != nil {
 		return nil, toStatus(err, handle.Object)

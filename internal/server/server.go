@@ -26,6 +26,7 @@ import (
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/observe"
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/telemetry"
 )
@@ -52,6 +53,9 @@ type Config struct {
 	// gRPC server metrics (when metrics), and trace ids on request log
 	// lines. nil: none of it, at no cost.
 	Telemetry *telemetry.Telemetry
+	// Observer is the one the registry and the leases report to: the
+	// span of a forced collection is its. nil: no such span.
+	Observer *observe.Observer
 }
 
 // Limits are the configured limits; zero means none.
@@ -100,7 +104,7 @@ func New(cfg Config) *Server {
 	log := cfg.Logger
 	gs := grpc.NewServer(serverOptions(cfg)...)
 	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry, limits: cfg.Limits})
-	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits, tel: cfg.Telemetry})
+	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits, obs: cfg.Observer})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	for _, name := range []string{"", registryv1.RegistryService_ServiceDesc.ServiceName, registryv1.AdminService_ServiceDesc.ServiceName} {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/observe"
+	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/telemetry"
 )
 
@@ -61,6 +63,16 @@ func addEvent(ctx context.Context, name string, attrs func() []attribute.KeyValu
 	}
 }
 
+// putAttrs are the attributes of a registry.put event, by Put or Upload:
+// the new object's, and the lease that pins it, if any.
+func putAttrs(info registry.Info, leaseID string) []attribute.KeyValue {
+	attrs := observe.ObjectAttrs(info)
+	if leaseID != "" {
+		attrs = append(attrs, telemetry.KeyLeaseID.String(leaseID))
+	}
+	return attrs
+}
+
 // traceResults wraps one pin or unpin request of a lease stream in a
 // span, child of the stream's, with one event per handle. It returns the
 // func that records the results and ends the span.
@@ -78,14 +90,14 @@ func (s *registryService) traceResults(ctx context.Context, name, event, leaseID
 			return
 		}
 		for _, r := range rs {
-			attrs := []attribute.KeyValue{telemetry.HandleAttr(r.Handle), telemetry.KeyOutcome.String(telemetry.PinOutcome(r.Outcome))}
+			attrs := []attribute.KeyValue{telemetry.HandleAttr(r.Handle), telemetry.KeyOutcome.String(observe.PinOutcome(r.Outcome))}
 			if r.Err != nil {
 				_, reason, _ := statusOf(r.Err, handle.Object)
 				attrs = append(attrs, telemetry.KeyErrorReason.String(reason))
 			} else if r.Info.Handle != "" {
 				attrs = append(attrs,
 					telemetry.KeyObjectSize.Int64(r.Info.Size),
-					telemetry.KeyObjectState.String(telemetry.StateName(r.Info.State)),
+					telemetry.KeyObjectState.String(observe.StateName(r.Info.State)),
 					telemetry.KeyObjectPins.Int(r.Info.Pins))
 			}
 			span.AddEvent(event, trace.WithAttributes(attrs...))

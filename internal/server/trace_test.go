@@ -142,3 +142,39 @@ func TestPinFailureIsTracedWithItsReason(t *testing.T) {
 		t.Fatalf("pin event %v, want outcome failed, reason %s", got, ReasonHandleMalformed)
 	}
 }
+
+// TestPutEventNamesItsLease: an object stored under a lease, by Put or by
+// Upload, says so in its registry.put event, with the same attributes
+// either way.
+func TestPutEventNamesItsLease(t *testing.T) {
+	tests := []struct {
+		name, method string
+		put          func(t *testing.T, e *env, leaseID string) string
+	}{
+		{"put", "registry.v1.RegistryService/Put", func(t *testing.T, e *env, leaseID string) string {
+			return e.put(t, "put under a lease", leaseID)
+		}},
+		{"upload", "registry.v1.RegistryService/Upload", func(t *testing.T, e *env, leaseID string) string {
+			return e.upload(t, &registryv1.UploadHeader{LeaseId: leaseID}, []byte("uploaded under a lease"), 8).GetHandle()
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, rec := tracedEnv(t)
+			lc := e.openLease(t, "traced", 0)
+			h := tt.put(t, e, lc.id)
+			got := eventAttrs(t, serverSpan(t, rec, tt.method), telemetry.EventPut)
+			want := map[attribute.Key]attribute.Value{
+				telemetry.KeyHandle:      attribute.StringValue(h),
+				telemetry.KeyLeaseID:     attribute.StringValue(lc.id),
+				telemetry.KeyObjectState: attribute.StringValue("pinned"),
+				telemetry.KeyObjectPins:  attribute.IntValue(1),
+			}
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("%s = %v, want %v", k, got[k].Emit(), v.Emit())
+				}
+			}
+		})
+	}
+}

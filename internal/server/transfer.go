@@ -13,6 +13,7 @@ import (
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/observe"
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/telemetry"
 )
@@ -134,7 +135,7 @@ func (s *registryService) storeUpload(stream uploadStream, hdr *registryv1.Uploa
 		return toStatus(err, handle.Object)
 	}
 	addEvent(stream.Context(), telemetry.EventPut, func() []attribute.KeyValue {
-		return append(telemetry.ObjectAttrs(info), attribute.Int("registry.upload.chunks", len(pieces)))
+		return append(putAttrs(info, hdr.GetLeaseId()), attribute.Int("registry.upload.chunks", len(pieces)))
 	})
 	return stream.SendAndClose(&registryv1.UploadResponse{Handle: info.Handle, Info: infoToProto(info)})
 }
@@ -152,9 +153,9 @@ func (s *registryService) Download(req *registryv1.DownloadRequest, stream grpc.
 	obj, err := s.resolve(req.GetHandle(), req.GetLeaseId())
 	addEvent(stream.Context(), telemetry.EventResolve, func() []attribute.KeyValue {
 		if err != nil {
-			return []attribute.KeyValue{telemetry.HandleAttr(req.GetHandle()), telemetry.KeyOutcome.String(telemetry.ResolveOutcome(err))}
+			return []attribute.KeyValue{telemetry.HandleAttr(req.GetHandle()), telemetry.KeyOutcome.String(observe.ResolveOutcome(err))}
 		}
-		return append(telemetry.ObjectAttrs(obj.Info), telemetry.KeyOutcome.String(telemetry.OutcomeHit))
+		return append(observe.ObjectAttrs(obj.Info), telemetry.KeyOutcome.String(telemetry.OutcomeHit))
 	})
 	if err != nil {
 		return toStatus(err, handle.Object)

@@ -1,6 +1,6 @@
-// Package telemetry sets up registryd's OpenTelemetry traces and metrics
-// and translates the domain's lifecycle into spans, span events, metrics
-// and debug log lines.
+// Package telemetry sets up the OpenTelemetry traces and metrics of
+// registryd and registryctl, and names the registry's spans, span events
+// and attributes.
 //
 // Traces are exported over OTLP/gRPC, configured only by the standard
 // OTEL_* environment variables; with none of them set the tracer provider
@@ -10,10 +10,9 @@
 // by Handler, beside go-grpc-middleware's gRPC server metrics and Go
 // runtime metrics.
 //
-// The domain packages know nothing of this one: they call the observers
-// returned by RegistryObserver and LeaseObserver, synchronously and
-// cheaply, and the counters are read from registry.Stats and
-// lease.Manager.Counts when Prometheus scrapes.
+// It knows nothing of the domain, so that a client links it without the
+// registry: internal/observe translates the registry's and the leases'
+// lifecycle into spans, metrics and log lines through it.
 package telemetry
 
 import (
@@ -73,18 +72,18 @@ type Telemetry struct {
 	// Set when metrics are on.
 	registry    *prometheus.Registry
 	grpcMetrics *grpcprom.ServerMetrics
-	delay       metric.Float64Histogram // registry.collection.delay
 
-	events *pipeline // nil unless tracing or debug logging
+	mu     sync.Mutex
+	before []func(context.Context) // OnShutdown's, guarded by mu
 
 	shutdownOnce sync.Once
 	shutdown     []func(context.Context) error
 	shutdownErr  error
 }
 
-// scope is the instrumentation scope of the registry's own spans and
+// Scope is the instrumentation scope of the registry's own spans and
 // metrics.
-const scope = "github.com/weakref/registry"
+const Scope = "github.com/weakref/registry"
 
 // New sets up tracing from the OTEL_* environment and, if cfg.Metrics,
 // metrics. Call Shutdown to flush and stop.
@@ -101,13 +100,12 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 		prop: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		mp:   metricnoop.NewMeterProvider(),
 	}
-	t.tracer = t.tp.Tracer(scope)
+	t.tracer = t.tp.Tracer(Scope)
 	if cfg.Disabled {
-		t.startEvents()
 		return t, nil
 	}
 	if cfg.TracerProvider != nil {
-		t.tp, t.tracer, t.tracing = cfg.TracerProvider, cfg.TracerProvider.Tracer(scope), true
+		t.tp, t.tracer, t.tracing = cfg.TracerProvider, cfg.TracerProvider.Tracer(Scope), true
 	}
 	tracing, err := tracingFromEnv()
 	if err != nil {
@@ -115,7 +113,6 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 	}
 	tracing = tracing && cfg.TracerProvider == nil
 	if !tracing && !cfg.Metrics {
-		t.startEvents()
 		return t, nil
 	}
 	res, err := newResource(ctx, cfg)
@@ -132,7 +129,7 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 		// NewTracerProvider reads OTEL_TRACES_SAMPLER(_ARG) and
 		// WithBatcher reads OTEL_BSP_*.
 		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
-		t.tp, t.tracer, t.tracing = tp, tp.Tracer(scope), true
+		t.tp, t.tracer, t.tracing = tp, tp.Tracer(Scope), true
 		t.shutdown = append(t.shutdown, tp.Shutdown)
 	}
 	if cfg.Metrics {
@@ -141,7 +138,6 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 			return nil, err
 		}
 	}
-	t.startEvents()
 	return t, nil
 }
 
@@ -224,7 +220,7 @@ func (t *Telemetry) TracerProvider() trace.TracerProvider {
 // unless tracing.
 func (t *Telemetry) Tracer() trace.Tracer {
 	if t == nil {
-		return tracenoop.NewTracerProvider().Tracer(scope)
+		return tracenoop.NewTracerProvider().Tracer(Scope)
 	}
 	return t.tracer
 }
@@ -247,16 +243,40 @@ func (t *Telemetry) MeterProvider() metric.MeterProvider {
 	return t.mp
 }
 
-// Shutdown stops the lifecycle pipeline, flushes the spans not exported
-// yet, and stops the providers, within ctx. Later calls return the first
+// Logger returns the logger of lifecycle events and telemetry's own
+// warnings.
+func (t *Telemetry) Logger() *slog.Logger {
+	if t == nil {
+		return slog.Default()
+	}
+	return t.log
+}
+
+// OnShutdown has Shutdown call f first, before it flushes the spans: for
+// what still makes spans, such as the lifecycle observers' pipeline. Call
+// it before Shutdown.
+func (t *Telemetry) OnShutdown(f func(context.Context)) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.before = append(t.before, f)
+}
+
+// Shutdown runs the OnShutdown funcs, flushes the spans not exported yet,
+// and stops the providers, within ctx. Later calls return the first
 // call's result.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
 	if t == nil {
 		return nil
 	}
 	t.shutdownOnce.Do(func() {
-		if t.events != nil {
-			t.events.stop(ctx) // its last spans go out with the flush below
+		t.mu.Lock()
+		before := t.before
+		t.mu.Unlock()
+		for _, f := range before {
+			f(ctx) // their last spans go out with the flush below
 		}
 		var errs []error
 		for _, f := range t.shutdown {

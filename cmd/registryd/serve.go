@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// serve listens on --addr, and on --metrics-addr if set, and serves until
+// SIGINT or SIGTERM; then it shuts down gracefully within
+// --shutdown-timeout. A second signal kills at once.
+func (d *daemon) serve() error {
+	cfg, log := d.cfg, d.log
+	lis, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another registryd running? choose another --addr)", cfg.addr, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	serveErr := make(chan error, 2)
+	var metrics *http.Server
+	if cfg.metricsAddr != "" {
+		mlis, err := net.Listen("tcp", cfg.metricsAddr)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("listen on %s: %w (choose another --metrics-addr)", cfg.metricsAddr, err)
+		}
+		metrics = &http.Server{
+			Handler:           d.tel.Handler(d.srv.Healthy),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          d.tel.ErrorLogger(),
+		}
+		go func() {
+			if err := metrics.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+		log.Info("metrics serving", "addr", mlis.Addr().String(), "paths", "/metrics /healthz")
+	}
+	go func() { serveErr <- d.srv.Serve(lis) }()
+	log.Info("registryd serving", "addr", lis.Addr().String(), "epoch", d.codec.Epoch(), "node", d.codec.Node(), "tracing", d.tel.Tracing())
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	stop() // a second signal kills at once
+	log.Info("shutting down", "timeout", cfg.shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	if err := d.srv.Shutdown(sctx); err != nil {
+		log.Warn("calls still in flight were cut", "err", err)
+	}
+	if metrics != nil {
+		// After the gRPC server: a scrape during the drain still works,
+		// and /healthz has said 503 since it began.
+		metrics.Shutdown(sctx)
+	}
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel"
+
+	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/observe"
+	"github.com/weakref/registry/internal/registry"
+	"github.com/weakref/registry/internal/server"
+	"github.com/weakref/registry/internal/telemetry"
+	"github.com/weakref/registry/internal/version"
+)
+
+// daemon is registryd built from its configuration, not serving yet.
+type daemon struct {
+	cfg   *config
+	log   *slog.Logger
+	codec *handle.Codec
+	tel   *telemetry.Telemetry
+	srv   *server.Server
+}
+
+// build wires the pieces from cfg: the handle codec, telemetry and its
+// observer, the registry, the lease manager and the gRPC server. On
+// success the caller owes flushTelemetry.
+func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
+	key, random, err := loadKey(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if random {
+		log.Warn("no key configured: using a random one, so handles from this run mean nothing to the next (set --key-file or REGISTRYD_KEY)")
+	}
+	codec, err := handle.NewCodec(handle.Config{Key: key, Node: uint16(cfg.node)})
+	if err != nil {
+		return nil, err
+	}
+	// The exporter reports what it cannot send through this handler;
+	// otherwise the OpenTelemetry SDK would print to the standard logger.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("telemetry", "err", err) }))
+	tel, err := telemetry.New(context.Background(), telemetry.Config{
+		ServiceName:    "registryd",
+		ServiceVersion: version.String(),
+		Disabled:       !bool(cfg.telemetry),
+		Metrics:        cfg.metricsAddr != "",
+		Logger:         log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d := &daemon{cfg: cfg, log: log, codec: codec, tel: tel}
+	defer func() {
+		if err != nil {
+			d.flushTelemetry()
+		}
+	}()
+	obs, err := observe.New(tel)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	reg := registry.New(registry.Config{
+		Codec:          codec,
+		MaxObjectBytes: int64(cfg.maxObjectBytes),
+		MaxPinnedBytes: int64(cfg.maxPinnedBytes),
+		SoftCacheBytes: int64(cfg.softCacheBytes),
+		LeakGCCycles:   cfg.leakGCCycles,
+		Tombstones:     cfg.tombstones,
+		WatchBuffer:    cfg.watchBuffer,
+		WatchHistory:   cmp.Or(cfg.watchHistory, -1), // the registry reads 0 as its default, the flag as none
+		Observe:        obs.Registry(),
+	})
+	leases := lease.New(lease.Config{
+		Codec:           codec,
+		Registry:        reg,
+		MaxGrace:        cfg.maxGrace,
+		MaxLeases:       cfg.maxLeases,
+		MaxPinsPerLease: cfg.maxPinsPerLease,
+		Observe:         obs.Lease(),
+	})
+	if err := obs.Instrument(reg, leases); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	d.srv = server.New(server.Config{
+		Registry:  reg,
+		Leases:    leases,
+		Logger:    log,
+		Telemetry: tel,
+		Observer:  obs,
+		Limits: server.Limits{
+			MaxObjectBytes:       int64(cfg.maxObjectBytes),
+			MaxMessageBytes:      int(cfg.maxMessageBytes),
+			MaxPinnedBytes:       int64(cfg.maxPinnedBytes),
+			MaxPinsPerLease:      cfg.maxPinsPerLease,
+			MaxLeases:            cfg.maxLeases,
+			MaxConcurrentStreams: uint32(cfg.maxStreams),
+			MaxGrace:             cfg.maxGrace,
+			MaxLinger:            cfg.maxLinger,
+		},
+		KeepaliveTime:    cfg.keepaliveTime,
+		KeepaliveTimeout: cfg.keepaliveTimeout,
+	})
+	return d, nil
+}
+
+// flushTelemetry sends the spans not exported yet and stops telemetry,
+// within 5s.
+func (d *daemon) flushTelemetry() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.tel.Shutdown(ctx); err != nil {
+		d.log.Warn("telemetry did not flush", "err", err)
+	}
+}
