@@ -179,6 +179,9 @@ func expectUpload(msgs []*registryv1.UploadRequest) (reason string, data []byte)
 	for _, m := range msgs[1:] {
 		switch k := m.GetKind().(type) {
 		case *registryv1.UploadRequest_Chunk:
+			if len(k.Chunk) == 0 {
+				return ReasonFieldInvalid, nil // the proto forbids an empty chunk
+			}
 			if int64(len(data)+len(k.Chunk)) > h.GetSize() {
 				return ReasonUploadSize, nil
 			}
