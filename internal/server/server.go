@@ -154,18 +154,23 @@ func serverOptions(cfg Config) []grpc.ServerOption {
 		stream = append(stream, reasonStreamInterceptor)
 	}
 	// Innermost, next to the handler: every error becomes a status with an
-	// ErrorInfo, and is logged and measured with its code.
+	// ErrorInfo, and a request that did not decode never reaches a
+	// handler, but is answered, logged and measured like any other call.
+	decode := newDecodeCodec()
 	unary = append(unary,
 		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), logged),
 		recovery.UnaryServerInterceptor(recoverOpts...),
 		statusUnaryInterceptor,
+		decode.unaryInterceptor,
 	)
 	stream = append(stream,
 		selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), logged),
 		recovery.StreamServerInterceptor(recoverOpts...),
 		statusStreamInterceptor,
+		decode.streamInterceptor,
 	)
 	opts := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(decode),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),
