@@ -303,13 +303,19 @@ func asStatus(err error) error {
 	if hasInfo(st) {
 		return err
 	}
+	var cause error
 	switch st.Code() {
 	case codes.Canceled:
-		return toStatus(fmt.Errorf("%s: %w", st.Message(), context.Canceled), handle.Object)
+		cause = context.Canceled
 	case codes.DeadlineExceeded:
-		return toStatus(fmt.Errorf("%s: %w", st.Message(), context.DeadlineExceeded), handle.Object)
+		cause = context.DeadlineExceeded
+	default:
+		return err
 	}
-	return err
+	if st.Message() != cause.Error() {
+		cause = fmt.Errorf("%s: %w", st.Message(), cause)
+	}
+	return toStatus(cause, handle.Object)
 }
 
 func hasInfo(st *status.Status) bool {
