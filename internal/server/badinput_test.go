@@ -32,8 +32,10 @@ type world struct {
 
 const bystanderData = "the bystander's bytes"
 
-func newWorld(t *testing.T) *world {
-	e := newEnv(t, nil)
+func newWorld(t *testing.T) *world { return newWorldWith(t, envOptions{}) }
+
+func newWorldWith(t *testing.T, o envOptions) *world {
+	e := newEnvWith(t, o)
 	w := &world{e: e}
 	w.bystander = e.openLease(t, "bystander", 0)
 	w.pinned = e.put(t, bystanderData, w.bystander.id)

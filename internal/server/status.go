@@ -77,7 +77,7 @@ var catalog = map[registryv1.ErrorReason]reasonInfo{
 	registryv1.ErrorReason_HANDLE_MALFORMED:        {codes.InvalidArgument, "handles look like obj_ followed by 52 characters"},
 	registryv1.ErrorReason_HANDLE_UNKNOWN:          {codes.NotFound, "it comes from another registry, or from a run with another key"},
 	registryv1.ErrorReason_HANDLE_FOREIGN_NODE:     {codes.NotFound, "ask the node that issued it"},
-	registryv1.ErrorReason_REGISTRY_RESTARTED:      {codes.NotFound, "the object went with that run; put it again"},
+	registryv1.ErrorReason_REGISTRY_RESTARTED:      {codes.NotFound, "what it named went with that run: put the object again, open a new lease, or watch anew"},
 	registryv1.ErrorReason_OBJECT_COLLECTED:        {codes.NotFound, "no lease pinned it and the garbage collector took it; hold a lease on objects you still need"},
 	registryv1.ErrorReason_OBJECT_DELETED:          {codes.NotFound, "an operator deleted it"},
 	registryv1.ErrorReason_OBJECT_PINNED:           {codes.FailedPrecondition, "see who pins it with AdminService/InspectObject, or delete with force"},

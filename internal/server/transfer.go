@@ -12,6 +12,7 @@ import (
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/telemetry"
 )
@@ -64,7 +65,8 @@ func (s *registryService) Upload(stream uploadStream) error {
 	}
 	if id := hdr.GetLeaseId(); id != "" {
 		if _, err := s.leases.ParseID(id); err != nil {
-			return toStatus(err, handle.Lease)
+			// As Put with this lease id would say it.
+			return toStatus(&lease.NotLiveError{Err: err}, handle.Lease)
 		}
 	}
 
