@@ -160,13 +160,11 @@ func serverOptions(cfg Config) []grpc.ServerOption {
 	unary = append(unary,
 		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), logged),
 		recovery.UnaryServerInterceptor(recoverOpts...),
-		statusUnaryInterceptor,
 		decode.unaryInterceptor,
 	)
 	stream = append(stream,
 		selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), logged),
 		recovery.StreamServerInterceptor(recoverOpts...),
-		statusStreamInterceptor,
 		decode.streamInterceptor,
 	)
 	opts := []grpc.ServerOption{

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
@@ -275,21 +274,10 @@ func newStatus(code codes.Code, reason, msg string, md map[string]string, more .
 	return st.Err()
 }
 
-// statusUnaryInterceptor makes sure every error a handler returns is a
-// status with an ErrorInfo, mapped by statusOf: a handler that returns a
-// raw error, such as its context's, still answers with its reason, and
-// logs, metrics and spans see the right code.
-func statusUnaryInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	resp, err := handler(ctx, req)
-	return resp, asStatus(err)
-}
-
-// statusStreamInterceptor is statusUnaryInterceptor for streams.
-func statusStreamInterceptor(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	return asStatus(handler(srv, ss))
-}
-
-// asStatus returns err as a status with an ErrorInfo. A status gRPC made
+// asStatus returns err as a status with an ErrorInfo, mapped by statusOf:
+// the innermost interceptors apply it to what every handler returns, so
+// that a raw error, such as a context's, still answers with its reason,
+// and logs, metrics and spans see the right code. A status gRPC made
 // for a call its client cancelled, or whose deadline passed, is mapped as
 // the context error it stands for; another status is left as it is.
 func asStatus(err error) error {
