@@ -70,8 +70,9 @@ type reasonInfo struct {
 
 // catalog gives every reason of the enum its code and hint; a test fails
 // when a reason is missing. statusOf changes the code in two places only:
-// LEASE_NOT_FOUND is FAILED_PRECONDITION where a call needs a live lease,
-// and a call past its deadline is DEADLINE_EXCEEDED.
+// a NOT_FOUND about a lease id (LEASE_NOT_FOUND, REGISTRY_RESTARTED,
+// HANDLE_FOREIGN_NODE) is FAILED_PRECONDITION where a call needs a live
+// lease, and a call past its deadline is DEADLINE_EXCEEDED.
 var catalog = map[registryv1.ErrorReason]reasonInfo{
 	registryv1.ErrorReason_HANDLE_MALFORMED:        {codes.InvalidArgument, "handles look like obj_ followed by 52 characters"},
 	registryv1.ErrorReason_HANDLE_UNKNOWN:          {codes.NotFound, "it comes from another registry, or from a run with another key"},
