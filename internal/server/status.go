@@ -110,6 +110,15 @@ var catalog = map[registryv1.ErrorReason]reasonInfo{
 	registryv1.ErrorReason_INTERNAL:                {codes.Internal, "a bug in registryd: see the server log, and please report it"},
 }
 
+// validUTF8 makes md's values UTF-8: metadata may echo client input, and
+// a proto string must be UTF-8 or the whole message would be lost.
+func validUTF8(md map[string]string) map[string]string {
+	for k, v := range md {
+		md[k] = strings.ToValidUTF8(v, "\uFFFD")
+	}
+	return md
+}
+
 // statusOf maps an error to its code, reason and metadata. kind says
 // whether a handle parse error is about an object handle or a lease id.
 // With toStatus it is the one place where errors become gRPC statuses:
@@ -235,10 +244,8 @@ func maxWant(max, want int64) map[string]string {
 // reason's hint.
 type hinter interface{ hint() string }
 
-// toStatus returns err as a gRPC status error with an ErrorInfo, and a
-// google.rpc.BadRequest for a *FieldError.
-func toStatus(err error, kind handle.Kind) error {
-	code, reason, md := statusOf(err, kind)
+// message is err's text for people, with its hint.
+func message(err error, reason string) string {
 	msg := err.Error()
 	h := catalog[registryv1.ErrorReason(registryv1.ErrorReason_value[reason])].hint
 	var own hinter
@@ -248,6 +255,21 @@ func toStatus(err error, kind handle.Kind) error {
 	if h != "" {
 		msg += ": " + h
 	}
+	return msg
+}
+
+// toRequestError returns err as a stream answers a request that failed as
+// a whole while the stream goes on: what toStatus would say.
+func toRequestError(err error, kind handle.Kind) *registryv1.RequestError {
+	code, reason, md := statusOf(err, kind)
+	return &registryv1.RequestError{Code: int32(code), Reason: reason, Message: strings.ToValidUTF8(message(err, reason), "\uFFFD"), Metadata: validUTF8(md)}
+}
+
+// toStatus returns err as a gRPC status error with an ErrorInfo, and a
+// google.rpc.BadRequest for a *FieldError.
+func toStatus(err error, kind handle.Kind) error {
+	code, reason, md := statusOf(err, kind)
+	msg := message(err, reason)
 	var field *FieldError
 	if errors.As(err, &field) {
 		return newStatus(code, reason, msg, md, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{
@@ -261,14 +283,9 @@ func toStatus(err error, kind handle.Kind) error {
 // any further details. Only toStatus and the panic handler, which has no
 // error to map, call it.
 func newStatus(code codes.Code, reason, msg string, md map[string]string, more ...protoadapt.MessageV1) error {
-	for k, v := range md {
-		// Metadata may echo client input, and a proto string must be
-		// UTF-8 or the whole ErrorInfo would be lost.
-		md[k] = strings.ToValidUTF8(v, "\uFFFD")
-	}
 	msg = strings.ToValidUTF8(msg, "\uFFFD")
 	st := status.New(code, msg)
-	details := append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Domain: Domain, Reason: reason, Metadata: md}}, more...)
+	details := append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Domain: Domain, Reason: reason, Metadata: validUTF8(md)}}, more...)
 	if withInfo, err := st.WithDetails(details...); err == nil {
 		st = withInfo
 	}

@@ -1,16 +1,22 @@
 package server
 
 import (
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
 )
@@ -80,5 +86,26 @@ func TestStatusesAreBuiltInOnePlace(t *testing.T) {
 			}
 			return true
 		})
+	}
+}
+
+// TestRequestErrorSaysWhatTheStatusSays: an error answered on a stream
+// carries the code, reason, message and metadata its status would.
+func TestRequestErrorSaysWhatTheStatusSays(t *testing.T) {
+	for _, err := range []error{
+		&TooManyHandlesError{Max: 1000, Want: 1001},
+		fmt.Errorf("%w: no kind", ErrRequestEmpty),
+		&FieldError{Field: "open.grace", Why: "is negative"},
+		&registry.LabelError{Key: "caf\xe9", Reason: "bad"},
+	} {
+		re := toRequestError(err, handle.Lease)
+		st := status.Convert(toStatus(err, handle.Lease))
+		if codes.Code(re.GetCode()) != st.Code() || re.GetReason() != reasonOf(st) || re.GetMessage() != st.Message() ||
+			!maps.Equal(re.GetMetadata(), metadataOf(st.Err())) {
+			t.Errorf("%v: RequestError %v, status %v %s %q %v", err, re, st.Code(), reasonOf(st), st.Message(), metadataOf(st.Err()))
+		}
+		if _, err := proto.Marshal(re); err != nil || !utf8.ValidString(re.GetMetadata()["key"]) {
+			t.Errorf("%v: metadata not UTF-8: %v", err, re.GetMetadata())
+		}
 	}
 }
