@@ -9,7 +9,11 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
 )
+
+var reasonCancelled = registryv1.ErrorReason_REQUEST_CANCELLED.String()
 
 // Errors to branch on with errors.Is. Every error the server returns is an
 // *Error; those with a registry reason also match one of these.
@@ -33,7 +37,8 @@ var (
 	// ErrLimit: a configured limit (object size, pinned bytes, leases,
 	// pins per lease) would be exceeded; Error.Reason names it.
 	ErrLimit = errors.New("registry: limit exceeded")
-	// ErrInvalid: the request itself is wrong (empty payload, bad labels).
+	// ErrInvalid: the request itself is wrong (empty payload, bad labels, a
+	// field out of range, bytes that do not decode).
 	ErrInvalid = errors.New("registry: invalid request")
 	// ErrLeaseNotFound: no live lease has that id.
 	ErrLeaseNotFound = errors.New("registry: lease not found")
@@ -45,26 +50,61 @@ var (
 	ErrLeaseRevoked = errors.New("registry: lease revoked")
 	// ErrUnavailable: registryd cannot be reached, or is shutting down.
 	ErrUnavailable = errors.New("registry: registryd unavailable")
+	// ErrTooSlow: the server ended a stream this client did not read fast
+	// enough (a watch that fell behind its events, a stream whose answers
+	// went unread).
+	ErrTooSlow = errors.New("registry: stream read too slowly")
+	// ErrInternal: a bug in registryd; its log says more.
+	ErrInternal = errors.New("registry: internal error in registryd")
 )
 
-// reasons maps the server's ErrorInfo reasons to the errors above.
-var reasons = map[string]error{
-	"HANDLE_MALFORMED":    ErrMalformedHandle,
-	"HANDLE_UNKNOWN":      ErrUnknownHandle,
-	"HANDLE_FOREIGN_NODE": ErrForeignNode,
-	"REGISTRY_RESTARTED":  ErrRestarted,
-	"OBJECT_COLLECTED":    ErrCollected,
-	"OBJECT_DELETED":      ErrDeleted,
-	"OBJECT_PINNED":       ErrPinned,
-	"PAYLOAD_EMPTY":       ErrInvalid,
-	"LABELS_INVALID":      ErrInvalid,
-	"REQUEST_EMPTY":       ErrInvalid,
-	"TOO_MANY_HANDLES":    ErrInvalid,
-	"LEASE_ID_MALFORMED":  ErrLeaseNotFound,
-	"LEASE_NOT_FOUND":     ErrLeaseNotFound,
-	"LEASE_TAKEN_OVER":    ErrLeaseRevoked,
-	"SHUTTING_DOWN":       ErrUnavailable,
+// reasonKinds gives every reason of the API's ErrorReason enum the error
+// above that it matches; a test fails when one is missing.
+var reasonKinds = map[registryv1.ErrorReason]error{
+	registryv1.ErrorReason_HANDLE_MALFORMED:        ErrMalformedHandle,
+	registryv1.ErrorReason_HANDLE_UNKNOWN:          ErrUnknownHandle,
+	registryv1.ErrorReason_HANDLE_FOREIGN_NODE:     ErrForeignNode,
+	registryv1.ErrorReason_REGISTRY_RESTARTED:      ErrRestarted,
+	registryv1.ErrorReason_OBJECT_COLLECTED:        ErrCollected,
+	registryv1.ErrorReason_OBJECT_DELETED:          ErrDeleted,
+	registryv1.ErrorReason_OBJECT_PINNED:           ErrPinned,
+	registryv1.ErrorReason_PAYLOAD_EMPTY:           ErrInvalid,
+	registryv1.ErrorReason_LABELS_INVALID:          ErrInvalid,
+	registryv1.ErrorReason_OBJECT_TOO_LARGE:        ErrLimit,
+	registryv1.ErrorReason_MESSAGE_TOO_LARGE:       ErrLimit,
+	registryv1.ErrorReason_PINNED_BYTES_LIMIT:      ErrLimit,
+	registryv1.ErrorReason_LEASE_PIN_LIMIT:         ErrLimit,
+	registryv1.ErrorReason_LEASE_LIMIT:             ErrLimit,
+	registryv1.ErrorReason_LEASE_ID_MALFORMED:      ErrLeaseNotFound,
+	registryv1.ErrorReason_LEASE_NOT_FOUND:         ErrLeaseNotFound,
+	registryv1.ErrorReason_LEASE_NOT_OPEN:          ErrInvalid,
+	registryv1.ErrorReason_LEASE_ALREADY_OPEN:      ErrInvalid,
+	registryv1.ErrorReason_LEASE_TAKEN_OVER:        ErrLeaseRevoked,
+	registryv1.ErrorReason_REQUEST_EMPTY:           ErrInvalid,
+	registryv1.ErrorReason_TOO_MANY_HANDLES:        ErrInvalid,
+	registryv1.ErrorReason_PAGE_TOKEN_INVALID:      ErrInvalid,
+	registryv1.ErrorReason_WATCH_TOO_SLOW:          ErrTooSlow,
+	registryv1.ErrorReason_WATCH_HISTORY_COMPACTED: ErrWatchCompacted,
+	registryv1.ErrorReason_SHUTTING_DOWN:           ErrUnavailable,
+	registryv1.ErrorReason_UPLOAD_HEADER_MISSING:   ErrInvalid,
+	registryv1.ErrorReason_UPLOAD_SIZE_MISMATCH:    ErrInvalid,
+	registryv1.ErrorReason_UPLOAD_TRAILER_MISSING:  ErrInvalid,
+	registryv1.ErrorReason_CHECKSUM_MISMATCH:       ErrChecksum,
+	registryv1.ErrorReason_FIELD_INVALID:           ErrInvalid,
+	registryv1.ErrorReason_REQUEST_MALFORMED:       ErrInvalid,
+	registryv1.ErrorReason_REQUEST_CANCELLED:       context.Canceled, // context.DeadlineExceeded with that code
+	registryv1.ErrorReason_STREAM_STALLED:          ErrTooSlow,
+	registryv1.ErrorReason_INTERNAL:                ErrInternal,
 }
+
+// reasons is reasonKinds by the reason's name, as ErrorInfo carries it.
+var reasons = func() map[string]error {
+	m := make(map[string]error, len(reasonKinds))
+	for r, kind := range reasonKinds {
+		m[r.String()] = kind
+	}
+	return m
+}()
 
 // Error is an error returned by registryd: its gRPC code, and the
 // registry's reason and metadata when it gave them.
@@ -92,9 +132,9 @@ func (e *Error) Is(target error) bool {
 	case e.kind != nil && target == e.kind:
 		return true
 	case target == context.Canceled:
-		return e.Code == codes.Canceled && e.Reason == ""
+		return e.Code == codes.Canceled && (e.Reason == "" || e.Reason == reasonCancelled)
 	case target == context.DeadlineExceeded:
-		return e.Code == codes.DeadlineExceeded && e.Reason == ""
+		return e.Code == codes.DeadlineExceeded && (e.Reason == "" || e.Reason == reasonCancelled)
 	}
 	return false
 }
@@ -132,6 +172,8 @@ func fromStatus(err error) error {
 		}
 	}
 	switch {
+	case e.Reason == reasonCancelled:
+		// Is matches the context error by the code.
 	case reasons[e.Reason] != nil:
 		e.kind = reasons[e.Reason]
 	case e.Code == codes.ResourceExhausted && e.Reason != "":

@@ -9,6 +9,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
 )
 
 // usageError is a mistake in the command line: exit status 2. cmd is
@@ -107,14 +109,67 @@ func (a *app) describe(err error) (string, int) {
 	} else {
 		msg += " (" + st.Code().String() + ")"
 	}
+	if code, ok := reasonExits[reason]; ok {
+		return msg, code
+	}
 	switch {
 	case st.Code() == codes.NotFound:
 		return msg, exitNotFound
-	case st.Code() == codes.Unavailable: // SHUTTING_DOWN
+	case st.Code() == codes.Unavailable:
 		return msg, exitUnavailable
 	}
 	return msg, exitError
 }
+
+// exitCodes gives every reason of the API's ErrorReason enum registryctl's
+// exit status for it: exitNotFound when what was named is not there (or no
+// longer), exitUnavailable when registryd cannot serve, else exitError. A
+// test fails when a reason is missing.
+var exitCodes = map[registryv1.ErrorReason]int{
+	registryv1.ErrorReason_HANDLE_MALFORMED:        exitError,
+	registryv1.ErrorReason_HANDLE_UNKNOWN:          exitNotFound,
+	registryv1.ErrorReason_HANDLE_FOREIGN_NODE:     exitNotFound,
+	registryv1.ErrorReason_REGISTRY_RESTARTED:      exitNotFound,
+	registryv1.ErrorReason_OBJECT_COLLECTED:        exitNotFound,
+	registryv1.ErrorReason_OBJECT_DELETED:          exitNotFound,
+	registryv1.ErrorReason_OBJECT_PINNED:           exitError,
+	registryv1.ErrorReason_PAYLOAD_EMPTY:           exitError,
+	registryv1.ErrorReason_LABELS_INVALID:          exitError,
+	registryv1.ErrorReason_OBJECT_TOO_LARGE:        exitError,
+	registryv1.ErrorReason_MESSAGE_TOO_LARGE:       exitError,
+	registryv1.ErrorReason_PINNED_BYTES_LIMIT:      exitError,
+	registryv1.ErrorReason_LEASE_PIN_LIMIT:         exitError,
+	registryv1.ErrorReason_LEASE_LIMIT:             exitError,
+	registryv1.ErrorReason_LEASE_ID_MALFORMED:      exitError,
+	registryv1.ErrorReason_LEASE_NOT_FOUND:         exitNotFound,
+	registryv1.ErrorReason_LEASE_NOT_OPEN:          exitError,
+	registryv1.ErrorReason_LEASE_ALREADY_OPEN:      exitError,
+	registryv1.ErrorReason_LEASE_TAKEN_OVER:        exitError,
+	registryv1.ErrorReason_REQUEST_EMPTY:           exitError,
+	registryv1.ErrorReason_TOO_MANY_HANDLES:        exitError,
+	registryv1.ErrorReason_PAGE_TOKEN_INVALID:      exitError,
+	registryv1.ErrorReason_WATCH_TOO_SLOW:          exitError,
+	registryv1.ErrorReason_WATCH_HISTORY_COMPACTED: exitError,
+	registryv1.ErrorReason_SHUTTING_DOWN:           exitUnavailable,
+	registryv1.ErrorReason_UPLOAD_HEADER_MISSING:   exitError,
+	registryv1.ErrorReason_UPLOAD_SIZE_MISMATCH:    exitError,
+	registryv1.ErrorReason_UPLOAD_TRAILER_MISSING:  exitError,
+	registryv1.ErrorReason_CHECKSUM_MISMATCH:       exitError,
+	registryv1.ErrorReason_FIELD_INVALID:           exitError,
+	registryv1.ErrorReason_REQUEST_MALFORMED:       exitError,
+	registryv1.ErrorReason_REQUEST_CANCELLED:       exitError,
+	registryv1.ErrorReason_STREAM_STALLED:          exitError,
+	registryv1.ErrorReason_INTERNAL:                exitError,
+}
+
+// reasonExits is exitCodes by the reason's name, as ErrorInfo carries it.
+var reasonExits = func() map[string]int {
+	m := make(map[string]int, len(exitCodes))
+	for r, code := range exitCodes {
+		m[r.String()] = code
+	}
+	return m
+}()
 
 // reasonOf returns the registry's ErrorInfo reason, or "".
 func reasonOf(st *status.Status) string {

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
 )
 
 func withReason(code codes.Code, reason, msg string) error {
@@ -71,5 +73,28 @@ func TestDescribeGivesOneLineAndExitCode(t *testing.T) {
 				t.Errorf("message has more than one line: %q", msg)
 			}
 		})
+	}
+}
+
+// TestEveryReasonHasAnExitCode: every reason of the API's enum has its
+// exit status, and describe gives it.
+func TestEveryReasonHasAnExitCode(t *testing.T) {
+	a := &app{addr: "127.0.0.1:7600", timeout: time.Second}
+	for v, name := range registryv1.ErrorReason_name {
+		if v == 0 {
+			continue
+		}
+		want, ok := exitCodes[registryv1.ErrorReason(v)]
+		if !ok {
+			t.Errorf("reason %s has no exit code", name)
+			continue
+		}
+		if want != exitError && want != exitNotFound && want != exitUnavailable {
+			t.Errorf("reason %s exits %d, not one of 1, 3 or 4", name, want)
+		}
+		// Whatever code it comes with, the reason decides.
+		if _, got := a.describe(withReason(codes.FailedPrecondition, name, "x")); got != want {
+			t.Errorf("describe(%s) exits %d, want %d", name, got, want)
+		}
 	}
 }

@@ -92,6 +92,9 @@ func (s *adminService) ListObjects(ctx context.Context, req *registryv1.ListObje
 	if err := registry.ValidateLabels(req.GetLabels()); err != nil {
 		return nil, toStatus(err, handle.Object)
 	}
+	if err := checkEnum("state", req.GetState()); err != nil {
+		return nil, toStatus(err, handle.Object)
+	}
 	f := registry.Filter{State: stateFromProto(req.GetState()), Labels: req.GetLabels(), SuspectedLeaks: req.GetSuspectedLeaks()}
 	if req.GetLeaseId() != "" {
 		id, err := s.leases.ParseID(req.GetLeaseId())
@@ -192,7 +195,14 @@ func (s *adminService) Collect(ctx context.Context, _ *registryv1.CollectRequest
 
 func (s *adminService) WatchEvents(req *registryv1.WatchEventsRequest, stream grpc.ServerStreamingServer[registryv1.WatchEventsResponse]) error {
 	var kinds []registry.EventKind
-	for _, k := range req.GetKinds() {
+	for i, k := range req.GetKinds() {
+		if err := checkEnum(indexed("kinds", i), k); err != nil {
+			return toStatus(err, handle.Object)
+		}
+		if k == registryv1.EventKind_EVENT_KIND_UNSPECIFIED {
+			// It would match no event; an empty list means all.
+			return toStatus(fieldErrorf(indexed("kinds", i), "is EVENT_KIND_UNSPECIFIED, which names no kind; leave kinds empty for all"), handle.Object)
+		}
 		for dk, pk := range eventToProto {
 			if pk == k {
 				kinds = append(kinds, dk)
@@ -200,7 +210,7 @@ func (s *adminService) WatchEvents(req *registryv1.WatchEventsRequest, stream gr
 		}
 	}
 	if err := checkWatchEpoch(s.reg, req.GetFromSequence(), req.GetEpoch()); err != nil {
-		return err
+		return toStatus(err, handle.Object)
 	}
 	sub, err := s.reg.WatchAllFrom(req.GetFromSequence(), kinds...)
 	if err != nil {
@@ -210,9 +220,12 @@ func (s *adminService) WatchEvents(req *registryv1.WatchEventsRequest, stream gr
 	// Headers now tell the client the watch is in place: every event from
 	// here on will reach it.
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
-		return err
+		return streamErr(stream.Context(), err)
 	}
 	return pump(stream.Context(), sub, func(ev registry.Event) (bool, error) {
-		return true, stream.Send(&registryv1.WatchEventsResponse{Event: eventToProtoMsg(ev, s.reg.Epoch())})
+		if err := stream.Send(&registryv1.WatchEventsResponse{Event: eventToProtoMsg(ev, s.reg.Epoch())}); err != nil {
+			return false, streamErr(stream.Context(), err)
+		}
+		return true, nil
 	})
 }

@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
@@ -28,8 +32,10 @@ type world struct {
 
 const bystanderData = "the bystander's bytes"
 
-func newWorld(t *testing.T) *world {
-	e := newEnv(t, nil)
+func newWorld(t *testing.T) *world { return newWorldWith(t, envOptions{}) }
+
+func newWorldWith(t *testing.T, o envOptions) *world {
+	e := newEnvWith(t, o)
 	w := &world{e: e}
 	w.bystander = e.openLease(t, "bystander", 0)
 	w.pinned = e.put(t, bystanderData, w.bystander.id)
@@ -264,6 +270,77 @@ func TestBadInputChangesNothingForOthers(t *testing.T) {
 			}
 			wantStatus(t, err, codes.InvalidArgument, ReasonRequestEmpty)
 		}},
+		{"put negative linger", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("x"), Linger: durationpb.New(-time.Second)})
+			wantField(t, err, "linger")
+		}},
+		{"put linger of 2^62 seconds", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("x"), Linger: &durationpb.Duration{Seconds: 1 << 62}})
+			wantField(t, err, "linger")
+		}},
+		{"put linger of mixed signs", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("x"), Linger: &durationpb.Duration{Seconds: 1, Nanos: -1}})
+			wantField(t, err, "linger")
+		}},
+		{"put linger with nanos out of range", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("x"), Linger: &durationpb.Duration{Nanos: 1e9}})
+			wantField(t, err, "linger")
+		}},
+		{"put negative linger with a lease", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("x"), LeaseId: w.bystander.id, Linger: durationpb.New(-time.Nanosecond)})
+			wantField(t, err, "linger")
+		}},
+		{"upload negative linger", func(t *testing.T, w *world) {
+			_, err := w.e.uploadMsgs(ctxT(t), chunked(&registryv1.UploadHeader{Linger: durationpb.New(-time.Minute)}, []byte("ten bytes!"), 4)...)
+			wantField(t, err, "header.linger")
+		}},
+		{"upload linger of 2^62 seconds", func(t *testing.T, w *world) {
+			_, err := w.e.uploadMsgs(ctxT(t), chunked(&registryv1.UploadHeader{Linger: &durationpb.Duration{Seconds: 1 << 62}}, []byte("ten bytes!"), 4)...)
+			wantField(t, err, "header.linger")
+		}},
+		{"upload empty chunk", func(t *testing.T, w *world) {
+			ten := []byte("ten bytes!")
+			_, err := w.e.uploadMsgs(ctxT(t), headerMsg(&registryv1.UploadHeader{Size: 10}), chunkMsg(nil), chunkMsg(ten), trailerMsg(crc32c(ten)))
+			wantField(t, err, "chunk")
+		}},
+		{"download negative chunk size", func(t *testing.T, w *world) {
+			_, err := w.e.download(t, w.pinned, -1)
+			wantField(t, err, "chunk_size")
+		}},
+		{"download chunk size 2^31-1 is capped", func(t *testing.T, w *world) {
+			d, err := w.e.download(t, w.pinned, 1<<31-1)
+			if err != nil || string(d.bytes()) != bystanderData {
+				t.Fatalf("Download with chunk_size 2^31-1: %q, %v", d.bytes(), err)
+			}
+		}},
+		{"list unknown state", func(t *testing.T, w *world) {
+			_, err := w.e.admin.ListObjects(ctxT(t), &registryv1.ListObjectsRequest{State: 99})
+			wantField(t, err, "state")
+		}},
+		{"watch events of an unknown kind", func(t *testing.T, w *world) {
+			err := firstEventErr(w.e.admin.WatchEvents(ctxT(t), &registryv1.WatchEventsRequest{
+				Kinds: []registryv1.EventKind{registryv1.EventKind_EVENT_KIND_PINNED, 42}}))
+			wantField(t, err, "kinds[1]")
+		}},
+		{"watch events of kind unspecified", func(t *testing.T, w *world) {
+			err := firstEventErr(w.e.admin.WatchEvents(ctxT(t), &registryv1.WatchEventsRequest{
+				Kinds: []registryv1.EventKind{registryv1.EventKind_EVENT_KIND_UNSPECIFIED}}))
+			wantField(t, err, "kinds[0]")
+		}},
+		{"watch too many handles", func(t *testing.T, w *world) {
+			hs := make([]string, MaxHandlesPerRequest+1)
+			for i := range hs {
+				hs[i] = w.weak
+			}
+			stream, err := w.e.rs.Watch(ctxT(t), &registryv1.WatchRequest{Handles: hs})
+			if err == nil {
+				_, err = stream.Recv()
+			}
+			wantStatus(t, err, codes.InvalidArgument, ReasonTooManyHandles)
+			if md := metadataOf(err); md["max"] != "1000" || md["want"] != "1001" {
+				t.Fatalf("metadata %v, want max 1000 and want 1001", md)
+			}
+		}},
 		{"watch malformed handle", func(t *testing.T, w *world) {
 			stream, err := w.e.rs.Watch(ctxT(t), &registryv1.WatchRequest{Handles: []string{w.weak, "obj_x"}})
 			if err == nil {
@@ -283,6 +360,34 @@ func TestBadInputChangesNothingForOthers(t *testing.T) {
 			w.checkBystander(t)
 		})
 	}
+}
+
+// wantField fails unless err is INVALID_ARGUMENT FIELD_INVALID naming
+// field in its ErrorInfo metadata and in a BadRequest detail.
+func wantField(t *testing.T, err error, field string) {
+	t.Helper()
+	wantStatus(t, err, codes.InvalidArgument, ReasonFieldInvalid)
+	if got := metadataOf(err)["field"]; got != field {
+		t.Fatalf("ErrorInfo names field %q, want %q", got, field)
+	}
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			if v := br.GetFieldViolations(); len(v) != 1 || v[0].GetField() != field || v[0].GetDescription() == "" {
+				t.Fatalf("BadRequest %v, want one violation of %s", br, field)
+			}
+			return
+		}
+	}
+	t.Fatalf("%v has no BadRequest detail", err)
+}
+
+// firstEventErr is the error of a watch stream's first receive.
+func firstEventErr[M any](stream interface{ Recv() (M, error) }, err error) error {
+	if err != nil {
+		return err
+	}
+	_, err = stream.Recv()
+	return err
 }
 
 // TestPinLimitIsPerHandleAndChangesNothing fills a lease to its pin

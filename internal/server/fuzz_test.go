@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
@@ -21,6 +22,7 @@ var putReasons = map[string]bool{
 	ReasonPayloadEmpty: true, ReasonLabelsInvalid: true, ReasonLeaseMalformed: true,
 	ReasonLeaseNotFound: true, ReasonRestarted: true, ReasonHandleForeignNode: true,
 	"OBJECT_TOO_LARGE": true, "PINNED_BYTES_LIMIT": true, "LEASE_PIN_LIMIT": true,
+	ReasonFieldInvalid: true,
 }
 
 // resolveReasons are the only reasons a Resolve of an arbitrary string
@@ -33,7 +35,8 @@ var resolveReasons = map[string]bool{
 // FuzzRequestValidation feeds arbitrary Put and Resolve requests to the
 // service. Properties: no panic; a failure is a status with one of the
 // documented reasons and stores nothing; a success resolves to exactly the
-// bytes put.
+// bytes put; a linger is refused exactly when it is negative or not a
+// valid Duration.
 func FuzzRequestValidation(f *testing.F) {
 	codec, err := handle.NewCodec(handle.Config{Key: bytes.Repeat([]byte{1}, 32)})
 	if err != nil {
@@ -49,20 +52,35 @@ func FuzzRequestValidation(f *testing.F) {
 	ctx := context.Background()
 
 	_, validHandle := codec.New(handle.Object)
-	f.Add([]byte("hello"), "text/plain", "team", "a", "", validHandle)
-	f.Add([]byte{}, "", "", "", sess.ID(), "obj_")
-	f.Add(bytes.Repeat([]byte{0}, 65), "x", "bad key", "v", "lse_x", "")
-	f.Add([]byte("pinned"), "", "k", "\xff", sess.ID(), sess.ID())
-	f.Fuzz(func(t *testing.T, data []byte, contentType, key, value, leaseID, h string) {
+	f.Add([]byte("hello"), "text/plain", "team", "a", "", validHandle, int64(0), int32(0))
+	f.Add([]byte{}, "", "", "", sess.ID(), "obj_", int64(0), int32(0))
+	f.Add(bytes.Repeat([]byte{0}, 65), "x", "bad key", "v", "lse_x", "", int64(0), int32(0))
+	f.Add([]byte("pinned"), "", "k", "\xff", sess.ID(), sess.ID(), int64(0), int32(0))
+	f.Add([]byte("lingers"), "", "", "", "", "", int64(5), int32(0))
+	f.Add([]byte("negative"), "", "", "", "", "", int64(-1), int32(0))
+	f.Add([]byte("huge"), "", "", "", sess.ID(), "", int64(1<<62), int32(0))
+	f.Add([]byte("mixed"), "", "", "", "", "", int64(1), int32(-1))
+	f.Fuzz(func(t *testing.T, data []byte, contentType, key, value, leaseID, h string, lingerSec int64, lingerNanos int32) {
 		req := &registryv1.PutRequest{Data: data, ContentType: contentType, LeaseId: leaseID}
+		if lingerSec != 0 || lingerNanos != 0 {
+			req.Linger = &durationpb.Duration{Seconds: lingerSec, Nanos: lingerNanos}
+		}
+		badLinger := req.Linger != nil && (req.Linger.CheckValid() != nil || req.Linger.AsDuration() < 0)
 		if key != "" || value != "" {
 			req.Labels = map[string]string{key: value}
 		}
 		puts := reg.Stats().Puts
 		resp, err := svc.Put(ctx, req)
+		if badLinger && err == nil {
+			t.Fatalf("Put(%v) with linger %v succeeded", req, req.Linger)
+		}
 		if err != nil {
-			if r := reasonOf(status.Convert(err)); !putReasons[r] {
+			r := reasonOf(status.Convert(err))
+			if !putReasons[r] {
 				t.Fatalf("Put(%v) failed with reason %q: %v", req, r, err)
+			}
+			if (r == ReasonFieldInvalid) != badLinger {
+				t.Fatalf("Put(%v) with linger %v: %v", req, req.Linger, err)
 			}
 			if got := reg.Stats().Puts; got != puts {
 				t.Fatalf("a failed Put stored something: %d puts, was %d", got, puts)
@@ -179,6 +197,9 @@ func expectUpload(msgs []*registryv1.UploadRequest) (reason string, data []byte)
 	for _, m := range msgs[1:] {
 		switch k := m.GetKind().(type) {
 		case *registryv1.UploadRequest_Chunk:
+			if len(k.Chunk) == 0 {
+				return ReasonFieldInvalid, nil // the proto forbids an empty chunk
+			}
 			if int64(len(data)+len(k.Chunk)) > h.GetSize() {
 				return ReasonUploadSize, nil
 			}

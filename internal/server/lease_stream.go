@@ -3,12 +3,12 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -54,9 +54,9 @@ func (s *registryService) Lease(stream leaseStream) error {
 	open := first.GetOpen()
 	if open == nil {
 		if first.GetKind() == nil {
-			return newStatus(codes.InvalidArgument, ReasonRequestEmpty, "lease request has no kind; send open first", nil)
+			return toStatus(fmt.Errorf("%w: the lease request has no kind; send open first", ErrRequestEmpty), handle.Lease)
 		}
-		return newStatus(codes.FailedPrecondition, ReasonLeaseNotOpen, "the first message on a lease stream must be open", nil)
+		return toStatus(ErrLeaseNotOpen, handle.Lease)
 	}
 	params := lease.OpenParams{
 		Client: open.GetClientName(),
@@ -169,17 +169,16 @@ func (s *registryService) leaseRequest(ctx context.Context, sess *lease.Session,
 		resp.Kind = &registryv1.LeaseResponse_Closed{Closed: &registryv1.LeaseClosed{Released: int32(n)}}
 		return resp, true, nil
 	case *registryv1.LeaseRequest_Open:
-		return nil, false, newStatus(codes.FailedPrecondition, ReasonLeaseAlreadyOpen,
-			"this stream already holds lease "+sess.ID()+"; open a new stream for another lease", nil)
+		return nil, false, toStatus(fmt.Errorf("lease %s: %w", sess.ID(), ErrLeaseAlreadyOpen), handle.Lease)
 	default:
-		return nil, false, newStatus(codes.InvalidArgument, ReasonRequestEmpty, "lease request has no kind", nil)
+		return nil, false, toStatus(fmt.Errorf("%w: the lease request has no kind", ErrRequestEmpty), handle.Lease)
 	}
 	return resp, false, nil
 }
 
 func checkHandleCount(hs []string) error {
-	if len(hs) > MaxHandlesPerRequest {
-		return newStatus(codes.InvalidArgument, ReasonTooManyHandles, "send at most 1000 handles per request", nil)
+	if err := checkHandles(hs); err != nil {
+		return toStatus(err, handle.Lease)
 	}
 	return nil
 }

@@ -2,14 +2,11 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -36,11 +33,15 @@ type registryService struct {
 }
 
 // linger caps the linger a request asks for at the server's maximum.
+// checkDuration has refused a negative or invalid one.
 func (s *registryService) linger(d *durationpb.Duration) time.Duration {
 	return min(max(d.AsDuration(), 0), s.limits.MaxLinger)
 }
 
 func (s *registryService) Put(ctx context.Context, req *registryv1.PutRequest) (*registryv1.PutResponse, error) {
+	if err := checkDuration("linger", req.GetLinger()); err != nil {
+		return nil, toStatus(err, handle.Object)
+	}
 	meta := registry.Meta{ContentType: req.GetContentType(), Labels: req.GetLabels(), Linger: s.linger(req.GetLinger())}
 	var (
 		info registry.Info
@@ -64,7 +65,7 @@ func (s *registryService) Resolve(ctx context.Context, req *registryv1.ResolveRe
 		// an error must leave nothing pinned. (Its size never changes.)
 		if info, err := s.reg.Stat(req.GetHandle()); err == nil {
 			if err := s.tooLargeForMessage(info.Size); err != nil {
-				return nil, err
+				return nil, toStatus(err, handle.Object)
 			}
 		}
 	}
@@ -79,18 +80,16 @@ func (s *registryService) Resolve(ctx context.Context, req *registryv1.ResolveRe
 		return nil, toStatus(err, handle.Object)
 	}
 	if err := s.tooLargeForMessage(obj.Info.Size); err != nil {
-		return nil, err
+		return nil, toStatus(err, handle.Object)
 	}
 	return &registryv1.ResolveResponse{Data: obj.Payload().Bytes(), Info: infoToProto(obj.Info)}, nil
 }
 
-// tooLargeForMessage returns MESSAGE_TOO_LARGE for an object of size
-// bytes that one Resolve answer cannot carry, else nil.
+// tooLargeForMessage returns a *MessageTooLargeError for an object of
+// size bytes that one Resolve answer cannot carry, else nil.
 func (s *registryService) tooLargeForMessage(size int64) error {
 	if max := s.limits.MaxMessageBytes; max > 0 && size > int64(max)-messageOverhead {
-		return newStatus(codes.ResourceExhausted, ReasonMessageTooLarge,
-			fmt.Sprintf("object is %d bytes, more than one message may carry (--max-message-bytes %d); use Download", size, max),
-			map[string]string{"max": strconv.Itoa(max), "want": strconv.FormatInt(size, 10)})
+		return &MessageTooLargeError{Size: size, Max: max}
 	}
 	return nil
 }
@@ -102,14 +101,7 @@ func checkWatchEpoch(reg *registry.Registry, from, epoch uint64) error {
 	if from == 0 || epoch == 0 || epoch == reg.Epoch() {
 		return nil
 	}
-	cur := reg.Epoch()
-	return newStatus(codes.NotFound, ReasonRestarted,
-		fmt.Sprintf("the sequence to resume from belongs to another run of registryd (epoch %d, now %d): watch anew, without from_sequence", epoch, cur),
-		map[string]string{
-			"watch_epoch":      strconv.FormatUint(epoch, 10),
-			"current_epoch":    strconv.FormatUint(cur, 10),
-			"epoch_start_time": time.UnixMilli(int64(cur)).UTC().Format(time.RFC3339Nano),
-		})
+	return &WatchEpochError{handle.RestartedError{Issued: epoch, Current: reg.Epoch()}}
 }
 
 // resolve resolves h, and pins it with leaseID as one step if one is
@@ -132,10 +124,10 @@ func (s *registryService) Stat(ctx context.Context, req *registryv1.StatRequest)
 func (s *registryService) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreamingServer[registryv1.WatchResponse]) error {
 	hs := req.GetHandles()
 	if len(hs) == 0 {
-		return newStatus(codes.InvalidArgument, ReasonRequestEmpty, "name at least one handle to watch", nil)
+		return toStatus(fmt.Errorf("%w: name at least one handle to watch", ErrRequestEmpty), handle.Object)
 	}
-	if len(hs) > MaxHandlesPerRequest {
-		return newStatus(codes.InvalidArgument, ReasonTooManyHandles, "watch at most 1000 handles per stream", nil)
+	if err := checkHandles(hs); err != nil {
+		return toStatus(err, handle.Object)
 	}
 	ids := make([]handle.ID, 0, len(hs))
 	seen := make(map[handle.ID]bool, len(hs))
@@ -150,7 +142,7 @@ func (s *registryService) Watch(req *registryv1.WatchRequest, stream grpc.Server
 		}
 	}
 	if err := checkWatchEpoch(s.reg, req.GetFromSequence(), req.GetEpoch()); err != nil {
-		return err
+		return toStatus(err, handle.Object)
 	}
 	sub, err := s.reg.WatchFrom(ids, req.GetFromSequence())
 	if err != nil {
@@ -160,7 +152,7 @@ func (s *registryService) Watch(req *registryv1.WatchRequest, stream grpc.Server
 	// Headers now tell the client the watch is in place, even when a
 	// resumed watch has no event to send yet.
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
-		return err
+		return streamErr(stream.Context(), err)
 	}
 	live := sub.Ending() // watched objects whose end is still to be sent
 	if live == 0 {
@@ -168,7 +160,7 @@ func (s *registryService) Watch(req *registryv1.WatchRequest, stream grpc.Server
 	}
 	return pump(stream.Context(), sub, func(ev registry.Event) (bool, error) {
 		if err := stream.Send(&registryv1.WatchResponse{Event: eventToProtoMsg(ev, s.reg.Epoch())}); err != nil {
-			return false, err
+			return false, streamErr(stream.Context(), err)
 		}
 		if ev.State == registry.Collected || ev.State == registry.Deleted {
 			live--
@@ -206,15 +198,11 @@ func pump(ctx context.Context, sub *registry.Subscription, send func(registry.Ev
 				}
 			}
 			if err := sub.Err(); err != nil {
-				if errors.Is(err, registry.ErrWatchTooSlow) {
-					return newStatus(codes.ResourceExhausted, ReasonWatchTooSlow,
-						"watch fell behind its events and was dropped; watch fewer handles or read faster", nil)
-				}
 				return toStatus(err, handle.Object)
 			}
 			return nil
 		case <-ctx.Done():
-			return ctx.Err()
+			return ctxErr(ctx)
 		}
 	}
 }

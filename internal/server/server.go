@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/observe"
 	"github.com/weakref/registry/internal/registry"
@@ -76,7 +78,7 @@ func (l Limits) report(st registry.Stats, leases int) []*registryv1.Limit {
 	const bytes, seconds = "bytes", "seconds"
 	return []*registryv1.Limit{
 		{Name: registry.LimitObjectSize, Max: l.MaxObjectBytes, Used: -1, Unit: bytes},
-		{Name: "MESSAGE_TOO_LARGE", Max: int64(l.MaxMessageBytes), Used: -1, Unit: bytes},
+		{Name: ReasonMessageTooLarge, Max: int64(l.MaxMessageBytes), Used: -1, Unit: bytes},
 		{Name: registry.LimitPinnedBytes, Max: l.MaxPinnedBytes, Used: st.Bytes[registry.Pinned], Unit: bytes},
 		{Name: lease.LimitPinsPerLease, Max: int64(l.MaxPinsPerLease), Used: -1},
 		{Name: lease.LimitLeases, Max: int64(l.MaxLeases), Used: int64(leases)},
@@ -133,7 +135,7 @@ func serverOptions(cfg Config) []grpc.ServerOption {
 		return c.Service != healthpb.Health_ServiceDesc.ServiceName && // probes would drown the log
 			log.Enabled(ctx, slog.LevelInfo)
 	})
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(logLevel)}
 	if tel.Tracing() {
 		logOpts = append(logOpts, logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
 			return telemetry.LogFields(ctx)
@@ -141,7 +143,7 @@ func serverOptions(cfg Config) []grpc.ServerOption {
 	}
 	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic serving a request", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-		return newStatus(codes.Internal, ReasonInternal, "internal error; see the server log", nil)
+		return toStatus(errPanic, handle.Object)
 	})}
 	// Outermost first: the metrics see every call as the client does,
 	// the reason is set on the span from the final status.
@@ -155,15 +157,22 @@ func serverOptions(cfg Config) []grpc.ServerOption {
 		unary = append(unary, reasonUnaryInterceptor)
 		stream = append(stream, reasonStreamInterceptor)
 	}
+	// Innermost, next to the handler: every error becomes a status with an
+	// ErrorInfo, and a request that did not decode never reaches a
+	// handler, but is answered, logged and measured like any other call.
+	decode := newDecodeCodec()
 	unary = append(unary,
 		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), logged),
 		recovery.UnaryServerInterceptor(recoverOpts...),
+		decode.unaryInterceptor,
 	)
 	stream = append(stream,
 		selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), logged),
 		recovery.StreamServerInterceptor(recoverOpts...),
+		decode.streamInterceptor,
 	)
 	opts := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(decode),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),
@@ -217,6 +226,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Healthy reports whether the server is serving: false once Shutdown has
 // begun.
 func (s *Server) Healthy() bool { return !s.stopping.Load() }
+
+// errPanic is what a call whose handler panicked answers: INTERNAL.
+var errPanic = errors.New("internal error")
+
+// logLevel is the level of a request's log line by its code: gRPC's
+// middleware default, except that a call past its deadline is the
+// caller's choice, as a cancelled one is, not a server's fault.
+func logLevel(code codes.Code) logging.Level {
+	if code == codes.DeadlineExceeded {
+		return logging.LevelInfo
+	}
+	return logging.DefaultServerCodeToLevel(code)
+}
 
 // slogAdapter lets go-grpc-middleware's logging interceptors write to slog.
 func slogAdapter(l *slog.Logger) logging.Logger {

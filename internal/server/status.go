@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -9,7 +11,9 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
@@ -18,42 +22,122 @@ import (
 // Domain is the ErrorInfo domain of every error the registry returns.
 const Domain = "registry"
 
-// Reasons: the ErrorInfo reasons clients branch on. README.md lists them
-// all with their codes; keep the two in step.
-const (
-	ReasonHandleMalformed   = "HANDLE_MALFORMED"
-	ReasonHandleUnknown     = "HANDLE_UNKNOWN"
-	ReasonHandleForeignNode = "HANDLE_FOREIGN_NODE"
-	ReasonRestarted         = "REGISTRY_RESTARTED"
-	ReasonCollected         = "OBJECT_COLLECTED"
-	ReasonDeleted           = "OBJECT_DELETED"
-	ReasonPinned            = "OBJECT_PINNED"
-	ReasonPayloadEmpty      = "PAYLOAD_EMPTY"
-	ReasonLabelsInvalid     = "LABELS_INVALID"
-	ReasonLeaseMalformed    = "LEASE_ID_MALFORMED"
-	ReasonLeaseNotFound     = "LEASE_NOT_FOUND"
-	ReasonLeaseNotOpen      = "LEASE_NOT_OPEN"
-	ReasonLeaseAlreadyOpen  = "LEASE_ALREADY_OPEN"
-	ReasonLeaseTakenOver    = "LEASE_TAKEN_OVER"
-	ReasonRequestEmpty      = "REQUEST_EMPTY"
-	ReasonTooManyHandles    = "TOO_MANY_HANDLES"
-	ReasonPageToken         = "PAGE_TOKEN_INVALID"
-	ReasonWatchTooSlow      = "WATCH_TOO_SLOW"
-	ReasonWatchCompacted    = "WATCH_HISTORY_COMPACTED"
-	ReasonShuttingDown      = "SHUTTING_DOWN"
-	ReasonMessageTooLarge   = "MESSAGE_TOO_LARGE"
-	ReasonUploadNoHeader    = "UPLOAD_HEADER_MISSING"
-	ReasonUploadSize        = "UPLOAD_SIZE_MISMATCH"
-	ReasonUploadNoTrailer   = "UPLOAD_TRAILER_MISSING"
-	ReasonChecksum          = "CHECKSUM_MISMATCH"
-	ReasonInternal          = "INTERNAL"
+// Reasons: the ErrorInfo reasons clients branch on, as strings. The API
+// declares them, as the ErrorReason enum; these are its names, never
+// spelled again here.
+var (
+	ReasonHandleMalformed   = registryv1.ErrorReason_HANDLE_MALFORMED.String()
+	ReasonHandleUnknown     = registryv1.ErrorReason_HANDLE_UNKNOWN.String()
+	ReasonHandleForeignNode = registryv1.ErrorReason_HANDLE_FOREIGN_NODE.String()
+	ReasonRestarted         = registryv1.ErrorReason_REGISTRY_RESTARTED.String()
+	ReasonCollected         = registryv1.ErrorReason_OBJECT_COLLECTED.String()
+	ReasonDeleted           = registryv1.ErrorReason_OBJECT_DELETED.String()
+	ReasonPinned            = registryv1.ErrorReason_OBJECT_PINNED.String()
+	ReasonPayloadEmpty      = registryv1.ErrorReason_PAYLOAD_EMPTY.String()
+	ReasonLabelsInvalid     = registryv1.ErrorReason_LABELS_INVALID.String()
+	ReasonObjectTooLarge    = registryv1.ErrorReason_OBJECT_TOO_LARGE.String()
+	ReasonMessageTooLarge   = registryv1.ErrorReason_MESSAGE_TOO_LARGE.String()
+	ReasonPinnedBytesLimit  = registryv1.ErrorReason_PINNED_BYTES_LIMIT.String()
+	ReasonLeasePinLimit     = registryv1.ErrorReason_LEASE_PIN_LIMIT.String()
+	ReasonLeaseLimit        = registryv1.ErrorReason_LEASE_LIMIT.String()
+	ReasonLeaseMalformed    = registryv1.ErrorReason_LEASE_ID_MALFORMED.String()
+	ReasonLeaseNotFound     = registryv1.ErrorReason_LEASE_NOT_FOUND.String()
+	ReasonLeaseNotOpen      = registryv1.ErrorReason_LEASE_NOT_OPEN.String()
+	ReasonLeaseAlreadyOpen  = registryv1.ErrorReason_LEASE_ALREADY_OPEN.String()
+	ReasonLeaseTakenOver    = registryv1.ErrorReason_LEASE_TAKEN_OVER.String()
+	ReasonRequestEmpty      = registryv1.ErrorReason_REQUEST_EMPTY.String()
+	ReasonTooManyHandles    = registryv1.ErrorReason_TOO_MANY_HANDLES.String()
+	ReasonPageToken         = registryv1.ErrorReason_PAGE_TOKEN_INVALID.String()
+	ReasonWatchTooSlow      = registryv1.ErrorReason_WATCH_TOO_SLOW.String()
+	ReasonWatchCompacted    = registryv1.ErrorReason_WATCH_HISTORY_COMPACTED.String()
+	ReasonShuttingDown      = registryv1.ErrorReason_SHUTTING_DOWN.String()
+	ReasonUploadNoHeader    = registryv1.ErrorReason_UPLOAD_HEADER_MISSING.String()
+	ReasonUploadSize        = registryv1.ErrorReason_UPLOAD_SIZE_MISMATCH.String()
+	ReasonUploadNoTrailer   = registryv1.ErrorReason_UPLOAD_TRAILER_MISSING.String()
+	ReasonChecksum          = registryv1.ErrorReason_CHECKSUM_MISMATCH.String()
+	ReasonFieldInvalid      = registryv1.ErrorReason_FIELD_INVALID.String()
+	ReasonRequestMalformed  = registryv1.ErrorReason_REQUEST_MALFORMED.String()
+	ReasonRequestCancelled  = registryv1.ErrorReason_REQUEST_CANCELLED.String()
+	ReasonStreamStalled     = registryv1.ErrorReason_STREAM_STALLED.String()
+	ReasonInternal          = registryv1.ErrorReason_INTERNAL.String()
 )
 
-// statusOf maps a domain error to its code, reason and metadata. kind
-// says whether a handle parse error is about an object handle or a lease
-// id. This function is the one place where domain errors become gRPC
-// codes.
+// reasonInfo is what the server says with a reason.
+type reasonInfo struct {
+	code codes.Code // the code the reason comes with
+	hint string     // what a caller can do about it, after what happened; may be ""
+}
+
+// catalog gives every reason of the enum its code and hint; a test fails
+// when a reason is missing. statusOf changes the code in two places only:
+// a NOT_FOUND about a lease id (LEASE_NOT_FOUND, REGISTRY_RESTARTED,
+// HANDLE_FOREIGN_NODE) is FAILED_PRECONDITION where a call needs a live
+// lease, and a call past its deadline is DEADLINE_EXCEEDED.
+var catalog = map[registryv1.ErrorReason]reasonInfo{
+	registryv1.ErrorReason_HANDLE_MALFORMED:        {codes.InvalidArgument, "handles look like obj_ followed by 52 characters"},
+	registryv1.ErrorReason_HANDLE_UNKNOWN:          {codes.NotFound, "it comes from another registry, or from a run with another key"},
+	registryv1.ErrorReason_HANDLE_FOREIGN_NODE:     {codes.NotFound, "ask the node that issued it"},
+	registryv1.ErrorReason_REGISTRY_RESTARTED:      {codes.NotFound, "what it named went with that run: put the object again, open a new lease, or watch anew"},
+	registryv1.ErrorReason_OBJECT_COLLECTED:        {codes.NotFound, "no lease pinned it and the garbage collector took it; hold a lease on objects you still need"},
+	registryv1.ErrorReason_OBJECT_DELETED:          {codes.NotFound, "an operator deleted it"},
+	registryv1.ErrorReason_OBJECT_PINNED:           {codes.FailedPrecondition, "see who pins it with AdminService/InspectObject, or delete with force"},
+	registryv1.ErrorReason_PAYLOAD_EMPTY:           {codes.InvalidArgument, ""},
+	registryv1.ErrorReason_LABELS_INVALID:          {codes.InvalidArgument, ""},
+	registryv1.ErrorReason_OBJECT_TOO_LARGE:        {codes.ResourceExhausted, ""},
+	registryv1.ErrorReason_MESSAGE_TOO_LARGE:       {codes.ResourceExhausted, "use Download"},
+	registryv1.ErrorReason_PINNED_BYTES_LIMIT:      {codes.ResourceExhausted, "release pins, or raise --max-pinned-bytes"},
+	registryv1.ErrorReason_LEASE_PIN_LIMIT:         {codes.ResourceExhausted, ""},
+	registryv1.ErrorReason_LEASE_LIMIT:             {codes.ResourceExhausted, ""},
+	registryv1.ErrorReason_LEASE_ID_MALFORMED:      {codes.InvalidArgument, "lease ids look like lse_ followed by 52 characters"},
+	registryv1.ErrorReason_LEASE_NOT_FOUND:         {codes.NotFound, "it was never opened, has ended, or its grace ran out; open a new lease"},
+	registryv1.ErrorReason_LEASE_NOT_OPEN:          {codes.FailedPrecondition, ""},
+	registryv1.ErrorReason_LEASE_ALREADY_OPEN:      {codes.FailedPrecondition, ""},
+	registryv1.ErrorReason_LEASE_TAKEN_OVER:        {codes.Aborted, ""},
+	registryv1.ErrorReason_REQUEST_EMPTY:           {codes.InvalidArgument, ""},
+	registryv1.ErrorReason_TOO_MANY_HANDLES:        {codes.InvalidArgument, "split the request"},
+	registryv1.ErrorReason_PAGE_TOKEN_INVALID:      {codes.InvalidArgument, "start again from the first page"},
+	registryv1.ErrorReason_WATCH_TOO_SLOW:          {codes.ResourceExhausted, "watch fewer handles or read faster"},
+	registryv1.ErrorReason_WATCH_HISTORY_COMPACTED: {codes.OutOfRange, "the events since are lost to this watcher: watch anew from 0 for the current states; --watch-history keeps more"},
+	registryv1.ErrorReason_SHUTTING_DOWN:           {codes.Unavailable, "retry against a running registryd"},
+	registryv1.ErrorReason_UPLOAD_HEADER_MISSING:   {codes.InvalidArgument, ""},
+	registryv1.ErrorReason_UPLOAD_SIZE_MISMATCH:    {codes.InvalidArgument, ""},
+	registryv1.ErrorReason_UPLOAD_TRAILER_MISSING:  {codes.InvalidArgument, ""},
+	registryv1.ErrorReason_CHECKSUM_MISMATCH:       {codes.DataLoss, "upload it again"},
+	registryv1.ErrorReason_FIELD_INVALID:           {codes.InvalidArgument, ""},
+	registryv1.ErrorReason_REQUEST_MALFORMED:       {codes.InvalidArgument, "send the request's message encoded as protobuf, with UTF-8 strings"},
+	registryv1.ErrorReason_REQUEST_CANCELLED:       {codes.Canceled, ""},
+	registryv1.ErrorReason_STREAM_STALLED:          {codes.ResourceExhausted, "read the stream's answers"},
+	registryv1.ErrorReason_INTERNAL:                {codes.Internal, "a bug in registryd: see the server log, and please report it"},
+}
+
+// validUTF8 makes md's values UTF-8: metadata may echo client input, and
+// a proto string must be UTF-8 or the whole message would be lost.
+func validUTF8(md map[string]string) map[string]string {
+	for k, v := range md {
+		md[k] = strings.ToValidUTF8(v, "\uFFFD")
+	}
+	return md
+}
+
+// statusOf maps an error to its code, reason and metadata. kind says
+// whether a handle parse error is about an object handle or a lease id.
+// With toStatus it is the one place where errors become gRPC statuses:
+// unary calls, streams and per-request answers on a stream all use it.
 func statusOf(err error, kind handle.Kind) (codes.Code, string, map[string]string) {
+	r, md := classify(err, kind)
+	code := catalog[r].code
+	var notLive *lease.NotLiveError
+	switch {
+	case errors.As(err, &notLive) && code == codes.NotFound:
+		code = codes.FailedPrecondition // the request needs a live lease
+	case r == registryv1.ErrorReason_REQUEST_CANCELLED && errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	}
+	return code, r.String(), md
+}
+
+// classify names err's reason and metadata.
+func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]string) {
 	var (
 		restarted *handle.RestartedError
 		foreign   *handle.ForeignNodeError
@@ -61,100 +145,202 @@ func statusOf(err error, kind handle.Kind) (codes.Code, string, map[string]strin
 		label     *registry.LabelError
 		notLive   *lease.NotLiveError
 		compacted *registry.CompactedError
+		field     *FieldError
+		tooMany   *TooManyHandlesError
+		tooLarge  *MessageTooLargeError
+		size      *UploadSizeError
+		trailer   *UploadTrailerError
+		checksum  *ChecksumError
+		malformed *MalformedError
 	)
 	switch {
 	case errors.As(err, &notLive):
-		code, reason, md := statusOf(notLive.Err, handle.Lease)
-		if code == codes.NotFound {
-			code = codes.FailedPrecondition // the request needs a live lease
-		}
-		return code, reason, md
+		return classify(notLive.Err, handle.Lease)
 	case errors.Is(err, handle.ErrMalformed):
 		if kind == handle.Lease {
-			return codes.InvalidArgument, ReasonLeaseMalformed, nil
+			return registryv1.ErrorReason_LEASE_ID_MALFORMED, nil
 		}
-		return codes.InvalidArgument, ReasonHandleMalformed, nil
+		return registryv1.ErrorReason_HANDLE_MALFORMED, nil
 	case errors.Is(err, handle.ErrUnknown):
 		if kind == handle.Lease {
-			return codes.NotFound, ReasonLeaseNotFound, nil
+			return registryv1.ErrorReason_LEASE_NOT_FOUND, nil
 		}
-		return codes.NotFound, ReasonHandleUnknown, nil
+		return registryv1.ErrorReason_HANDLE_UNKNOWN, nil
 	case errors.As(err, &restarted):
-		return codes.NotFound, ReasonRestarted, map[string]string{
+		return registryv1.ErrorReason_REGISTRY_RESTARTED, map[string]string{
 			"handle_epoch":     strconv.FormatUint(restarted.Issued, 10),
 			"current_epoch":    strconv.FormatUint(restarted.Current, 10),
 			"epoch_start_time": time.UnixMilli(int64(restarted.Current)).UTC().Format(time.RFC3339Nano),
 		}
 	case errors.As(err, &foreign):
-		return codes.NotFound, ReasonHandleForeignNode, map[string]string{"node": strconv.Itoa(int(foreign.Node))}
+		return registryv1.ErrorReason_HANDLE_FOREIGN_NODE, map[string]string{"node": strconv.Itoa(int(foreign.Node))}
 	case errors.Is(err, registry.ErrCollected):
-		return codes.NotFound, ReasonCollected, nil
+		return registryv1.ErrorReason_OBJECT_COLLECTED, nil
 	case errors.Is(err, registry.ErrDeleted):
-		return codes.NotFound, ReasonDeleted, nil
+		return registryv1.ErrorReason_OBJECT_DELETED, nil
 	case errors.Is(err, registry.ErrPinned):
-		return codes.FailedPrecondition, ReasonPinned, nil
+		return registryv1.ErrorReason_OBJECT_PINNED, nil
 	case errors.Is(err, registry.ErrPayloadEmpty):
-		return codes.InvalidArgument, ReasonPayloadEmpty, nil
+		return registryv1.ErrorReason_PAYLOAD_EMPTY, nil
 	case errors.As(err, &label):
-		return codes.InvalidArgument, ReasonLabelsInvalid, map[string]string{"key": label.Key}
+		return registryv1.ErrorReason_LABELS_INVALID, map[string]string{"key": label.Key}
 	case errors.As(err, &limit):
-		return codes.ResourceExhausted, limit.Limit, map[string]string{
-			"max":  strconv.FormatInt(limit.Max, 10),
-			"want": strconv.FormatInt(limit.Want, 10),
+		r, ok := registryv1.ErrorReason_value[limit.Limit]
+		if !ok {
+			return registryv1.ErrorReason_INTERNAL, map[string]string{"limit": limit.Limit}
 		}
+		return registryv1.ErrorReason(r), maxWant(limit.Max, limit.Want)
+	case errors.As(err, &tooLarge):
+		return registryv1.ErrorReason_MESSAGE_TOO_LARGE, maxWant(int64(tooLarge.Max), tooLarge.Size)
 	case errors.Is(err, registry.ErrPageToken):
-		return codes.InvalidArgument, ReasonPageToken, nil
+		return registryv1.ErrorReason_PAGE_TOKEN_INVALID, nil
 	case errors.Is(err, registry.ErrWatchTooSlow):
-		return codes.ResourceExhausted, ReasonWatchTooSlow, nil
+		return registryv1.ErrorReason_WATCH_TOO_SLOW, nil
 	case errors.As(err, &compacted):
-		return codes.OutOfRange, ReasonWatchCompacted, map[string]string{
+		return registryv1.ErrorReason_WATCH_HISTORY_COMPACTED, map[string]string{
 			"oldest_sequence": strconv.FormatUint(compacted.Oldest, 10),
 			"from_sequence":   strconv.FormatUint(compacted.From, 10),
 		}
 	case errors.Is(err, lease.ErrNotFound), errors.Is(err, lease.ErrEnded):
-		return codes.NotFound, ReasonLeaseNotFound, nil
+		return registryv1.ErrorReason_LEASE_NOT_FOUND, nil
 	case errors.Is(err, lease.ErrTakenOver):
-		return codes.Aborted, ReasonLeaseTakenOver, nil
+		return registryv1.ErrorReason_LEASE_TAKEN_OVER, nil
 	case errors.Is(err, lease.ErrClosed), errors.Is(err, registry.ErrClosed):
-		return codes.Unavailable, ReasonShuttingDown, nil
+		return registryv1.ErrorReason_SHUTTING_DOWN, nil
+	case errors.As(err, &field):
+		return registryv1.ErrorReason_FIELD_INVALID, map[string]string{"field": field.Field}
+	case errors.As(err, &tooMany):
+		return registryv1.ErrorReason_TOO_MANY_HANDLES, maxWant(int64(tooMany.Max), int64(tooMany.Want))
+	case errors.Is(err, ErrRequestEmpty):
+		return registryv1.ErrorReason_REQUEST_EMPTY, nil
+	case errors.Is(err, ErrLeaseNotOpen):
+		return registryv1.ErrorReason_LEASE_NOT_OPEN, nil
+	case errors.Is(err, ErrLeaseAlreadyOpen):
+		return registryv1.ErrorReason_LEASE_ALREADY_OPEN, nil
+	case errors.Is(err, ErrUploadHeaderMissing):
+		return registryv1.ErrorReason_UPLOAD_HEADER_MISSING, nil
+	case errors.As(err, &size):
+		return registryv1.ErrorReason_UPLOAD_SIZE_MISMATCH, map[string]string{
+			"size":     strconv.FormatInt(size.Size, 10),
+			"received": strconv.FormatInt(size.Received, 10),
+		}
+	case errors.As(err, &trailer):
+		return registryv1.ErrorReason_UPLOAD_TRAILER_MISSING, nil
+	case errors.As(err, &checksum):
+		return registryv1.ErrorReason_CHECKSUM_MISMATCH, nil
+	case errors.As(err, &malformed):
+		return registryv1.ErrorReason_REQUEST_MALFORMED, nil
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return registryv1.ErrorReason_REQUEST_CANCELLED, nil
 	}
-	return codes.Internal, ReasonInternal, nil
+	return registryv1.ErrorReason_INTERNAL, nil
 }
 
-// hints say what a caller can do about an error, after what happened.
-var hints = map[string]string{
-	ReasonHandleMalformed:   "handles look like obj_ followed by 52 characters",
-	ReasonHandleUnknown:     "it comes from another registry, or from a run with another key",
-	ReasonRestarted:         "the object went with that run; put it again",
-	ReasonHandleForeignNode: "ask the node that issued it",
-	ReasonCollected:         "no lease pinned it and the garbage collector took it; hold a lease on objects you still need",
-	ReasonDeleted:           "an operator deleted it",
-	ReasonPinned:            "see who pins it with AdminService/InspectObject, or delete with force",
-	ReasonLeaseMalformed:    "lease ids look like lse_ followed by 52 characters",
-	ReasonLeaseNotFound:     "it was never opened, has ended, or its grace ran out; open a new lease",
-	ReasonWatchCompacted:    "the events since are lost to this watcher: watch anew from 0 for the current states; --watch-history keeps more",
+func maxWant(max, want int64) map[string]string {
+	return map[string]string{"max": strconv.FormatInt(max, 10), "want": strconv.FormatInt(want, 10)}
 }
 
-// toStatus returns err as a gRPC status error with an ErrorInfo.
+// hinter is an error that knows better what its caller can do than its
+// reason's hint.
+type hinter interface{ hint() string }
+
+// message is err's text for people, with its hint.
+func message(err error, reason string) string {
+	msg := err.Error()
+	h := catalog[registryv1.ErrorReason(registryv1.ErrorReason_value[reason])].hint
+	var own hinter
+	if errors.As(err, &own) {
+		h = own.hint()
+	}
+	if h != "" {
+		msg += ": " + h
+	}
+	return msg
+}
+
+// toRequestError returns err as a stream answers a request that failed as
+// a whole while the stream goes on: what toStatus would say.
+func toRequestError(err error, kind handle.Kind) *registryv1.RequestError {
+	code, reason, md := statusOf(err, kind)
+	return &registryv1.RequestError{Code: int32(code), Reason: reason, Message: strings.ToValidUTF8(message(err, reason), "\uFFFD"), Metadata: validUTF8(md)}
+}
+
+// toStatus returns err as a gRPC status error with an ErrorInfo, and a
+// google.rpc.BadRequest for a *FieldError.
 func toStatus(err error, kind handle.Kind) error {
 	code, reason, md := statusOf(err, kind)
-	msg := err.Error()
-	if h := hints[reason]; h != "" {
-		msg += ": " + h
+	msg := message(err, reason)
+	var field *FieldError
+	if errors.As(err, &field) {
+		return newStatus(code, reason, msg, md, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{
+			Field: field.Field, Description: field.Why, Reason: reason,
+		}}})
 	}
 	return newStatus(code, reason, msg, md)
 }
 
-// newStatus builds a status error carrying ErrorInfo{domain, reason}.
-func newStatus(code codes.Code, reason, msg string, md map[string]string) error {
-	for k, v := range md {
-		// Metadata may echo client input, and a proto string must be
-		// UTF-8 or the whole ErrorInfo would be lost.
-		md[k] = strings.ToValidUTF8(v, "\uFFFD")
-	}
+// newStatus builds a status error carrying ErrorInfo{domain, reason} and
+// any further details. Only toStatus and the panic handler, which has no
+// error to map, call it.
+func newStatus(code codes.Code, reason, msg string, md map[string]string, more ...protoadapt.MessageV1) error {
+	msg = strings.ToValidUTF8(msg, "\uFFFD")
 	st := status.New(code, msg)
-	if withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Domain: Domain, Reason: reason, Metadata: md}); err == nil {
+	details := append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Domain: Domain, Reason: reason, Metadata: validUTF8(md)}}, more...)
+	if withInfo, err := st.WithDetails(details...); err == nil {
 		st = withInfo
 	}
 	return st.Err()
+}
+
+// asStatus returns err as a status with an ErrorInfo, mapped by statusOf:
+// the innermost interceptors apply it to what every handler returns, so
+// that a raw error, such as a context's, still answers with its reason,
+// and logs, metrics and spans see the right code. A status gRPC made
+// for a call its client cancelled, or whose deadline passed, is mapped as
+// the context error it stands for; another status is left as it is.
+func asStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return toStatus(err, handle.Object)
+	}
+	if hasInfo(st) {
+		return err
+	}
+	var cause error
+	switch st.Code() {
+	case codes.Canceled:
+		cause = context.Canceled
+	case codes.DeadlineExceeded:
+		cause = context.DeadlineExceeded
+	default:
+		return err
+	}
+	if st.Message() != cause.Error() {
+		cause = fmt.Errorf("%s: %w", st.Message(), cause)
+	}
+	return toStatus(cause, handle.Object)
+}
+
+func hasInfo(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == Domain {
+			return true
+		}
+	}
+	return false
+}
+
+// ctxErr is the result of a handler that stops because its call ended.
+func ctxErr(ctx context.Context) error { return toStatus(ctx.Err(), handle.Object) }
+
+// streamErr is the result of a handler whose Send or Recv failed: the
+// call's own end when it ended, else what the stream said.
+func streamErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctxErr(ctx)
+	}
+	return asStatus(err)
 }

@@ -1,18 +1,18 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
-	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/observe"
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/telemetry"
@@ -28,6 +28,9 @@ const (
 	defaultChunkSize = 1 << 20
 	// maxChunkSize bounds a Download chunk: its message then fits gRPC's
 	// default 4 MiB receive limit, so any stock client can read it.
+	// A larger chunk_size is not refused but capped, as the API says
+	// ("at most"), and so is one a server's --max-message-bytes cannot
+	// carry; a negative one is refused.
 	maxChunkSize = 4<<20 - 64<<10
 	// messageOverhead is room for a message's fields beside its payload.
 	messageOverhead = 64 << 10
@@ -38,13 +41,14 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type uploadStream = grpc.ClientStreamingServer[registryv1.UploadRequest, registryv1.UploadResponse]
 
 func (s *registryService) Upload(stream uploadStream) error {
+	ctx := stream.Context()
 	first, err := stream.Recv()
 	if err != nil {
-		return endOfUpload(err)
+		return endOfUpload(ctx, err)
 	}
 	hdr := first.GetHeader()
 	if hdr == nil {
-		return newStatus(codes.InvalidArgument, ReasonUploadNoHeader, "the first message of an upload must be its header", nil)
+		return toStatus(fmt.Errorf("%w: the first message is not a header", ErrUploadHeaderMissing), handle.Object)
 	}
 	// Refuse what cannot succeed before receiving a byte.
 	size := hdr.GetSize()
@@ -57,9 +61,13 @@ func (s *registryService) Upload(stream uploadStream) error {
 	if err := registry.ValidateLabels(hdr.GetLabels()); err != nil {
 		return toStatus(err, handle.Object)
 	}
+	if err := checkDuration("header.linger", hdr.GetLinger()); err != nil {
+		return toStatus(err, handle.Object)
+	}
 	if id := hdr.GetLeaseId(); id != "" {
 		if _, err := s.leases.ParseID(id); err != nil {
-			return toStatus(err, handle.Lease)
+			// As Put with this lease id would say it.
+			return toStatus(&lease.NotLiveError{Err: err}, handle.Lease)
 		}
 	}
 
@@ -72,51 +80,43 @@ func (s *registryService) Upload(stream uploadStream) error {
 		m, err := stream.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return newStatus(codes.InvalidArgument, ReasonUploadNoTrailer,
-					fmt.Sprintf("the upload ended after %d of %d bytes without its trailer; nothing was stored", got, size), nil)
+				return toStatus(&UploadTrailerError{Size: size, Received: got}, handle.Object)
 			}
-			return err // cancelled or broken: nothing is stored
+			return streamErr(ctx, err) // cancelled, broken or malformed: nothing is stored
 		}
 		switch k := m.GetKind().(type) {
 		case *registryv1.UploadRequest_Chunk:
-			if got+int64(len(k.Chunk)) > size {
-				return uploadSizeError(got+int64(len(k.Chunk)), size, "more")
-			}
 			if len(k.Chunk) == 0 {
-				continue
+				return toStatus(fieldErrorf("chunk", "is empty; every chunk carries bytes"), handle.Object)
+			}
+			if got+int64(len(k.Chunk)) > size {
+				return toStatus(&UploadSizeError{Size: size, Received: got + int64(len(k.Chunk))}, handle.Object)
 			}
 			crc = crc32.Update(crc, castagnoli, k.Chunk)
 			pieces = append(pieces, k.Chunk)
 			got += int64(len(k.Chunk))
 		case *registryv1.UploadRequest_Trailer:
 			if got != size {
-				return uploadSizeError(got, size, "fewer")
+				return toStatus(&UploadSizeError{Size: size, Received: got}, handle.Object)
 			}
 			if want := k.Trailer.GetCrc32C(); want != crc {
-				return newStatus(codes.DataLoss, ReasonChecksum,
-					fmt.Sprintf("the bytes received have CRC-32C %08x, the trailer says %08x; nothing was stored", crc, want), nil)
+				return toStatus(&ChecksumError{Got: crc, Want: want}, handle.Object)
 			}
 			return s.storeUpload(stream, hdr, pieces, crc)
 		case *registryv1.UploadRequest_Header:
-			return newStatus(codes.InvalidArgument, ReasonUploadNoHeader, "an upload has one header, first", nil)
+			return toStatus(fmt.Errorf("%w: a second header came", ErrUploadHeaderMissing), handle.Object)
 		default:
-			return newStatus(codes.InvalidArgument, ReasonRequestEmpty, "upload message has no kind", nil)
+			return toStatus(fmt.Errorf("%w: an upload message has no kind; nothing was stored", ErrRequestEmpty), handle.Object)
 		}
 	}
 }
 
-func uploadSizeError(got, size int64, more string) error {
-	return newStatus(codes.InvalidArgument, ReasonUploadSize,
-		fmt.Sprintf("the upload carried %s bytes than its header's %d (%d); nothing was stored", more, size, got),
-		map[string]string{"size": strconv.FormatInt(size, 10), "received": strconv.FormatInt(got, 10)})
-}
-
 // endOfUpload: a stream that ends before its header stored nothing.
-func endOfUpload(err error) error {
+func endOfUpload(ctx context.Context, err error) error {
 	if errors.Is(err, io.EOF) {
-		return newStatus(codes.InvalidArgument, ReasonUploadNoHeader, "the upload ended before its header", nil)
+		return toStatus(fmt.Errorf("%w: the stream ended before it", ErrUploadHeaderMissing), handle.Object)
 	}
-	return err
+	return streamErr(ctx, err)
 }
 
 func (s *registryService) storeUpload(stream uploadStream, hdr *registryv1.UploadHeader, pieces [][]byte, crc uint32) error {
@@ -137,12 +137,23 @@ func (s *registryService) storeUpload(stream uploadStream, hdr *registryv1.Uploa
 	addEvent(stream.Context(), telemetry.EventPut, func() []attribute.KeyValue {
 		return append(putAttrs(info, hdr.GetLeaseId()), attribute.Int("registry.upload.chunks", len(pieces)))
 	})
-	return stream.SendAndClose(&registryv1.UploadResponse{Handle: info.Handle, Info: infoToProto(info)})
+	if err := stream.SendAndClose(&registryv1.UploadResponse{Handle: info.Handle, Info: infoToProto(info)}); err != nil {
+		return streamErr(stream.Context(), err)
+	}
+	return nil
 }
 
+// Download sends an object in chunks of chunk_size bytes: 0 means
+// defaultChunkSize; a size above maxChunkSize, or above what the server's
+// --max-message-bytes lets one message carry, is capped to it; a negative
+// one is refused (FIELD_INVALID).
 func (s *registryService) Download(req *registryv1.DownloadRequest, stream grpc.ServerStreamingServer[registryv1.DownloadResponse]) error {
+	ctx := stream.Context()
+	if req.GetChunkSize() < 0 {
+		return toStatus(fieldErrorf("chunk_size", "is %d; give 0 for the server's choice, or a positive size", req.GetChunkSize()), handle.Object)
+	}
 	chunk := int(req.GetChunkSize())
-	if chunk <= 0 {
+	if chunk == 0 {
 		chunk = defaultChunkSize
 	}
 	chunk = min(chunk, maxChunkSize)
@@ -163,7 +174,7 @@ func (s *registryService) Download(req *registryv1.DownloadRequest, stream grpc.
 	// obj holds the payload strongly until the last chunk is sent: an
 	// object collected meanwhile still downloads whole.
 	if err := stream.Send(&registryv1.DownloadResponse{Kind: &registryv1.DownloadResponse_Info{Info: infoToProto(obj.Info)}}); err != nil {
-		return err
+		return streamErr(ctx, err)
 	}
 	// The checksum is computed once per object, by its upload or its
 	// first download, then remembered.
@@ -178,7 +189,7 @@ func (s *registryService) Download(req *registryv1.DownloadRequest, stream grpc.
 			}
 			msg.Chunk = b[:n]
 			if err := stream.Send(&registryv1.DownloadResponse{Kind: msg}); err != nil {
-				return err
+				return streamErr(ctx, err)
 			}
 			b = b[n:]
 		}
@@ -195,5 +206,8 @@ func (s *registryService) Download(req *registryv1.DownloadRequest, stream grpc.
 	if !pl.CRCKnown {
 		s.reg.RecordChecksum(obj.Info.ID, crc)
 	}
-	return stream.Send(&registryv1.DownloadResponse{Kind: &registryv1.DownloadResponse_Trailer{Trailer: &registryv1.DownloadTrailer{Crc32C: crc}}})
+	if err := stream.Send(&registryv1.DownloadResponse{Kind: &registryv1.DownloadResponse_Trailer{Trailer: &registryv1.DownloadTrailer{Crc32C: crc}}}); err != nil {
+		return streamErr(ctx, err)
+	}
+	return nil
 }

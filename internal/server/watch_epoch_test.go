@@ -50,7 +50,7 @@ func TestWatchFromAnotherRunsSequenceIsARestart(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			info := wantStatusInfo(t, call(), codes.NotFound, ReasonRestarted)
-			if info.GetMetadata()["watch_epoch"] != other || info.GetMetadata()["current_epoch"] != strconv.FormatUint(epoch, 10) {
+			if info.GetMetadata()["handle_epoch"] != other || info.GetMetadata()["current_epoch"] != strconv.FormatUint(epoch, 10) {
 				t.Fatalf("metadata %v", info.GetMetadata())
 			}
 		})
