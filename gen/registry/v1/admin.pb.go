@@ -667,6 +667,7 @@ func (x *Limit) GetUnit() string {
 type ListObjectsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only objects in this state (PINNED, LINGERING or WEAK); unset: all.
+	// A value this API does not declare is refused (FIELD_INVALID).
 	State ObjectState `protobuf:"varint,1,opt,name=state,proto3,enum=registry.v1.ObjectState" json:"state,omitempty"`
 	// Only objects that carry every one of these labels with these values.
 	Labels map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -1500,7 +1501,8 @@ func (x *CollectResponse) GetHeapAfterBytes() uint64 {
 // WatchEventsRequest chooses which events to stream.
 type WatchEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Only these kinds; empty: all.
+	// Only these kinds; empty: all. UNSPECIFIED, or a value this API does
+	// not declare, is refused (FIELD_INVALID).
 	Kinds []EventKind `protobuf:"varint,1,rep,packed,name=kinds,proto3,enum=registry.v1.EventKind" json:"kinds,omitempty"`
 	// Resume from this sequence number (inclusive), replaying the history;
 	// 0 starts now. Errors as RegistryService.Watch.

@@ -42,11 +42,13 @@ const (
 	// NOT_FOUND: a well-formed handle this registry never issued (another
 	// registry's, another key's, or one altered under its MAC).
 	ErrorReason_HANDLE_UNKNOWN ErrorReason = 2
-	// NOT_FOUND: a handle issued by another node sharing the key. Metadata
+	// NOT_FOUND: a handle issued by another node sharing the key (as a
+	// lease_id where a live lease is needed: FAILED_PRECONDITION). Metadata
 	// `node`.
 	ErrorReason_HANDLE_FOREIGN_NODE ErrorReason = 3
 	// NOT_FOUND: a handle, lease id or watch sequence of an earlier run of
-	// registryd. Metadata `handle_epoch` (the run that issued it),
+	// registryd (as a lease_id where a live lease is needed:
+	// FAILED_PRECONDITION). Metadata `handle_epoch` (the run that issued it),
 	// `current_epoch`, `epoch_start_time`.
 	ErrorReason_REGISTRY_RESTARTED ErrorReason = 4
 	// NOT_FOUND: no lease pinned the object and the garbage collector took
@@ -79,8 +81,9 @@ const (
 	ErrorReason_LEASE_LIMIT ErrorReason = 14
 	// INVALID_ARGUMENT: the string is not a lease id at all.
 	ErrorReason_LEASE_ID_MALFORMED ErrorReason = 15
-	// NOT_FOUND on a lease stream's open, FAILED_PRECONDITION where a call
-	// needs a live lease (Put, Resolve, Download): no live lease has this id.
+	// NOT_FOUND on a lease stream's open and on RevokeLease,
+	// FAILED_PRECONDITION where a call needs a live lease (Put, Upload,
+	// Resolve, Download): no live lease has this id.
 	ErrorReason_LEASE_NOT_FOUND ErrorReason = 16
 	// FAILED_PRECONDITION: the first message on a lease stream is not open.
 	ErrorReason_LEASE_NOT_OPEN ErrorReason = 17
@@ -122,7 +125,8 @@ const (
 	// INVALID_ARGUMENT: the request's bytes do not decode as its message
 	// (not protobuf, or a string field that is not UTF-8).
 	ErrorReason_REQUEST_MALFORMED ErrorReason = 31
-	// CANCELLED: the caller cancelled the call, or its connection ended.
+	// CANCELLED: the caller cancelled the call, or its connection ended;
+	// DEADLINE_EXCEEDED: the call's deadline passed.
 	ErrorReason_REQUEST_CANCELLED ErrorReason = 32
 	// RESOURCE_EXHAUSTED: the client stopped reading its stream, so the
 	// server could not deliver an answer in time and ended the stream.

@@ -1697,7 +1697,8 @@ type DownloadRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Handle string                 `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
 	// Bytes per chunk; 0 means the server's choice (1 MiB). At most 4 MiB
-	// less 64 KiB, so that every message fits gRPC's default 4 MiB limit.
+	// less 64 KiB, so that every message fits gRPC's default 4 MiB limit: a
+	// larger size is capped to that, a negative one refused (FIELD_INVALID).
 	ChunkSize int32 `protobuf:"varint,2,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
 	// As ResolveRequest.lease_id: pin the object before sending a byte.
 	LeaseId       string `protobuf:"bytes,3,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
