@@ -43,6 +43,7 @@ type env struct {
 	codec  *handle.Codec
 	reg    *registry.Registry
 	leases *lease.Manager
+	srv    *Server
 	conn   *grpc.ClientConn
 	rs     registryv1.RegistryServiceClient
 	admin  registryv1.AdminServiceClient
@@ -55,6 +56,7 @@ type envOptions struct {
 	watchBuffer int
 	telemetry   *telemetry.Telemetry // default: none
 	limits      *Limits              // default: testLimits
+	stall       time.Duration        // default: DefaultStreamStallTimeout
 }
 
 // newEnv starts a server on lis (a bufconn listener when nil).
@@ -96,6 +98,8 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		Limits:    limits,
 		Logger:    o.logger,
 		Telemetry: o.telemetry,
+
+		StreamStallTimeout: o.stall,
 	})
 	dial := func(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 		return grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
@@ -120,7 +124,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		defer cancel()
 		srv.Shutdown(ctx)
 	})
-	e := &env{codec: codec, reg: reg, leases: leases, conn: conn,
+	e := &env{codec: codec, reg: reg, leases: leases, srv: srv, conn: conn,
 		rs: registryv1.NewRegistryServiceClient(conn), admin: registryv1.NewAdminServiceClient(conn)}
 	if tt, ok := t.(*testing.T); ok {
 		e.t = tt

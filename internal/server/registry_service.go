@@ -32,6 +32,7 @@ type registryService struct {
 	leases *lease.Manager
 	tel    *telemetry.Telemetry // nil: none
 	limits Limits
+	stall  time.Duration // see Config.StreamStallTimeout
 }
 
 // linger caps the linger a request asks for at the server's maximum.
