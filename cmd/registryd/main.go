@@ -114,6 +114,8 @@ func run(args []string) error {
 		},
 		KeepaliveTime:    cfg.keepaliveTime,
 		KeepaliveTimeout: cfg.keepaliveTimeout,
+
+		StreamStallTimeout: cfg.streamStall,
 	})
 
 	lis, err := net.Listen("tcp", cfg.addr)
