@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -29,6 +28,7 @@ type Lease struct {
 	onEnd func(error)
 	id    string        // fixed at open
 	grace time.Duration // granted by the server; 0: no resume
+	retry *backoff      // paces resumes; owned by run's goroutine
 
 	// sendMu serialises Send on the stream, as gRPC requires. Lock order:
 	// mu, then sendMu.
@@ -81,11 +81,13 @@ func (c *Client) Lease(ctx context.Context, opts ...LeaseOption) (*Lease, error)
 	for _, o := range opts {
 		o(&cfg)
 	}
-	l := &Lease{c: c, name: cfg.name, onEnd: cfg.onEnd, pending: make(map[uint64]*pendingCall), done: make(chan struct{})}
+	l := &Lease{c: c, name: cfg.name, onEnd: cfg.onEnd, pending: make(map[uint64]*pendingCall), done: make(chan struct{}),
+		retry: newBackoff(c.opts.backoff)}
 	stream, cancel, opened, err := l.open(ctx, "", cfg.grace, false)
 	if err != nil {
 		return nil, err
 	}
+	l.retry.up()
 	l.id, l.grace = opened.GetLeaseId(), opened.GetGrace().AsDuration()
 	l.stream, l.cancel = stream, cancel
 	go l.run(stream)
@@ -349,9 +351,11 @@ func (l *Lease) read(stream registryv1.RegistryService_LeaseClient) error {
 // gone, or deadline passes. On success every pending request is sent
 // again on the new stream, in order, before any other.
 func (l *Lease) resume(deadline time.Time, cause error) (registryv1.RegistryService_LeaseClient, error) {
-	b := l.c.opts.backoff
-	delay := b.initial
+	l.retry.down()
 	for {
+		if !wait(min(l.retry.next(), time.Until(deadline)), l.done) {
+			return nil, l.Err()
+		}
 		ctx, cancelAttempt := context.WithDeadline(context.Background(), deadline)
 		stream, cancel, _, err := l.open(ctx, l.id, l.grace, true)
 		cancelAttempt()
@@ -362,6 +366,7 @@ func (l *Lease) resume(deadline time.Time, cause error) (registryv1.RegistryServ
 				cancel()
 				return nil, l.Err()
 			}
+			l.retry.up()
 			l.cancel()
 			l.stream, l.cancel = stream, cancel
 			l.resumes++
@@ -388,14 +393,6 @@ func (l *Lease) resume(deadline time.Time, cause error) (registryv1.RegistryServ
 		case !time.Now().Before(deadline):
 			return nil, &LeaseError{LeaseID: l.id, Kind: ErrLeaseLost, Err: cause, GraceEnded: deadline}
 		}
-		wait := time.Duration(float64(delay) * (1 + b.jitter*(2*rand.Float64()-1)))
-		wait = min(wait, time.Until(deadline))
-		select {
-		case <-time.After(wait):
-		case <-l.done:
-			return nil, l.Err()
-		}
-		delay = min(time.Duration(float64(delay)*b.multiplier), b.max)
 	}
 }
 
@@ -448,12 +445,3 @@ func sortByID(calls []*pendingCall) {
 		}
 	}
 }
-
-// backoffConfig paces resume attempts.
-type backoffConfig struct {
-	initial, max time.Duration
-	multiplier   float64
-	jitter       float64 // ± this fraction of each delay
-}
-
-var defaultBackoff = backoffConfig{initial: 50 * time.Millisecond, max: 2 * time.Second, multiplier: 1.6, jitter: 0.2}
