@@ -15,6 +15,7 @@ import (
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/registry"
 )
 
 // deafClient opens a lease over its own connection, pins one object, then
@@ -32,12 +33,7 @@ type deafClient struct {
 
 func newDeafClient(t *testing.T, e *env, addr string) *deafClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := deafConn(t, addr)
 	ctx, cancel := context.WithCancel(context.Background())
 	keeper := e.openLease(t, "keeper", 0) // so that the GC takes none of them
 	d := &deafClient{handle: e.put(t, "deaf", keeper.id), cancel: cancel}
@@ -88,17 +84,36 @@ func newDeafClient(t *testing.T, e *env, addr string) *deafClient {
 	return d
 }
 
+// deafConn dials addr with flow-control windows that stay at 64 KiB, so
+// that a client that does not read blocks the server's sends soon.
+func deafConn(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 func (d *deafClient) stop() {
 	d.cancel()
 	d.flooded.Wait()
 }
 
 func stallEnv(t *testing.T, stall time.Duration) (*env, string) {
+	return stallEnvWith(t, envOptions{stall: stall})
+}
+
+// stallEnvWith starts a server on loopback TCP with options o.
+func stallEnvWith(t *testing.T, o envOptions) (*env, string) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newEnvWith(t, envOptions{lis: lis, stall: stall}), lis.Addr().String()
+	o.lis = lis
+	return newEnvWith(t, o), lis.Addr().String()
 }
 
 // waitFor polls cond until it holds or d passes.
@@ -162,10 +177,50 @@ func TestShutdownDoesNotWaitForADeafClient(t *testing.T) {
 
 // TestStalledStatus: the status a stalled stream ends with.
 func TestStalledStatus(t *testing.T) {
-	o := &outbox{stall: time.Second}
+	o := &outbox[*registryv1.LeaseResponse]{stall: time.Second}
 	err := o.stalledStatus()
 	wantStatus(t, err, codes.ResourceExhausted, registryv1.ErrorReason_STREAM_STALLED.String())
 	if status.Convert(err).Message() == "" {
 		t.Fatal("no message")
+	}
+}
+
+// deafWatcher starts a watch of every event over a connection whose client
+// never reads, and makes n events.
+func deafWatcher(t *testing.T, e *env, addr string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stream, err := registryv1.NewAdminServiceClient(deafConn(t, addr)).WatchEvents(ctx, &registryv1.WatchEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Header(); err != nil { // in place
+		t.Fatal(err)
+	}
+	for range n { // ~100 bytes an event: far more than the window holds
+		if _, err := e.reg.Put([]byte("an event"), registry.Meta{}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDeafWatcherIsStalledOut: a watch whose client does not read ends
+// after the stall timeout, though the registry still keeps up with it.
+func TestDeafWatcherIsStalledOut(t *testing.T) {
+	e, addr := stallEnvWith(t, envOptions{stall: 200 * time.Millisecond, watchBuffer: 1 << 16})
+	deafWatcher(t, e, addr, 3000)
+	waitFor(t, 10*time.Second, "handler ended", func() bool { return e.srv.calls.running() == 0 })
+}
+
+// TestShutdownDoesNotWaitForADeafWatcher: Shutdown ends a watch whose
+// client does not read, and returns before its timeout.
+func TestShutdownDoesNotWaitForADeafWatcher(t *testing.T) {
+	e, addr := stallEnvWith(t, envOptions{stall: time.Hour, watchBuffer: 1 << 16})
+	deafWatcher(t, e, addr, 3000)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v, want it to finish before its timeout", err)
 	}
 }

@@ -83,7 +83,7 @@ func (s *registryService) Lease(stream leaseStream) error {
 	// take-over it does nothing.
 	closed := false // by the client, with close
 	defer func() { detach(ctx, sess, closed) }()
-	out := newOutbox(stream, s.stall)
+	out := newOutbox(stream.Send, s.stall)
 	defer out.abandon()
 
 	info := sess.Info()
@@ -150,7 +150,7 @@ func (s *registryService) Lease(stream leaseStream) error {
 // lease ended from outside (revoked, taken over, shut down) is told why,
 // unless its client is not reading: then the handler just returns, so that
 // a revoke or a shutdown never waits on a client.
-func (s *registryService) streamEnd(ctx context.Context, out *outbox, sess *lease.Session, err error) error {
+func (s *registryService) streamEnd(ctx context.Context, out *outbox[*registryv1.LeaseResponse], sess *lease.Session, err error) error {
 	if !errors.Is(err, errEndedOutside) {
 		return err
 	}

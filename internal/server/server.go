@@ -52,10 +52,10 @@ type Config struct {
 	// gRPC server metrics (when metrics), and trace ids on request log
 	// lines. nil: none of it, at no cost.
 	Telemetry *telemetry.Telemetry
-	// StreamStallTimeout is how long an answer on a lease stream may wait
-	// for a client that does not read it before the stream is ended
-	// (RESOURCE_EXHAUSTED, STREAM_STALLED) and its lease detached. Default
-	// DefaultStreamStallTimeout.
+	// StreamStallTimeout is how long a message on a lease or watch stream
+	// may wait for a client that does not read it before the stream is
+	// ended (RESOURCE_EXHAUSTED, STREAM_STALLED) and a lease stream's lease
+	// detached. Default DefaultStreamStallTimeout.
 	StreamStallTimeout time.Duration
 }
 
@@ -107,7 +107,7 @@ func New(cfg Config) *Server {
 	calls := newInflight()
 	gs := grpc.NewServer(append(serverOptions(cfg), grpc.ChainUnaryInterceptor(calls.unary), grpc.ChainStreamInterceptor(calls.stream))...)
 	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry, limits: cfg.Limits, stall: cfg.StreamStallTimeout})
-	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits, tel: cfg.Telemetry})
+	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits, tel: cfg.Telemetry, stall: cfg.StreamStallTimeout})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	for _, name := range []string{"", registryv1.RegistryService_ServiceDesc.ServiceName, registryv1.AdminService_ServiceDesc.ServiceName} {
