@@ -83,6 +83,7 @@ var ErrWatchCompacted = errors.New("registry: watch history compacted")
 const (
 	reasonWatchCompacted = "WATCH_HISTORY_COMPACTED"
 	reasonWatchTooSlow   = "WATCH_TOO_SLOW"
+	reasonStreamStalled  = "STREAM_STALLED"
 )
 
 // WatchOption changes how WatchWith watches.
@@ -265,15 +266,15 @@ func (w *Watcher) resume() error {
 }
 
 // resumable reports whether a watch that ended with err may resume: the
-// connection failed, or the server dropped a watcher that fell behind
-// (the history has what it missed).
+// connection failed, or the server dropped a watcher that fell behind or
+// stopped reading for a while (the history has what it missed).
 func resumable(err error) bool {
 	var e *Error
 	if !errors.As(err, &e) {
 		return false
 	}
 	switch {
-	case e.Code == codes.Unavailable, e.Reason == reasonWatchTooSlow:
+	case e.Code == codes.Unavailable, e.Reason == reasonWatchTooSlow, e.Reason == reasonStreamStalled:
 		return true
 	case e.Reason == "" && (e.Code == codes.Internal || e.Code == codes.Unknown):
 		return true // a stream reset in transit
