@@ -64,14 +64,28 @@ func newOutbox[T any](send func(T) error, stall time.Duration) *outbox[T] {
 
 func (o *outbox[T]) run() {
 	defer close(o.exited)
+	// One timer for every Send: it fires stall after the Send in progress
+	// began, and checks that this Send is still the one in progress, since
+	// a firing meant for the previous one may run late.
+	base := time.Now()
+	var began atomic.Int64 // since base, +1, of the Send in progress; 0: none
+	t := time.AfterFunc(time.Hour, func() {
+		if b := began.Load(); b != 0 && time.Since(base)-time.Duration(b-1) >= o.stall {
+			o.stallMu.Do(func() { close(o.stalled) })
+		}
+	})
+	t.Stop()
+	defer t.Stop()
 	for m := range o.queue {
 		if o.quit.Load() {
 			return
 		}
 		o.busy.Store(true)
-		t := time.AfterFunc(o.stall, func() { o.stallMu.Do(func() { close(o.stalled) }) })
+		began.Store(int64(time.Since(base)) + 1)
+		t.Reset(o.stall)
 		err := o.sendFn(m)
 		t.Stop()
+		began.Store(0)
 		o.busy.Store(false)
 		if err != nil {
 			o.err = err
