@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
@@ -29,6 +30,7 @@ type Lease struct {
 	onEnd func(error)
 	id    string        // fixed at open
 	grace time.Duration // granted by the server; 0: no resume
+	retry *backoff      // paces resumes; owned by run's goroutine
 
 	// sendMu serialises Send on the stream, as gRPC requires. Lock order:
 	// mu, then sendMu.
@@ -49,6 +51,9 @@ type Lease struct {
 type pendingCall struct {
 	req  *registryv1.LeaseRequest
 	resp chan *registryv1.LeaseResponse // buffered; nil is sent when the lease ends
+	err  error                          // set before nil is sent when the request was refused for good
+	// on is the stream req was last sent on; guarded by Lease.mu.
+	on registryv1.RegistryService_LeaseClient
 }
 
 // LeaseOption configures a lease.
@@ -81,11 +86,13 @@ func (c *Client) Lease(ctx context.Context, opts ...LeaseOption) (*Lease, error)
 	for _, o := range opts {
 		o(&cfg)
 	}
-	l := &Lease{c: c, name: cfg.name, onEnd: cfg.onEnd, pending: make(map[uint64]*pendingCall), done: make(chan struct{})}
+	l := &Lease{c: c, name: cfg.name, onEnd: cfg.onEnd, pending: make(map[uint64]*pendingCall), done: make(chan struct{}),
+		retry: newBackoff(c.opts.backoff)}
 	stream, cancel, opened, err := l.open(ctx, "", cfg.grace, false)
 	if err != nil {
 		return nil, err
 	}
+	l.retry.up()
 	l.id, l.grace = opened.GetLeaseId(), opened.GetGrace().AsDuration()
 	l.stream, l.cancel = stream, cancel
 	go l.run(stream)
@@ -118,26 +125,45 @@ func (l *Lease) Resumes() int {
 	return l.resumes
 }
 
+// maxHandlesPerRequest is the server's cap on the handles of one pin or
+// unpin request (server.MaxHandlesPerRequest): larger batches go as
+// several requests, one after another.
+const maxHandlesPerRequest = 1000
+
 // Pin pins handles under the lease and returns a result per handle, in
 // order. Pinning is idempotent; a handle that cannot be pinned (collected,
-// unknown, over a limit) fails alone, with an error in its result.
+// unknown, over a limit) fails alone, with an error in its result. More
+// than a thousand handles go as several requests, in order; if one of them
+// fails, the results of those before it are returned with the error.
 func (l *Lease) Pin(ctx context.Context, handles ...string) ([]PinResult, error) {
-	resp, err := l.call(ctx, &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Pin{Pin: &registryv1.PinHandles{Handles: handles}}})
-	if err != nil {
-		return nil, err
-	}
-	return resultsFrom(resp.GetPinned()), nil
+	return l.batches(ctx, handles, func(hs []string) *registryv1.LeaseRequest {
+		return &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Pin{Pin: &registryv1.PinHandles{Handles: hs}}}
+	}, (*registryv1.LeaseResponse).GetPinned)
 }
 
 // Unpin releases this lease's pins on handles and returns a result per
 // handle. An object no lease pins any more becomes weak: the next garbage
-// collection may take it.
+// collection may take it. Large batches go as Pin's do.
 func (l *Lease) Unpin(ctx context.Context, handles ...string) ([]PinResult, error) {
-	resp, err := l.call(ctx, &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Unpin{Unpin: &registryv1.UnpinHandles{Handles: handles}}})
-	if err != nil {
-		return nil, err
+	return l.UnpinWithHandoff(ctx, 0, handles...)
+}
+
+// batches sends handles in requests of at most maxHandlesPerRequest, one
+// after another, and returns their results merged in order.
+func (l *Lease) batches(ctx context.Context, handles []string, req func([]string) *registryv1.LeaseRequest,
+	results func(*registryv1.LeaseResponse) *registryv1.PinResults) ([]PinResult, error) {
+	out := make([]PinResult, 0, len(handles))
+	for start := 0; start == 0 || start < len(handles); start += maxHandlesPerRequest {
+		resp, err := l.call(ctx, req(handles[start:min(start+maxHandlesPerRequest, len(handles))]))
+		if err != nil {
+			if start == 0 {
+				return nil, err
+			}
+			return out, err
+		}
+		out = append(out, resultsFrom(results(resp))...)
 	}
-	return resultsFrom(resp.GetUnpinned()), nil
+	return out, nil
 }
 
 // Resolve resolves the object handle names and pins it with l as one
@@ -153,12 +179,9 @@ func (l *Lease) Resolve(ctx context.Context, handle string) ([]byte, Info, error
 // strongly held (LINGERING) at least handoff longer, capped by the server,
 // so that a process given its handle has that long to pin it.
 func (l *Lease) UnpinWithHandoff(ctx context.Context, handoff time.Duration, handles ...string) ([]PinResult, error) {
-	unpin := &registryv1.UnpinHandles{Handles: handles, Handoff: durationOrNil(handoff)}
-	resp, err := l.call(ctx, &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Unpin{Unpin: unpin}})
-	if err != nil {
-		return nil, err
-	}
-	return resultsFrom(resp.GetUnpinned()), nil
+	return l.batches(ctx, handles, func(hs []string) *registryv1.LeaseRequest {
+		return &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Unpin{Unpin: &registryv1.UnpinHandles{Handles: hs, Handoff: durationOrNil(handoff)}}}
+	}, (*registryv1.LeaseResponse).GetUnpinned)
 }
 
 // Close ends the lease and releases its pins; it returns how many. After
@@ -191,7 +214,10 @@ func (l *Lease) CloseWithHandoff(ctx context.Context, handoff time.Duration) (in
 	return int(resp.GetClosed().GetReleased()), nil
 }
 
-// call sends req and waits for its answer, across resumes.
+// call sends req and waits for its answer, across resumes. A request
+// answered with a RequestError failed for good and changed nothing: it
+// returns that error, an *Error like a unary call's, and is never sent
+// again.
 func (l *Lease) call(ctx context.Context, req *registryv1.LeaseRequest) (*registryv1.LeaseResponse, error) {
 	l.mu.Lock()
 	if l.finished {
@@ -200,9 +226,9 @@ func (l *Lease) call(ctx context.Context, req *registryv1.LeaseRequest) (*regist
 	}
 	l.nextID++
 	req.RequestId = l.nextID
-	pc := &pendingCall{req: req, resp: make(chan *registryv1.LeaseResponse, 1)}
-	l.pending[req.RequestId] = pc
 	stream := l.stream
+	pc := &pendingCall{req: req, resp: make(chan *registryv1.LeaseResponse, 1), on: stream}
+	l.pending[req.RequestId] = pc
 	l.mu.Unlock()
 
 	// A failed Send needs no handling here: the reader sees the stream
@@ -211,8 +237,13 @@ func (l *Lease) call(ctx context.Context, req *registryv1.LeaseRequest) (*regist
 
 	select {
 	case resp := <-pc.resp:
-		if resp == nil {
+		switch {
+		case resp == nil && pc.err != nil:
+			return nil, pc.err
+		case resp == nil:
 			return nil, l.endErr()
+		case resp.GetError() != nil:
+			return nil, requestError(resp.GetError())
 		}
 		return resp, nil
 	case <-ctx.Done():
@@ -303,6 +334,7 @@ func (l *Lease) run(stream registryv1.RegistryService_LeaseClient) {
 			l.finish(&LeaseError{LeaseID: l.id, Kind: ErrLeaseLost, Err: cause})
 			return
 		}
+		l.refusePending(stream, cause)
 		next, err := l.resume(time.Now().Add(l.grace), cause)
 		if err != nil || next == nil { // nil, nil: a Close went through before the drop
 			l.finish(err)
@@ -375,9 +407,11 @@ func (l *Lease) drain(stream registryv1.RegistryService_LeaseClient) {
 // gone, or deadline passes. On success every pending request is sent
 // again on the new stream, in order, before any other.
 func (l *Lease) resume(deadline time.Time, cause error) (registryv1.RegistryService_LeaseClient, error) {
-	b := l.c.opts.backoff
-	delay := b.initial
+	l.retry.down()
 	for {
+		if !wait(min(l.retry.next(), time.Until(deadline)), l.done) {
+			return nil, l.Err()
+		}
 		ctx, cancelAttempt := context.WithDeadline(context.Background(), deadline)
 		stream, cancel, _, err := l.open(ctx, l.id, l.grace, true)
 		cancelAttempt()
@@ -388,12 +422,14 @@ func (l *Lease) resume(deadline time.Time, cause error) (registryv1.RegistryServ
 				cancel()
 				return nil, l.Err()
 			}
+			l.retry.up()
 			l.cancel()
 			l.stream, l.cancel = stream, cancel
 			l.resumes++
 			again := make([]*pendingCall, 0, len(l.pending))
 			for _, pc := range l.pending {
 				again = append(again, pc)
+				pc.on = stream
 			}
 			l.sendMu.Lock()
 			l.mu.Unlock()
@@ -414,15 +450,40 @@ func (l *Lease) resume(deadline time.Time, cause error) (registryv1.RegistryServ
 		case !time.Now().Before(deadline):
 			return nil, &LeaseError{LeaseID: l.id, Kind: ErrLeaseLost, Err: cause, GraceEnded: deadline}
 		}
-		wait := time.Duration(float64(delay) * (1 + b.jitter*(2*rand.Float64()-1)))
-		wait = min(wait, time.Until(deadline))
-		select {
-		case <-time.After(wait):
-		case <-l.done:
-			return nil, l.Err()
-		}
-		delay = min(time.Duration(float64(delay)*b.multiplier), b.max)
 	}
+}
+
+// refusePending fails the calls still waiting if the stream ended with
+// cause because the server refused a request, as a server that ends the
+// stream on a wrong request does (rather than answering it with a
+// RequestError): one of them failed for good, and sending them all again
+// after the resume would fail again, and again. Calls cut off by a
+// network failure, and calls not sent on this stream, stay pending, to be
+// sent again.
+func (l *Lease) refusePending(stream registryv1.RegistryService_LeaseClient, cause error) {
+	var e *Error
+	if !errors.As(cause, &e) || e.Reason == "" || !isTerminal(cause) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id, pc := range l.pending {
+		if pc.on == stream {
+			pc.err = cause
+			pc.resp <- nil
+			delete(l.pending, id)
+		}
+	}
+}
+
+// requestError is a RequestError answer as the *Error a unary call
+// failing the same way would return.
+func requestError(re *registryv1.RequestError) error {
+	st := status.New(codes.Code(re.GetCode()), re.GetMessage())
+	if withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Domain: "registry", Reason: re.GetReason(), Metadata: re.GetMetadata()}); err == nil {
+		st = withInfo
+	}
+	return fromStatus(st.Err())
 }
 
 // isTerminal reports errors that retrying will not mend: the request or
@@ -473,64 +534,4 @@ func sortByID(calls []*pendingCall) {
 			calls[j], calls[j-1] = calls[j-1], calls[j]
 		}
 	}
-}
-
-// backoffConfig paces resume attempts.
-type backoffConfig struct {
-	initial, max time.Duration
-	multiplier   float64
-	jitter       float64 // ± this fraction of each delay
-}
-
-var defaultBackoff = backoffConfig{initial: 50 * time.Millisecond, max: 2 * time.Second, multiplier: 1.6, jitter: 0.2}
-
-// PinOutcome is what a pin or unpin did to one handle.
-type PinOutcome int
-
-const (
-	OutcomeUnknown       PinOutcome = iota
-	OutcomePinned                   // this lease now pins it
-	OutcomeAlreadyPinned            // this lease already pinned it
-	OutcomeUnpinned                 // this lease no longer pins it
-	OutcomeNotPinned                // this lease did not pin it
-	OutcomeFailed                   // see PinResult.Err
-)
-
-func (o PinOutcome) String() string {
-	switch o {
-	case OutcomePinned:
-		return "pinned"
-	case OutcomeAlreadyPinned:
-		return "already pinned"
-	case OutcomeUnpinned:
-		return "unpinned"
-	case OutcomeNotPinned:
-		return "not pinned"
-	case OutcomeFailed:
-		return "failed"
-	}
-	return "unknown"
-}
-
-// PinResult is the result of pinning or unpinning one handle.
-type PinResult struct {
-	Handle  string
-	Outcome PinOutcome
-	Err     error // an *Error when Outcome is OutcomeFailed, else nil
-	Info    Info  // the object after the operation, when it exists
-}
-
-func resultsFrom(rs *registryv1.PinResults) []PinResult {
-	out := make([]PinResult, len(rs.GetResults()))
-	for i, r := range rs.GetResults() {
-		out[i] = PinResult{Handle: r.GetHandle(), Outcome: PinOutcome(r.GetOutcome()), Info: infoFrom(r.GetInfo())}
-		if e := r.GetError(); e != nil {
-			kind := reasons[e.GetReason()]
-			if kind == nil && codes.Code(e.GetCode()) == codes.ResourceExhausted {
-				kind = ErrLimit
-			}
-			out[i].Err = &Error{Code: codes.Code(e.GetCode()), Reason: e.GetReason(), Message: e.GetMessage(), kind: kind}
-		}
-	}
-	return out
 }

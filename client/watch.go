@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -84,6 +83,7 @@ var ErrWatchCompacted = errors.New("registry: watch history compacted")
 const (
 	reasonWatchCompacted = "WATCH_HISTORY_COMPACTED"
 	reasonWatchTooSlow   = "WATCH_TOO_SLOW"
+	reasonStreamStalled  = "STREAM_STALLED"
 )
 
 // WatchOption changes how WatchWith watches.
@@ -137,6 +137,7 @@ type Watcher struct {
 	epoch     uint64             // the run next belongs to; 0: unknown
 	ended     map[string]bool    // handles whose final event was returned
 	err       error              // the end, returned by every later Recv
+	retry     *backoff           // paces resumes, across resumes
 
 	last    atomic.Uint64
 	resumes atomic.Int64
@@ -159,7 +160,8 @@ func (c *Client) WatchWith(ctx context.Context, handles []string, opts ...WatchO
 		o(&p)
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	w := &Watcher{c: c, ctx: wctx, cancel: cancel, handles: handles, next: p.from, epoch: p.epoch, ended: map[string]bool{}}
+	w := &Watcher{c: c, ctx: wctx, cancel: cancel, handles: handles, next: p.from, epoch: p.epoch, ended: map[string]bool{},
+		retry: newBackoff(c.opts.backoff)}
 	if err := w.open(handles); errors.Is(err, io.EOF) {
 		w.err = io.EOF // every object ended before the sequence asked for
 	} else if err != nil {
@@ -190,6 +192,7 @@ func (w *Watcher) open(handles []string) error {
 		w.endStream()
 	}
 	w.stream, w.endStream = stream, cancel
+	w.retry.up()
 	return nil
 }
 
@@ -242,9 +245,11 @@ func (w *Watcher) resume() error {
 	if len(handles) == 0 {
 		return io.EOF // the stream broke after the last object's end, before its own
 	}
-	b := w.c.opts.backoff
-	delay := b.initial
+	w.retry.down()
 	for {
+		if !wait(w.retry.next(), w.ctx.Done()) {
+			return w.ctx.Err()
+		}
 		err := w.open(handles)
 		switch {
 		case err == nil:
@@ -257,28 +262,19 @@ func (w *Watcher) resume() error {
 		case !resumable(err):
 			return err
 		}
-		wait := time.Duration(float64(delay) * (1 + b.jitter*(2*rand.Float64()-1)))
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-w.ctx.Done():
-			t.Stop()
-			return w.ctx.Err()
-		}
-		delay = min(time.Duration(float64(delay)*b.multiplier), b.max)
 	}
 }
 
 // resumable reports whether a watch that ended with err may resume: the
-// connection failed, or the server dropped a watcher that fell behind
-// (the history has what it missed).
+// connection failed, or the server dropped a watcher that fell behind or
+// stopped reading for a while (the history has what it missed).
 func resumable(err error) bool {
 	var e *Error
 	if !errors.As(err, &e) {
 		return false
 	}
 	switch {
-	case e.Code == codes.Unavailable, e.Reason == reasonWatchTooSlow:
+	case e.Code == codes.Unavailable, e.Reason == reasonWatchTooSlow, e.Reason == reasonStreamStalled:
 		return true
 	case e.Reason == "" && (e.Code == codes.Internal || e.Code == codes.Unknown):
 		return true // a stream reset in transit

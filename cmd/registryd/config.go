@@ -16,6 +16,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/server"
 )
 
 // envPrefix: every flag --some-name has the environment twin
@@ -45,6 +46,7 @@ type config struct {
 	keepaliveTime    time.Duration
 	keepaliveTimeout time.Duration
 	shutdownTimeout  time.Duration
+	streamStall      time.Duration
 	metricsAddr      string
 	telemetry        onOff
 }
@@ -123,6 +125,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.keepaliveTime, "keepalive-time", 20*time.Second, "ping a client idle this long")
 	fs.DurationVar(&c.keepaliveTimeout, "keepalive-timeout", 20*time.Second, "drop a client that does not answer a ping this long (its leases end)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, wait this long for calls in flight")
+	fs.DurationVar(&c.streamStall, "stream-stall-timeout", server.DefaultStreamStallTimeout, "end a lease stream whose client has not taken an answer for this long (RESOURCE_EXHAUSTED, STREAM_STALLED); its lease is detached")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`host:port` to serve Prometheus /metrics and /healthz on over HTTP (empty: no metrics)")
 	fs.Var(&c.telemetry, "telemetry", "telemetry `on|off`: off turns tracing and metrics off whatever OTEL_* says (traces are exported only when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp is set; see docs/OBSERVABILITY.md)")
 	if err := fs.Parse(args); err != nil {

@@ -61,6 +61,16 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 					t.Fatalf("telemetry: %+v", c)
 				}
 			}},
+		{"stream stall timeout default", nil, nil, func(t *testing.T, c *config) {
+			if c.streamStall != 10*time.Second {
+				t.Fatalf("stream stall timeout: %v, want 10s", c.streamStall)
+			}
+		}},
+		{"stream stall timeout from env", nil, map[string]string{"REGISTRYD_STREAM_STALL_TIMEOUT": "3s"}, func(t *testing.T, c *config) {
+			if c.streamStall != 3*time.Second {
+				t.Fatalf("stream stall timeout: %v, want 3s", c.streamStall)
+			}
+		}},
 		{"watch history default", nil, nil, func(t *testing.T, c *config) {
 			if c.watchHistory != 10000 {
 				t.Fatalf("watch history: %d, want 10000", c.watchHistory)

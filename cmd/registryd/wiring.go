@@ -103,8 +103,9 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 			MaxGrace:             cfg.maxGrace,
 			MaxLinger:            cfg.maxLinger,
 		},
-		KeepaliveTime:    cfg.keepaliveTime,
-		KeepaliveTimeout: cfg.keepaliveTimeout,
+		KeepaliveTime:      cfg.keepaliveTime,
+		KeepaliveTimeout:   cfg.keepaliveTimeout,
+		StreamStallTimeout: cfg.streamStall,
 	})
 	return d, nil
 }

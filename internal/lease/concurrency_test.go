@@ -97,8 +97,14 @@ func TestConcurrentLeasesLeaveNoPinBehind(t *testing.T) {
 
 	// Short graces run out by themselves; then only the keeper is left.
 	eventually(t, expiryWait, "every churned lease ends", func() bool { return len(f.m.List()) == 1 })
+	if at, de := f.m.Counts(); at != 1 || de != 0 { // kept as leases change, never counted: check it agrees
+		t.Errorf("Counts() = %d, %d after the churn; want the keeper alone: 1, 0", at, de)
+	}
 	if n, err := keeper.Close(0); err != nil || n != len(kept) {
 		t.Fatalf("keeper.Close() = %d, %v; want %d", n, err, len(kept))
+	}
+	if at, de := f.m.Counts(); at != 0 || de != 0 {
+		t.Errorf("Counts() = %d, %d with no lease; want 0, 0", at, de)
 	}
 	f.wantNoLeases(t)
 	all := append(free.everyOne(), kept...)

@@ -202,6 +202,8 @@ func (s *Session) Detach() {
 		return
 	}
 	l.session = nil
+	m.attached.Add(-1)
+	m.detached.Add(1)
 	l.expireAt = m.now().Add(l.grace)
 	// The timer may fire before AfterFunc returns: its func reads t only
 	// through expire, under l.mu, which this goroutine holds until t is set.

@@ -31,6 +31,7 @@ type adminService struct {
 	leases *lease.Manager
 	limits Limits
 	obs    *observe.Observer // nil: none
+	stall  time.Duration     // see Config.StreamStallTimeout
 }
 
 func (s *adminService) GetStats(ctx context.Context, _ *registryv1.GetStatsRequest) (*registryv1.GetStatsResponse, error) {
@@ -222,10 +223,9 @@ func (s *adminService) WatchEvents(req *registryv1.WatchEventsRequest, stream gr
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return streamErr(stream.Context(), err)
 	}
-	return pump(stream.Context(), sub, func(ev registry.Event) (bool, error) {
-		if err := stream.Send(&registryv1.WatchEventsResponse{Event: eventToProtoMsg(ev, s.reg.Epoch())}); err != nil {
-			return false, streamErr(stream.Context(), err)
-		}
-		return true, nil
+	return sendEvents(stream.Context(), stream.Send, s.stall, sub, func(send func(*registryv1.WatchEventsResponse) error) error {
+		return pump(stream.Context(), sub, func(ev registry.Event) (bool, error) {
+			return true, send(&registryv1.WatchEventsResponse{Event: eventToProtoMsg(ev, s.reg.Epoch())})
+		})
 	})
 }

@@ -210,8 +210,8 @@ func TestBadInputChangesNothingForOthers(t *testing.T) {
 		}},
 		{"open twice on one stream", func(t *testing.T, w *world) {
 			lc := w.e.openLease(t, "twice", 0)
-			_, err := lc.try(openReq(""))
-			wantStatus(t, err, codes.FailedPrecondition, ReasonLeaseAlreadyOpen)
+			wantRequestError(t, lc.send(openReq("")), codes.FailedPrecondition, ReasonLeaseAlreadyOpen)
+			lc.close()
 		}},
 		{"duplicate pin", func(t *testing.T, w *world) {
 			rs := w.bystander.pin(w.pinned)
@@ -239,8 +239,8 @@ func TestBadInputChangesNothingForOthers(t *testing.T) {
 				hs[i] = w.weak
 			}
 			lc := w.e.openLease(t, "greedy", 0)
-			_, err := lc.try(pinReq(hs...))
-			wantStatus(t, err, codes.InvalidArgument, ReasonTooManyHandles)
+			wantRequestError(t, lc.send(pinReq(hs...)), codes.InvalidArgument, ReasonTooManyHandles)
+			lc.close()
 		}},
 		{"revoke unknown lease", func(t *testing.T, w *world) {
 			_, id := w.e.codec.New(handle.Lease)

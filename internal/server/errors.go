@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/weakref/registry/internal/handle"
 )
@@ -42,6 +43,17 @@ func checkHandles(hs []string) error {
 		return &TooManyHandlesError{Max: MaxHandlesPerRequest, Want: len(hs)}
 	}
 	return nil
+}
+
+// StreamStalledError: a client stopped reading its stream, so an answer
+// waited Stall for room and the stream was ended. STREAM_STALLED, metadata
+// `stall_timeout`.
+type StreamStalledError struct {
+	Stall time.Duration
+}
+
+func (e *StreamStalledError) Error() string {
+	return "the client did not read its stream for " + e.Stall.String() + "; the stream was ended (a lease stream's lease is detached)"
 }
 
 // MessageTooLargeError: an answer larger than one gRPC message may carry.

@@ -44,6 +44,7 @@ type env struct {
 	codec  *handle.Codec
 	reg    *registry.Registry
 	leases *lease.Manager
+	srv    *Server
 	conn   *grpc.ClientConn
 	rs     registryv1.RegistryServiceClient
 	admin  registryv1.AdminServiceClient
@@ -56,6 +57,7 @@ type envOptions struct {
 	watchBuffer int
 	telemetry   *telemetry.Telemetry // default: none
 	limits      *Limits              // default: testLimits
+	stall       time.Duration        // default: DefaultStreamStallTimeout
 }
 
 // newEnv starts a server on lis (a bufconn listener when nil).
@@ -96,12 +98,13 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		Observe:         obs.Lease(),
 	})
 	srv := New(Config{
-		Registry:  reg,
-		Leases:    leases,
-		Limits:    limits,
-		Logger:    o.logger,
-		Telemetry: o.telemetry,
-		Observer:  obs,
+		Registry:           reg,
+		Leases:             leases,
+		Limits:             limits,
+		Logger:             o.logger,
+		Telemetry:          o.telemetry,
+		Observer:           obs,
+		StreamStallTimeout: o.stall,
 	})
 	dial := func(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 		return grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
@@ -126,7 +129,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		defer cancel()
 		srv.Shutdown(ctx)
 	})
-	e := &env{codec: codec, reg: reg, leases: leases, conn: conn,
+	e := &env{codec: codec, reg: reg, leases: leases, srv: srv, conn: conn,
 		rs: registryv1.NewRegistryServiceClient(conn), admin: registryv1.NewAdminServiceClient(conn)}
 	if tt, ok := t.(*testing.T); ok {
 		e.t = tt

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
@@ -21,8 +24,14 @@ import (
 
 type leaseStream = grpc.BidiStreamingServer[registryv1.LeaseRequest, registryv1.LeaseResponse]
 
-// Lease serves one lease stream. One goroutine receives; this one decides
-// and sends, so that a revoke can interrupt a stream that sends nothing.
+// Lease serves one lease stream. One goroutine receives; this one decides;
+// an outbox sends, so that neither a revoke nor a client that stops
+// reading can leave this handler waiting for ever.
+//
+// A request after open that fails as a whole (too many handles, a second
+// open, no kind, a bad field) is answered with a RequestError and changes
+// nothing: the stream, the lease and its pins stay as they were. Only
+// what happens before open, or to the stream itself, ends the stream.
 func (s *registryService) Lease(stream leaseStream) error {
 	ctx := stream.Context()
 	reqs := make(chan *registryv1.LeaseRequest)
@@ -49,7 +58,7 @@ func (s *registryService) Lease(stream leaseStream) error {
 	case err := <-recvErr:
 		return endOfStream(err)
 	case <-ctx.Done():
-		return ctx.Err()
+		return ctxStatus(ctx.Err())
 	}
 	open := first.GetOpen()
 	if open == nil {
@@ -58,10 +67,9 @@ func (s *registryService) Lease(stream leaseStream) error {
 		}
 		return toStatus(ErrLeaseNotOpen, handle.Lease)
 	}
-	params := lease.OpenParams{
-		Client: open.GetClientName(),
-		Grace:  max(open.GetGrace().AsDuration(), 0),
-		Resume: open.GetResumeLeaseId(),
+	params, err := openParams(open)
+	if err != nil {
+		return err // no lease exists yet: ending the stream loses nothing
 	}
 	if p, ok := peer.FromContext(ctx); ok {
 		params.Peer = p.Addr.String()
@@ -75,9 +83,11 @@ func (s *registryService) Lease(stream leaseStream) error {
 	// take-over it does nothing.
 	closed := false // by the client, with close
 	defer func() { detach(ctx, sess, closed) }()
+	out := newOutbox(stream.Send, s.stall)
+	defer out.abandon()
 
 	info := sess.Info()
-	if err := stream.Send(&registryv1.LeaseResponse{
+	if err := out.send(ctx, &registryv1.LeaseResponse{
 		RequestId: first.GetRequestId(),
 		Kind: &registryv1.LeaseResponse_Opened{Opened: &registryv1.LeaseOpened{
 			LeaseId:  sess.ID(),
@@ -85,8 +95,8 @@ func (s *registryService) Lease(stream leaseStream) error {
 			Resumed:  sess.Resumed(),
 			PinCount: int32(info.Pins),
 		}},
-	}); err != nil {
-		return err
+	}, sess.Done()); err != nil {
+		return s.streamEnd(ctx, out, sess, err)
 	}
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.SetAttributes(telemetry.KeyLeaseID.String(sess.ID()), telemetry.KeyLeaseClient.String(info.Client))
@@ -104,35 +114,113 @@ func (s *registryService) Lease(stream leaseStream) error {
 		case req := <-reqs:
 			resp, done, err := s.leaseRequest(ctx, sess, req)
 			if errors.Is(err, lease.ErrEnded) || errors.Is(err, lease.ErrTakenOver) {
-				select { // ended from outside: say why
-				case <-sess.Done():
-					return sendRevoked(stream, sess)
-				case <-ctx.Done():
-					return ctx.Err()
-				}
+				return s.streamEnd(ctx, out, sess, errEndedOutside)
 			}
 			if err != nil {
-				return err
+				// The request failed as a whole and changed nothing: say
+				// why, and go on serving the lease.
+				resp = &registryv1.LeaseResponse{RequestId: req.GetRequestId(),
+					Kind: &registryv1.LeaseResponse_Error{Error: requestError(err)}}
 			}
 			closed = done
-			if err := stream.Send(resp); err != nil {
-				return err
+			if err := out.send(ctx, resp, sess.Done()); err != nil {
+				return s.streamEnd(ctx, out, sess, err)
 			}
 			if done {
-				return nil
+				return out.flush(ctx)
 			}
 		case <-sess.Done():
-			return sendRevoked(stream, sess)
+			return s.streamEnd(ctx, out, sess, errEndedOutside)
+		case <-out.stalled:
+			return out.stalledStatus()
+		case <-out.exited:
+			return out.err
 		case err := <-recvErr:
-			return endOfStream(err)
+			if err := endOfStream(err); err != nil {
+				return err
+			}
+			return out.flush(ctx) // a half-close: deliver what is owed
 		case <-ctx.Done():
-			return ctx.Err()
+			return ctxStatus(ctx.Err())
 		}
 	}
 }
 
+// streamEnd ends the handler after err from the outbox or the lease. A
+// lease ended from outside (revoked, taken over, shut down) is told why,
+// unless its client is not reading: then the handler just returns, so that
+// a revoke or a shutdown never waits on a client.
+func (s *registryService) streamEnd(ctx context.Context, out *outbox[*registryv1.LeaseResponse], sess *lease.Session, err error) error {
+	if !errors.Is(err, errEndedOutside) {
+		return err
+	}
+	select {
+	case <-sess.Done():
+	case <-ctx.Done():
+		return ctxStatus(ctx.Err())
+	}
+	revoked := revokedResponse(ctx, sess)
+	if !out.idle() {
+		return nil // the client is behind; it would not read this in time
+	}
+	select {
+	case out.queue <- revoked:
+	default:
+		return nil
+	}
+	return out.flushWithin(ctx, min(out.stall, endedFlush))
+}
+
+// openParams checks open's fields and returns what to open.
+func openParams(open *registryv1.OpenLease) (lease.OpenParams, error) {
+	grace, err := checkedDuration("grace", open.GetGrace())
+	if err != nil {
+		return lease.OpenParams{}, err
+	}
+	if n := len(open.GetClientName()); n > lease.MaxClientNameBytes {
+		return lease.OpenParams{}, fieldErrorf("client_name", "is %d bytes; at most %d are allowed", n, lease.MaxClientNameBytes)
+	}
+	return lease.OpenParams{Client: open.GetClientName(), Grace: grace, Resume: open.GetResumeLeaseId()}, nil
+}
+
+// checkedDuration returns d, which checkDuration must find valid; nil
+// is 0.
+func checkedDuration(field string, d *durationpb.Duration) (time.Duration, error) {
+	if err := checkDuration(field, d); err != nil {
+		return 0, err
+	}
+	return d.AsDuration(), nil
+}
+
+// requestError is err as a RequestError answer: the code, reason, message
+// and metadata a unary call would carry in its status, from the same
+// mapping.
+func requestError(err error) *registryv1.RequestError {
+	st, ok := status.FromError(err)
+	if !ok {
+		return toRequestError(err, handle.Object)
+	}
+	re := &registryv1.RequestError{Code: int32(st.Code()), Message: st.Message()}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			re.Reason, re.Metadata = info.GetReason(), info.GetMetadata()
+			break
+		}
+	}
+	return re
+}
+
+// ctxStatus is the handler's result when its stream's context ended: a
+// cancelled or timed-out status, never a bare context error (which gRPC
+// would log as Unknown).
+func ctxStatus(err error) error {
+	return toStatus(err, handle.Object)
+}
+
 // leaseRequest serves one request after open. done means the lease was
-// closed and the stream should end after resp.
+// closed and the stream should end after resp. An error other than
+// lease.ErrEnded and lease.ErrTakenOver is the request's alone: it
+// changed nothing.
 func (s *registryService) leaseRequest(ctx context.Context, sess *lease.Session, req *registryv1.LeaseRequest) (resp *registryv1.LeaseResponse, done bool, err error) {
 	resp = &registryv1.LeaseResponse{RequestId: req.GetRequestId()}
 	switch k := req.GetKind().(type) {
@@ -151,15 +239,23 @@ func (s *registryService) leaseRequest(ctx context.Context, sess *lease.Session,
 		if err := checkHandleCount(k.Unpin.GetHandles()); err != nil {
 			return nil, false, err
 		}
+		handoff, err := checkedDuration("handoff", k.Unpin.GetHandoff())
+		if err != nil {
+			return nil, false, err
+		}
 		traced := s.traceResults(ctx, telemetry.SpanUnpin, telemetry.EventUnpinHandle, sess.ID(), len(k.Unpin.GetHandles()))
-		rs, err := sess.Unpin(k.Unpin.GetHandles(), s.linger(k.Unpin.GetHandoff()))
+		rs, err := sess.Unpin(k.Unpin.GetHandles(), min(handoff, s.limits.MaxLinger))
 		traced(rs, err)
 		if err != nil {
 			return nil, false, err
 		}
 		resp.Kind = &registryv1.LeaseResponse_Unpinned{Unpinned: resultsToProto(rs)}
 	case *registryv1.LeaseRequest_Close:
-		n, err := sess.Close(s.linger(k.Close.GetHandoff()))
+		handoff, err := checkedDuration("handoff", k.Close.GetHandoff())
+		if err != nil {
+			return nil, false, err
+		}
+		n, err := sess.Close(min(handoff, s.limits.MaxLinger))
 		if err != nil {
 			return nil, false, err
 		}
@@ -183,19 +279,19 @@ func checkHandleCount(hs []string) error {
 	return nil
 }
 
-// sendRevoked tells the client why its lease was ended from outside, then
-// ends the stream.
-func sendRevoked(stream leaseStream, sess *lease.Session) error {
+// revokedResponse says why the lease was ended from outside, and records
+// the end on the stream's span.
+func revokedResponse(ctx context.Context, sess *lease.Session) *registryv1.LeaseResponse {
 	cause, reason, released := sess.Revocation()
-	addEvent(stream.Context(), telemetry.EventLeaseEnd, func() []attribute.KeyValue {
+	addEvent(ctx, telemetry.EventLeaseEnd, func() []attribute.KeyValue {
 		return []attribute.KeyValue{telemetry.KeyLeaseID.String(sess.ID()), telemetry.KeyLeaseEnd.String(causeNames[cause]),
 			telemetry.ReasonAttr(reason), telemetry.KeyReleased.Int(released)}
 	})
-	return stream.Send(&registryv1.LeaseResponse{Kind: &registryv1.LeaseResponse_Revoked{Revoked: &registryv1.LeaseRevoked{
+	return &registryv1.LeaseResponse{Kind: &registryv1.LeaseResponse_Revoked{Revoked: &registryv1.LeaseRevoked{
 		Cause:    causeToProto[cause],
 		Reason:   reason,
 		Released: int32(released),
-	}}})
+	}}}
 }
 
 // causeNames name revocation causes in traces, as observe.EndName does
@@ -217,7 +313,7 @@ func detach(ctx context.Context, sess *lease.Session, closed bool) {
 	}
 	select {
 	case <-sess.Done():
-		sess.Detach() // ended from outside; sendRevoked said how, if it could
+		sess.Detach() // ended from outside; streamEnd said how, if it could
 		return
 	default:
 	}

@@ -30,6 +30,7 @@ type registryService struct {
 	leases *lease.Manager
 	tel    *telemetry.Telemetry // nil: none
 	limits Limits
+	stall  time.Duration // see Config.StreamStallTimeout
 }
 
 // linger caps the linger a request asks for at the server's maximum.
@@ -158,14 +159,16 @@ func (s *registryService) Watch(req *registryv1.WatchRequest, stream grpc.Server
 	if live == 0 {
 		return nil // all ended before from_sequence
 	}
-	return pump(stream.Context(), sub, func(ev registry.Event) (bool, error) {
-		if err := stream.Send(&registryv1.WatchResponse{Event: eventToProtoMsg(ev, s.reg.Epoch())}); err != nil {
-			return false, streamErr(stream.Context(), err)
-		}
-		if ev.State == registry.Collected || ev.State == registry.Deleted {
-			live--
-		}
-		return live > 0, nil
+	return sendEvents(stream.Context(), stream.Send, s.stall, sub, func(send func(*registryv1.WatchResponse) error) error {
+		return pump(stream.Context(), sub, func(ev registry.Event) (bool, error) {
+			if err := send(&registryv1.WatchResponse{Event: eventToProtoMsg(ev, s.reg.Epoch())}); err != nil {
+				return false, err
+			}
+			if ev.State == registry.Collected || ev.State == registry.Deleted {
+				live--
+			}
+			return live > 0, nil
+		})
 	})
 }
 

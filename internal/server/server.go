@@ -58,6 +58,11 @@ type Config struct {
 	// Observer is the one the registry and the leases report to: the
 	// span of a forced collection is its. nil: no such span.
 	Observer *observe.Observer
+	// StreamStallTimeout is how long a message on a lease or watch stream
+	// may wait for a client that does not read it before the stream is
+	// ended (RESOURCE_EXHAUSTED, STREAM_STALLED) and a lease stream's lease
+	// detached. Default DefaultStreamStallTimeout.
+	StreamStallTimeout time.Duration
 }
 
 // Limits are the configured limits; zero means none.
@@ -96,6 +101,7 @@ type Server struct {
 	leases   *lease.Manager
 	log      *slog.Logger
 	stopping atomic.Bool // set when Shutdown begins
+	calls    *inflight   // handlers running now
 }
 
 // New returns a Server with every service registered, ready to Serve.
@@ -104,9 +110,10 @@ func New(cfg Config) *Server {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger
-	gs := grpc.NewServer(serverOptions(cfg)...)
-	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry, limits: cfg.Limits})
-	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits, obs: cfg.Observer})
+	calls := newInflight()
+	gs := grpc.NewServer(append(serverOptions(cfg), grpc.ChainUnaryInterceptor(calls.unary), grpc.ChainStreamInterceptor(calls.stream))...)
+	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry, limits: cfg.Limits, stall: cfg.StreamStallTimeout})
+	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits, obs: cfg.Observer, stall: cfg.StreamStallTimeout})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	for _, name := range []string{"", registryv1.RegistryService_ServiceDesc.ServiceName, registryv1.AdminService_ServiceDesc.ServiceName} {
@@ -114,7 +121,7 @@ func New(cfg Config) *Server {
 	}
 	reflection.Register(gs)
 	cfg.Telemetry.InitializeGRPCMetrics(gs)
-	return &Server{grpc: gs, health: hs, reg: cfg.Registry, leases: cfg.Leases, log: log}
+	return &Server{grpc: gs, health: hs, reg: cfg.Registry, leases: cfg.Leases, log: log, calls: calls}
 }
 
 // serverOptions are the interceptors, keepalive and limits every
@@ -203,6 +210,11 @@ func (s *Server) Serve(lis net.Listener) error { return s.grpc.Serve(lis) }
 // Shutdown stops the server gracefully: health answers NOT_SERVING, lease
 // streams are told (revoked, cause SHUTDOWN) and watch streams end, then
 // in-flight calls finish. If ctx ends first, the remaining calls are cut.
+//
+// Once every handler has returned, Shutdown waits at most shutdownFlush
+// more for their last answers to reach the clients, then closes the
+// connections: gRPC's GracefulStop would otherwise wait, for ever, for a
+// client that stopped reading to take an answer its flow control holds.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopping.Store(true)
 	s.health.Shutdown()
@@ -213,15 +225,37 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.grpc.GracefulStop()
 		close(stopped)
 	}()
-	select {
-	case <-stopped:
-		return nil
-	case <-ctx.Done():
-		s.grpc.Stop()
-		<-stopped
-		return ctx.Err()
+	idle := s.calls.idle()
+	for {
+		select {
+		case <-stopped:
+			return nil
+		case <-idle:
+			idle = nil
+			t := time.NewTimer(shutdownFlush)
+			select {
+			case <-stopped:
+				t.Stop()
+				return nil
+			case <-t.C:
+				s.grpc.Stop() // only undelivered answers remain
+				<-stopped
+				return nil
+			case <-ctx.Done():
+				t.Stop()
+			}
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			s.grpc.Stop()
+			<-stopped
+			return ctx.Err()
+		}
 	}
 }
+
+// shutdownFlush is how long Shutdown lets finished calls' answers drain.
+const shutdownFlush = 500 * time.Millisecond
 
 // Healthy reports whether the server is serving: false once Shutdown has
 // begun.

@@ -152,6 +152,7 @@ func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]s
 		trailer   *UploadTrailerError
 		checksum  *ChecksumError
 		malformed *MalformedError
+		stalled   *StreamStalledError
 	)
 	switch {
 	case errors.As(err, &notLive):
@@ -230,6 +231,8 @@ func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]s
 		return registryv1.ErrorReason_CHECKSUM_MISMATCH, nil
 	case errors.As(err, &malformed):
 		return registryv1.ErrorReason_REQUEST_MALFORMED, nil
+	case errors.As(err, &stalled):
+		return registryv1.ErrorReason_STREAM_STALLED, map[string]string{"stall_timeout": stalled.Stall.String()}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return registryv1.ErrorReason_REQUEST_CANCELLED, nil
 	}

@@ -1,0 +1,58 @@
+package client
+
+import (
+	"google.golang.org/grpc/codes"
+
+	registryv1 "github.com/weakref/registry/gen/registry/v1"
+)
+
+// PinOutcome is what a pin or unpin did to one handle.
+type PinOutcome int
+
+const (
+	OutcomeUnknown       PinOutcome = iota
+	OutcomePinned                   // this lease now pins it
+	OutcomeAlreadyPinned            // this lease already pinned it
+	OutcomeUnpinned                 // this lease no longer pins it
+	OutcomeNotPinned                // this lease did not pin it
+	OutcomeFailed                   // see PinResult.Err
+)
+
+func (o PinOutcome) String() string {
+	switch o {
+	case OutcomePinned:
+		return "pinned"
+	case OutcomeAlreadyPinned:
+		return "already pinned"
+	case OutcomeUnpinned:
+		return "unpinned"
+	case OutcomeNotPinned:
+		return "not pinned"
+	case OutcomeFailed:
+		return "failed"
+	}
+	return "unknown"
+}
+
+// PinResult is the result of pinning or unpinning one handle.
+type PinResult struct {
+	Handle  string
+	Outcome PinOutcome
+	Err     error // an *Error when Outcome is OutcomeFailed, else nil
+	Info    Info  // the object after the operation, when it exists
+}
+
+func resultsFrom(rs *registryv1.PinResults) []PinResult {
+	out := make([]PinResult, len(rs.GetResults()))
+	for i, r := range rs.GetResults() {
+		out[i] = PinResult{Handle: r.GetHandle(), Outcome: PinOutcome(r.GetOutcome()), Info: infoFrom(r.GetInfo())}
+		if e := r.GetError(); e != nil {
+			kind := reasons[e.GetReason()]
+			if kind == nil && codes.Code(e.GetCode()) == codes.ResourceExhausted {
+				kind = ErrLimit
+			}
+			out[i].Err = &Error{Code: codes.Code(e.GetCode()), Reason: e.GetReason(), Message: e.GetMessage(), kind: kind}
+		}
+	}
+	return out
+}

@@ -1,0 +1,67 @@
+package server
+
+import (
+	"context"
+	"sync"
+
+	"google.golang.org/grpc"
+)
+
+// inflight counts the handlers running, so that Shutdown can tell the
+// calls still being served from answers merely waiting to be delivered.
+type inflight struct {
+	mu      sync.Mutex
+	n       int             // guarded by mu
+	waiters []chan struct{} // guarded by mu; closed when n reaches 0
+}
+
+func newInflight() *inflight { return &inflight{} }
+
+func (f *inflight) enter() {
+	f.mu.Lock()
+	f.n++
+	f.mu.Unlock()
+}
+
+func (f *inflight) leave() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n--; f.n == 0 {
+		for _, w := range f.waiters {
+			close(w)
+		}
+		f.waiters = nil
+	}
+}
+
+// idle returns a channel closed when no handler is running.
+func (f *inflight) idle() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan struct{})
+	if f.n == 0 {
+		close(ch)
+	} else {
+		f.waiters = append(f.waiters, ch)
+	}
+	return ch
+}
+
+// running returns how many handlers are running.
+func (f *inflight) running() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
+}
+
+func (f *inflight) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	f.enter()
+	defer f.leave()
+	return h(ctx, req)
+}
+
+func (f *inflight) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	f.enter()
+	defer f.leave()
+	return h(srv, ss)
+}
