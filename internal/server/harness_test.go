@@ -58,6 +58,7 @@ type envOptions struct {
 	telemetry   *telemetry.Telemetry // default: none
 	limits      *Limits              // default: testLimits
 	stall       time.Duration        // default: DefaultStreamStallTimeout
+	leakCycles  int                  // registry.Config.LeakGCCycles; default 0, off
 }
 
 // newEnv starts a server on lis (a bufconn listener when nil).
@@ -87,6 +88,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		MaxObjectBytes: limits.MaxObjectBytes,
 		MaxPinnedBytes: limits.MaxPinnedBytes,
 		WatchBuffer:    o.watchBuffer,
+		LeakGCCycles:   o.leakCycles,
 		Observe:        obs.Registry(),
 	})
 	leases := lease.New(lease.Config{

@@ -1,0 +1,85 @@
+package observe
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"runtime/debug"
+	"testing"
+	"time"
+
+	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/registry"
+	"github.com/weakref/registry/internal/telemetry"
+)
+
+// BenchmarkScrapeAtScale: one GET /metrics while the registry holds n
+// objects, half pinned and half WEAK, judged for leaks as registryd's
+// default --leak-gc-cycles=3 asks. A scrape reads counters kept as states
+// change, so it must not grow with n.
+func BenchmarkScrapeAtScale(b *testing.B) {
+	for _, k := range otelVars {
+		b.Setenv(k, "")
+	}
+	for _, n := range []int{10_000, 1_000_000} {
+		b.Run(fmt.Sprintf("objects=%d", n), func(b *testing.B) {
+			// The collector is off so that the weak objects stay to be
+			// counted.
+			defer debug.SetGCPercent(debug.SetGCPercent(-1))
+			tel, err := telemetry.New(context.Background(), telemetry.Config{Metrics: true, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tel.Shutdown(context.Background())
+			obs, err := New(tel)
+			if err != nil {
+				b.Fatal(err)
+			}
+			codec, err := handle.NewCodec(handle.Config{Key: bytes.Repeat([]byte{1}, handle.MinKeyLen)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			reg := registry.New(registry.Config{Codec: codec, LeakGCCycles: 3, Observe: obs.Registry()})
+			defer reg.Close()
+			leases := lease.New(lease.Config{Codec: codec, Registry: reg, Observe: obs.Lease(), MaxGrace: time.Minute})
+			defer leases.Shutdown()
+			if err := obs.Instrument(reg, leases); err != nil {
+				b.Fatal(err)
+			}
+			s, err := leases.Open(lease.OpenParams{Client: "bench"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			data := make([]byte, 100)
+			for i := 0; i < n; i++ {
+				if i%2 == 0 {
+					_, err = leases.Put(s.ID(), data, registry.Meta{})
+				} else {
+					_, err = reg.Put(data, registry.Meta{}, nil)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			srv := httptest.NewServer(tel.Handler(func() bool { return true }))
+			defer srv.Close()
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := http.Get(srv.URL + "/metrics")
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("/metrics: %s", resp.Status)
+				}
+			}
+		})
+	}
+}
