@@ -48,7 +48,7 @@ func (r *Registry) SuspectedLeaks() int64 {
 		s := &r.shards[i]
 		s.mu.RLock()
 		for _, e := range s.m {
-			if e.state != Weak || e.value() == nil {
+			if e.state != Weak {
 				continue
 			}
 			in := e.info()

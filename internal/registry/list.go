@@ -32,7 +32,11 @@ func (f *Filter) match(e *entry) bool {
 			return false
 		}
 	}
-	return e.value() != nil
+	// Liveness is judged by state, never by the weak pointer: an entry
+	// still in its map is listed in its state until its cleanup reaps it.
+	// Value on an unpinned entry during the collector's mark would keep
+	// its object alive for that cycle.
+	return true
 }
 
 // List returns up to limit objects that match f, in ID order, starting
@@ -144,8 +148,11 @@ func (r *Registry) Watch(ids []handle.ID) (*Subscription, error) {
 	for _, id := range ids {
 		s := r.shard(id)
 		s.mu.RLock()
-		e := s.m[id]
-		if e != nil && e.value() != nil {
+		// An entry in its map has yet to publish its final event, so its
+		// watch will see it (a collected one's COLLECTED comes with its
+		// reap): judge by the map, not by the weak pointer, whose Value
+		// would keep the object alive through a collection's mark.
+		if e := s.m[id]; e != nil {
 			// Under the shard lock no change to e can slip between this
 			// CURRENT event and the subscription.
 			r.events.watch(sub, id, r.event(e, EventCurrent, "", now))

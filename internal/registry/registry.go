@@ -315,6 +315,12 @@ func (r *Registry) StatID(id handle.ID) (Info, error) {
 
 // live returns the entry of id if its object is still alive, or why not.
 // The caller holds s.mu (read or write).
+//
+// It is for single-object answers (Stat, Inspect, Delete) and may call
+// the weak pointer's Value: an object collected whose cleanup has not run
+// yet must answer ErrCollected there as Resolve does. Value during the
+// collector's mark keeps that one object alive for the cycle; no scan may
+// call it (see Filter.match).
 func (r *Registry) live(s *shard, id handle.ID) (*entry, error) {
 	e := s.m[id]
 	if e == nil || e.value() == nil {
@@ -359,7 +365,8 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, alre
 		}
 		if p == nil {
 			// Collected; its cleanup has not run yet. Reap it now so
-			// that every observer agrees from here on.
+			// that every observer agrees from here on. (Value is right
+			// here: pinning needs the bytes.)
 			r.reapLocked(s, e, now)
 			return Info{}, false, nil, ErrCollected
 		}
@@ -401,6 +408,8 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 	}
 	i := e.pinIndex(by.ID)
 	if i < 0 {
+		// A single-object answer: by's unpin of an object collected and
+		// not yet reaped says ErrCollected, as Resolve would.
 		if e.value() == nil {
 			return Info{}, false, ErrCollected
 		}
@@ -524,7 +533,10 @@ func (r *Registry) reap(id handle.ID) {
 	s := r.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.m[id]; e != nil && e.strong == nil && e.weak.Value() == nil {
+	// The runtime queues the cleanup only once the payload is unreachable,
+	// so its weak pointer is nil: there is nothing to check but that the
+	// entry is still there (Delete may have removed it) and unpinned.
+	if e := s.m[id]; e != nil && e.strong == nil {
 		r.reapLocked(s, e, r.now())
 	}
 }
