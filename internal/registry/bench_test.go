@@ -2,6 +2,7 @@ package registry
 
 import (
 	"errors"
+	"runtime"
 	"sync/atomic"
 	"testing"
 )
@@ -197,4 +198,35 @@ func BenchmarkCollect(b *testing.B) {
 			b.Fatalf("Collect freed %d objects, want 1000", rep.Objects)
 		}
 	}
+}
+
+// BenchmarkStats measures a scrape at 1M objects, half of them pinned and
+// half WEAK and kept alive from outside (suspected leaks once the GC clock
+// moves): it must not depend on the number of objects.
+func BenchmarkStats(b *testing.B) {
+	const n = 1 << 20
+	r := newRegistry(b, Config{LeakGCCycles: 3, SoftCacheBytes: 1 << 20})
+	by := newHolder(r)
+	data := newPayload(64, 1)
+	strays := make([]*payload, 0, n/2)
+	for i := range n {
+		holder := &by
+		if i%2 == 0 {
+			holder = nil
+		}
+		info, err := r.Put(data, Meta{}, holder)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if holder == nil {
+			strays = append(strays, r.payloadOf(info.ID))
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		r.Stats()
+	}
+	b.StopTimer()
+	runtime.KeepAlive(strays)
 }

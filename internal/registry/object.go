@@ -161,7 +161,12 @@ type entry struct {
 	lingerUntil  int64       // unix nanoseconds; while LINGERING, when it becomes WEAK
 	lingerTimer  *time.Timer // while LINGERING: ends it
 	handoffUntil int64       // unix nanoseconds: a lease that let go asked to hold it until then
-	weakSince    uint64      // the GC clock when it last became WEAK
+
+	// weakSince is the GC clock when its weak age last started: when it
+	// became WEAK, or left the soft cache while WEAK. Written under its
+	// shard's leak book's mu; read anywhere.
+	weakSince atomic.Uint64
+	leak      leakFlags // guarded by its shard's leak book's mu
 
 	// The soft cache's. cached says it holds the object; removed is set,
 	// under the shard's lock, when the object is deleted, so that the
@@ -186,7 +191,8 @@ func (e *entry) checksum() (uint32, bool) {
 func (e *entry) info() Info {
 	in := e.baseInfo()
 	if e.state == Weak {
-		in.WeakGCCycles = int64(gcNow() - e.weakSince)
+		since := e.weakSince.Load()
+		in.WeakGCCycles = int64(gcNow() - since) // the clock never goes back
 	}
 	return in
 }

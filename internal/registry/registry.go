@@ -46,7 +46,9 @@ type Config struct {
 	// Now returns the current time; tests may set it. Default time.Now.
 	Now func() time.Time
 	// LeakGCCycles, when positive, is how many garbage collections a WEAK
-	// object may survive before it is reported as a suspected leak.
+	// object may survive before it is reported as a suspected leak (at
+	// most MaxLeakGCCycles). Its weak age starts when it becomes WEAK, or
+	// when the soft cache lets go of it.
 	LeakGCCycles int
 	// SoftCacheBytes, when positive, keeps the most recently resolved
 	// objects strongly held, up to this many payload bytes, so that an
@@ -85,9 +87,10 @@ type Registry struct {
 
 // shard is one slice of the object map.
 type shard struct {
-	mu sync.RWMutex
-	m  map[handle.ID]*entry // guarded by mu
-	_  [40]byte             // keep neighbouring shards' locks off one cache line
+	mu    sync.RWMutex
+	m     map[handle.ID]*entry // guarded by mu
+	leaks leakBook             // its own lock: the soft cache changes it too
+	_     [40]byte             // keep neighbouring shards' locks off one cache line
 }
 
 // New returns an empty registry.
@@ -107,6 +110,7 @@ func New(cfg Config) *Registry {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.LeakGCCycles = min(cfg.LeakGCCycles, MaxLeakGCCycles)
 	r := &Registry{
 		codec:   cfg.Codec,
 		cfg:     cfg,
@@ -117,9 +121,10 @@ func New(cfg Config) *Registry {
 	}
 	for i := range r.shards {
 		r.shards[i].m = make(map[handle.ID]*entry)
+		r.shards[i].leaks.init(cfg.LeakGCCycles)
 	}
 	if cfg.SoftCacheBytes > 0 {
-		r.cache = newSoftCache(cfg.SoftCacheBytes)
+		r.cache = newSoftCache(cfg.SoftCacheBytes, func(e *entry) *leakBook { return &r.shard(e.id).leaks })
 	}
 	return r
 }
@@ -187,7 +192,6 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		weak:       weak.Make(p),
 		state:      Weak,
 		stateSince: nowNano,
-		weakSince:  gcNow(),
 		unpinnedAt: nowNano,
 	}
 	e.accessed.Store(nowNano)
@@ -219,6 +223,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		r.publish(e, EventLingering, "", now)
 	} else {
 		r.counters.add(Weak, 1, size)
+		s.leaks.setWeak(e, true)
 		r.publish(e, EventCreated, "", now)
 		r.publish(e, EventWeak, "", now)
 	}
@@ -378,6 +383,7 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, alre
 		e.strong = p
 		e.state = Pinned
 		e.stateSince = now.UnixNano()
+		s.leaks.setWeak(e, false)
 	}
 	e.pins = append(e.pins, Pin{Lease: by.ID, LeaseID: by.LeaseID, Since: now})
 	e.accessed.Store(now.UnixNano())
@@ -441,7 +447,7 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 	r.counters.move(Pinned, Weak, e.size)
 	e.strong = nil // from here the GC decides
 	e.state = Weak
-	e.weakSince = gcNow()
+	s.leaks.setWeak(e, true)
 	r.publish(e, EventUnpinned, by.LeaseID, now)
 	r.publish(e, EventWeak, "", now)
 	return e.info(), true, nil
@@ -486,7 +492,7 @@ func (r *Registry) endLinger(id handle.ID) {
 	e.strong = nil // from here the GC decides
 	e.state = Weak
 	e.stateSince = now.UnixNano()
-	e.weakSince = gcNow()
+	s.leaks.setWeak(e, true)
 	r.publish(e, EventWeak, "", now)
 }
 
@@ -508,6 +514,7 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	pins := e.pins
 	now := r.now()
 	delete(s.m, id)
+	s.leaks.setWeak(e, false)
 	r.tombs.add(id)
 	r.counters.add(e.state, -1, -e.size)
 	if e.state == Pinned {
@@ -545,6 +552,7 @@ func (r *Registry) reap(id handle.ID) {
 // The caller holds s.mu and has seen e's weak pointer go nil.
 func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
 	delete(s.m, e.id)
+	s.leaks.setWeak(e, false)
 	r.counters.add(e.state, -1, -e.size)
 	r.counters.collected.Add(1)
 	r.counters.collectedBytes.Add(e.size)
