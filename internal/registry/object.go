@@ -153,14 +153,18 @@ type entry struct {
 	weak     weak.Pointer[payload]
 
 	// Guarded by the shard's mu.
-	strong       *payload // non-nil exactly while the object is pinned or lingering
-	pins         []Pin    // at most one per lease; few per object in practice
-	state        State
-	stateSince   int64       // unix nanoseconds
-	unpinnedAt   int64       // unix nanoseconds of the last pinned -> unpinned change
-	lingerUntil  int64       // unix nanoseconds; while LINGERING, when it becomes WEAK
-	lingerTimer  *time.Timer // while LINGERING: ends it
-	handoffUntil int64       // unix nanoseconds: a lease that let go asked to hold it until then
+	strong      *payload // non-nil exactly while the object is pinned or lingering
+	pins        []Pin    // at most one per lease; few per object in practice
+	state       State
+	stateSince  int64       // unix nanoseconds
+	unpinnedAt  int64       // unix nanoseconds of the last pinned -> unpinned change
+	lingerTimer *time.Timer // while LINGERING: ends it
+	// The deadlines are times from Config.Now, which carry the monotonic
+	// clock's reading (time.Now's do): they are compared and subtracted
+	// on it, so that a step of the wall clock neither lengthens nor
+	// shortens them. Only their display is wall time.
+	lingerUntil  time.Time // while LINGERING, when it becomes WEAK
+	handoffUntil time.Time // a lease that let go asked to hold it until then
 
 	// weakSince is the GC clock when its weak age last started: when it
 	// became WEAK, or left the soft cache while WEAK. Written under its
@@ -219,7 +223,7 @@ func (e *entry) lingerUntilTime() time.Time {
 	if e.state != Lingering {
 		return time.Time{}
 	}
-	return time.Unix(0, e.lingerUntil)
+	return e.lingerUntil
 }
 
 // pinIndex returns the index of lease's pin, or -1.

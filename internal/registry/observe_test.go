@@ -13,13 +13,13 @@ import (
 // weakObjects is how many unpinned objects TestObserversKeepNoWeakObjectAlive
 // collects: the figure is 200000
 // (go test -run TestObserversKeepNoWeakObjectAlive -weak-objects=200000).
-var weakObjects = flag.Int("weak-objects", 0, "unpinned objects the observer test collects (0: 20000, 2000 with -short)")
+var weakObjects = flag.Int("weak-objects", 0, "unpinned objects the observer test collects (0: 20000, 2000 with -short or -race)")
 
 func weakObjectCount() int {
 	switch {
 	case *weakObjects > 0:
 		return *weakObjects
-	case testing.Short():
+	case testing.Short() || raceEnabled:
 		return 2000
 	}
 	return 20000

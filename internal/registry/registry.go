@@ -34,7 +34,8 @@ type Config struct {
 	// pinned objects (an object counts once however many leases pin it).
 	MaxPinnedBytes int64
 	// Tombstones is how many deleted handles are remembered, to answer
-	// ErrDeleted rather than ErrCollected. Default 10000.
+	// ErrDeleted rather than ErrCollected. Default 10000; negative
+	// remembers none.
 	Tombstones int
 	// WatchBuffer is how many events a subscriber may fall behind before it
 	// is dropped with ErrWatchTooSlow. Default 1024.
@@ -44,6 +45,8 @@ type Config struct {
 	// negative keeps none.
 	WatchHistory int
 	// Now returns the current time; tests may set it. Default time.Now.
+	// Linger and hand-off deadlines are compared on the monotonic clock
+	// when its times carry one, as time.Now's do.
 	Now func() time.Time
 	// LeakGCCycles, when positive, is how many garbage collections a WEAK
 	// object may survive before it is reported as a suspected leak (at
@@ -422,8 +425,8 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 		return e.info(), false, nil
 	}
 	now := r.now()
-	if handoff > 0 {
-		e.handoffUntil = max(e.handoffUntil, now.Add(handoff).UnixNano())
+	if until := now.Add(handoff); handoff > 0 && until.After(e.handoffUntil) {
+		e.handoffUntil = until
 	}
 	e.pins = append(e.pins[:i], e.pins[i+1:]...)
 	r.counters.pins.Add(-1)
@@ -437,9 +440,13 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 	r.releasePinned(e.size)
 	e.stateSince = now.UnixNano()
 	e.unpinnedAt = now.UnixNano()
-	if until := max(now.Add(e.meta.Linger).UnixNano(), e.handoffUntil); until > now.UnixNano() {
+	until := now.Add(e.meta.Linger)
+	if e.handoffUntil.After(until) {
+		until = e.handoffUntil
+	}
+	if d := until.Sub(now); d > 0 {
 		r.counters.move(Pinned, Lingering, e.size)
-		r.startLinger(e, now, time.Duration(until-now.UnixNano()))
+		r.startLinger(e, now, d)
 		r.publish(e, EventUnpinned, by.LeaseID, now)
 		r.publish(e, EventLingering, "", now)
 		return e.info(), true, nil
@@ -458,7 +465,7 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 func (r *Registry) startLinger(e *entry, now time.Time, d time.Duration) {
 	e.state = Lingering
 	e.stateSince = now.UnixNano()
-	e.lingerUntil = now.Add(d).UnixNano()
+	e.lingerUntil = now.Add(d)
 	id := e.id // the timer must not reach the payload
 	e.lingerTimer = time.AfterFunc(d, func() { r.endLinger(id) })
 }
@@ -483,7 +490,7 @@ func (r *Registry) endLinger(id handle.ID) {
 		return
 	}
 	now := r.now()
-	if left := time.Duration(e.lingerUntil - now.UnixNano()); left > 0 {
+	if left := e.lingerUntil.Sub(now); left > 0 {
 		e.lingerTimer = time.AfterFunc(left, func() { r.endLinger(id) }) // a clock that runs slow
 		return
 	}
