@@ -211,3 +211,42 @@ func TestInspectReturnsPinsOldestFirst(t *testing.T) {
 		t.Fatal("Inspect handed out the registry's own pin slice")
 	}
 }
+
+// TestFilteredListPagesAreBounded: a filter that few objects match does
+// not scan the whole registry for a page: each page examines a bounded
+// number of entries and may come back short, or empty, with a token to go
+// on; paging on finds every match once, in ID order.
+func TestFilteredListPagesAreBounded(t *testing.T) {
+	noAutoGC(t) // the weak objects stay
+	r := newRegistry(t, Config{})
+	by := newHolder(r)
+	const n, limit = 5000, 10
+	for i := range n {
+		put(t, r, 8, byte(i), Meta{}, nil)
+	}
+	var want []handle.ID
+	for i := range 3 {
+		info, _ := put(t, r, 8, byte(i), Meta{}, &by)
+		want = append(want, info.ID)
+	}
+	slices.SortFunc(want, func(x, y handle.ID) int { return bytes.Compare(x[:], y[:]) })
+	var got []handle.ID
+	token, pages := "", 0
+	for ; pages <= n; pages++ {
+		infos, next, err := r.List(Filter{State: Pinned}, token, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, idsOf(infos)...)
+		if next == "" {
+			break
+		}
+		token = next
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("paging through the pinned objects found %x, want %x", got, want)
+	}
+	if min := n / (listScanFactor * limit); pages < min {
+		t.Fatalf("%d pages for %d objects: a page examined more than %d entries", pages+1, n, listScanFactor*limit)
+	}
+}

@@ -18,6 +18,8 @@ import (
 	"time"
 	"weak"
 
+	"github.com/google/btree"
+
 	"github.com/weakref/registry/internal/handle"
 )
 
@@ -91,9 +93,10 @@ type Registry struct {
 // shard is one slice of the object map.
 type shard struct {
 	mu    sync.RWMutex
-	m     map[handle.ID]*entry // guarded by mu
-	leaks leakBook             // its own lock: the soft cache changes it too
-	_     [40]byte             // keep neighbouring shards' locks off one cache line
+	m     map[handle.ID]*entry  // guarded by mu
+	index *btree.BTreeG[*entry] // guarded by mu: m's entries in ID order, for List
+	leaks leakBook              // its own lock: the soft cache changes it too
+	_     [40]byte              // keep neighbouring shards' locks off one cache line
 }
 
 // New returns an empty registry.
@@ -124,6 +127,7 @@ func New(cfg Config) *Registry {
 	}
 	for i := range r.shards {
 		r.shards[i].m = make(map[handle.ID]*entry)
+		r.shards[i].index = newIndex()
 		r.shards[i].leaks.init(cfg.LeakGCCycles)
 	}
 	if cfg.SoftCacheBytes > 0 {
@@ -208,6 +212,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	s := r.shard(id)
 	s.mu.Lock()
 	s.m[id] = e
+	s.index.ReplaceOrInsert(e)
 	r.counters.puts.Add(1)
 	if by != nil {
 		e.strong = p
@@ -521,6 +526,7 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	pins := e.pins
 	now := r.now()
 	delete(s.m, id)
+	s.index.Delete(e)
 	s.leaks.setWeak(e, false)
 	r.tombs.add(id)
 	r.counters.add(e.state, -1, -e.size)
@@ -559,6 +565,7 @@ func (r *Registry) reap(id handle.ID) {
 // The caller holds s.mu and has seen e's weak pointer go nil.
 func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
 	delete(s.m, e.id)
+	s.index.Delete(e)
 	s.leaks.setWeak(e, false)
 	r.counters.add(e.state, -1, -e.size)
 	r.counters.collected.Add(1)
