@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"encoding/base64"
 	"encoding/binary"
 
 	"github.com/google/btree"
@@ -61,6 +60,9 @@ const listScanFactor = 10
 
 // List returns up to limit objects that match f, in ID order, starting
 // after the page token; and the token of the next page, empty on the last.
+// A page token is a handle of kind handle.PageToken naming the last ID a
+// page covered: MAC'd, so a token of another key, node or run, or an
+// altered one, is refused with ErrPageToken.
 //
 // A page costs O(limit), whatever the number of objects: each shard keeps
 // its IDs in a B-tree, and since an object's shard is its ID's first byte
@@ -78,11 +80,13 @@ const listScanFactor = 10
 func (r *Registry) List(f Filter, pageToken string, limit int) ([]Info, string, error) {
 	var after handle.ID
 	if pageToken != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(pageToken)
-		if err != nil || len(raw) != len(after) {
+		// Whatever Parse says (malformed, another key's, another node's,
+		// an earlier run's, altered) the token is not one of this run's.
+		id, err := r.codec.Parse(handle.PageToken, pageToken)
+		if err != nil {
 			return nil, "", ErrPageToken
 		}
-		copy(after[:], raw)
+		after = id
 	}
 	if limit <= 0 {
 		limit = 100
@@ -133,11 +137,11 @@ func (r *Registry) List(f Filter, pageToken string, limit int) ([]Info, string, 
 	switch {
 	case len(page) > limit:
 		page = page[:limit]
-		next = encodePageToken(page[limit-1].ID)
+		next = r.codec.Format(handle.PageToken, page[limit-1].ID)
 	case full:
 		// The bound was reached: the next page starts after the last
 		// entry examined, matched or not.
-		next = encodePageToken(last)
+		next = r.codec.Format(handle.PageToken, last)
 	}
 	return page, next, nil
 }
@@ -158,8 +162,6 @@ func incID(id *handle.ID) bool {
 	}
 	return false
 }
-
-func encodePageToken(id handle.ID) string { return base64.RawURLEncoding.EncodeToString(id[:]) }
 
 // Inspect returns an object's metadata and its pins, oldest first.
 func (r *Registry) Inspect(id handle.ID) (Info, []Pin, error) {
