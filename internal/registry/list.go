@@ -53,6 +53,11 @@ const indexDegree = 32
 
 func newIndex() *btree.BTreeG[*entry] { return btree.NewG(indexDegree, idLess) }
 
+// listHold is how many entries List examines under one hold of a shard's
+// read lock: a long filtered page must not keep a writer, such as the
+// cleanup goroutine reaping what the collector took, waiting.
+const listHold = 64
+
 // listScanFactor bounds the entries a filtered List examines per page, as
 // a multiple of the page size: a filter that few objects match gets a
 // short page and a token to go on with rather than a scan of everything.
@@ -74,7 +79,8 @@ const listScanFactor = 10
 // reaches that bound it ends early, shorter than limit or even empty, with
 // a token to go on from, as AIP-158 allows; only the last page has none.
 //
-// It takes one shard's read lock at a time, never two, so a listing under
+// It takes one shard's read lock at a time, never two, and for at most
+// listHold entries, so a listing under
 // change is a fair view, not a snapshot. Liveness is judged by state: an
 // object collected but not yet reaped is listed as it stood.
 func (r *Registry) List(f Filter, pageToken string, limit int) ([]Info, string, error) {
@@ -109,16 +115,19 @@ func (r *Registry) List(f Filter, pageToken string, limit int) ([]Info, string, 
 		}
 	}
 	full := false
-	for b := int(pivot.id[0]); b < 256 && !full; b++ {
-		if b > int(pivot.id[0]) {
-			pivot.id = handle.ID{byte(b)}
-		}
+	for b := int(pivot.id[0]); b < 256 && !full; {
 		s := &r.shards[b&(shardCount-1)] // as Registry.shard
+		held, paused := 0, false
 		s.mu.RLock()
 		s.index.AscendGreaterOrEqual(pivot, func(e *entry) bool {
 			if e.id[0] != byte(b) {
 				return false // the next first byte is in another shard
 			}
+			if held == listHold {
+				pivot.id, paused = e.id, true // go on from e after a pause
+				return false
+			}
+			held++
 			examined++
 			last = e.id
 			if f.match(e) {
@@ -132,6 +141,11 @@ func (r *Registry) List(f Filter, pageToken string, limit int) ([]Info, string, 
 			return !full
 		})
 		s.mu.RUnlock()
+		if !paused {
+			if b++; b < 256 {
+				pivot.id = handle.ID{byte(b)}
+			}
+		}
 	}
 	next := ""
 	switch {

@@ -76,6 +76,11 @@ func TestObserversKeepNoWeakObjectAlive(t *testing.T) {
 						}
 						f()
 						rounds.Add(1)
+						// A scraper waits on its network between scrapes;
+						// a loop that never yields would starve the
+						// runtime's cleanup goroutine, whose reaps
+						// Collect waits for.
+						runtime.Gosched()
 					}
 				})
 			}
@@ -89,6 +94,7 @@ func TestObserversKeepNoWeakObjectAlive(t *testing.T) {
 							return
 						}
 						token = next
+						runtime.Gosched() // a page is a call of its own
 					}
 				})
 			}
