@@ -31,7 +31,6 @@ type leakBook struct {
 	at   uint64  // guarded by mu: the GC tick the ring is folded to
 	ring []int64 // guarded by mu: candidates by starting tick, in the window
 	old  int64   // guarded by mu: candidates at least n cycles old
-	_    [16]byte
 }
 
 func (b *leakBook) init(n int) {

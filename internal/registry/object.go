@@ -117,9 +117,10 @@ type Info struct {
 	// SoftCached: the soft cache holds the object strongly.
 	SoftCached bool
 	// WeakGCCycles is, for a WEAK object, how many garbage collections it
-	// has survived since it became weak; SuspectedLeak says it survived
-	// too many (Config.LeakGCCycles) while nothing of the registry's held
-	// it: something else in the process references it.
+	// has survived since it became weak, or since the soft cache let go of
+	// it if later; SuspectedLeak says it survived too many
+	// (Config.LeakGCCycles) while nothing of the registry's held it:
+	// something else in the process references it.
 	WeakGCCycles  int64
 	SuspectedLeak bool
 }
