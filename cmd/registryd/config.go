@@ -119,7 +119,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.maxLinger, "max-linger", 10*time.Minute, "longest linger an object may ask for: strongly held after its last pin goes (0: no linger)")
 	fs.IntVar(&c.leakGCCycles, "leak-gc-cycles", 3, "report a WEAK object that survives this many garbage collections as a suspected leak (0: never)")
 	fs.Var(&c.softCacheBytes, "soft-cache-bytes", "keep the most recently resolved objects strongly held up to this `size` of payload, least recently used going weak first (0: off)")
-	fs.IntVar(&c.tombstones, "tombstones", 10000, "how many deleted handles to remember, to answer OBJECT_DELETED")
+	fs.IntVar(&c.tombstones, "tombstones", 10000, "how many deleted handles to remember, to answer OBJECT_DELETED (0: none)")
 	fs.IntVar(&c.watchBuffer, "watch-buffer", 1024, "events a watcher may fall behind before it is dropped")
 	fs.IntVar(&c.watchHistory, "watch-history", 10000, "latest events kept for watchers that resume from a sequence; older ones answer WATCH_HISTORY_COMPACTED (0: none)")
 	fs.DurationVar(&c.keepaliveTime, "keepalive-time", 20*time.Second, "ping a client idle this long")
@@ -154,6 +154,12 @@ func parseConfig(args []string) (*config, error) {
 	}
 	if c.leakGCCycles < 0 {
 		return nil, fmt.Errorf("--leak-gc-cycles (REGISTRYD_LEAK_GC_CYCLES) %d: want 0 or more", c.leakGCCycles)
+	}
+	if c.tombstones < 0 {
+		return nil, fmt.Errorf("--tombstones (REGISTRYD_TOMBSTONES) %d: want 0 or more", c.tombstones)
+	}
+	if c.tombstones == 0 {
+		c.tombstones = -1 // registry.Config reads 0 as its default and a negative count as none
 	}
 	if c.watchHistory < 0 {
 		return nil, fmt.Errorf("--watch-history (REGISTRYD_WATCH_HISTORY) %d: want 0 or more", c.watchHistory)

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/registry"
 )
 
 func TestConfigFlagsEnvAndDefaults(t *testing.T) {
@@ -118,6 +122,7 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, nil, "-nope"},
 		{"stray argument", []string{"serve"}, nil, `"serve"`},
 		{"node too big", []string{"--node=70000"}, nil, "--node"},
+		{"negative tombstones", []string{"--tombstones=-1"}, nil, "--tombstones"},
 		{"negative linger", []string{"--max-linger=-1s"}, nil, "--max-linger"},
 		{"negative leak cycles", nil, map[string]string{"REGISTRYD_LEAK_GC_CYCLES": "-2"}, "--leak-gc-cycles"},
 		{"bad soft cache size", nil, map[string]string{"REGISTRYD_SOFT_CACHE_BYTES": "big"}, "REGISTRYD_SOFT_CACHE_BYTES"},
@@ -192,5 +197,38 @@ func TestLoadKeyPrefersEnvThenFileThenRandom(t *testing.T) {
 	key, random, err = loadKey(&config{})
 	if err != nil || !random || len(key) != 32 {
 		t.Fatalf("random: %x %v %v", key, random, err)
+	}
+}
+
+// TestTombstonesZeroRemembersNone: --tombstones 0 gives a registry that
+// remembers no deleted handle (registry.Config reads 0 as its default).
+func TestTombstonesZeroRemembersNone(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want error
+	}{
+		{nil, registry.ErrDeleted},
+		{[]string{"--tombstones", "0"}, registry.ErrCollected},
+	} {
+		c, err := parseConfig(tt.args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		codec, err := handle.NewCodec(handle.Config{Key: bytes.Repeat([]byte{1}, handle.MinKeyLen)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg := registry.New(registry.Config{Codec: codec, Tombstones: c.tombstones})
+		info, err := reg.Put([]byte("x"), registry.Meta{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := reg.Delete(info.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := reg.Resolve(info.Handle); !errors.Is(err, tt.want) {
+			t.Errorf("%v: Resolve of a deleted handle: %v, want %v", tt.args, err, tt.want)
+		}
+		reg.Close()
 	}
 }

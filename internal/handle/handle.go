@@ -1,5 +1,6 @@
 // Package handle mints and verifies the registry's capabilities: the opaque
-// strings that name objects ("obj_…") and leases ("lse_…").
+// strings that name objects ("obj_…") and leases ("lse_…"), and the page
+// tokens of listings ("pgt_…").
 //
 // A handle is 128 random bits plus, under an HMAC-SHA256 with the server
 // key, the kind, a format version, the issuing node's tag and the epoch of
@@ -34,12 +35,19 @@ const (
 	Object Kind = iota
 	// Lease handles name leases: "lse_…".
 	Lease
+	// PageToken handles name a place in a listing, the ID listed last:
+	// "pgt_…". Minted as handles, page tokens are bound to this key, node
+	// and run, and cannot be forged or altered.
+	PageToken
 )
 
 // Prefix returns the fixed string every handle of kind k starts with.
 func (k Kind) Prefix() string {
-	if k == Lease {
+	switch k {
+	case Lease:
 		return "lse_"
+	case PageToken:
+		return "pgt_"
 	}
 	return "obj_"
 }

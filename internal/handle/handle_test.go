@@ -26,7 +26,7 @@ func newCodec(t testing.TB, cfg handle.Config) *handle.Codec {
 	return c
 }
 
-var kinds = []handle.Kind{handle.Object, handle.Lease}
+var kinds = []handle.Kind{handle.Object, handle.Lease, handle.PageToken}
 
 // isBase64URL reports whether s holds only characters of the unpadded
 // URL-safe base64 alphabet.
@@ -76,6 +76,9 @@ func TestKindPrefixes(t *testing.T) {
 	}
 	if got := handle.Lease.Prefix(); got != "lse_" {
 		t.Errorf("Lease.Prefix() = %q, want lse_", got)
+	}
+	if got := handle.PageToken.Prefix(); got != "pgt_" {
+		t.Errorf("PageToken.Prefix() = %q, want pgt_", got)
 	}
 }
 

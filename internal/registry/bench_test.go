@@ -2,6 +2,8 @@ package registry
 
 import (
 	"errors"
+	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 )
@@ -195,6 +197,83 @@ func BenchmarkCollect(b *testing.B) {
 		b.StartTimer()
 		if rep := r.Collect(); rep.Objects != 1000 {
 			b.Fatalf("Collect freed %d objects, want 1000", rep.Objects)
+		}
+	}
+}
+
+// BenchmarkStats measures a scrape at 1M objects, half of them pinned and
+// half WEAK and kept alive from outside (suspected leaks once the GC clock
+// moves): it must not depend on the number of objects.
+func BenchmarkStats(b *testing.B) {
+	const n = 1 << 20
+	r := newRegistry(b, Config{LeakGCCycles: 3, SoftCacheBytes: 1 << 20})
+	by := newHolder(r)
+	data := newPayload(64, 1)
+	strays := make([]*payload, 0, n/2)
+	for i := range n {
+		holder := &by
+		if i%2 == 0 {
+			holder = nil
+		}
+		info, err := r.Put(data, Meta{}, holder)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if holder == nil {
+			strays = append(strays, r.payloadOf(info.ID))
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		r.Stats()
+	}
+	b.StopTimer()
+	runtime.KeepAlive(strays)
+}
+
+// BenchmarkListPage pages through n objects, 100 at a time, from start
+// to end and again: a page must cost the same at 10k objects as at 1M.
+func BenchmarkListPage(b *testing.B) {
+	for _, n := range []int{10_000, 1 << 20} {
+		for _, tt := range []struct {
+			name string
+			f    Filter
+		}{
+			{"all", Filter{}},
+			{"weak", Filter{State: Weak}}, // half match
+		} {
+			b.Run(fmt.Sprintf("objects=%d/%s", n, tt.name), func(b *testing.B) {
+				r := newRegistry(b, Config{})
+				by := newHolder(r)
+				data := newPayload(64, 1)
+				strays := make([]*payload, 0, n/2)
+				for i := range n {
+					holder := &by
+					if i%2 == 0 {
+						holder = nil
+					}
+					info, err := r.Put(data, Meta{}, holder)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if holder == nil {
+						strays = append(strays, r.payloadOf(info.ID))
+					}
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				token := ""
+				for b.Loop() {
+					_, next, err := r.List(tt.f, token, 100)
+					if err != nil {
+						b.Fatal(err)
+					}
+					token = next
+				}
+				b.StopTimer()
+				runtime.KeepAlive(strays)
+			})
 		}
 	}
 }

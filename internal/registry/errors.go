@@ -19,7 +19,8 @@ var (
 	ErrPinned = errors.New("object is pinned")
 	// ErrClosed: the registry was closed.
 	ErrClosed = errors.New("registry is closed")
-	// ErrPageToken: a ListObjects page token this registry did not make.
+	// ErrPageToken: a ListObjects page token this run of this registry
+	// did not make (malformed, altered, of another key, node or run).
 	ErrPageToken = errors.New("page token is invalid")
 )
 

@@ -1,9 +1,9 @@
 package registry
 
 import (
-	"bytes"
-	"encoding/base64"
-	"slices"
+	"encoding/binary"
+
+	"github.com/google/btree"
 
 	"github.com/weakref/registry/internal/handle"
 )
@@ -32,69 +32,149 @@ func (f *Filter) match(e *entry) bool {
 			return false
 		}
 	}
-	return e.value() != nil
+	// Liveness is judged by state, never by the weak pointer: an entry
+	// still in its map is listed in its state until its cleanup reaps it.
+	// Value on an unpinned entry during the collector's mark would keep
+	// its object alive for that cycle.
+	return true
 }
+
+// idLess orders entries by ID, bytewise: the order List keeps.
+func idLess(a, b *entry) bool {
+	if x, y := binary.BigEndian.Uint64(a.id[:8]), binary.BigEndian.Uint64(b.id[:8]); x != y {
+		return x < y
+	}
+	return binary.BigEndian.Uint64(a.id[8:]) < binary.BigEndian.Uint64(b.id[8:])
+}
+
+// indexDegree is the B-tree's degree: nodes of 31 to 63 entry pointers,
+// about 12 bytes per object in all.
+const indexDegree = 32
+
+func newIndex() *btree.BTreeG[*entry] { return btree.NewG(indexDegree, idLess) }
+
+// listHold is how many entries List examines under one hold of a shard's
+// read lock: a long filtered page must not keep a writer, such as the
+// cleanup goroutine reaping what the collector took, waiting.
+const listHold = 64
+
+// listScanFactor bounds the entries a filtered List examines per page, as
+// a multiple of the page size: a filter that few objects match gets a
+// short page and a token to go on with rather than a scan of everything.
+const listScanFactor = 10
 
 // List returns up to limit objects that match f, in ID order, starting
 // after the page token; and the token of the next page, empty on the last.
-// Each page scans every shard once; it takes no lock across shards, so a
-// listing under change is a fair view, not a snapshot.
+// A page token is a handle of kind handle.PageToken naming the last ID a
+// page covered: MAC'd, so a token of another key, node or run, or an
+// altered one, is refused with ErrPageToken.
+//
+// A page costs O(limit), whatever the number of objects: each shard keeps
+// its IDs in a B-tree, and since an object's shard is its ID's first byte
+// (modulo shardCount), the IDs that start with one byte lie together in
+// one shard's tree. A page walks the first bytes up from the token's and,
+// for each, the one tree that holds them, examining entries in ID order
+// and stopping at the page's end. With a filter, a page examines at most
+// listScanFactor*limit entries (and never fewer than limit+1): when it
+// reaches that bound it ends early, shorter than limit or even empty, with
+// a token to go on from, as AIP-158 allows; only the last page has none.
+//
+// It takes one shard's read lock at a time, never two, and for at most
+// listHold entries, so a listing under
+// change is a fair view, not a snapshot. Liveness is judged by state: an
+// object collected but not yet reaped is listed as it stood.
 func (r *Registry) List(f Filter, pageToken string, limit int) ([]Info, string, error) {
 	var after handle.ID
 	if pageToken != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(pageToken)
-		if err != nil || len(raw) != len(after) {
+		// Whatever Parse says (malformed, another key's, another node's,
+		// an earlier run's, altered) the token is not one of this run's.
+		id, err := r.codec.Parse(handle.PageToken, pageToken)
+		if err != nil {
 			return nil, "", ErrPageToken
 		}
-		copy(after[:], raw)
+		after = id
 	}
 	if limit <= 0 {
 		limit = 100
 	}
-	// Keep the limit+1 smallest IDs above after: one more than the page,
-	// to know whether another page follows.
-	type item struct {
-		id   handle.ID
-		info Info
+	budget := limit + 1 // entries it may examine
+	if !f.all() {
+		budget = max(listScanFactor*limit, limit+1)
 	}
-	page := make([]item, 0, limit+1)
-	for i := range r.shards {
-		s := &r.shards[i]
-		s.mu.RLock()
-		for id, e := range s.m {
-			if pageToken != "" && bytes.Compare(id[:], after[:]) <= 0 {
-				continue
-			}
-			if len(page) == limit+1 && bytes.Compare(id[:], page[limit].id[:]) >= 0 {
-				continue
-			}
-			if !f.match(e) {
-				continue
-			}
-			it := item{id: id, info: e.info()}
-			r.judge(&it.info)
-			if f.SuspectedLeaks && !it.info.SuspectedLeak {
-				continue
-			}
-			at, _ := slices.BinarySearchFunc(page, id, func(a item, b handle.ID) int { return bytes.Compare(a.id[:], b[:]) })
-			if len(page) == limit+1 {
-				page = page[:limit]
-			}
-			page = slices.Insert(page, at, it)
+	var (
+		page     = make([]Info, 0, min(limit+1, 1024))
+		examined int
+		last     handle.ID // the last entry examined
+	)
+	// pivot is where the walk of each first byte starts: just after the
+	// token for its first byte, then the first ID of each byte after it.
+	pivot := &entry{id: after}
+	if pageToken != "" {
+		if !incID(&pivot.id) {
+			return nil, "", nil // the token is the largest ID there can be
 		}
+	}
+	full := false
+	for b := int(pivot.id[0]); b < 256 && !full; {
+		s := &r.shards[b&(shardCount-1)] // as Registry.shard
+		held, paused := 0, false
+		s.mu.RLock()
+		s.index.AscendGreaterOrEqual(pivot, func(e *entry) bool {
+			if e.id[0] != byte(b) {
+				return false // the next first byte is in another shard
+			}
+			if held == listHold {
+				pivot.id, paused = e.id, true // go on from e after a pause
+				return false
+			}
+			held++
+			examined++
+			last = e.id
+			if f.match(e) {
+				info := e.info()
+				r.judge(&info)
+				if !f.SuspectedLeaks || info.SuspectedLeak {
+					page = append(page, info)
+				}
+			}
+			full = len(page) > limit || examined >= budget
+			return !full
+		})
 		s.mu.RUnlock()
+		if !paused {
+			if b++; b < 256 {
+				pivot.id = handle.ID{byte(b)}
+			}
+		}
 	}
 	next := ""
-	if len(page) > limit {
+	switch {
+	case len(page) > limit:
 		page = page[:limit]
-		last := page[limit-1].id
-		next = base64.RawURLEncoding.EncodeToString(last[:])
+		next = r.codec.Format(handle.PageToken, page[limit-1].ID)
+	case full:
+		// The bound was reached: the next page starts after the last
+		// entry examined, matched or not.
+		next = r.codec.Format(handle.PageToken, last)
 	}
-	out := make([]Info, len(page))
-	for i := range page {
-		out[i] = page[i].info
+	return page, next, nil
+}
+
+// all reports whether f selects every object.
+func (f *Filter) all() bool {
+	return f.State == StateUnknown && len(f.Labels) == 0 && f.Lease == nil && !f.SuspectedLeaks
+}
+
+// incID sets id to the next ID in order, reporting false when id was the
+// last.
+func incID(id *handle.ID) bool {
+	for i := len(id) - 1; i >= 0; i-- {
+		id[i]++
+		if id[i] != 0 {
+			return true
+		}
 	}
-	return out, next, nil
+	return false
 }
 
 // Inspect returns an object's metadata and its pins, oldest first.
@@ -144,8 +224,11 @@ func (r *Registry) Watch(ids []handle.ID) (*Subscription, error) {
 	for _, id := range ids {
 		s := r.shard(id)
 		s.mu.RLock()
-		e := s.m[id]
-		if e != nil && e.value() != nil {
+		// An entry in its map has yet to publish its final event, so its
+		// watch will see it (a collected one's COLLECTED comes with its
+		// reap): judge by the map, not by the weak pointer, whose Value
+		// would keep the object alive through a collection's mark.
+		if e := s.m[id]; e != nil {
 			// Under the shard lock no change to e can slip between this
 			// CURRENT event and the subscription.
 			r.events.watch(sub, id, r.event(e, EventCurrent, "", now))

@@ -88,7 +88,7 @@ func TestListPageSizeBoundaries(t *testing.T) {
 			}
 			if tt.wantNext {
 				last := infos[len(infos)-1].ID
-				if next != base64.RawURLEncoding.EncodeToString(last[:]) {
+				if id, err := r.codec.Parse(handle.PageToken, next); err != nil || id != last {
 					t.Fatalf("next token %q does not name the page's last object", next)
 				}
 			}
@@ -209,5 +209,97 @@ func TestInspectReturnsPinsOldestFirst(t *testing.T) {
 	pins[0] = Pin{}
 	if _, again, _ := r.Inspect(info.ID); again[0].Lease != a.ID {
 		t.Fatal("Inspect handed out the registry's own pin slice")
+	}
+}
+
+// TestFilteredListPagesAreBounded: a filter that few objects match does
+// not scan the whole registry for a page: each page examines a bounded
+// number of entries and may come back short, or empty, with a token to go
+// on; paging on finds every match once, in ID order.
+func TestFilteredListPagesAreBounded(t *testing.T) {
+	noAutoGC(t) // the weak objects stay
+	r := newRegistry(t, Config{})
+	by := newHolder(r)
+	const n, limit = 5000, 10
+	for i := range n {
+		put(t, r, 8, byte(i), Meta{}, nil)
+	}
+	var want []handle.ID
+	for i := range 3 {
+		info, _ := put(t, r, 8, byte(i), Meta{}, &by)
+		want = append(want, info.ID)
+	}
+	slices.SortFunc(want, func(x, y handle.ID) int { return bytes.Compare(x[:], y[:]) })
+	var got []handle.ID
+	token, pages := "", 0
+	for ; pages <= n; pages++ {
+		infos, next, err := r.List(Filter{State: Pinned}, token, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, idsOf(infos)...)
+		if next == "" {
+			break
+		}
+		token = next
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("paging through the pinned objects found %x, want %x", got, want)
+	}
+	if min := n / (listScanFactor * limit); pages < min {
+		t.Fatalf("%d pages for %d objects: a page examined more than %d entries", pages+1, n, listScanFactor*limit)
+	}
+}
+
+// TestListRefusesPageTokensOfOtherKeysNodesAndRuns: a page token is bound
+// to the key, node and run that made it; one from elsewhere, or altered,
+// or a handle of another kind, is refused rather than read as a place.
+func TestListRefusesPageTokensOfOtherKeysNodesAndRuns(t *testing.T) {
+	r := newRegistry(t, Config{})
+	by := newHolder(r)
+	var infos []Info
+	for i := range 3 {
+		info, _ := put(t, r, 8, byte(i), Meta{}, &by)
+		infos = append(infos, info)
+	}
+	_, token, err := r.List(Filter{}, "", 1)
+	if err != nil || token == "" {
+		t.Fatalf("first page: token %q, %v", token, err)
+	}
+	if page, _, err := r.List(Filter{}, token, 10); err != nil || len(page) != 2 {
+		t.Fatalf("second page with this run's token: %d objects, %v; want 2", len(page), err)
+	}
+	last, err := r.codec.Parse(handle.PageToken, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec := func(key []byte, node uint16, epoch uint64) *handle.Codec {
+		c, err := handle.NewCodec(handle.Config{Key: key, Node: node, Epoch: epoch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	otherKey := bytes.Repeat([]byte{0x24}, handle.MinKeyLen)
+	altered := []byte(token)
+	altered[len(altered)-5] ^= 1
+	tests := []struct {
+		name  string
+		token string
+	}{
+		{"another key", codec(otherKey, testNode, testEpoch).Format(handle.PageToken, last)},
+		{"another node", codec(testKey, testNode+1, testEpoch).Format(handle.PageToken, last)},
+		{"another run", codec(testKey, testNode, testEpoch+1).Format(handle.PageToken, last)},
+		{"altered", string(altered)},
+		{"the bare ID", base64.RawURLEncoding.EncodeToString(last[:])},
+		{"an object handle", infos[0].Handle},
+		{"an object handle under the token prefix", handle.PageToken.Prefix() + infos[0].Handle[len(handle.Object.Prefix()):]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if page, next, err := r.List(Filter{}, tt.token, 10); !errors.Is(err, ErrPageToken) || page != nil || next != "" {
+				t.Fatalf("List(%q) = %d objects, next %q, %v; want ErrPageToken", tt.token, len(page), next, err)
+			}
+		})
 	}
 }

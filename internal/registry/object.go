@@ -117,9 +117,10 @@ type Info struct {
 	// SoftCached: the soft cache holds the object strongly.
 	SoftCached bool
 	// WeakGCCycles is, for a WEAK object, how many garbage collections it
-	// has survived since it became weak; SuspectedLeak says it survived
-	// too many (Config.LeakGCCycles) while nothing of the registry's held
-	// it: something else in the process references it.
+	// has survived since it became weak, or since the soft cache let go of
+	// it if later; SuspectedLeak says it survived too many
+	// (Config.LeakGCCycles) while nothing of the registry's held it:
+	// something else in the process references it.
 	WeakGCCycles  int64
 	SuspectedLeak bool
 }
@@ -153,15 +154,24 @@ type entry struct {
 	weak     weak.Pointer[payload]
 
 	// Guarded by the shard's mu.
-	strong       *payload // non-nil exactly while the object is pinned or lingering
-	pins         []Pin    // at most one per lease; few per object in practice
-	state        State
-	stateSince   int64       // unix nanoseconds
-	unpinnedAt   int64       // unix nanoseconds of the last pinned -> unpinned change
-	lingerUntil  int64       // unix nanoseconds; while LINGERING, when it becomes WEAK
-	lingerTimer  *time.Timer // while LINGERING: ends it
-	handoffUntil int64       // unix nanoseconds: a lease that let go asked to hold it until then
-	weakSince    uint64      // the GC clock when it last became WEAK
+	strong      *payload // non-nil exactly while the object is pinned or lingering
+	pins        []Pin    // at most one per lease; few per object in practice
+	state       State
+	stateSince  int64       // unix nanoseconds
+	unpinnedAt  int64       // unix nanoseconds of the last pinned -> unpinned change
+	lingerTimer *time.Timer // while LINGERING: ends it
+	// The deadlines are times from Config.Now, which carry the monotonic
+	// clock's reading (time.Now's do): they are compared and subtracted
+	// on it, so that a step of the wall clock neither lengthens nor
+	// shortens them. Only their display is wall time.
+	lingerUntil  time.Time // while LINGERING, when it becomes WEAK
+	handoffUntil time.Time // a lease that let go asked to hold it until then
+
+	// weakSince is the GC clock when its weak age last started: when it
+	// became WEAK, or left the soft cache while WEAK. Written under its
+	// shard's leak book's mu; read anywhere.
+	weakSince atomic.Uint64
+	leak      leakFlags // guarded by its shard's leak book's mu
 
 	// The soft cache's. cached says it holds the object; removed is set,
 	// under the shard's lock, when the object is deleted, so that the
@@ -186,7 +196,8 @@ func (e *entry) checksum() (uint32, bool) {
 func (e *entry) info() Info {
 	in := e.baseInfo()
 	if e.state == Weak {
-		in.WeakGCCycles = int64(gcNow() - e.weakSince)
+		since := e.weakSince.Load()
+		in.WeakGCCycles = int64(gcNow() - since) // the clock never goes back
 	}
 	return in
 }
@@ -213,7 +224,7 @@ func (e *entry) lingerUntilTime() time.Time {
 	if e.state != Lingering {
 		return time.Time{}
 	}
-	return time.Unix(0, e.lingerUntil)
+	return e.lingerUntil
 }
 
 // pinIndex returns the index of lease's pin, or -1.

@@ -15,7 +15,8 @@ import (
 // Lock order: a shard's mu, then the cache's mu. Resolve touches the cache
 // after releasing its shard lock.
 type softCache struct {
-	max int64
+	max  int64
+	book func(*entry) *leakBook // the leak book of an entry's shard
 
 	mu    sync.Mutex // guards lru, bytes and every entry's cacheElem
 	lru   list.List  // of *cached, most recently resolved first
@@ -31,7 +32,9 @@ type cached struct {
 	p *payload
 }
 
-func newSoftCache(max int64) *softCache { return &softCache{max: max} }
+func newSoftCache(max int64, book func(*entry) *leakBook) *softCache {
+	return &softCache{max: max, book: book}
+}
 
 // touch records that e was resolved: it moves to the front, or comes in,
 // evicting the least recently resolved objects until it fits. An object
@@ -54,6 +57,7 @@ func (c *softCache) touch(e *entry, p *payload) bool {
 	e.cacheElem = c.lru.PushFront(&cached{e: e, p: p})
 	c.bytes += e.size
 	e.cached.Store(true)
+	c.book(e).setCached(e, true)
 	return true
 }
 
@@ -77,6 +81,7 @@ func (c *softCache) dropLocked(el *list.Element) {
 	c.bytes -= it.e.size
 	it.e.cacheElem = nil
 	it.e.cached.Store(false)
+	c.book(it.e).setCached(it.e, false) // a WEAK object's weak age starts now
 }
 
 // SoftCacheStats are the soft cache's figures.

@@ -1,0 +1,44 @@
+package registry
+
+import (
+	"github.com/weakref/registry/internal/handle"
+)
+
+// Delete removes an object at once. A pinned object is removed only with
+// force; then its pins are dropped and returned so the caller can tell
+// their leases. Errors: ErrCollected, ErrDeleted, ErrPinned.
+func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
+	s := r.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, err := r.live(s, id)
+	if err != nil {
+		return Info{}, nil, err
+	}
+	info := e.info()
+	if len(e.pins) > 0 && !force {
+		return info, append([]Pin(nil), e.pins...), ErrPinned
+	}
+	pins := e.pins
+	now := r.now()
+	delete(s.m, id)
+	s.index.Delete(e)
+	s.leaks.setWeak(e, false)
+	r.tombs.add(id)
+	r.counters.add(e.state, -1, -e.size)
+	if e.state == Pinned {
+		r.releasePinned(e.size)
+	}
+	r.counters.pins.Add(-int64(len(pins)))
+	r.counters.deleted.Add(1)
+	e.stopLinger()
+	e.removed.Store(true)
+	if r.cache != nil {
+		r.cache.remove(e)
+	}
+	e.strong, e.pins = nil, nil
+	e.state = Deleted
+	e.stateSince = now.UnixNano()
+	r.publish(e, EventDeleted, "", now)
+	return info, pins, nil
+}

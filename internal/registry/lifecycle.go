@@ -1,0 +1,336 @@
+package registry
+
+import (
+	"maps"
+	"runtime"
+	"time"
+	"weak"
+
+	"github.com/weakref/registry/internal/handle"
+)
+
+// Put stores a copy-free reference to data and returns the new object's
+// metadata. The registry keeps data as it is: the caller must not modify
+// it afterwards. With by non-nil, the object is pinned by that lease from
+// its first moment; otherwise it starts LINGERING if meta.Linger asks,
+// else WEAK.
+func (r *Registry) Put(data []byte, meta Meta, by *Holder) (Info, error) {
+	return r.PutPayload(Payload{Data: data}, meta, by)
+}
+
+// PutPayload is Put for a payload in pieces, as an upload delivers it.
+func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
+	if len(pl.Data) == 0 && len(pl.More) > 0 {
+		pl.Data, pl.More = pl.More[0], pl.More[1:]
+	}
+	size := pl.Size()
+	if size == 0 {
+		return Info{}, ErrPayloadEmpty
+	}
+	if max := r.cfg.MaxObjectBytes; max > 0 && size > max {
+		return Info{}, &LimitError{Limit: LimitObjectSize, Max: max, Want: size}
+	}
+	if err := ValidateLabels(meta.Labels); err != nil {
+		return Info{}, err
+	}
+	meta.Labels = maps.Clone(meta.Labels) // the caller's map stays the caller's
+	if by != nil {
+		if err := r.reservePinned(size); err != nil {
+			return Info{}, err
+		}
+	}
+	now := r.now()
+	nowNano := now.UnixNano()
+	p := &payload{data: pl.Data, more: pl.More}
+	id, h := r.codec.New(handle.Object)
+	e := &entry{
+		id:         id,
+		handle:     h,
+		size:       size,
+		meta:       meta,
+		created:    nowNano,
+		weak:       weak.Make(p),
+		state:      Weak,
+		stateSince: nowNano,
+		unpinnedAt: nowNano,
+	}
+	e.accessed.Store(nowNano)
+	if pl.CRCKnown {
+		e.crc.Store(uint64(pl.CRC32C) | crcKnown)
+	}
+	// The cleanup's argument is the ID, never p: a cleanup that reached its
+	// object would keep it alive forever.
+	runtime.AddCleanup(p, r.reap, id)
+
+	s := r.shard(id)
+	s.mu.Lock()
+	s.m[id] = e
+	s.index.ReplaceOrInsert(e)
+	r.counters.puts.Add(1)
+	if by != nil {
+		e.strong = p
+		e.state = Pinned
+		e.pins = append(e.pins, Pin{Lease: by.ID, LeaseID: by.LeaseID, Since: now})
+		r.counters.add(Pinned, 1, size)
+		r.counters.pins.Add(1)
+		// CREATED reports the pinned state: the object is never WEAK.
+		r.publish(e, EventCreated, "", now)
+		r.publish(e, EventPinned, by.LeaseID, now)
+	} else if meta.Linger > 0 {
+		e.strong = p
+		r.startLinger(e, now, meta.Linger)
+		r.counters.add(Lingering, 1, size)
+		r.publish(e, EventCreated, "", now)
+		r.publish(e, EventLingering, "", now)
+	} else {
+		r.counters.add(Weak, 1, size)
+		s.leaks.setWeak(e, true)
+		r.publish(e, EventCreated, "", now)
+		r.publish(e, EventWeak, "", now)
+	}
+	info := e.info()
+	s.mu.Unlock()
+	runtime.KeepAlive(p) // p must not be collected before it is in the map
+	return info, nil
+}
+
+// Object is a resolved object: its bytes and metadata.
+type Object struct {
+	// Data, then More in order, are the object's bytes (see Payload). They
+	// are shared with the registry and every other reader: never modify
+	// them.
+	Data []byte
+	More [][]byte
+	Info Info
+
+	crc      uint32
+	crcKnown bool
+}
+
+// Payload returns the object's bytes, with their checksum if known.
+func (o Object) Payload() Payload {
+	return Payload{Data: o.Data, More: o.More, CRC32C: o.crc, CRCKnown: o.crcKnown}
+}
+
+// Resolve returns the object's bytes and metadata. Errors: those of Parse,
+// ErrCollected, ErrDeleted.
+func (r *Registry) Resolve(h string) (Object, error) {
+	id, err := r.Parse(h)
+	if err != nil {
+		r.counters.miss(err)
+		return Object{}, err
+	}
+	s := r.shard(id)
+	s.mu.RLock()
+	e := s.m[id]
+	var p *payload
+	if e != nil {
+		p = e.value()
+	}
+	if p == nil {
+		s.mu.RUnlock()
+		err := r.gone(id)
+		r.counters.miss(err)
+		return Object{}, err
+	}
+	e.accessed.Store(r.now().UnixNano())
+	obj := Object{Data: p.data, More: p.more, Info: e.info()}
+	obj.crc, obj.crcKnown = e.checksum()
+	s.mu.RUnlock()
+	r.counters.hits.Add(1)
+	if r.cache != nil {
+		obj.Info.SoftCached = r.cache.touch(e, p)
+	}
+	return obj, nil
+}
+
+// RecordChecksum remembers the CRC-32C of a live object's payload, as a
+// download computed it, for the downloads after it. The caller vouches
+// for crc; an object already gone is ignored.
+func (r *Registry) RecordChecksum(id handle.ID, crc uint32) {
+	s := r.shard(id)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if e := s.m[id]; e != nil {
+		e.crc.Store(uint64(crc) | crcKnown)
+	}
+}
+
+// Stat returns an object's metadata. Errors as Resolve.
+func (r *Registry) Stat(h string) (Info, error) {
+	id, err := r.Parse(h)
+	if err != nil {
+		return Info{}, err
+	}
+	return r.StatID(id)
+}
+
+// StatID is Stat for a parsed handle.
+func (r *Registry) StatID(id handle.ID) (Info, error) {
+	s := r.shard(id)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, err := r.live(s, id)
+	if err != nil {
+		return Info{}, err
+	}
+	info := e.info()
+	r.judge(&info)
+	return info, nil
+}
+
+// live returns the entry of id if its object is still alive, or why not.
+// The caller holds s.mu (read or write).
+//
+// It is for single-object answers (Stat, Inspect, Delete) and may call
+// the weak pointer's Value: an object collected whose cleanup has not run
+// yet must answer ErrCollected there as Resolve does. Value during the
+// collector's mark keeps that one object alive for the cycle; no scan may
+// call it (see Filter.match).
+func (r *Registry) live(s *shard, id handle.ID) (*entry, error) {
+	e := s.m[id]
+	if e == nil || e.value() == nil {
+		return nil, r.gone(id)
+	}
+	return e, nil
+}
+
+// gone says why a genuine handle of this run has no live object.
+func (r *Registry) gone(id handle.ID) error {
+	if r.tombs.has(id) {
+		return ErrDeleted
+	}
+	return ErrCollected
+}
+
+// Pin makes by a holder of the object. It reports already=true, changing
+// nothing, when by pins it already. Errors: ErrCollected, ErrDeleted, a
+// *LimitError for PINNED_BYTES_LIMIT.
+func (r *Registry) Pin(id handle.ID, by Holder) (info Info, already bool, err error) {
+	s := r.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	info, already, _, err = r.pinLocked(s, id, by)
+	return info, already, err
+}
+
+// pinLocked is Pin under s.mu, also returning the payload it holds.
+func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, already bool, p *payload, err error) {
+	e := s.m[id]
+	if e == nil {
+		return Info{}, false, nil, r.gone(id)
+	}
+	if e.pinIndex(by.ID) >= 0 {
+		return e.info(), true, e.strong, nil
+	}
+	now := r.now()
+	p = e.strong // pinned or lingering
+	if e.state != Pinned {
+		if p == nil {
+			p = e.weak.Value()
+		}
+		if p == nil {
+			// Collected; its cleanup has not run yet. Reap it now so
+			// that every observer agrees from here on. (Value is right
+			// here: pinning needs the bytes.)
+			r.reapLocked(s, e, now)
+			return Info{}, false, nil, ErrCollected
+		}
+		if err := r.reservePinned(e.size); err != nil {
+			return Info{}, false, nil, err
+		}
+		r.counters.move(e.state, Pinned, e.size)
+		e.stopLinger()
+		e.strong = p
+		e.state = Pinned
+		e.stateSince = now.UnixNano()
+		s.leaks.setWeak(e, false)
+	}
+	e.pins = append(e.pins, Pin{Lease: by.ID, LeaseID: by.LeaseID, Since: now})
+	e.accessed.Store(now.UnixNano())
+	r.counters.pins.Add(1)
+	r.publish(e, EventPinned, by.LeaseID, now)
+	return e.info(), false, p, nil
+}
+
+// Unpin removes by's pin from the object. It reports pinned=false,
+// changing nothing, when by did not pin it. When the last pin goes, the
+// object becomes WEAK: from then on only the garbage collector decides.
+// Errors: ErrCollected, ErrDeleted (neither can happen to an object that
+// by pins, unless an operator force-deleted it).
+func (r *Registry) Unpin(id handle.ID, by Holder) (info Info, pinned bool, err error) {
+	return r.UnpinHandoff(id, by, 0)
+}
+
+// UnpinHandoff is Unpin with a hand-off: the object stays strongly held
+// (LINGERING) at least handoff after by lets go, once no lease pins it,
+// so that another holder has time to pin it. The caller caps handoff.
+func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) (info Info, pinned bool, err error) {
+	s := r.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.m[id]
+	if e == nil {
+		return Info{}, false, r.gone(id)
+	}
+	i := e.pinIndex(by.ID)
+	if i < 0 {
+		// A single-object answer: by's unpin of an object collected and
+		// not yet reaped says ErrCollected, as Resolve would.
+		if e.value() == nil {
+			return Info{}, false, ErrCollected
+		}
+		return e.info(), false, nil
+	}
+	now := r.now()
+	if until := now.Add(handoff); handoff > 0 && until.After(e.handoffUntil) {
+		e.handoffUntil = until
+	}
+	e.pins = append(e.pins[:i], e.pins[i+1:]...)
+	r.counters.pins.Add(-1)
+	if len(e.pins) > 0 {
+		r.publish(e, EventUnpinned, by.LeaseID, now)
+		return e.info(), true, nil
+	}
+	// The last pin went: change state first, so that the UNPINNED event
+	// already tells the state after it, then say LINGERING or WEAK.
+	e.pins = nil
+	r.releasePinned(e.size)
+	e.stateSince = now.UnixNano()
+	e.unpinnedAt = now.UnixNano()
+	until := now.Add(e.meta.Linger)
+	if e.handoffUntil.After(until) {
+		until = e.handoffUntil
+	}
+	if d := until.Sub(now); d > 0 {
+		r.counters.move(Pinned, Lingering, e.size)
+		r.startLinger(e, now, d)
+		r.publish(e, EventUnpinned, by.LeaseID, now)
+		r.publish(e, EventLingering, "", now)
+		return e.info(), true, nil
+	}
+	r.counters.move(Pinned, Weak, e.size)
+	e.strong = nil // from here the GC decides
+	e.state = Weak
+	s.leaks.setWeak(e, true)
+	r.publish(e, EventUnpinned, by.LeaseID, now)
+	r.publish(e, EventWeak, "", now)
+	return e.info(), true, nil
+}
+
+// reservePinned accounts size more pinned bytes, or fails if that would
+// pass MaxPinnedBytes.
+func (r *Registry) reservePinned(size int64) error {
+	max := r.cfg.MaxPinnedBytes
+	for {
+		cur := r.counters.bytes[Pinned].Load()
+		if max > 0 && cur+size > max {
+			return &LimitError{Limit: LimitPinnedBytes, Max: max, Want: cur + size}
+		}
+		if r.counters.bytes[Pinned].CompareAndSwap(cur, cur+size) {
+			return nil
+		}
+	}
+}
+
+func (r *Registry) releasePinned(size int64) { r.counters.bytes[Pinned].Add(-size) }
