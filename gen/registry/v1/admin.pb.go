@@ -761,7 +761,8 @@ type ListObjectsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The objects, in a stable order (by their random part).
 	Objects []*ObjectInfo `protobuf:"bytes,1,rep,name=objects,proto3" json:"objects,omitempty"`
-	// Pass it to get the next page; empty on the last page.
+	// Pass it to get the next page; empty on the last page, and only there:
+	// a short or empty page with a token is not the end.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

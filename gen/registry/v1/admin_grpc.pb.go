@@ -39,9 +39,14 @@ type AdminServiceClient interface {
 	// GetStats returns counts, bytes, limits and collector figures.
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
 	// ListObjects lists objects in a stable order, a page at a time. A
-	// listing while objects come and go is a fair view, not a snapshot.
+	// listing while objects come and go is a fair view, not a snapshot. A
+	// page costs the same however many objects there are: with a filter, a
+	// page examines at most ten times page_size objects, so it may come back
+	// short, or empty, with a next_page_token; keep paging until the token is
+	// empty. Page tokens are bound to this registryd's key, node and run.
 	//
-	// Errors: INVALID_ARGUMENT PAGE_TOKEN_INVALID, LABELS_INVALID.
+	// Errors: INVALID_ARGUMENT PAGE_TOKEN_INVALID, LABELS_INVALID,
+	// FIELD_INVALID (a state this API does not declare).
 	ListObjects(ctx context.Context, in *ListObjectsRequest, opts ...grpc.CallOption) (*ListObjectsResponse, error)
 	// InspectObject returns one object's metadata and the leases that pin it.
 	// Errors as RegistryService.Stat.
@@ -178,9 +183,14 @@ type AdminServiceServer interface {
 	// GetStats returns counts, bytes, limits and collector figures.
 	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
 	// ListObjects lists objects in a stable order, a page at a time. A
-	// listing while objects come and go is a fair view, not a snapshot.
+	// listing while objects come and go is a fair view, not a snapshot. A
+	// page costs the same however many objects there are: with a filter, a
+	// page examines at most ten times page_size objects, so it may come back
+	// short, or empty, with a next_page_token; keep paging until the token is
+	// empty. Page tokens are bound to this registryd's key, node and run.
 	//
-	// Errors: INVALID_ARGUMENT PAGE_TOKEN_INVALID, LABELS_INVALID.
+	// Errors: INVALID_ARGUMENT PAGE_TOKEN_INVALID, LABELS_INVALID,
+	// FIELD_INVALID (a state this API does not declare).
 	ListObjects(context.Context, *ListObjectsRequest) (*ListObjectsResponse, error)
 	// InspectObject returns one object's metadata and the leases that pin it.
 	// Errors as RegistryService.Stat.
