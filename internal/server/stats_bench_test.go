@@ -19,7 +19,9 @@ func BenchmarkGetStatsAtScale(b *testing.B) {
 		b.Run(fmt.Sprintf("objects=%d", n), func(b *testing.B) {
 			old := debug.SetGCPercent(-1)
 			defer debug.SetGCPercent(old)
-			e := newEnvWith(b, envOptions{leakCycles: 3})
+			limits := testLimits
+			limits.MaxPinsPerLease, limits.MaxPinnedBytes = 0, 0 // no limit
+			e := newEnvWith(b, envOptions{leakCycles: 3, limits: &limits})
 			fillAtScale(b, e.reg, e.leases, n)
 			ctx := ctxT(b)
 			b.ReportAllocs()
