@@ -207,6 +207,21 @@ func BenchmarkCollect(b *testing.B) {
 func BenchmarkStats(b *testing.B) {
 	const n = 1 << 20
 	r := newRegistry(b, Config{LeakGCCycles: 3, SoftCacheBytes: 1 << 20})
+	strays := fillHalfPinned(b, r, n)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		r.Stats()
+	}
+	b.StopTimer()
+	runtime.KeepAlive(strays)
+}
+
+// fillHalfPinned puts n objects, every other one pinned by one holder and
+// the rest WEAK, and returns the WEAK ones' payloads: the caller keeps them
+// alive, as stray references would, so that the collector leaves them.
+func fillHalfPinned(b *testing.B, r *Registry, n int) []*payload {
+	b.Helper()
 	by := newHolder(r)
 	data := newPayload(64, 1)
 	strays := make([]*payload, 0, n/2)
@@ -223,13 +238,7 @@ func BenchmarkStats(b *testing.B) {
 			strays = append(strays, r.payloadOf(info.ID))
 		}
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		r.Stats()
-	}
-	b.StopTimer()
-	runtime.KeepAlive(strays)
+	return strays
 }
 
 // BenchmarkListPage pages through n objects, 100 at a time, from start
@@ -245,22 +254,7 @@ func BenchmarkListPage(b *testing.B) {
 		} {
 			b.Run(fmt.Sprintf("objects=%d/%s", n, tt.name), func(b *testing.B) {
 				r := newRegistry(b, Config{})
-				by := newHolder(r)
-				data := newPayload(64, 1)
-				strays := make([]*payload, 0, n/2)
-				for i := range n {
-					holder := &by
-					if i%2 == 0 {
-						holder = nil
-					}
-					info, err := r.Put(data, Meta{}, holder)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if holder == nil {
-						strays = append(strays, r.payloadOf(info.ID))
-					}
-				}
+				strays := fillHalfPinned(b, r, n)
 				b.ReportAllocs()
 				b.ResetTimer()
 				token := ""
