@@ -369,6 +369,7 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, alre
 		r.counters.move(e.state, Pinned, e.size)
 		e.stopLinger()
 		e.strong = p
+		faultPin(e)
 		e.state = Pinned
 		e.stateSince = now.UnixNano()
 	}
@@ -430,6 +431,7 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 		return e.info(), true, nil
 	}
 	r.counters.move(Pinned, Weak, e.size)
+	faultUnpinned(e.strong)
 	e.strong = nil // from here the GC decides
 	e.state = Weak
 	e.weakSince = gcNow()
