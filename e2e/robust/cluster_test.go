@@ -290,7 +290,22 @@ func (c *cluster) goroutines() (int, error) {
 // goroutineStale is how old registryd's goroutine gauge may be: the
 // OpenTelemetry runtime instrumentation reads the runtime's figures at
 // most every 15 s (its MinimumReadMemStatsInterval), whatever the scrape
-// rate. Waits for goroutines to return to baseline allow this much.
-const goroutineStale = 20 * time.Second
+// rate. A scrape goroutineStale after a moment tells goroutines counted
+// after that moment.
+const goroutineStale = 16 * time.Second
+
+// goroutinesSince waits until a scrape must tell goroutines counted after
+// since, then polls until ok holds of the count or timeout passes. It
+// returns the last count.
+func (c *cluster) goroutinesSince(since time.Time, timeout time.Duration, ok func(int) bool) (int, bool) {
+	time.Sleep(time.Until(since.Add(goroutineStale))) // the gauge's refresh period, not a state
+	n := 0
+	held := poll(timeout, func() bool {
+		var err error
+		n, err = c.goroutines()
+		return err == nil && ok(n)
+	})
+	return n, held
+}
 
 var httpClient = &http.Client{Timeout: rpcTimeout}

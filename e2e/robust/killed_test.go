@@ -14,6 +14,9 @@ import (
 func TestKilledLeaseStreamsLeaveNoPins(t *testing.T) {
 	const workers, pins = 10, 3
 	streams := *flagStreams
+	if testing.Short() {
+		streams = min(streams, 100)
+	}
 	perWorker := max(streams/workers, 1)
 	c := newCluster(t, registrydBin, nil)
 	c.collect()
@@ -47,6 +50,10 @@ func TestKilledLeaseStreamsLeaveNoPins(t *testing.T) {
 		t.Fatalf("registryd counts %v, want at least %d leases and %d pins", held, want, want*pins)
 	}
 
+	if streams >= 1000 { // the full run: tell how many goroutines the streams cost
+		g, _ := c.goroutinesSince(time.Now(), 0, func(int) bool { return true })
+		t.Logf("registryd goroutines while holding: %d", g)
+	}
 	start := time.Now()
 	for i, w := range ws {
 		if i%2 == 0 {
@@ -77,13 +84,12 @@ func TestKilledLeaseStreamsLeaveNoPins(t *testing.T) {
 	for _, w := range ws {
 		c.killWorker(w, "done")
 	}
-	var now figures
-	if !poll(goroutineStale, func() bool {
-		now, err = c.figures()
-		return err == nil && now.goroutines <= base.goroutines+5
-	}) {
-		t.Errorf("goroutines %d, idle baseline %d", now.goroutines, base.goroutines)
+	g, ok := c.goroutinesSince(time.Now(), 10*time.Second, func(n int) bool { return n <= base.goroutines+5 })
+	t.Logf("registryd goroutines %d after, %d idle before", g, base.goroutines)
+	if !ok {
+		t.Errorf("goroutines %d, idle baseline %d", g, base.goroutines)
 	}
+	var now figures
 	c.collect()
 	if now, err = c.figures(); err == nil && now.objects != 0 {
 		t.Errorf("a forced collection after every lease ended left %d objects", now.objects)

@@ -22,6 +22,7 @@ var (
 	flagDuration = flag.Duration("robust.duration", 20*time.Second, "how long the faulted run lasts (8s with -short)")
 	flagStreams  = flag.Int("robust.streams", 200, "lease streams TestKilledLeaseStreamsLeaveNoPins kills")
 	flagWorkers  = flag.Int("robust.workers", 3, "mixed workers in a faulted run")
+	flagLoose    = flag.Int("robust.loose", 5000, "unpinned objects put before each final forced collection")
 	flagVis      = flag.String("robust.vis", "", "directory for visualisations and histories of failed checks (default: t.TempDir())")
 	flagSoak     = flag.Duration("soak", 0, "run TestSoak this long (0: skip it)")
 	flagSoakEach = flag.Duration("soak.every", 30*time.Second, "how often the soak prints its figures")
