@@ -434,7 +434,8 @@ func (c *checker) operations() []porcupine.Operation {
 	}
 	for _, rs := range restarts {
 		for h, start := range puts {
-			if start < rs.Start {
+			if start < rs.End { // a put during the shutdown may have been served
+
 				ops = append(ops, porcupine.Operation{ClientId: 0, Input: lifeInput{op: "restart", handle: h, who: "restart"}, Output: "", Call: rs.Start, Return: rs.End})
 			}
 		}

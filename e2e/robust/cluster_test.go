@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
@@ -99,7 +100,8 @@ func newCluster(t testing.TB, bin string, env []string, args ...string) *cluster
 	c.d = startDaemon(t, bin, env, args...)
 	c.adminProxy = netfault.New(t, c.d.Addr)
 	c.proxies = append(c.proxies, c.adminProxy)
-	conn, err := grpc.NewClient(c.adminProxy.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.adminProxy.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}, MinConnectTimeout: 2 * time.Second}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,9 +27,12 @@ type injector struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	rnd    *rand.Rand // used by the loop goroutine only
+	turn   int        // which fault comes next; used by the loop goroutine only
 
 	mu         sync.Mutex
 	shutdowns  []time.Duration // how long each SIGTERM took; guarded by mu
+	down       time.Duration   // registryd was not serving this long; guarded by mu
+	downSince  time.Time       // a restart in progress began; guarded by mu
 	violations []violation     // guarded by mu
 }
 
@@ -56,7 +59,7 @@ func (c *cluster) startFaults(set faultSet, restartAfter time.Duration) *injecto
 		restartAt := time.Now().Add(restartAfter)
 		restarted := false
 		for ctx.Err() == nil {
-			sleep(ctx, time.Duration(400+in.rnd.IntN(600))*time.Millisecond)
+			sleep(ctx, time.Duration(200+in.rnd.IntN(400))*time.Millisecond)
 			if ctx.Err() != nil {
 				return
 			}
@@ -82,6 +85,16 @@ func (in *injector) stop() {
 	in.wg.Wait()
 }
 
+// downtime returns how long registryd was not serving, restarting.
+func (in *injector) downtime() time.Duration {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if !in.downSince.IsZero() {
+		return in.down + time.Since(in.downSince)
+	}
+	return in.down
+}
+
 func (in *injector) violate(kind, msg string) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -89,8 +102,14 @@ func (in *injector) violate(kind, msg string) {
 }
 
 func (in *injector) restart() {
+	start := time.Now()
+	in.mu.Lock()
+	in.downSince = start
+	in.mu.Unlock()
 	took, clean := in.c.restart()
 	in.mu.Lock()
+	in.down += time.Since(start)
+	in.downSince = time.Time{}
 	in.shutdowns = append(in.shutdowns, took)
 	in.mu.Unlock()
 	// DESIGN: shutdown revokes every lease (cause SHUTDOWN) and waits for
@@ -173,8 +192,11 @@ func (in *injector) one(ctx context.Context) {
 	if in.set.revokeDelete {
 		choices = append(choices, in.revokeOne, in.deleteSome)
 	}
+	// In turn rather than at random, so that even a short run injects
+	// every kind of fault.
 	if len(choices) > 0 {
-		choices[in.rnd.IntN(len(choices))]()
+		in.turn++
+		choices[in.turn%len(choices)]()
 	}
 }
 

@@ -104,26 +104,23 @@ func run(t *testing.T, sc scenario) *outcome {
 	if sc.stopRead {
 		c.startWorker("stopread", "-leases", "1", "-objects", "50", "-size", "64")
 	}
-	in := c.startFaults(sc.faults, sc.duration/2)
+	in := c.startFaults(sc.faults, sc.duration/3)
+	// The run lasts sc.duration of registryd serving: a restart's
+	// downtime is added.
 	start := time.Now()
-	deadline := time.NewTimer(sc.duration)
-	var report <-chan time.Time
-	if sc.every > 0 {
-		tick := time.NewTicker(sc.every)
-		defer tick.Stop()
-		report = tick.C
-	}
-	for waiting := true; waiting; {
-		select {
-		case <-deadline.C:
-			waiting = false
-		case <-report:
+	nextReport := start.Add(sc.every)
+	tick := time.NewTicker(250 * time.Millisecond)
+	for time.Since(start)-in.downtime() < sc.duration {
+		<-tick.C
+		if sc.every > 0 && time.Now().After(nextReport) {
+			nextReport = nextReport.Add(sc.every)
 			f, _ := c.figures()
 			line := fmt.Sprintf("soak %5.0fs: ops %d, faults %d, %v", time.Since(start).Seconds(), c.hist.len(), c.faults.Load(), f)
 			t.Log(line)
 			out.figures = append(out.figures, line)
 		}
 	}
+	tick.Stop()
 	in.stop()
 	c.stopWorkers(10 * time.Second)
 	c.healProxies()
