@@ -305,7 +305,8 @@ func TestSoak(t *testing.T) {
 	out.report(t)
 }
 
-// report fails t with the violations, the first few of each kind.
+// report fails t with the violations: the first few of each kind, or all
+// of them with -v.
 func (o *outcome) report(t *testing.T) {
 	t.Helper()
 	byKind := map[string][]violation{}
@@ -320,7 +321,7 @@ func (o *outcome) report(t *testing.T) {
 		vs := byKind[k]
 		t.Errorf("%d %s violations", len(vs), k)
 		for i, v := range vs {
-			if i == 3 {
+			if i == 3 && !testing.Verbose() {
 				t.Logf("  ... and %d more", len(vs)-i)
 				break
 			}
