@@ -56,16 +56,17 @@ func (c *cluster) startFaults(set faultSet, restartAfter time.Duration) *injecto
 	in.wg.Add(1)
 	go func() {
 		defer in.wg.Done()
+		// The first restart comes after restartAfter, the next ones
+		// every two minutes at most (a soak).
 		restartAt := time.Now().Add(restartAfter)
-		restarted := false
 		for ctx.Err() == nil {
 			sleep(ctx, time.Duration(200+in.rnd.IntN(400))*time.Millisecond)
 			if ctx.Err() != nil {
 				return
 			}
-			if set.restart && !restarted && time.Now().After(restartAt) {
-				restarted = true
+			if set.restart && time.Now().After(restartAt) {
 				in.restart()
+				restartAt = time.Now().Add(max(restartAfter, 2*time.Minute))
 				continue
 			}
 			in.one(ctx)

@@ -114,8 +114,11 @@ func run(t *testing.T, sc scenario) *outcome {
 		<-tick.C
 		if sc.every > 0 && time.Now().After(nextReport) {
 			nextReport = nextReport.Add(sc.every)
-			f, _ := c.figures()
-			line := fmt.Sprintf("soak %5.0fs: ops %d, faults %d, %v", time.Since(start).Seconds(), c.hist.len(), c.faults.Load(), f)
+			var now any = "registryd restarting"
+			if f, err := c.figures(); err == nil {
+				now = f
+			}
+			line := fmt.Sprintf("soak %5.0fs: ops %d, faults %d, %v", time.Since(start).Seconds(), c.hist.len(), c.faults.Load(), now)
 			t.Log(line)
 			out.figures = append(out.figures, line)
 		}
