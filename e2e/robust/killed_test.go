@@ -45,7 +45,7 @@ func TestKilledLeaseStreamsLeaveNoPins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("holding: %v (baseline %v)", held, base)
+	t.Logf("holding: %d leases, %d pins, %d objects, heap %.1f MiB (idle: %.1f MiB)", held.leases, held.pins, held.objects, float64(held.heap)/(1<<20), float64(base.heap)/(1<<20))
 	if held.leases < int64(want) || held.pins < int64(want*pins) {
 		t.Fatalf("registryd counts %v, want at least %d leases and %d pins", held, want, want*pins)
 	}
@@ -70,8 +70,8 @@ func TestKilledLeaseStreamsLeaveNoPins(t *testing.T) {
 		return err == nil && f.leases == 0 && f.pins == 0
 	})
 	took := time.Since(start)
-	t.Logf("%d lease streams killed (%d by SIGKILL, %d blackholed): leases and pins gone in %v; now %v",
-		want, (workers+1)/2*perWorker, workers/2*perWorker, took.Round(time.Millisecond), f)
+	t.Logf("%d lease streams killed (%d by SIGKILL, %d blackholed): leases and pins gone in %v; now %d leases, %d pins",
+		want, (workers+1)/2*perWorker, workers/2*perWorker, took.Round(time.Millisecond), f.leases, f.pins)
 	if !gone {
 		t.Fatalf("after %v registryd still counts %v, want 0 leases and 0 pins", took, f)
 	}
