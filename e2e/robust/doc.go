@@ -38,15 +38,22 @@
 //     it, an operator revoked it, a fault hit its worker, or registryd
 //     restarted; a wrong request is answered with LeaseResponse.error and
 //     the lease stays;
-//   - a revoked lease whose client stopped reading ends promptly;
+//   - a revoked lease whose client stopped reading ends promptly, and
+//     registryd exits on SIGTERM before its --shutdown-timeout even so;
 //   - once every lease has ended, no lease and no pin is left, and a forced
 //     collection leaves no object, with the observers running and without
 //     them; ListObjects then lists nothing and no handle resolves;
-//   - registryd's goroutines and heap return to their baseline.
+//   - registryd's goroutines and heap return to their baseline. The
+//     goroutine count comes from /metrics, whose runtime gauge refreshes
+//     at most every 15 s, so that check waits that long.
 //
 // The checker is shown to work against registryd built with -tags
 // registry_fault (internal/registry/fault_on.go): a build that skips a pin,
 // and one that keeps a payload alive, are both caught.
+//
+// Once the workers are gone the test puts -robust.loose unpinned objects
+// and forces a collection twice: with GetStats, /metrics and ListObjects
+// hammered meanwhile, then with no observer at all.
 //
 // TestKilledLeaseStreamsLeaveNoPins kills lease streams abruptly (SIGKILL
 // of half the holding workers, a blackholed connection for the other half)
@@ -62,13 +69,14 @@
 //
 // Flags:
 //
-//	-robust.duration  how long the faulted run lasts (default 20s; 8s with -short)
-//	-robust.streams   lease streams killed by TestKilledLeaseStreamsLeaveNoPins (default 200)
+//	-robust.duration  how long the faulted run lasts, registryd serving (default 15s; 8s with -short)
+//	-robust.streams   lease streams killed by TestKilledLeaseStreamsLeaveNoPins (default 200; 100 with -short)
 //	-robust.workers   mixed workers (default 3)
+//	-robust.loose     unpinned objects put before each final forced collection (default 5000; 2000 with -short)
 //	-robust.vis       directory for porcupine visualisations of a failed check (default: t.TempDir())
 //	-soak             run TestSoak this long (default 0: skipped)
 //	-soak.every       how often the soak prints its figures (default 30s)
 //
-// A history file of every run is written on failure next to the
-// visualisation.
+// When a run finds a violation, its whole history (history.jsonl, one
+// Record a line) is written next to the visualisation.
 package robust

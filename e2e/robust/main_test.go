@@ -19,7 +19,7 @@ import (
 )
 
 var (
-	flagDuration = flag.Duration("robust.duration", 20*time.Second, "how long the faulted run lasts (8s with -short)")
+	flagDuration = flag.Duration("robust.duration", 15*time.Second, "how long the faulted run lasts, registryd serving (8s with -short)")
 	flagStreams  = flag.Int("robust.streams", 200, "lease streams TestKilledLeaseStreamsLeaveNoPins kills")
 	flagWorkers  = flag.Int("robust.workers", 3, "mixed workers in a faulted run")
 	flagLoose    = flag.Int("robust.loose", 5000, "unpinned objects put before each final forced collection")
