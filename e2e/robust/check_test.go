@@ -444,34 +444,37 @@ func (c *checker) operations() []porcupine.Operation {
 }
 
 // linearizable checks every handle's history against the model, and
-// writes a visualisation into visDir when one does not fit.
+// writes a visualisation of those that do not fit into visDir.
 func (c *checker) linearizable(visDir string) {
 	ops := c.operations()
 	model := lifecycleModel.ToModel()
-	res, info := porcupine.CheckOperationsVerbose(model, ops, 60*time.Second)
-	switch res {
+	switch porcupine.CheckOperationsTimeout(model, ops, 5*time.Minute) {
 	case porcupine.Ok:
 		return
 	case porcupine.Unknown:
 		c.add(kindHistory, "porcupine gave up checking %d operations within its time limit", len(ops))
 		return
 	}
-	// Name the handles whose histories do not fit.
-	var bad []string
+	// Name the handles whose histories do not fit, and draw the first
+	// few: verbose checking of the whole history would cost far more.
+	var bad []porcupine.Operation
+	n := 0
 	for _, part := range model.Partition(ops) {
 		if porcupine.CheckOperations(model, part) {
 			continue
 		}
-		h := part[0].Input.(lifeInput).handle
-		bad = append(bad, h)
-		if len(bad) <= 3 {
+		n++
+		if n <= 3 {
+			h := part[0].Input.(lifeInput).handle
 			c.add(kindHistory, "handle %s: its history fits no lifecycle the design allows:\n%s", h, describe(part))
+			bad = append(bad, part...)
 		}
 	}
-	if len(bad) > 3 {
-		c.add(kindHistory, "%d more handles' histories do not fit", len(bad)-3)
+	if n > 3 {
+		c.add(kindHistory, "%d more handles' histories do not fit", n-3)
 	}
-	if visDir != "" {
+	if visDir != "" && len(bad) > 0 {
+		_, info := porcupine.CheckOperationsVerbose(model, bad, time.Minute)
 		path := filepath.Join(visDir, "lifecycle.html")
 		if err := porcupine.VisualizePath(model, info, path); err == nil {
 			c.add(kindHistory, "visualisation: %s", path)
