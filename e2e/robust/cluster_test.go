@@ -136,6 +136,7 @@ func (c *cluster) fault(w int, what string) {
 type worker struct {
 	id     int
 	mode   string
+	flags  []string
 	proxy  *netfault.Proxy
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -159,7 +160,7 @@ func (c *cluster) startWorker(mode string, flags ...string) *worker {
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start worker: %v", err)
 	}
-	w := &worker{id: id, mode: mode, proxy: p, cmd: cmd, exited: make(chan struct{})}
+	w := &worker{id: id, mode: mode, flags: flags, proxy: p, cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -179,6 +180,18 @@ func (c *cluster) startWorker(mode string, flags ...string) *worker {
 	c.workers = append(c.workers, w)
 	c.mu.Unlock()
 	return w
+}
+
+// workerByID returns the worker numbered id, or nil.
+func (c *cluster) workerByID(id int) *worker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.workers {
+		if w.id == id {
+			return w
+		}
+	}
+	return nil
 }
 
 // killWorker SIGKILLs w, recording it unless it had exited already.

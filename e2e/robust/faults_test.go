@@ -260,11 +260,10 @@ func (in *injector) revokeStopReaders(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err := in.c.revoke(r.Lease, "robustness: client stopped reading"); err != nil {
-			continue // gone already, or registryd restarting
-		}
+		// An error: gone already, or registryd restarting.
+		revoked := in.c.revoke(r.Lease, "robustness: client stopped reading") == nil
 		const within = 5 * time.Second
-		gone := poll(within, func() bool {
+		gone := !revoked || poll(within, func() bool {
 			cctx, cancel := rpcCtx()
 			defer cancel()
 			resp, err := in.c.admin.ListLeases(cctx, &registryv1.ListLeasesRequest{})
@@ -280,6 +279,12 @@ func (in *injector) revokeStopReaders(ctx context.Context) {
 		})
 		if !gone {
 			in.violate(kindStopRead, "lease "+r.Lease+" of a client that stopped reading is still listed "+within.String()+" after its revoke")
+		}
+		// A new one, so that there is always a client not reading,
+		// across restarts too.
+		if w := in.c.workerByID(r.Worker); w != nil && ctx.Err() == nil {
+			in.c.killWorker(w, "stopped reading, revoked")
+			in.c.startWorker(w.mode, w.flags...)
 		}
 	}
 }
