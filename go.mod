@@ -3,6 +3,7 @@ module github.com/weakref/registry
 go 1.26.0
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/compose-spec/compose-go/v2 v2.16.2
 	github.com/distribution/reference v0.5.0
 	github.com/dustin/go-humanize v1.1.0

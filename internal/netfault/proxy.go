@@ -1,6 +1,7 @@
 // Package netfault plays network failures for tests: a loopback TCP proxy
-// that cuts connections, refuses new ones, or loses the server's answers,
-// between a real client and a real server. It is imported by tests only.
+// that cuts connections, refuses new ones, loses the server's answers,
+// blackholes both directions or stalls them, between a real client and a
+// real server. It is imported by tests only.
 package netfault
 
 import (
@@ -16,12 +17,16 @@ import (
 type Proxy struct {
 	lis net.Listener
 
-	mu       sync.Mutex
-	upstream string
-	conns    []net.Conn
-	refuse   bool
-	muteDown bool // swallow what registryd sends
-	wg       sync.WaitGroup
+	mu        sync.Mutex
+	upstream  string
+	conns     []net.Conn
+	refuse    bool
+	closed    bool       // Close was called: stop stalling
+	muteDown  bool       // swallow what registryd sends
+	blackhole bool       // swallow what either side sends
+	stalled   bool       // hold what either side sends until unstalled
+	unstall   *sync.Cond // signalled when stalled goes false; uses mu
+	wg        sync.WaitGroup
 }
 
 // New listens on a free loopback port and forwards each connection to
@@ -33,6 +38,7 @@ func New(t testing.TB, upstream string) *Proxy {
 		t.Fatal(err)
 	}
 	p := &Proxy{lis: lis, upstream: upstream}
+	p.unstall = sync.NewCond(&p.mu)
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Close)
@@ -76,7 +82,7 @@ func (p *Proxy) pipe(dst, src net.Conn, down bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		if n > 0 && !(down && p.downMuted()) {
+		if n > 0 && p.pass(down) {
 			if _, err := dst.Write(buf[:n]); err != nil {
 				break
 			}
@@ -124,15 +130,46 @@ func (p *Proxy) SetMuteDown(mute bool) {
 	p.mu.Unlock()
 }
 
-func (p *Proxy) downMuted() bool {
+// SetBlackhole makes the proxy swallow, or not, every byte either side
+// sends, while both connections stay open: a network path that silently
+// loses everything, which only keepalive detects.
+func (p *Proxy) SetBlackhole(on bool) {
+	p.mu.Lock()
+	p.blackhole = on
+	p.mu.Unlock()
+}
+
+// SetStall makes the proxy hold, or not, what either side sends: while
+// stalled nothing is forwarded and nothing lost; once unstalled, what was
+// held is delivered. Bytes beyond the proxy's buffers wait in TCP, so the
+// sender's flow control fills up as on a congested path.
+func (p *Proxy) SetStall(on bool) {
+	p.mu.Lock()
+	p.stalled = on
+	p.mu.Unlock()
+	if !on {
+		p.unstall.Broadcast()
+	}
+}
+
+// pass waits while the proxy is stalled and says whether bytes read in
+// direction down (registryd to client) are forwarded.
+func (p *Proxy) pass(down bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.muteDown
+	for p.stalled && !p.closed {
+		p.unstall.Wait()
+	}
+	return !p.blackhole && !(down && p.muteDown)
 }
 
 // Close stops the proxy and cuts its connections.
 func (p *Proxy) Close() {
 	p.lis.Close()
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.unstall.Broadcast()
 	p.Drop()
 	p.wg.Wait()
 }

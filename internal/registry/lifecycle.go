@@ -242,6 +242,7 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, alre
 		r.counters.move(e.state, Pinned, e.size)
 		e.stopLinger()
 		e.strong = p
+		faultPin(e)
 		e.state = Pinned
 		e.stateSince = now.UnixNano()
 		s.leaks.setWeak(e, false)
@@ -310,6 +311,7 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 		return e.info(), true, nil
 	}
 	r.counters.move(Pinned, Weak, e.size)
+	faultUnpinned(e.strong)
 	e.strong = nil // from here the GC decides
 	e.state = Weak
 	s.leaks.setWeak(e, true)
