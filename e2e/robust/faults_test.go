@@ -151,11 +151,12 @@ func (in *injector) one(ctx context.Context) {
 				c.fault(w.id, "freeze "+d.String())
 				w.frozen.Store(true)
 				w.cmd.Process.Signal(syscall.SIGSTOP)
+				kill := in.rnd.IntN(4) == 0 // drawn here: in.rnd is the injector goroutine's alone
 				in.wg.Add(1)
 				go func() {
 					defer in.wg.Done()
 					sleep(ctx, d)
-					if in.rnd.IntN(4) == 0 {
+					if kill {
 						c.killWorker(w, "while frozen")
 						c.startWorker("mixed")
 						return
