@@ -302,18 +302,10 @@ func (c *cluster) goroutines() (int, error) {
 	return 0, fmt.Errorf("no goroutine gauge in /metrics (status %s)", resp.Status)
 }
 
-// goroutineStale is how old registryd's goroutine gauge may be: the
-// OpenTelemetry runtime instrumentation reads the runtime's figures at
-// most every 15 s (its MinimumReadMemStatsInterval), whatever the scrape
-// rate. A scrape goroutineStale after a moment tells goroutines counted
-// after that moment.
-const goroutineStale = 16 * time.Second
-
-// goroutinesSince waits until a scrape must tell goroutines counted after
-// since, then polls until ok holds of the count or timeout passes. It
-// returns the last count.
-func (c *cluster) goroutinesSince(since time.Time, timeout time.Duration, ok func(int) bool) (int, bool) {
-	time.Sleep(time.Until(since.Add(goroutineStale))) // the gauge's refresh period, not a state
+// goroutinesUntil polls until ok holds of registryd's goroutine count
+// or timeout passes, and returns the last count. The count is live:
+// Prometheus's Go collector reads runtime.NumGoroutine at every scrape.
+func (c *cluster) goroutinesUntil(timeout time.Duration, ok func(int) bool) (int, bool) {
 	n := 0
 	held := poll(timeout, func() bool {
 		var err error

@@ -43,9 +43,8 @@
 //   - once every lease has ended, no lease and no pin is left, and a forced
 //     collection leaves no object, with the observers running and without
 //     them; ListObjects then lists nothing and no handle resolves;
-//   - registryd's goroutines and heap return to their baseline. The
-//     goroutine count comes from /metrics, whose runtime gauge refreshes
-//     at most every 15 s, so that check waits that long.
+//   - registryd's goroutines (go_goroutines in /metrics, live at every
+//     scrape) and heap return to their baseline.
 //
 // The checker is shown to work against registryd built with -tags
 // registry_fault (internal/registry/fault_on.go): a build that skips a pin,

@@ -51,7 +51,7 @@ func TestKilledLeaseStreamsLeaveNoPins(t *testing.T) {
 	}
 
 	if streams >= 1000 { // the full run: tell how many goroutines the streams cost
-		g, _ := c.goroutinesSince(time.Now(), 0, func(int) bool { return true })
+		g, _ := c.goroutinesUntil(0, func(int) bool { return true })
 		t.Logf("registryd goroutines while holding: %d", g)
 	}
 	start := time.Now()
@@ -84,7 +84,7 @@ func TestKilledLeaseStreamsLeaveNoPins(t *testing.T) {
 	for _, w := range ws {
 		c.killWorker(w, "done")
 	}
-	g, ok := c.goroutinesSince(time.Now(), 10*time.Second, func(n int) bool { return n <= base.goroutines+5 })
+	g, ok := c.goroutinesUntil(10*time.Second, func(n int) bool { return n <= base.goroutines+5 })
 	t.Logf("registryd goroutines %d after, %d idle before", g, base.goroutines)
 	if !ok {
 		t.Errorf("goroutines %d, idle baseline %d", g, base.goroutines)

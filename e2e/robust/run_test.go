@@ -25,7 +25,7 @@ type scenario struct {
 	stopRead bool
 	faults   faultSet
 	every    time.Duration // print figures this often (soak); 0: never
-	baseline bool          // check goroutines and heap against the baseline (takes goroutineStale)
+	baseline bool          // check goroutines and heap against the baseline
 }
 
 // outcome is what a run found.
@@ -272,7 +272,7 @@ func (c *cluster) collectsEverything(when string) []violation {
 // what they were before the run.
 func (c *cluster) backToBaseline(base figures) []violation {
 	const goroutineSlack = 10 // timers, an idle connection's transport
-	g, ok := c.goroutinesSince(time.Now(), 10*time.Second, func(n int) bool { return n <= base.goroutines+goroutineSlack })
+	g, ok := c.goroutinesUntil(10*time.Second, func(n int) bool { return n <= base.goroutines+goroutineSlack })
 	c.collect()
 	f, _ := c.figures()
 	f.goroutines = g
