@@ -29,6 +29,7 @@ const (
 	kindListed     = "listed"   // ListObjects or Resolve still knows a collected object
 	kindBaseline   = "baseline" // goroutines or heap did not return to baseline
 	kindShutdown   = "shutdown" // registryd took its whole shutdown timeout
+	kindGrowth     = "growth"   // a soak's heap or goroutines grew after warm-up
 )
 
 func (v violation) String() string { return v.kind + ": " + v.msg }

@@ -34,6 +34,7 @@ type outcome struct {
 	ops        int
 	faults     int64
 	figures    []string
+	samples    []figures // the soak's, in order; none while registryd restarts
 }
 
 func (o *outcome) has(kind, substr string) bool {
@@ -117,6 +118,7 @@ func run(t *testing.T, sc scenario) *outcome {
 			var now any = "registryd restarting"
 			if f, err := c.figures(); err == nil {
 				now = f
+				out.samples = append(out.samples, f)
 			}
 			line := fmt.Sprintf("soak %5.0fs: ops %d, faults %d, %v", time.Since(start).Seconds(), c.hist.len(), c.faults.Load(), now)
 			t.Log(line)
@@ -305,7 +307,34 @@ func TestSoak(t *testing.T) {
 		t.Skip("no -soak duration given")
 	}
 	out := run(t, scenario{bin: registrydBin, duration: *flagSoak, workers: *flagWorkers, wrong: true, stopRead: true, faults: allFaults, every: *flagSoakEach, baseline: true})
+	out.violations = append(out.violations, flatAfterWarmUp(out.samples)...)
 	out.report(t)
+}
+
+// flatAfterWarmUp checks a soak's series: after its first third (the
+// warm-up), registryd's heap stays within twice the warm-up's highest plus
+// 16 MiB, and its goroutines within the warm-up's highest plus a slack for
+// the workers' connections coming and going. A leak grows past both over
+// minutes; the load's own swings do not.
+func flatAfterWarmUp(samples []figures) []violation {
+	if len(samples) < 3 {
+		return nil // too short to tell a trend
+	}
+	warm := samples[:len(samples)/3]
+	var heapMax uint64
+	goMax := 0
+	for _, f := range warm {
+		heapMax, goMax = max(heapMax, f.heap), max(goMax, f.goroutines)
+	}
+	const slack = 30
+	var vs []violation
+	for i, f := range samples[len(warm):] {
+		if f.heap > 2*heapMax+16<<20 || f.goroutines > goMax+slack {
+			vs = append(vs, violation{kindGrowth, fmt.Sprintf("sample %d: heap %.1f MiB, goroutines %d, after a warm-up of at most %.1f MiB and %d",
+				len(warm)+i, float64(f.heap)/(1<<20), f.goroutines, float64(heapMax)/(1<<20), goMax)})
+		}
+	}
+	return vs
 }
 
 // report fails t with the violations: the first few of each kind, or all
