@@ -193,3 +193,63 @@ func TestMalformedMarkCannotBeForged(t *testing.T) {
 		t.Fatalf("a Put with an unknown field: %v", err)
 	}
 }
+
+// TestMalformedLeaseRequestKeepsTheLease: bytes that do not decode, sent
+// on a lease stream that already holds a pin, are answered on the stream
+// (RequestError INVALID_ARGUMENT REQUEST_MALFORMED, request_id 0: it did
+// not decode either), and the lease, its pin and the stream stay.
+func TestMalformedLeaseRequestKeepsTheLease(t *testing.T) {
+	w := newWorld(t)
+	s, err := w.e.conn.NewStream(ctxT(t), &grpc.StreamDesc{ClientStreams: true, ServerStreams: true},
+		"/registry.v1.RegistryService/Lease", grpc.ForceCodecV2(rawCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(b []byte) *registryv1.LeaseResponse {
+		t.Helper()
+		if err := s.SendMsg(b); err != nil {
+			t.Fatal(err)
+		}
+		var raw []byte
+		if err := s.RecvMsg(&raw); err != nil {
+			t.Fatalf("the stream ended: %v", err)
+		}
+		resp := &registryv1.LeaseResponse{}
+		if err := proto.Unmarshal(raw, resp); err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	marshal := func(m proto.Message) []byte {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	id := send(marshal(openReq(""))).GetOpened().GetLeaseId()
+	if r := send(marshal(pinReq(w.weak))).GetPinned().GetResults(); len(r) != 1 || r[0].GetOutcome() != registryv1.PinOutcome_PIN_OUTCOME_PINNED {
+		t.Fatalf("pin: %v", r)
+	}
+	before := w.snapshot(t)
+	// A pin whose handle is not UTF-8, then random bytes.
+	pin := protowire.AppendTag(nil, 3, protowire.BytesType) // LeaseRequest.pin
+	pin = protowire.AppendBytes(pin, protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "obj_\xe9"))
+	probes := append([][]byte{pin}, garbage(t, 20, &registryv1.LeaseRequest{})...)
+	for i, p := range probes {
+		resp := send(p)
+		re := resp.GetError()
+		if re == nil || codes.Code(re.GetCode()) != codes.InvalidArgument || re.GetReason() != ReasonRequestMalformed || resp.GetRequestId() != 0 {
+			t.Fatalf("probe %d (% x): %v, want error INVALID_ARGUMENT %s with request_id 0", i, p, resp, ReasonRequestMalformed)
+		}
+	}
+	if after := w.snapshot(t); after != before {
+		t.Errorf("registry changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if r := send(marshal(pinReq(w.pinned))).GetPinned().GetResults(); len(r) != 1 || r[0].GetOutcome() != registryv1.PinOutcome_PIN_OUTCOME_PINNED {
+		t.Fatalf("a pin after the malformed requests: %v", r)
+	}
+	if in, err := w.e.leases.Lookup(id); err != nil || in.Pins != 2 || !in.Attached {
+		t.Errorf("the lease after the malformed requests: %+v, %v", in, err)
+	}
+}

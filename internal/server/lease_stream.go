@@ -24,6 +24,13 @@ import (
 
 type leaseStream = grpc.BidiStreamingServer[registryv1.LeaseRequest, registryv1.LeaseResponse]
 
+// received is one message from a lease stream: a request, or why the
+// bytes that came were not one (a *MalformedError).
+type received struct {
+	req *registryv1.LeaseRequest
+	err error
+}
+
 // Lease serves one lease stream. One goroutine receives; this one decides;
 // an outbox sends, so that neither a revoke nor a client that stops
 // reading can leave this handler waiting for ever.
@@ -34,18 +41,21 @@ type leaseStream = grpc.BidiStreamingServer[registryv1.LeaseRequest, registryv1.
 // what happens before open, or to the stream itself, ends the stream.
 func (s *registryService) Lease(stream leaseStream) error {
 	ctx := stream.Context()
-	reqs := make(chan *registryv1.LeaseRequest)
+	reqs := make(chan received)
 	recvErr := make(chan error, 1)
 	go func() {
-		// Ends when Recv fails, which it does once this handler returns.
+		// Ends when Recv fails for good, which it does once this handler
+		// returns. A message that does not decode is a request that
+		// failed, not the stream's end: the next one is received as usual.
 		for {
 			req, err := stream.Recv()
-			if err != nil {
+			var malformed *MalformedError
+			if err != nil && !errors.As(err, &malformed) {
 				recvErr <- err
 				return
 			}
 			select {
-			case reqs <- req:
+			case reqs <- received{req, err}:
 			case <-ctx.Done():
 				return
 			}
@@ -54,7 +64,11 @@ func (s *registryService) Lease(stream leaseStream) error {
 
 	var first *registryv1.LeaseRequest
 	select {
-	case first = <-reqs:
+	case r := <-reqs:
+		if r.err != nil {
+			return r.err // no lease exists yet: ending the stream loses nothing
+		}
+		first = r.req
 	case err := <-recvErr:
 		return endOfStream(err)
 	case <-ctx.Done():
@@ -111,7 +125,15 @@ func (s *registryService) Lease(stream leaseStream) error {
 
 	for {
 		select {
-		case req := <-reqs:
+		case r := <-reqs:
+			req := r.req
+			if r.err != nil {
+				// Its request_id did not decode either: the answer has 0.
+				if err := out.send(ctx, &registryv1.LeaseResponse{Kind: &registryv1.LeaseResponse_Error{Error: requestError(r.err)}}, sess.Done()); err != nil {
+					return s.streamEnd(ctx, out, sess, err)
+				}
+				continue
+			}
 			resp, done, err := s.leaseRequest(ctx, sess, req)
 			if errors.Is(err, lease.ErrEnded) || errors.Is(err, lease.ErrTakenOver) {
 				return s.streamEnd(ctx, out, sess, errEndedOutside)
