@@ -67,6 +67,10 @@ func TestCheckerJudgesHistories(t *testing.T) {
 		{"a lease that ends with no cause is caught", cat(open(0, l), put(1, l), at(3, 3, Record{Op: OpLeaseEnd, Lease: l, Result: "TOO_MANY_HANDLES"})), kindLeaseCause},
 		{"a lease that ends after a fault on its worker is explained", cat(open(0, l), put(1, l), fault(2, 1), at(3, 3, Record{Op: OpLeaseEnd, Lease: l, Result: "code:Unavailable"})), ""},
 		{"a wrong request that ends the stream is caught", cat(open(0, l), at(2, 3, Record{Op: OpWrong, Lease: l, Result: "stream ended", Detail: "second open"})), kindWrong},
+		{"a wrong request cut short by a fault on its worker is explained", cat(open(0, l), at(2, 4, Record{Op: OpWrong, Lease: l, Result: "stream ended", Detail: "empty request"}), fault(3, 1),
+			at(4, 4, Record{Op: OpLeaseEnd, Lease: l, Result: "code:Unavailable"})), ""},
+		{"a wrong request that ends the stream before the fault is caught", cat(open(0, l), at(2, 3, Record{Op: OpWrong, Lease: l, Result: "stream ended", Detail: "empty request"}), fault(5, 1),
+			at(5, 5, Record{Op: OpLeaseEnd, Lease: l, Result: "code:Unavailable"})), kindWrong},
 		{"a wrong request answered by an error is fine", cat(open(0, l), at(2, 3, Record{Op: OpWrong, Lease: l, Result: "error:LEASE_ALREADY_OPEN", Detail: "second open"}), closeLease(4, l)), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -234,6 +234,7 @@ type leaseLife struct {
 	opened    int64 // the open's answer
 	last      int64 // the last answer on it
 	endCall   int64 // from when its pins may have gone
+	caused    bool  // something ended it at endCall: a close, revoke, fault or restart
 	endReturn int64 // by when they had gone (never: unknown)
 	result    string
 	handles   map[string]bool // pinned by it at some time
@@ -336,7 +337,7 @@ func (c *checker) leaseEnds() {
 		}
 		switch {
 		case end < never && (l.result == "" || end <= l.endReturn):
-			l.endCall = end
+			l.endCall, l.caused = end, true
 		case l.result == "":
 			// Still held when the history ended (a worker killed at
 			// the end is a fault on it, so this is rare).
@@ -349,10 +350,14 @@ func (c *checker) leaseEnds() {
 }
 
 // wrongRequests: a wrong request on a held lease is answered by an error,
-// and the lease stays.
+// and the lease stays, unless something else ended the lease (a fault on
+// its worker, a revoke, a restart) before the answer came.
 func (c *checker) wrongRequests() {
 	for _, r := range c.recs {
 		if r.Op == OpWrong && !strings.HasPrefix(r.Result, "error:") {
+			if l := c.leases[r.Lease]; l != nil && l.caused && l.endCall <= r.End {
+				continue
+			}
 			c.add(kindWrong, "%s on lease %s of worker %d: got %s, want LeaseResponse.error with the lease kept", r.Detail, r.Lease, r.Worker, r.Result)
 		}
 	}
