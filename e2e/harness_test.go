@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/testbin"
 )
 
 // Timeouts. Generous for a loaded 2-core machine; every wait ends early as
@@ -55,52 +55,20 @@ func TestMain(m *testing.M) {
 }
 
 func buildAndRun(m *testing.M) int {
-	root, err := moduleRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
+	var bins []testbin.Binary
+	for _, b := range []struct {
+		bin *string
+		pkg string
+	}{{&registrydBin, "registryd"}, {&registryctlBin, "registryctl"}, {&registrybenchBin, "registrybench"}} {
+		bins = append(bins, testbin.Binary{Path: b.bin, Name: b.pkg, Args: []string{"./cmd/" + b.pkg}})
 	}
-	dir, err := os.MkdirTemp("", "registry-e2e-")
+	dir, err := testbin.Build("registry-e2e-", 3*time.Minute, bins...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	for _, b := range []struct {
-		bin *string
-		pkg string
-	}{{&registrydBin, "registryd"}, {&registryctlBin, "registryctl"}, {&registrybenchBin, "registrybench"}} {
-		*b.bin = filepath.Join(dir, b.pkg)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", *b.bin, "./cmd/"+b.pkg)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/%s: %v\n%s", b.pkg, err, out)
-			return 1
-		}
-	}
 	return m.Run()
-}
-
-// moduleRoot finds the directory of go.mod, from the test's working
-// directory (the package directory) upwards.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for range 16 {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	return "", errors.New("no go.mod found above the working directory")
 }
 
 // daemon is one registryd process.

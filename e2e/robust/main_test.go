@@ -2,20 +2,19 @@ package robust
 
 import (
 	"bufio"
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weakref/registry/internal/testbin"
 )
 
 var (
@@ -61,57 +60,17 @@ func TestMain(m *testing.M) {
 }
 
 func buildAndRun(m *testing.M) int {
-	root, err := moduleRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "robust:", err)
-		return 1
-	}
-	dir, err := os.MkdirTemp("", "registry-robust-")
+	dir, err := testbin.Build("registry-robust-", 4*time.Minute,
+		testbin.Binary{Path: &registrydBin, Name: "registryd", Args: []string{"./cmd/registryd"}},
+		testbin.Binary{Path: &registrydFaultBin, Name: "registryd-fault", Args: []string{"-tags", "registry_fault", "./cmd/registryd"}},
+		testbin.Binary{Path: &workerBin, Name: "worker", Args: []string{"./e2e/robust/worker"}},
+	)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "robust:", err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	for _, b := range []struct {
-		bin  *string
-		name string
-		args []string
-	}{
-		{&registrydBin, "registryd", []string{"./cmd/registryd"}},
-		{&registrydFaultBin, "registryd-fault", []string{"-tags", "registry_fault", "./cmd/registryd"}},
-		{&workerBin, "worker", []string{"./e2e/robust/worker"}},
-	} {
-		*b.bin = filepath.Join(dir, b.name)
-		args := append([]string{"build", "-o", *b.bin}, b.args...)
-		cmd := exec.CommandContext(ctx, "go", args...)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "robust: go %s: %v\n%s", strings.Join(args, " "), err, out)
-			return 1
-		}
-	}
 	return m.Run()
-}
-
-// moduleRoot finds the directory of go.mod, from the package directory up.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for range 16 {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	return "", errors.New("no go.mod found above the working directory")
 }
 
 // daemon is one registryd process.
