@@ -7,7 +7,7 @@
 # Collector, Jaeger and Prometheus; see deploy/README.md.
 
 # Build stage: the project's Go release (go.mod asks for go 1.26.0 or newer).
-FROM golang:1.26.8-bookworm AS build
+FROM golang:1.27.3-bookworm AS build
 WORKDIR /src
 
 # Modules first, in a layer of their own, so that editing a source file does

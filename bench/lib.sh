@@ -3,6 +3,8 @@
 # gRPC-Go baseline on $2 with payload $size, wait until registryd serves,
 # and stop both on exit. Sets $work, where the binaries live.
 # Source it from the repository's root, after setting $size.
+# go.mod says go 1.27: a machine's own older Go fetches this one.
+export GOTOOLCHAIN=go1.27.3
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
