@@ -52,6 +52,13 @@ type Config struct {
 	// most MaxLeakGCCycles). Its weak age starts when it becomes WEAK, or
 	// when the soft cache lets go of it.
 	LeakGCCycles int
+	// CollectMinInterval is the least time between the starts of two
+	// forced collections (Collect); a collection also waits four times as
+	// long as the last one took, so that forced collections take at most a
+	// fifth of the time however often they are asked for. Callers who ask
+	// while one is running or waiting share the next one. Zero: only the
+	// four times.
+	CollectMinInterval time.Duration
 	// SoftCacheBytes, when positive, keeps the most recently resolved
 	// objects strongly held, up to this many payload bytes, so that an
 	// unpinned object in use is not collected between two resolves. The
@@ -85,6 +92,7 @@ type Registry struct {
 	cache   *softCache // nil when off
 
 	counters counters
+	forced   forcedCollections
 }
 
 // shard is one slice of the object map.
