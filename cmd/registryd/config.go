@@ -38,6 +38,7 @@ type config struct {
 	maxStreams       uint
 	maxGrace         time.Duration
 	maxLinger        time.Duration
+	collectInterval  time.Duration
 	softCacheBytes   byteSize
 	leakGCCycles     int
 	tombstones       int
@@ -117,6 +118,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.UintVar(&c.maxStreams, "max-streams", 1024, "most concurrent streams per client connection")
 	fs.DurationVar(&c.maxGrace, "max-grace", 5*time.Minute, "longest grace a lease may ask for")
 	fs.DurationVar(&c.maxLinger, "max-linger", 10*time.Minute, "longest linger an object may ask for: strongly held after its last pin goes (0: no linger)")
+	fs.DurationVar(&c.collectInterval, "collect-min-interval", 250*time.Millisecond, "least time between two forced collections (AdminService.Collect, registryctl gc); callers in between share the next one, which also waits 4× the last one's duration")
 	fs.IntVar(&c.leakGCCycles, "leak-gc-cycles", 3, "report a WEAK object that survives this many garbage collections as a suspected leak (0: never)")
 	fs.Var(&c.softCacheBytes, "soft-cache-bytes", "keep the most recently resolved objects strongly held up to this `size` of payload, least recently used going weak first (0: off)")
 	fs.IntVar(&c.tombstones, "tombstones", 10000, "how many deleted handles to remember, to answer OBJECT_DELETED (0: none)")
@@ -163,6 +165,9 @@ func parseConfig(args []string) (*config, error) {
 	}
 	if c.watchHistory < 0 {
 		return nil, fmt.Errorf("--watch-history (REGISTRYD_WATCH_HISTORY) %d: want 0 or more", c.watchHistory)
+	}
+	if c.collectInterval < 0 {
+		return nil, fmt.Errorf("--collect-min-interval (REGISTRYD_COLLECT_MIN_INTERVAL) %s: want 0 or more", c.collectInterval)
 	}
 	if c.maxLinger < 0 {
 		return nil, fmt.Errorf("--max-linger (REGISTRYD_MAX_LINGER) %s: want 0 or more", c.maxLinger)

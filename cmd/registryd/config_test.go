@@ -26,7 +26,8 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 		{"defaults", nil, nil, func(t *testing.T, c *config) {
 			if c.addr != "127.0.0.1:7600" || c.maxObjectBytes != 1<<30 || c.maxPinnedBytes != 4<<30 ||
 				c.maxGrace != 5*time.Minute || c.logLevel != slog.LevelInfo || c.logFormat != "text" ||
-				c.metricsAddr != "" || !c.telemetry || c.maxLinger != 10*time.Minute || c.softCacheBytes != 0 || c.leakGCCycles != 3 {
+				c.metricsAddr != "" || !c.telemetry || c.maxLinger != 10*time.Minute || c.softCacheBytes != 0 || c.leakGCCycles != 3 ||
+				c.collectInterval != 250*time.Millisecond {
 				t.Fatalf("defaults: %+v", c)
 			}
 		}},
@@ -125,6 +126,7 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		{"negative tombstones", []string{"--tombstones=-1"}, nil, "--tombstones"},
 		{"negative linger", []string{"--max-linger=-1s"}, nil, "--max-linger"},
 		{"negative leak cycles", nil, map[string]string{"REGISTRYD_LEAK_GC_CYCLES": "-2"}, "--leak-gc-cycles"},
+		{"negative collect interval", []string{"--collect-min-interval", "-1s"}, nil, "--collect-min-interval"},
 		{"bad soft cache size", nil, map[string]string{"REGISTRYD_SOFT_CACHE_BYTES": "big"}, "REGISTRYD_SOFT_CACHE_BYTES"},
 		{"negative watch history", []string{"--watch-history=-1"}, nil, "--watch-history"},
 		{"bad watch history env", nil, map[string]string{"REGISTRYD_WATCH_HISTORY": "lots"}, "REGISTRYD_WATCH_HISTORY"},

@@ -66,15 +66,16 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	reg := registry.New(registry.Config{
-		Codec:          codec,
-		MaxObjectBytes: int64(cfg.maxObjectBytes),
-		MaxPinnedBytes: int64(cfg.maxPinnedBytes),
-		SoftCacheBytes: int64(cfg.softCacheBytes),
-		LeakGCCycles:   cfg.leakGCCycles,
-		Tombstones:     cfg.tombstones,
-		WatchBuffer:    cfg.watchBuffer,
-		WatchHistory:   cmp.Or(cfg.watchHistory, -1), // the registry reads 0 as its default, the flag as none
-		Observe:        obs.Registry(),
+		Codec:              codec,
+		MaxObjectBytes:     int64(cfg.maxObjectBytes),
+		MaxPinnedBytes:     int64(cfg.maxPinnedBytes),
+		SoftCacheBytes:     int64(cfg.softCacheBytes),
+		LeakGCCycles:       cfg.leakGCCycles,
+		CollectMinInterval: cfg.collectInterval,
+		Tombstones:         cfg.tombstones,
+		WatchBuffer:        cfg.watchBuffer,
+		WatchHistory:       cmp.Or(cfg.watchHistory, -1), // the registry reads 0 as its default, the flag as none
+		Observe:            obs.Registry(),
 	})
 	leases := lease.New(lease.Config{
 		Codec:           codec,
