@@ -65,7 +65,11 @@ type AdminServiceClient interface {
 	// Errors: as Stat; FAILED_PRECONDITION OBJECT_PINNED when a lease pins it
 	// and `force` is not set.
 	DeleteObject(ctx context.Context, in *DeleteObjectRequest, opts ...grpc.CallOption) (*DeleteObjectResponse, error)
-	// Collect runs the Go garbage collector now and reports what it freed.
+	// Collect runs the Go garbage collector and reports what it freed. The
+	// collection starts after the call; calls that arrive while one runs or
+	// waits share the next one and its report, which starts no sooner than
+	// registryd's --collect-min-interval (and four times the last one's
+	// duration) after the last one started.
 	Collect(ctx context.Context, in *CollectRequest, opts ...grpc.CallOption) (*CollectResponse, error)
 	// WatchEvents streams every lifecycle event of every object, as it
 	// happens, optionally only some kinds. The response headers arrive as
@@ -209,7 +213,11 @@ type AdminServiceServer interface {
 	// Errors: as Stat; FAILED_PRECONDITION OBJECT_PINNED when a lease pins it
 	// and `force` is not set.
 	DeleteObject(context.Context, *DeleteObjectRequest) (*DeleteObjectResponse, error)
-	// Collect runs the Go garbage collector now and reports what it freed.
+	// Collect runs the Go garbage collector and reports what it freed. The
+	// collection starts after the call; calls that arrive while one runs or
+	// waits share the next one and its report, which starts no sooner than
+	// registryd's --collect-min-interval (and four times the last one's
+	// duration) after the last one started.
 	Collect(context.Context, *CollectRequest) (*CollectResponse, error)
 	// WatchEvents streams every lifecycle event of every object, as it
 	// happens, optionally only some kinds. The response headers arrive as
