@@ -133,6 +133,9 @@ const (
 	ErrorReason_STREAM_STALLED ErrorReason = 33
 	// INTERNAL: a bug in registryd. Please report it.
 	ErrorReason_INTERNAL ErrorReason = 34
+	// RESOURCE_EXHAUSTED: as many Watch and WatchEvents streams are open as
+	// may be. Metadata `max`, `want`.
+	ErrorReason_WATCHER_LIMIT ErrorReason = 35
 )
 
 // Enum value maps for ErrorReason.
@@ -173,6 +176,7 @@ var (
 		32: "REQUEST_CANCELLED",
 		33: "STREAM_STALLED",
 		34: "INTERNAL",
+		35: "WATCHER_LIMIT",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED": 0,
@@ -210,6 +214,7 @@ var (
 		"REQUEST_CANCELLED":        32,
 		"STREAM_STALLED":           33,
 		"INTERNAL":                 34,
+		"WATCHER_LIMIT":            35,
 	}
 )
 
@@ -244,7 +249,7 @@ var File_registry_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_registry_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"\x1eregistry/v1/error_reason.proto\x12\vregistry.v1*\x94\x06\n" +
+	"\x1eregistry/v1/error_reason.proto\x12\vregistry.v1*\xa7\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10HANDLE_MALFORMED\x10\x01\x12\x12\n" +
@@ -281,7 +286,8 @@ const file_registry_v1_error_reason_proto_rawDesc = "" +
 	"\x11REQUEST_MALFORMED\x10\x1f\x12\x15\n" +
 	"\x11REQUEST_CANCELLED\x10 \x12\x12\n" +
 	"\x0eSTREAM_STALLED\x10!\x12\f\n" +
-	"\bINTERNAL\x10\"B8Z6github.com/weakref/registry/gen/registry/v1;registryv1b\x06proto3"
+	"\bINTERNAL\x10\"\x12\x11\n" +
+	"\rWATCHER_LIMIT\x10#B8Z6github.com/weakref/registry/gen/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_registry_v1_error_reason_proto_rawDescOnce sync.Once
