@@ -35,6 +35,7 @@ type config struct {
 	maxPinnedBytes   byteSize
 	maxPinsPerLease  int
 	maxLeases        int
+	maxWatchers      int
 	maxStreams       uint
 	maxGrace         time.Duration
 	maxLinger        time.Duration
@@ -115,6 +116,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.Var(&c.maxPinnedBytes, "max-pinned-bytes", "most payload bytes pinned at once, all leases together, as a `size` (0: no limit)")
 	fs.IntVar(&c.maxPinsPerLease, "max-pins-per-lease", 100000, "most objects one lease may pin (0: no limit)")
 	fs.IntVar(&c.maxLeases, "max-leases", 10000, "most live leases, attached or detached (0: no limit)")
+	fs.IntVar(&c.maxWatchers, "max-watchers", 1024, "most open Watch and WatchEvents streams, each of which may hold --watch-buffer events (0: no limit)")
 	fs.UintVar(&c.maxStreams, "max-streams", 1024, "most concurrent streams per client connection")
 	fs.DurationVar(&c.maxGrace, "max-grace", 5*time.Minute, "longest grace a lease may ask for")
 	fs.DurationVar(&c.maxLinger, "max-linger", 10*time.Minute, "longest linger an object may ask for: strongly held after its last pin goes (0: no linger)")
@@ -165,6 +167,9 @@ func parseConfig(args []string) (*config, error) {
 	}
 	if c.watchHistory < 0 {
 		return nil, fmt.Errorf("--watch-history (REGISTRYD_WATCH_HISTORY) %d: want 0 or more", c.watchHistory)
+	}
+	if c.maxWatchers < 0 {
+		return nil, fmt.Errorf("--max-watchers (REGISTRYD_MAX_WATCHERS) %d: want 0 or more", c.maxWatchers)
 	}
 	if c.collectInterval < 0 {
 		return nil, fmt.Errorf("--collect-min-interval (REGISTRYD_COLLECT_MIN_INTERVAL) %s: want 0 or more", c.collectInterval)

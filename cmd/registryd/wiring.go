@@ -72,6 +72,7 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 		SoftCacheBytes:     int64(cfg.softCacheBytes),
 		LeakGCCycles:       cfg.leakGCCycles,
 		CollectMinInterval: cfg.collectInterval,
+		MaxWatchers:        cfg.maxWatchers,
 		Tombstones:         cfg.tombstones,
 		WatchBuffer:        cfg.watchBuffer,
 		WatchHistory:       cmp.Or(cfg.watchHistory, -1), // the registry reads 0 as its default, the flag as none
@@ -100,6 +101,7 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 			MaxPinnedBytes:       int64(cfg.maxPinnedBytes),
 			MaxPinsPerLease:      cfg.maxPinsPerLease,
 			MaxLeases:            cfg.maxLeases,
+			MaxWatchers:          cfg.maxWatchers,
 			MaxConcurrentStreams: uint32(cfg.maxStreams),
 			MaxGrace:             cfg.maxGrace,
 			MaxLinger:            cfg.maxLinger,

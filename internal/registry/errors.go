@@ -43,6 +43,7 @@ func (e *LimitError) Error() string {
 const (
 	LimitObjectSize  = "OBJECT_TOO_LARGE"
 	LimitPinnedBytes = "PINNED_BYTES_LIMIT"
+	LimitWatchers    = "WATCHER_LIMIT"
 )
 
 // LabelError reports a label that breaks the label rules.

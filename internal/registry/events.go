@@ -163,6 +163,9 @@ type hub struct {
 	byID   map[handle.ID]map[*Subscription]struct{}
 	closed bool
 	buffer int
+	// maxLive bounds the open subscriptions, each of which may hold
+	// buffer events: 0, none.
+	maxLive int
 
 	// The history: the event of sequence n is at ring[(n-1)%histCap]
 	// while n > seq-len(ring). The ring grows by append up to histCap,
@@ -172,8 +175,9 @@ type hub struct {
 	next    int // the ring slot the next event goes to
 }
 
-func newHub(buffer, history int) *hub {
+func newHub(buffer, history, maxWatchers int) *hub {
 	return &hub{
+		maxLive: max(maxWatchers, 0),
 		live:    make(map[*Subscription]struct{}),
 		all:     make(map[*Subscription]struct{}),
 		byID:    make(map[handle.ID]map[*Subscription]struct{}),
@@ -230,8 +234,8 @@ func (h *hub) deliver(s *Subscription, ev Event) {
 func (h *hub) subscribe(kinds []EventKind, everything bool) (*Subscription, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed {
-		return nil, ErrClosed
+	if err := h.admit(); err != nil {
+		return nil, err
 	}
 	s := &Subscription{hub: h, ch: make(chan Event, h.buffer), done: make(chan struct{})}
 	for _, k := range kinds {
@@ -242,6 +246,18 @@ func (h *hub) subscribe(kinds []EventKind, everything bool) (*Subscription, erro
 		h.all[s] = struct{}{}
 	}
 	return s, nil
+}
+
+// admit says whether one more subscription may open: the hub is not
+// closed and fewer than maxLive are open. h.mu is held.
+func (h *hub) admit() error {
+	if h.closed {
+		return ErrClosed
+	}
+	if h.maxLive > 0 && len(h.live) >= h.maxLive {
+		return &LimitError{Limit: LimitWatchers, Max: int64(h.maxLive), Want: int64(len(h.live) + 1)}
+	}
+	return nil
 }
 
 // oldest returns the oldest sequence a watch can resume from: the oldest
@@ -259,8 +275,8 @@ func (h *hub) oldest() uint64 { return h.seq - uint64(len(h.ring)) + 1 }
 func (h *hub) subscribeFrom(from uint64, kinds []EventKind, ids []handle.ID, live func(handle.ID) bool) (*Subscription, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed {
-		return nil, ErrClosed
+	if err := h.admit(); err != nil {
+		return nil, err
 	}
 	if oldest := h.oldest(); from < oldest || from > h.seq+1 {
 		return nil, &CompactedError{From: from, Oldest: oldest, Newest: h.seq}

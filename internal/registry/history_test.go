@@ -474,7 +474,7 @@ func TestResumeAfterCloseIsRefused(t *testing.T) {
 func BenchmarkHubPublish(b *testing.B) {
 	for _, history := range []int{0, 10000} {
 		b.Run("history="+strconv.Itoa(history), func(b *testing.B) {
-			h := newHub(1024, history)
+			h := newHub(1024, history, 0)
 			ev := Event{Kind: EventPinned, State: Pinned, Handle: "obj_" + strings.Repeat("A", 52), LeaseID: "lse_" + strings.Repeat("B", 52), Time: time.Now()}
 			b.ReportAllocs()
 			for b.Loop() {

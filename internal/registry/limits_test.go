@@ -6,6 +6,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/weakref/registry/internal/handle"
 )
 
 // wantLimit checks that err is a *LimitError naming limit, with max and
@@ -169,4 +172,43 @@ func TestLabels(t *testing.T) {
 			wantUnchanged(t, r, before)
 		})
 	}
+}
+
+// TestWatchersAreBounded: with MaxWatchers set, one subscription more is
+// refused with WATCHER_LIMIT, however it is asked for, and closing one
+// makes room again. Each open one may hold WatchBuffer events: the limit
+// bounds their memory.
+func TestWatchersAreBounded(t *testing.T) {
+	r := newRegistry(t, Config{MaxWatchers: 2})
+	info, err := r.Put(newPayload(64, 1), Meta{Linger: time.Minute}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := r.WatchAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.Watch([]handle.ID{info.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for name, try := range map[string]func() (*Subscription, error){
+		"WatchAll":     func() (*Subscription, error) { return r.WatchAll() },
+		"WatchAllFrom": func() (*Subscription, error) { return r.WatchAllFrom(1) },
+		"Watch":        func() (*Subscription, error) { return r.Watch([]handle.ID{info.ID}) },
+		"WatchFrom":    func() (*Subscription, error) { return r.WatchFrom([]handle.ID{info.ID}, 1) },
+	} {
+		_, err := try()
+		var limit *LimitError
+		if !errors.As(err, &limit) || limit.Limit != LimitWatchers || limit.Max != 2 || limit.Want != 3 {
+			t.Errorf("%s with 2 of 2 open: %v, want a WATCHER_LIMIT LimitError", name, err)
+		}
+	}
+	a.Close()
+	c, err := r.WatchAll()
+	if err != nil {
+		t.Fatalf("after one closed: %v", err)
+	}
+	c.Close()
 }

@@ -39,6 +39,10 @@ type Config struct {
 	// WatchBuffer is how many events a subscriber may fall behind before it
 	// is dropped with ErrWatchTooSlow. Default 1024.
 	WatchBuffer int
+	// MaxWatchers bounds the open Watch and WatchAll subscriptions, each of
+	// which may hold WatchBuffer events; one more is refused with a
+	// *LimitError for WATCHER_LIMIT. Zero: no limit.
+	MaxWatchers int
 	// WatchHistory is how many of the latest events are kept for watches
 	// that resume from a sequence (WatchFrom, WatchAllFrom). Default 10000;
 	// negative keeps none.
@@ -127,7 +131,7 @@ func New(cfg Config) *Registry {
 		cfg:     cfg,
 		now:     cfg.Now,
 		observe: cfg.Observe,
-		events:  newHub(cfg.WatchBuffer, cfg.WatchHistory),
+		events:  newHub(cfg.WatchBuffer, cfg.WatchHistory, cfg.MaxWatchers),
 		tombs:   newTombstones(cfg.Tombstones),
 	}
 	for i := range r.shards {

@@ -88,6 +88,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		MaxObjectBytes: limits.MaxObjectBytes,
 		MaxPinnedBytes: limits.MaxPinnedBytes,
 		WatchBuffer:    o.watchBuffer,
+		MaxWatchers:    limits.MaxWatchers,
 		LeakGCCycles:   o.leakCycles,
 		Observe:        obs.Registry(),
 	})

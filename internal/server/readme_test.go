@@ -110,6 +110,7 @@ func walkLimits() *Limits {
 	l.MaxPinnedBytes = 64
 	l.MaxPinsPerLease = 3
 	l.MaxLeases = 4
+	l.MaxWatchers = 2
 	l.MaxMessageBytes = messageOverhead + 100 // Resolve answers at most 100 bytes
 	return &l
 }
@@ -384,6 +385,26 @@ func provokers() map[string]provocation {
 		}
 		return answer{}
 	}
+	// fillWatchers opens watches until walkLimits' MaxWatchers are open.
+	fillWatchers := func(t *testing.T, w *world) {
+		for range walkLimits().MaxWatchers {
+			s, err := w.e.admin.WatchEvents(ctxT(t), &registryv1.WatchEventsRequest{})
+			if err == nil {
+				_, err = s.Header() // in place
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	add(ReasonWatcherLimit, codes.ResourceExhausted, "Watch", func(t *testing.T, w *world) answer {
+		fillWatchers(t, w)
+		return firstRecv(w.e.rs.Watch(ctxT(t), &registryv1.WatchRequest{Handles: []string{w.pinned}}))
+	})
+	add(ReasonWatcherLimit, codes.ResourceExhausted, "WatchEvents", func(t *testing.T, w *world) answer {
+		fillWatchers(t, w)
+		return firstRecv(w.e.admin.WatchEvents(ctxT(t), &registryv1.WatchEventsRequest{}))
+	})
 	add(ReasonWatchTooSlow, codes.ResourceExhausted, "Watch", func(t *testing.T, w *world) answer {
 		s, err := w.e.rs.Watch(ctxT(t), &registryv1.WatchRequest{Handles: []string{w.pinned}})
 		if err != nil {

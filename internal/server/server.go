@@ -72,6 +72,7 @@ type Limits struct {
 	MaxPinnedBytes       int64
 	MaxPinsPerLease      int
 	MaxLeases            int
+	MaxWatchers          int
 	MaxConcurrentStreams uint32
 	MaxGrace             time.Duration
 	// MaxLinger caps the linger an object may ask for; zero allows none.
@@ -87,6 +88,7 @@ func (l Limits) report(st registry.Stats, leases int) []*registryv1.Limit {
 		{Name: registry.LimitPinnedBytes, Max: l.MaxPinnedBytes, Used: st.Bytes[registry.Pinned], Unit: bytes},
 		{Name: lease.LimitPinsPerLease, Max: int64(l.MaxPinsPerLease), Used: -1},
 		{Name: lease.LimitLeases, Max: int64(l.MaxLeases), Used: int64(leases)},
+		{Name: registry.LimitWatchers, Max: int64(l.MaxWatchers), Used: int64(st.Watchers)},
 		{Name: "CONCURRENT_STREAMS_PER_CONNECTION", Max: int64(l.MaxConcurrentStreams), Used: -1},
 		{Name: "GRACE_MAX_SECONDS", Max: int64(l.MaxGrace / time.Second), Used: -1, Unit: seconds},
 		{Name: "LINGER_MAX_SECONDS", Max: int64(l.MaxLinger / time.Second), Used: -1, Unit: seconds},

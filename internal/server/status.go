@@ -40,6 +40,7 @@ var (
 	ReasonPinnedBytesLimit  = registryv1.ErrorReason_PINNED_BYTES_LIMIT.String()
 	ReasonLeasePinLimit     = registryv1.ErrorReason_LEASE_PIN_LIMIT.String()
 	ReasonLeaseLimit        = registryv1.ErrorReason_LEASE_LIMIT.String()
+	ReasonWatcherLimit      = registryv1.ErrorReason_WATCHER_LIMIT.String()
 	ReasonLeaseMalformed    = registryv1.ErrorReason_LEASE_ID_MALFORMED.String()
 	ReasonLeaseNotFound     = registryv1.ErrorReason_LEASE_NOT_FOUND.String()
 	ReasonLeaseNotOpen      = registryv1.ErrorReason_LEASE_NOT_OPEN.String()
@@ -88,6 +89,7 @@ var catalog = map[registryv1.ErrorReason]reasonInfo{
 	registryv1.ErrorReason_PINNED_BYTES_LIMIT:      {codes.ResourceExhausted, "release pins, or raise --max-pinned-bytes"},
 	registryv1.ErrorReason_LEASE_PIN_LIMIT:         {codes.ResourceExhausted, ""},
 	registryv1.ErrorReason_LEASE_LIMIT:             {codes.ResourceExhausted, ""},
+	registryv1.ErrorReason_WATCHER_LIMIT:           {codes.ResourceExhausted, "close a watch you no longer read, or raise --max-watchers"},
 	registryv1.ErrorReason_LEASE_ID_MALFORMED:      {codes.InvalidArgument, "lease ids look like lse_ followed by 52 characters"},
 	registryv1.ErrorReason_LEASE_NOT_FOUND:         {codes.NotFound, "it was never opened, has ended, or its grace ran out; open a new lease"},
 	registryv1.ErrorReason_LEASE_NOT_OPEN:          {codes.FailedPrecondition, ""},
@@ -273,13 +275,36 @@ func toRequestError(err error, kind handle.Kind) *registryv1.RequestError {
 func toStatus(err error, kind handle.Kind) error {
 	code, reason, md := statusOf(err, kind)
 	msg := message(err, reason)
-	var field *FieldError
-	if errors.As(err, &field) {
+	var (
+		field    *FieldError
+		limit    *registry.LimitError
+		tooLarge *MessageTooLargeError
+	)
+	switch {
+	case errors.As(err, &field):
 		return newStatus(code, reason, msg, md, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{
 			Field: field.Field, Description: field.Why, Reason: reason,
 		}}})
+	case errors.As(err, &limit):
+		return newStatus(code, reason, msg, md, quotaFailure(reason, limit.Max, msg))
+	case errors.As(err, &tooLarge):
+		return newStatus(code, reason, msg, md, quotaFailure(reason, int64(tooLarge.Max), msg))
 	}
 	return newStatus(code, reason, msg, md)
+}
+
+// quotaFailure is the google.rpc.QuotaFailure a limit's refusal carries
+// beside its ErrorInfo, as Google's APIs send: which quota (its reason),
+// its value, and on whose account. Every limit is registryd's own, for
+// all callers together, until limits per identity exist.
+func quotaFailure(reason string, max int64, msg string) *errdetails.QuotaFailure {
+	return &errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
+		Subject:     "registryd",
+		Description: msg,
+		ApiService:  Domain,
+		QuotaId:     reason,
+		QuotaValue:  max,
+	}}}
 }
 
 // newStatus builds a status error carrying ErrorInfo{domain, reason} and

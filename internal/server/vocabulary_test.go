@@ -11,6 +11,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -106,6 +107,37 @@ func TestRequestErrorSaysWhatTheStatusSays(t *testing.T) {
 		}
 		if _, err := proto.Marshal(re); err != nil || !utf8.ValidString(re.GetMetadata()["key"]) {
 			t.Errorf("%v: metadata not UTF-8: %v", err, re.GetMetadata())
+		}
+	}
+}
+
+// TestLimitRefusalsCarryQuotaFailure: a refusal for a limit carries a
+// google.rpc.QuotaFailure naming the limit and its value, beside the
+// ErrorInfo, so that clients written for Google's APIs read it as such.
+func TestLimitRefusalsCarryQuotaFailure(t *testing.T) {
+	for _, tt := range []struct {
+		err    error
+		reason string
+		max    int64
+	}{
+		{&registry.LimitError{Limit: registry.LimitPinnedBytes, Max: 64, Want: 80}, ReasonPinnedBytesLimit, 64},
+		{&registry.LimitError{Limit: registry.LimitWatchers, Max: 2, Want: 3}, ReasonWatcherLimit, 2},
+		{&registry.LimitError{Limit: lease.LimitLeases, Max: 4, Want: 5}, ReasonLeaseLimit, 4},
+		{&MessageTooLargeError{Size: 200, Max: 100}, ReasonMessageTooLarge, 100},
+	} {
+		st := status.Convert(toStatus(tt.err, handle.Object))
+		var qf *errdetails.QuotaFailure
+		for _, d := range st.Details() {
+			if q, ok := d.(*errdetails.QuotaFailure); ok {
+				qf = q
+			}
+		}
+		if st.Code() != codes.ResourceExhausted || reasonOf(st) != tt.reason || qf == nil || len(qf.GetViolations()) != 1 {
+			t.Errorf("%v: %v %s %v, want RESOURCE_EXHAUSTED %s with one quota violation", tt.err, st.Code(), reasonOf(st), qf, tt.reason)
+			continue
+		}
+		if v := qf.GetViolations()[0]; v.GetQuotaId() != tt.reason || v.GetQuotaValue() != tt.max || v.GetSubject() == "" {
+			t.Errorf("%v: violation %v, want quota %s of %d", tt.err, v, tt.reason, tt.max)
 		}
 	}
 }
