@@ -286,6 +286,14 @@ func TestBadInputChangesNothingForOthers(t *testing.T) {
 			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("x"), Linger: &durationpb.Duration{Nanos: 1e9}})
 			wantField(t, err, "linger")
 		}},
+		{"put content type over 256 bytes with a lease", func(t *testing.T, w *world) {
+			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("x"), LeaseId: w.bystander.id, ContentType: strings.Repeat("t", MaxContentTypeBytes+1)})
+			wantField(t, err, "content_type")
+		}},
+		{"upload content type over 256 bytes", func(t *testing.T, w *world) {
+			_, err := w.e.uploadMsgs(ctxT(t), chunked(&registryv1.UploadHeader{ContentType: strings.Repeat("t", 16<<10)}, []byte("ten bytes!"), 4)...)
+			wantField(t, err, "header.content_type")
+		}},
 		{"put negative linger with a lease", func(t *testing.T, w *world) {
 			_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("x"), LeaseId: w.bystander.id, Linger: durationpb.New(-time.Nanosecond)})
 			wantField(t, err, "linger")

@@ -43,6 +43,9 @@ func (s *registryService) Put(ctx context.Context, req *registryv1.PutRequest) (
 	if err := checkDuration("linger", req.GetLinger()); err != nil {
 		return nil, toStatus(err, handle.Object)
 	}
+	if err := checkMaxBytes("content_type", req.GetContentType(), MaxContentTypeBytes); err != nil {
+		return nil, toStatus(err, handle.Object)
+	}
 	meta := registry.Meta{ContentType: req.GetContentType(), Labels: req.GetLabels(), Linger: s.linger(req.GetLinger())}
 	var (
 		info registry.Info

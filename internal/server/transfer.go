@@ -64,6 +64,9 @@ func (s *registryService) Upload(stream uploadStream) error {
 	if err := checkDuration("header.linger", hdr.GetLinger()); err != nil {
 		return toStatus(err, handle.Object)
 	}
+	if err := checkMaxBytes("header.content_type", hdr.GetContentType(), MaxContentTypeBytes); err != nil {
+		return toStatus(err, handle.Object)
+	}
 	if id := hdr.GetLeaseId(); id != "" {
 		if _, err := s.leases.ParseID(id); err != nil {
 			// As Put with this lease id would say it.

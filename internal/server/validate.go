@@ -60,6 +60,14 @@ func checkEnum(field string, v protoreflect.Enum) error {
 	return nil
 }
 
+// MaxContentTypeBytes bounds an object's content type. The server keeps
+// it for as long as the object lives, on the putter's behalf, like its
+// labels (which registry.ValidateLabels bounds): unbounded, 1-byte objects
+// with 16 MiB content types held gigabytes the pinned-bytes limit never
+// saw. 256 bytes holds any media type RFC 6838 allows (127 + "/" + 127)
+// with room for parameters.
+const MaxContentTypeBytes = 256
+
 // checkMaxBytes refuses a string longer than max bytes.
 func checkMaxBytes(field, s string, max int) error {
 	if len(s) > max {
