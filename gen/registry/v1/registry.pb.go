@@ -150,7 +150,8 @@ type PutRequest struct {
 	// The payload: any bytes, not empty. At most the server's max object
 	// size (and the gRPC message limit).
 	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
-	// What the bytes are, for readers (e.g. "application/json"). Optional.
+	// What the bytes are, for readers (e.g. "application/json"). Optional;
+	// at most 256 bytes (else FIELD_INVALID).
 	ContentType string `protobuf:"bytes,2,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	// Labels to find the object by (AdminService.ListObjects). Keys are 1-63
 	// characters of [a-zA-Z0-9._/-]; values at most 255 bytes.
@@ -1519,7 +1520,8 @@ func (*UploadRequest_Trailer) isUploadRequest_Kind() {}
 type UploadHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The payload's exact size in bytes, more than zero.
-	Size          int64                `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	Size int64 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	// As PutRequest.content_type: at most 256 bytes.
 	ContentType   string               `protobuf:"bytes,2,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	Labels        map[string]string    `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	LeaseId       string               `protobuf:"bytes,4,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
