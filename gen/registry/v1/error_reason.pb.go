@@ -129,13 +129,18 @@ const (
 	// DEADLINE_EXCEEDED: the call's deadline passed.
 	ErrorReason_REQUEST_CANCELLED ErrorReason = 32
 	// RESOURCE_EXHAUSTED: the client stopped reading its stream, so the
-	// server could not deliver an answer in time and ended the stream.
+	// server could not deliver an answer in time, or stopped sending an
+	// upload it had begun; the server ended the stream.
 	ErrorReason_STREAM_STALLED ErrorReason = 33
 	// INTERNAL: a bug in registryd. Please report it.
 	ErrorReason_INTERNAL ErrorReason = 34
 	// RESOURCE_EXHAUSTED: as many Watch and WatchEvents streams are open as
 	// may be. Metadata `max`, `want`.
 	ErrorReason_WATCHER_LIMIT ErrorReason = 35
+	// RESOURCE_EXHAUSTED: the uploads in flight already hold as many bytes
+	// as may be (an upload reserves its declared size until it ends).
+	// Metadata `max`, `want`.
+	ErrorReason_UPLOAD_BYTES_LIMIT ErrorReason = 36
 )
 
 // Enum value maps for ErrorReason.
@@ -177,6 +182,7 @@ var (
 		33: "STREAM_STALLED",
 		34: "INTERNAL",
 		35: "WATCHER_LIMIT",
+		36: "UPLOAD_BYTES_LIMIT",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED": 0,
@@ -215,6 +221,7 @@ var (
 		"STREAM_STALLED":           33,
 		"INTERNAL":                 34,
 		"WATCHER_LIMIT":            35,
+		"UPLOAD_BYTES_LIMIT":       36,
 	}
 )
 
@@ -249,7 +256,7 @@ var File_registry_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_registry_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"\x1eregistry/v1/error_reason.proto\x12\vregistry.v1*\xa7\x06\n" +
+	"\x1eregistry/v1/error_reason.proto\x12\vregistry.v1*\xbf\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10HANDLE_MALFORMED\x10\x01\x12\x12\n" +
@@ -287,7 +294,8 @@ const file_registry_v1_error_reason_proto_rawDesc = "" +
 	"\x11REQUEST_CANCELLED\x10 \x12\x12\n" +
 	"\x0eSTREAM_STALLED\x10!\x12\f\n" +
 	"\bINTERNAL\x10\"\x12\x11\n" +
-	"\rWATCHER_LIMIT\x10#B8Z6github.com/weakref/registry/gen/registry/v1;registryv1b\x06proto3"
+	"\rWATCHER_LIMIT\x10#\x12\x16\n" +
+	"\x12UPLOAD_BYTES_LIMIT\x10$B8Z6github.com/weakref/registry/gen/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_registry_v1_error_reason_proto_rawDescOnce sync.Once
