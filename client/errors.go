@@ -76,6 +76,7 @@ var reasonKinds = map[registryv1.ErrorReason]error{
 	registryv1.ErrorReason_LEASE_PIN_LIMIT:         ErrLimit,
 	registryv1.ErrorReason_LEASE_LIMIT:             ErrLimit,
 	registryv1.ErrorReason_WATCHER_LIMIT:           ErrLimit,
+	registryv1.ErrorReason_UPLOAD_BYTES_LIMIT:      ErrLimit,
 	registryv1.ErrorReason_LEASE_ID_MALFORMED:      ErrLeaseNotFound,
 	registryv1.ErrorReason_LEASE_NOT_FOUND:         ErrLeaseNotFound,
 	registryv1.ErrorReason_LEASE_NOT_OPEN:          ErrInvalid,

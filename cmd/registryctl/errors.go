@@ -141,6 +141,7 @@ var exitCodes = map[registryv1.ErrorReason]int{
 	registryv1.ErrorReason_LEASE_PIN_LIMIT:         exitError,
 	registryv1.ErrorReason_LEASE_LIMIT:             exitError,
 	registryv1.ErrorReason_WATCHER_LIMIT:           exitError,
+	registryv1.ErrorReason_UPLOAD_BYTES_LIMIT:      exitError,
 	registryv1.ErrorReason_LEASE_ID_MALFORMED:      exitError,
 	registryv1.ErrorReason_LEASE_NOT_FOUND:         exitNotFound,
 	registryv1.ErrorReason_LEASE_NOT_OPEN:          exitError,

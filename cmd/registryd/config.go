@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -36,6 +38,7 @@ type config struct {
 	maxPinsPerLease  int
 	maxLeases        int
 	maxWatchers      int
+	maxUploadBytes   byteSize
 	maxStreams       uint
 	maxGrace         time.Duration
 	maxLinger        time.Duration
@@ -93,11 +96,22 @@ func (b *byteSize) Set(s string) error {
 	return nil
 }
 
+// defaultUploadBytes is --max-upload-bytes's default: a quarter of the
+// Go memory limit when GOMEMLIMIT sets one, so that stalled uploads cannot
+// take the process past it; else 1 GiB, one largest object.
+func defaultUploadBytes() byteSize {
+	if limit := debug.SetMemoryLimit(-1); limit < math.MaxInt64 { // a negative value only reads it
+		return byteSize(limit / 4)
+	}
+	return 1 << 30
+}
+
 func parseConfig(args []string) (*config, error) {
 	c := &config{
 		maxObjectBytes:  1 << 30,
 		maxMessageBytes: 17 << 20,
 		maxPinnedBytes:  4 << 30,
+		maxUploadBytes:  defaultUploadBytes(),
 		telemetry:       true,
 	}
 	fs := flag.NewFlagSet("registryd", flag.ContinueOnError)
@@ -116,6 +130,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.Var(&c.maxPinnedBytes, "max-pinned-bytes", "most payload bytes pinned at once, all leases together, as a `size` (0: no limit)")
 	fs.IntVar(&c.maxPinsPerLease, "max-pins-per-lease", 100000, "most objects one lease may pin (0: no limit)")
 	fs.IntVar(&c.maxLeases, "max-leases", 10000, "most live leases, attached or detached (0: no limit)")
+	fs.Var(&c.maxUploadBytes, "max-upload-bytes", "most bytes all uploads in flight hold together, as a `size`: each reserves the size its header declares until it ends (default: a quarter of GOMEMLIMIT when it is set, else 1GiB; 0: no limit)")
 	fs.IntVar(&c.maxWatchers, "max-watchers", 1024, "most open Watch and WatchEvents streams, each of which may hold --watch-buffer events (0: no limit)")
 	fs.UintVar(&c.maxStreams, "max-streams", 1024, "most concurrent streams per client connection")
 	fs.DurationVar(&c.maxGrace, "max-grace", 5*time.Minute, "longest grace a lease may ask for")

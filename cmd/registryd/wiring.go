@@ -102,6 +102,7 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 			MaxPinsPerLease:      cfg.maxPinsPerLease,
 			MaxLeases:            cfg.maxLeases,
 			MaxWatchers:          cfg.maxWatchers,
+			MaxUploadBytes:       int64(cfg.maxUploadBytes),
 			MaxConcurrentStreams: uint32(cfg.maxStreams),
 			MaxGrace:             cfg.maxGrace,
 			MaxLinger:            cfg.maxLinger,

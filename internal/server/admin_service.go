@@ -27,11 +27,12 @@ const MaxPageSize = 1000
 // adminService adapts AdminService to the registry and lease packages.
 type adminService struct {
 	registryv1.UnimplementedAdminServiceServer
-	reg    *registry.Registry
-	leases *lease.Manager
-	limits Limits
-	obs    *observe.Observer // nil: none
-	stall  time.Duration     // see Config.StreamStallTimeout
+	reg     *registry.Registry
+	leases  *lease.Manager
+	limits  Limits
+	obs     *observe.Observer // nil: none
+	stall   time.Duration     // see Config.StreamStallTimeout
+	uploads *byteBudget       // registryService's, for the figures
 }
 
 func (s *adminService) GetStats(ctx context.Context, _ *registryv1.GetStatsRequest) (*registryv1.GetStatsResponse, error) {
@@ -54,7 +55,7 @@ func (s *adminService) GetStats(ctx context.Context, _ *registryv1.GetStatsReque
 		CollectedBytes:   st.CollectedBytes,
 		DeletedObjects:   st.Deleted,
 		GcCycles:         st.GCCycles,
-		Limits:           s.limits.report(st, attached+detached),
+		Limits:           s.limits.report(st, attached+detached, s.uploads.inUse()),
 		EpochStartTime:   timestamppb.New(st.EpochStart),
 		Epoch:            st.Epoch,
 		Watchers:         int64(st.Watchers),

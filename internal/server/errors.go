@@ -50,9 +50,15 @@ func checkHandles(hs []string) error {
 // `stall_timeout`.
 type StreamStalledError struct {
 	Stall time.Duration
+	// Sending: the client stopped sending (an upload it began), rather
+	// than reading.
+	Sending bool
 }
 
 func (e *StreamStalledError) Error() string {
+	if e.Sending {
+		return "the client sent nothing on its upload for " + e.Stall.String() + "; the stream was ended and nothing was stored"
+	}
 	return "the client did not read its stream for " + e.Stall.String() + "; the stream was ended (a lease stream's lease is detached)"
 }
 

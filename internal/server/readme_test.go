@@ -111,6 +111,7 @@ func walkLimits() *Limits {
 	l.MaxPinsPerLease = 3
 	l.MaxLeases = 4
 	l.MaxWatchers = 2
+	l.MaxUploadBytes = 100
 	l.MaxMessageBytes = messageOverhead + 100 // Resolve answers at most 100 bytes
 	return &l
 }
@@ -397,6 +398,9 @@ func provokers() map[string]provocation {
 			}
 		}
 	}
+	add(ReasonUploadBytesLimit, codes.ResourceExhausted, "Upload", func(t *testing.T, w *world) answer {
+		return upload(w, t, chunked(&registryv1.UploadHeader{}, make([]byte, walkLimits().MaxUploadBytes+1), 16)...)
+	})
 	add(ReasonWatcherLimit, codes.ResourceExhausted, "Watch", func(t *testing.T, w *world) answer {
 		fillWatchers(t, w)
 		return firstRecv(w.e.rs.Watch(ctxT(t), &registryv1.WatchRequest{Handles: []string{w.pinned}}))

@@ -26,11 +26,12 @@ const MaxHandlesPerRequest = 1000
 // packages.
 type registryService struct {
 	registryv1.UnimplementedRegistryServiceServer
-	reg    *registry.Registry
-	leases *lease.Manager
-	tel    *telemetry.Telemetry // nil: none
-	limits Limits
-	stall  time.Duration // see Config.StreamStallTimeout
+	reg     *registry.Registry
+	leases  *lease.Manager
+	tel     *telemetry.Telemetry // nil: none
+	limits  Limits
+	stall   time.Duration // see Config.StreamStallTimeout
+	uploads *byteBudget   // bytes uploads in flight hold; shared with adminService
 }
 
 // linger caps the linger a request asks for at the server's maximum.

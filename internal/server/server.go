@@ -67,12 +67,15 @@ type Config struct {
 
 // Limits are the configured limits; zero means none.
 type Limits struct {
-	MaxObjectBytes       int64
-	MaxMessageBytes      int
-	MaxPinnedBytes       int64
-	MaxPinsPerLease      int
-	MaxLeases            int
-	MaxWatchers          int
+	MaxObjectBytes  int64
+	MaxMessageBytes int
+	MaxPinnedBytes  int64
+	MaxPinsPerLease int
+	MaxLeases       int
+	MaxWatchers     int
+	// MaxUploadBytes bounds the bytes all uploads in flight hold
+	// together (UPLOAD_BYTES_LIMIT); zero, none.
+	MaxUploadBytes       int64
 	MaxConcurrentStreams uint32
 	MaxGrace             time.Duration
 	// MaxLinger caps the linger an object may ask for; zero allows none.
@@ -80,7 +83,7 @@ type Limits struct {
 }
 
 // report lists the limits with their use, for stats.
-func (l Limits) report(st registry.Stats, leases int) []*registryv1.Limit {
+func (l Limits) report(st registry.Stats, leases int, uploading int64) []*registryv1.Limit {
 	const bytes, seconds = "bytes", "seconds"
 	return []*registryv1.Limit{
 		{Name: registry.LimitObjectSize, Max: l.MaxObjectBytes, Used: -1, Unit: bytes},
@@ -89,6 +92,7 @@ func (l Limits) report(st registry.Stats, leases int) []*registryv1.Limit {
 		{Name: lease.LimitPinsPerLease, Max: int64(l.MaxPinsPerLease), Used: -1},
 		{Name: lease.LimitLeases, Max: int64(l.MaxLeases), Used: int64(leases)},
 		{Name: registry.LimitWatchers, Max: int64(l.MaxWatchers), Used: int64(st.Watchers)},
+		{Name: LimitUploadBytes, Max: l.MaxUploadBytes, Used: uploading, Unit: bytes},
 		{Name: "CONCURRENT_STREAMS_PER_CONNECTION", Max: int64(l.MaxConcurrentStreams), Used: -1},
 		{Name: "GRACE_MAX_SECONDS", Max: int64(l.MaxGrace / time.Second), Used: -1, Unit: seconds},
 		{Name: "LINGER_MAX_SECONDS", Max: int64(l.MaxLinger / time.Second), Used: -1, Unit: seconds},
@@ -114,8 +118,9 @@ func New(cfg Config) *Server {
 	log := cfg.Logger
 	calls := newInflight()
 	gs := grpc.NewServer(append(serverOptions(cfg), grpc.ChainUnaryInterceptor(calls.unary), grpc.ChainStreamInterceptor(calls.stream))...)
-	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry, limits: cfg.Limits, stall: cfg.StreamStallTimeout})
-	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits, obs: cfg.Observer, stall: cfg.StreamStallTimeout})
+	uploads := &byteBudget{max: cfg.Limits.MaxUploadBytes}
+	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry, limits: cfg.Limits, stall: cfg.StreamStallTimeout, uploads: uploads})
+	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits, obs: cfg.Observer, stall: cfg.StreamStallTimeout, uploads: uploads})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	for _, name := range []string{"", registryv1.RegistryService_ServiceDesc.ServiceName, registryv1.AdminService_ServiceDesc.ServiceName} {

@@ -41,6 +41,7 @@ var (
 	ReasonLeasePinLimit     = registryv1.ErrorReason_LEASE_PIN_LIMIT.String()
 	ReasonLeaseLimit        = registryv1.ErrorReason_LEASE_LIMIT.String()
 	ReasonWatcherLimit      = registryv1.ErrorReason_WATCHER_LIMIT.String()
+	ReasonUploadBytesLimit  = registryv1.ErrorReason_UPLOAD_BYTES_LIMIT.String()
 	ReasonLeaseMalformed    = registryv1.ErrorReason_LEASE_ID_MALFORMED.String()
 	ReasonLeaseNotFound     = registryv1.ErrorReason_LEASE_NOT_FOUND.String()
 	ReasonLeaseNotOpen      = registryv1.ErrorReason_LEASE_NOT_OPEN.String()
@@ -90,6 +91,7 @@ var catalog = map[registryv1.ErrorReason]reasonInfo{
 	registryv1.ErrorReason_LEASE_PIN_LIMIT:         {codes.ResourceExhausted, ""},
 	registryv1.ErrorReason_LEASE_LIMIT:             {codes.ResourceExhausted, ""},
 	registryv1.ErrorReason_WATCHER_LIMIT:           {codes.ResourceExhausted, "close a watch you no longer read, or raise --max-watchers"},
+	registryv1.ErrorReason_UPLOAD_BYTES_LIMIT:      {codes.ResourceExhausted, "retry once other uploads have ended, or raise --max-upload-bytes"},
 	registryv1.ErrorReason_LEASE_ID_MALFORMED:      {codes.InvalidArgument, "lease ids look like lse_ followed by 52 characters"},
 	registryv1.ErrorReason_LEASE_NOT_FOUND:         {codes.NotFound, "it was never opened, has ended, or its grace ran out; open a new lease"},
 	registryv1.ErrorReason_LEASE_NOT_OPEN:          {codes.FailedPrecondition, ""},

@@ -74,13 +74,22 @@ func (s *registryService) Upload(stream uploadStream) error {
 		}
 	}
 
+	// The chunks are held until the trailer: reserve them now, so that
+	// uploads that stall half-way cannot take the process's memory.
+	if err := s.uploads.reserve(size); err != nil {
+		return toStatus(err, handle.Object)
+	}
+	defer s.uploads.release(size)
+
+	recv, stop := idleBounded(ctx, stream.Recv, s.stall)
+	defer stop()
 	pieces := make([][]byte, 0, min(size/defaultChunkSize+1, 1<<16))
 	var (
 		got int64
 		crc uint32
 	)
 	for {
-		m, err := stream.Recv()
+		m, err := recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return toStatus(&UploadTrailerError{Size: size, Received: got}, handle.Object)
