@@ -144,7 +144,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.keepaliveTime, "keepalive-time", 20*time.Second, "ping a client idle this long")
 	fs.DurationVar(&c.keepaliveTimeout, "keepalive-timeout", 20*time.Second, "drop a client that does not answer a ping this long (its leases end)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, wait this long for calls in flight")
-	fs.DurationVar(&c.streamStall, "stream-stall-timeout", server.DefaultStreamStallTimeout, "end a lease stream whose client has not taken an answer for this long (RESOURCE_EXHAUSTED, STREAM_STALLED); its lease is detached")
+	fs.DurationVar(&c.streamStall, "stream-stall-timeout", server.DefaultStreamStallTimeout, "end a lease or watch stream whose client has not taken a message for this long, or an upload whose client has sent nothing for this long (RESOURCE_EXHAUSTED, STREAM_STALLED); a lease stream's lease is detached")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`host:port` to serve Prometheus /metrics and /healthz on over HTTP (empty: no metrics)")
 	fs.Var(&c.telemetry, "telemetry", "telemetry `on|off`: off turns tracing and metrics off whatever OTEL_* says (traces are exported only when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp is set; see docs/OBSERVABILITY.md)")
 	if err := fs.Parse(args); err != nil {
