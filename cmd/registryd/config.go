@@ -96,22 +96,25 @@ func (b *byteSize) Set(s string) error {
 	return nil
 }
 
-// defaultUploadBytes is --max-upload-bytes's default: a quarter of the
-// Go memory limit when GOMEMLIMIT sets one, so that stalled uploads cannot
-// take the process past it; else 1 GiB, one largest object.
-func defaultUploadBytes() byteSize {
+// fromMemoryLimit is a byte limit's default: 1/part of the Go memory limit
+// when GOMEMLIMIT sets one, else otherwise. The defaults that derive from
+// it, pinned bytes a half and uploads in flight a quarter, add up to less
+// than the limit, so that what registryd holds on its clients' behalf
+// cannot take it past GOMEMLIMIT; the rest is for weak objects, the Go
+// runtime and gRPC.
+func fromMemoryLimit(part int64, otherwise byteSize) byteSize {
 	if limit := debug.SetMemoryLimit(-1); limit < math.MaxInt64 { // a negative value only reads it
-		return byteSize(limit / 4)
+		return byteSize(limit / part)
 	}
-	return 1 << 30
+	return otherwise
 }
 
 func parseConfig(args []string) (*config, error) {
 	c := &config{
 		maxObjectBytes:  1 << 30,
 		maxMessageBytes: 17 << 20,
-		maxPinnedBytes:  4 << 30,
-		maxUploadBytes:  defaultUploadBytes(),
+		maxPinnedBytes:  fromMemoryLimit(2, 4<<30),
+		maxUploadBytes:  fromMemoryLimit(4, 1<<30),
 		telemetry:       true,
 	}
 	fs := flag.NewFlagSet("registryd", flag.ContinueOnError)
@@ -127,7 +130,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.Var(&c.maxObjectBytes, "max-object-bytes", "largest object accepted, as a `size` such as 16MiB; objects larger than one message move by Upload and Download")
 	fs.Var(&c.maxMessageBytes, "max-message-bytes", "largest gRPC message received or sent, as a `size`: bounds Put and Resolve")
-	fs.Var(&c.maxPinnedBytes, "max-pinned-bytes", "most payload bytes pinned at once, all leases together, as a `size` (0: no limit)")
+	fs.Var(&c.maxPinnedBytes, "max-pinned-bytes", "most payload bytes pinned at once, all leases together, as a `size` (default: half of GOMEMLIMIT when it is set, else 4GiB; 0: no limit)")
 	fs.IntVar(&c.maxPinsPerLease, "max-pins-per-lease", 100000, "most objects one lease may pin (0: no limit)")
 	fs.IntVar(&c.maxLeases, "max-leases", 10000, "most live leases, attached or detached (0: no limit)")
 	fs.Var(&c.maxUploadBytes, "max-upload-bytes", "most bytes all uploads in flight hold together, as a `size`: each reserves the size its header declares until it ends (default: a quarter of GOMEMLIMIT when it is set, else 1GiB; 0: no limit)")

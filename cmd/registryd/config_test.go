@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -232,5 +233,24 @@ func TestTombstonesZeroRemembersNone(t *testing.T) {
 			t.Errorf("%v: Resolve of a deleted handle: %v, want %v", tt.args, err, tt.want)
 		}
 		reg.Close()
+	}
+}
+
+// TestByteLimitsDeriveFromGOMEMLIMIT: with a Go memory limit set, the
+// pinned-bytes and upload budgets default to a half and a quarter of it,
+// so that what registryd holds for its clients stays under it.
+func TestByteLimitsDeriveFromGOMEMLIMIT(t *testing.T) {
+	old := debug.SetMemoryLimit(1 << 30)
+	defer debug.SetMemoryLimit(old)
+	c, err := parseConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.maxPinnedBytes != 512<<20 || c.maxUploadBytes != 256<<20 {
+		t.Errorf("under a 1 GiB memory limit: pinned %d, uploads %d; want 512 MiB and 256 MiB", c.maxPinnedBytes, c.maxUploadBytes)
+	}
+	c, err = parseConfig([]string{"--max-pinned-bytes", "2GiB"})
+	if err != nil || c.maxPinnedBytes != 2<<30 {
+		t.Errorf("a flag still wins: %v, %v", c.maxPinnedBytes, err)
 	}
 }
