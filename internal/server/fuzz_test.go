@@ -66,21 +66,22 @@ func FuzzRequestValidation(f *testing.F) {
 			req.Linger = &durationpb.Duration{Seconds: lingerSec, Nanos: lingerNanos}
 		}
 		badLinger := req.Linger != nil && (req.Linger.CheckValid() != nil || req.Linger.AsDuration() < 0)
+		badField := badLinger || len(contentType) > MaxContentTypeBytes
 		if key != "" || value != "" {
 			req.Labels = map[string]string{key: value}
 		}
 		puts := reg.Stats().Puts
 		resp, err := svc.Put(ctx, req)
-		if badLinger && err == nil {
-			t.Fatalf("Put(%v) with linger %v succeeded", req, req.Linger)
+		if badField && err == nil {
+			t.Fatalf("Put(%v) with linger %v and a %d-byte content type succeeded", req, req.Linger, len(contentType))
 		}
 		if err != nil {
 			r := reasonOf(status.Convert(err))
 			if !putReasons[r] {
 				t.Fatalf("Put(%v) failed with reason %q: %v", req, r, err)
 			}
-			if (r == ReasonFieldInvalid) != badLinger {
-				t.Fatalf("Put(%v) with linger %v: %v", req, req.Linger, err)
+			if (r == ReasonFieldInvalid) != badField {
+				t.Fatalf("Put(%v) with linger %v and a %d-byte content type: %v", req, req.Linger, len(contentType), err)
 			}
 			if got := reg.Stats().Puts; got != puts {
 				t.Fatalf("a failed Put stored something: %d puts, was %d", got, puts)
