@@ -205,6 +205,8 @@ type LeaseError struct {
 // RevokeCause says who ended a revoked lease.
 type RevokeCause int
 
+// The causes of a revocation; CauseUnknown is the zero value, for a cause
+// this client does not know.
 const (
 	CauseUnknown   RevokeCause = iota
 	CauseAdmin                 // an operator revoked it

@@ -43,7 +43,7 @@ const (
 )
 
 // loadProject loads docker-compose.yaml with the Compose Specification's
-// own loader, as docker compose does: schema validation, normalization,
+// own loader, as docker compose does: schema validation, normalisation,
 // consistency checks, paths resolved against the repository root.
 func loadProject(t *testing.T) *types.Project {
 	t.Helper()

@@ -27,8 +27,8 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	if size == 0 {
 		return Info{}, ErrPayloadEmpty
 	}
-	if max := r.cfg.MaxObjectBytes; max > 0 && size > max {
-		return Info{}, &LimitError{Limit: LimitObjectSize, Max: max, Want: size}
+	if limit := r.cfg.MaxObjectBytes; limit > 0 && size > limit {
+		return Info{}, &LimitError{Limit: LimitObjectSize, Max: limit, Want: size}
 	}
 	if err := ValidateLabels(meta.Labels); err != nil {
 		return Info{}, err
@@ -323,11 +323,11 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 // reservePinned accounts size more pinned bytes, or fails if that would
 // pass MaxPinnedBytes.
 func (r *Registry) reservePinned(size int64) error {
-	max := r.cfg.MaxPinnedBytes
+	limit := r.cfg.MaxPinnedBytes
 	for {
 		cur := r.counters.bytes[Pinned].Load()
-		if max > 0 && cur+size > max {
-			return &LimitError{Limit: LimitPinnedBytes, Max: max, Want: cur + size}
+		if limit > 0 && cur+size > limit {
+			return &LimitError{Limit: LimitPinnedBytes, Max: limit, Want: cur + size}
 		}
 		if r.counters.bytes[Pinned].CompareAndSwap(cur, cur+size) {
 			return nil

@@ -60,10 +60,10 @@ func checkEnum(field string, v protoreflect.Enum) error {
 	return nil
 }
 
-// checkMaxBytes refuses a string longer than max bytes.
-func checkMaxBytes(field, s string, max int) error {
-	if len(s) > max {
-		return fieldErrorf(field, "is %d bytes, more than the %d allowed", len(s), max)
+// checkMaxBytes refuses a string longer than limit bytes.
+func checkMaxBytes(field, s string, limit int) error {
+	if len(s) > limit {
+		return fieldErrorf(field, "is %d bytes, more than the %d allowed", len(s), limit)
 	}
 	return nil
 }
