@@ -243,7 +243,8 @@ func (a *app) close() {
 	if a.tel != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		a.tel.Shutdown(ctx)
+		// Spans that cannot be flushed must not change the exit code.
+		_ = a.tel.Shutdown(ctx)
 	}
 }
 

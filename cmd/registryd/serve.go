@@ -61,7 +61,9 @@ func (d *daemon) serve() error {
 	if metrics != nil {
 		// After the gRPC server: a scrape during the drain still works,
 		// and /healthz has said 503 since it began.
-		metrics.Shutdown(sctx)
+		if err := metrics.Shutdown(sctx); err != nil {
+			log.Warn("metrics connections still open were cut", "err", err)
+		}
 	}
 	log.Info("stopped")
 	return nil

@@ -489,7 +489,8 @@ func (m *Manager) Shutdown() {
 	}
 	m.mu.Unlock()
 	for _, l := range all {
-		m.end(l, CauseShutdown, "registryd is shutting down")
+		// ErrNotFound: the lease ended on its own meanwhile; nothing to do.
+		_, _ = m.end(l, CauseShutdown, "registryd is shutting down")
 	}
 }
 

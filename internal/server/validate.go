@@ -60,13 +60,5 @@ func checkEnum(field string, v protoreflect.Enum) error {
 	return nil
 }
 
-// checkMaxBytes refuses a string longer than limit bytes.
-func checkMaxBytes(field, s string, limit int) error {
-	if len(s) > limit {
-		return fieldErrorf(field, "is %d bytes, more than the %d allowed", len(s), limit)
-	}
-	return nil
-}
-
 // indexed names the i-th element of a repeated field: "kinds[1]".
 func indexed(field string, i int) string { return field + "[" + strconv.Itoa(i) + "]" }

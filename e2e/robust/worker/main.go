@@ -111,7 +111,6 @@ type worker struct {
 
 	poolMu sync.Mutex
 	pool   map[string]uint32 // handles this worker put, and their checksums; bounded
-	ready  sync.WaitGroup
 }
 
 func now() int64 { return time.Now().UnixNano() }
@@ -120,7 +119,9 @@ func (w *worker) record(r robust.Record) {
 	r.Worker = w.id
 	w.outMu.Lock()
 	defer w.outMu.Unlock()
-	w.out.Encode(r)
+	// A stdout that fails means the suite reading it is gone: there is
+	// nobody left to tell.
+	_ = w.out.Encode(r)
 }
 
 // remember adds a handle to the pool that resolves pick from.
