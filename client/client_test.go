@@ -436,7 +436,7 @@ func TestWatchSeesTheLifecycle(t *testing.T) {
 		}
 		last = ev.Seq
 	}
-	if _, err := w.Recv(); err != io.EOF {
+	if _, err := w.Recv(); !errors.Is(err, io.EOF) {
 		t.Fatalf("after COLLECTED: %v, want io.EOF", err)
 	}
 }

@@ -228,7 +228,7 @@ func (c RevokeCause) String() string {
 
 func (e *LeaseError) Error() string {
 	msg := fmt.Sprintf("lease %s: %v", e.LeaseID, e.Kind)
-	if e.Kind == ErrLeaseRevoked {
+	if errors.Is(e.Kind, ErrLeaseRevoked) {
 		msg += ": " + e.Cause.String()
 	}
 	if e.Reason != "" {

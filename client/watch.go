@@ -285,7 +285,7 @@ func resumable(err error) bool {
 // watchError is fromStatus, knowing the reasons of a watch.
 func watchError(err error) error {
 	err = fromStatus(err)
-	if e, ok := err.(*Error); ok && e.Reason == reasonWatchCompacted {
+	if e := (*Error)(nil); errors.As(err, &e) && e.Reason == reasonWatchCompacted {
 		e.kind = ErrWatchCompacted
 	}
 	return err

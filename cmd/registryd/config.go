@@ -135,7 +135,7 @@ func parseConfig(args []string) (*config, error) {
 			fs.PrintDefaults()
 			return nil, err
 		}
-		return nil, fmt.Errorf("%v (see registryd -h)", err)
+		return nil, fmt.Errorf("%w (see registryd -h)", err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q; registryd takes flags only", fs.Arg(0))
@@ -186,7 +186,7 @@ func applyEnv(fs *flag.FlagSet) error {
 		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(name); ok {
 			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s=%q: %v", name, v, e)
+				err = fmt.Errorf("%s=%q: %w", name, v, e)
 			}
 		}
 	})

@@ -211,7 +211,7 @@ func TestParseRejects(t *testing.T) {
 					t.Fatalf("ForeignNodeError = %+v, want %+v", *fe, *tt.wantForeign)
 				}
 			default:
-				if err != tt.want {
+				if !errors.Is(err, tt.want) {
 					t.Fatalf("Parse error = %v, want %v", err, tt.want)
 				}
 			}
