@@ -67,7 +67,8 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	s.m[id] = e
 	s.index.ReplaceOrInsert(e)
 	r.counters.puts.Add(1)
-	if by != nil {
+	switch {
+	case by != nil:
 		e.strong = p
 		e.state = Pinned
 		e.pins = append(e.pins, Pin{Lease: by.ID, LeaseID: by.LeaseID, Since: now})
@@ -76,13 +77,13 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		// CREATED reports the pinned state: the object is never WEAK.
 		r.publish(e, EventCreated, "", now)
 		r.publish(e, EventPinned, by.LeaseID, now)
-	} else if meta.Linger > 0 {
+	case meta.Linger > 0:
 		e.strong = p
 		r.startLinger(e, now, meta.Linger)
 		r.counters.add(Lingering, 1, size)
 		r.publish(e, EventCreated, "", now)
 		r.publish(e, EventLingering, "", now)
-	} else {
+	default:
 		r.counters.add(Weak, 1, size)
 		s.leaks.setWeak(e, true)
 		r.publish(e, EventCreated, "", now)
