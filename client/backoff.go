@@ -54,7 +54,7 @@ func (b *backoff) next() time.Duration {
 		return 0
 	}
 	b.delay = min(time.Duration(float64(d)*b.cfg.multiplier), b.cfg.max)
-	return time.Duration(float64(d) * (1 + b.cfg.jitter*(2*rand.Float64()-1)))
+	return time.Duration(float64(d) * (1 + b.cfg.jitter*(2*rand.Float64()-1))) //nolint:gosec // jitter spreads retries; it needs no unpredictability
 }
 
 // wait waits d, and reports false if done is closed first.

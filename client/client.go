@@ -65,7 +65,8 @@ func WithToken(token string) Option { return func(o *options) { o.token = token 
 // spans whose trace continues in registryd's spans.
 func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tracer = tp } }
 
-// WithPropagator: see WithTracerProvider.
+// WithPropagator injects trace context with p instead of the global
+// propagator; see WithTracerProvider.
 func WithPropagator(p propagation.TextMapPropagator) Option {
 	return func(o *options) { o.propagator = p }
 }
@@ -254,6 +255,8 @@ func (c *Client) Stat(ctx context.Context, handle string) (Info, error) {
 // State is where an object is in its lifecycle.
 type State int
 
+// The states an object goes through; StateUnknown is the zero value, for
+// a state this client does not know.
 const (
 	StateUnknown   State = iota
 	StatePinned          // a lease pins it: never collected

@@ -178,7 +178,7 @@ func TestPinAndUnpinReportPerHandle(t *testing.T) {
 	s := newServer(t, time.Minute)
 	c := dial(t, s.addr)
 	ctx := ctxT(t)
-	a, _ := c.Put(ctx, []byte("a"))
+	_, _ = c.Put(ctx, []byte("a"))
 	gone, _ := c.Put(ctx, []byte("gone"))
 	s.collect(t) // both unpinned: both collected
 	keep := keeper(t, c)
@@ -436,7 +436,7 @@ func TestWatchSeesTheLifecycle(t *testing.T) {
 		}
 		last = ev.Seq
 	}
-	if _, err := w.Recv(); err != io.EOF {
+	if _, err := w.Recv(); !errors.Is(err, io.EOF) {
 		t.Fatalf("after COLLECTED: %v, want io.EOF", err)
 	}
 }

@@ -207,6 +207,8 @@ type LeaseError struct {
 // RevokeCause says who ended a revoked lease.
 type RevokeCause int
 
+// The causes of a revocation; CauseUnknown is the zero value, for a cause
+// this client does not know.
 const (
 	CauseUnknown   RevokeCause = iota
 	CauseAdmin                 // an operator revoked it
@@ -228,7 +230,7 @@ func (c RevokeCause) String() string {
 
 func (e *LeaseError) Error() string {
 	msg := fmt.Sprintf("lease %s: %v", e.LeaseID, e.Kind)
-	if e.Kind == ErrLeaseRevoked {
+	if errors.Is(e.Kind, ErrLeaseRevoked) {
 		msg += ": " + e.Cause.String()
 	}
 	if e.Reason != "" {

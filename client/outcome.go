@@ -9,6 +9,8 @@ import (
 // PinOutcome is what a pin or unpin did to one handle.
 type PinOutcome int
 
+// The outcomes of a pin or unpin; OutcomeUnknown is the zero value, for an
+// outcome this client does not know.
 const (
 	OutcomeUnknown       PinOutcome = iota
 	OutcomePinned                   // this lease now pins it

@@ -25,7 +25,7 @@ const reasonMessageTooLarge = "MESSAGE_TOO_LARGE"
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// ErrChecksum: the bytes a Download received do not match the checksum
+// ErrChecksum means the bytes a Download received do not match the checksum
 // the server sent with them.
 var ErrChecksum = errors.New("registry: checksum mismatch")
 

@@ -72,7 +72,7 @@ func eventFrom(e *registryv1.Event) Event {
 	}
 }
 
-// ErrWatchCompacted: a watch asked to resume from a sequence that the
+// ErrWatchCompacted means a watch asked to resume from a sequence that the
 // server's bounded history no longer keeps, or one it never reached (a
 // sequence of another run, say). Error.Metadata["oldest_sequence"] is the
 // oldest it can resume from. Events between were lost to this watcher:
@@ -285,7 +285,7 @@ func resumable(err error) bool {
 // watchError is fromStatus, knowing the reasons of a watch.
 func watchError(err error) error {
 	err = fromStatus(err)
-	if e, ok := err.(*Error); ok && e.Reason == reasonWatchCompacted {
+	if e := (*Error)(nil); errors.As(err, &e) && e.Reason == reasonWatchCompacted {
 		e.kind = ErrWatchCompacted
 	}
 	return err

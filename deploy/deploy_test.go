@@ -43,7 +43,7 @@ const (
 )
 
 // loadProject loads docker-compose.yaml with the Compose Specification's
-// own loader, as docker compose does: schema validation, normalization,
+// own loader, as docker compose does: schema validation, normalisation,
 // consistency checks, paths resolved against the repository root.
 func loadProject(t *testing.T) *types.Project {
 	t.Helper()
@@ -113,7 +113,7 @@ var versionTag = regexp.MustCompile(`^v?[0-9]+\.[0-9]+\.[0-9]+([-.][0-9A-Za-z.-]
 func pinned(image string, needVersion bool) error {
 	ref, err := reference.ParseNormalizedNamed(image)
 	if err != nil {
-		return fmt.Errorf("image %q: %v", image, err)
+		return fmt.Errorf("image %q: %w", image, err)
 	}
 	if _, ok := ref.(reference.Digested); ok {
 		return nil
@@ -413,7 +413,7 @@ func listensBeyondLoopback(what, endpoint string) error {
 	}
 	host, _, err := splitEndpoint(endpoint)
 	if err != nil {
-		return fmt.Errorf("%s endpoint %q: %v", what, endpoint, err)
+		return fmt.Errorf("%s endpoint %q: %w", what, endpoint, err)
 	}
 	if host == "localhost" || net.ParseIP(host).IsLoopback() {
 		return fmt.Errorf("%s listens on %s, loopback, out of other containers' reach: use 0.0.0.0", what, endpoint)

@@ -213,7 +213,7 @@ func TestClientRoundTrip(t *testing.T) {
 	// either way the watcher is told, and the handle answers collected.
 	collect(t, admin)
 	next(regclient.EventCollected, regclient.StateCollected, 0, "")
-	if ev, err := w.Recv(); err != io.EOF {
+	if ev, err := w.Recv(); !errors.Is(err, io.EOF) {
 		t.Fatalf("watch after COLLECTED: %+v, %v; want io.EOF", ev, err)
 	}
 	_, _, err = c.Resolve(ctx, h)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -139,7 +140,7 @@ func TestLifecycleEndToEnd(t *testing.T) {
 				}
 				seq = ev.GetSequence()
 			}
-			if ev, err := w.in.next(t, waitTimeout); err != io.EOF {
+			if ev, err := w.in.next(t, waitTimeout); !errors.Is(err, io.EOF) {
 				t.Fatalf("after COLLECTED the watch stream gave %v, %v; want its clean end (io.EOF)", ev, err)
 			}
 		})

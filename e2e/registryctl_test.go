@@ -124,7 +124,7 @@ func execCtl(o ctlOpts, args []string) (ctlResult, error) {
 	}
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
-		return r, fmt.Errorf("run registryctl %s: %v", strings.Join(args, " "), err)
+		return r, fmt.Errorf("run registryctl %s: %w", strings.Join(args, " "), err)
 	}
 	return r, nil
 }

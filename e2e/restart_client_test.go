@@ -141,7 +141,7 @@ func restartUnderLease(t *testing.T, stop syscall.Signal) {
 		wantRestartedMetadata(t, ce.Metadata, firstEpoch, secondEpoch)
 	}
 	for _, kind := range []error{regclient.ErrRestarted, regclient.ErrLeaseLost, regclient.ErrLeaseRevoked} {
-		if errors.Is(err, kind) != (kind == want) {
+		if errors.Is(err, kind) != errors.Is(kind, want) {
 			t.Errorf("Err = %v: errors.Is(%v) = %v, want only %v", err, kind, errors.Is(err, kind), want)
 		}
 	}

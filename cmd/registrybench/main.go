@@ -82,7 +82,8 @@ func run() error {
 	payload := make([]byte, size)
 
 	if *mode == "echo-serve" {
-		lis, err := net.Listen("tcp", *addr)
+		var lc net.ListenConfig
+		lis, err := lc.Listen(context.Background(), "tcp", *addr)
 		if err != nil {
 			return err
 		}

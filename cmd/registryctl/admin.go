@@ -68,11 +68,11 @@ func statsTable(w io.Writer, st *registryv1.GetStatsResponse, now time.Time) {
 				full = fmt.Sprintf("%.1f%%", 100*float64(l.GetUsed())/float64(l.GetMax()))
 			}
 		}
-		max := "unlimited"
+		maxText := "unlimited"
 		if l.GetMax() > 0 {
-			max = limitValue(l.GetMax(), l.GetUnit())
+			maxText = limitValue(l.GetMax(), l.GetUnit())
 		}
-		row(w, l.GetName(), max, used, full)
+		row(w, l.GetName(), maxText, used, full)
 	}
 }
 

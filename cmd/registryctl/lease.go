@@ -181,6 +181,7 @@ func (a *app) release(l *client.Lease) {
 	select {
 	case <-l.Done():
 	default:
-		a.closeLease(l, 0)
+		// The command's own error is the one to report.
+		_, _ = a.closeLease(l, 0)
 	}
 }

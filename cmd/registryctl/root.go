@@ -243,7 +243,8 @@ func (a *app) close() {
 	if a.tel != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		a.tel.Shutdown(ctx)
+		// Spans that cannot be flushed must not change the exit code.
+		_ = a.tel.Shutdown(ctx)
 	}
 }
 
@@ -287,7 +288,7 @@ func (a *app) callCtx(ctx context.Context) (context.Context, context.CancelFunc)
 }
 
 // exactArgs and minArgs check positional arguments as usage errors.
-func exactArgs(n int, names string) cobra.PositionalArgs {
+func exactArgs(n int, names string) cobra.PositionalArgs { //nolint:unparam // the pair with minArgs reads as cobra.ExactArgs does
 	return func(_ *cobra.Command, args []string) error {
 		if len(args) != n {
 			return usagef("want %s, got %d argument%s", names, len(args), plural(len(args)))

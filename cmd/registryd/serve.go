@@ -17,16 +17,17 @@ import (
 // --shutdown-timeout. A second signal kills at once.
 func (d *daemon) serve() error {
 	cfg, log := d.cfg, d.log
-	lis, err := net.Listen("tcp", cfg.addr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", cfg.addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another registryd running? choose another --addr)", cfg.addr, err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	serveErr := make(chan error, 2)
 	var metrics *http.Server
 	if cfg.metricsAddr != "" {
-		mlis, err := net.Listen("tcp", cfg.metricsAddr)
+		mlis, err := lc.Listen(ctx, "tcp", cfg.metricsAddr)
 		if err != nil {
 			lis.Close()
 			return fmt.Errorf("listen on %s: %w (choose another --metrics-addr)", cfg.metricsAddr, err)
@@ -61,7 +62,9 @@ func (d *daemon) serve() error {
 	if metrics != nil {
 		// After the gRPC server: a scrape during the drain still works,
 		// and /healthz has said 503 since it began.
-		metrics.Shutdown(sctx)
+		if err := metrics.Shutdown(sctx); err != nil {
+			log.Warn("metrics connections still open were cut", "err", err)
+		}
 	}
 	log.Info("stopped")
 	return nil

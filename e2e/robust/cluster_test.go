@@ -274,10 +274,11 @@ func (c *cluster) stats() (*registryv1.GetStatsResponse, error) {
 
 // collect forces a collection, recording nothing: a collection changes no
 // handle's lifecycle in the model, it only lets the GC do what it may.
-func (c *cluster) collect() (*registryv1.CollectResponse, error) {
+func (c *cluster) collect() error {
 	ctx, cancel := rpcCtx()
 	defer cancel()
-	return c.admin.Collect(ctx, &registryv1.CollectRequest{})
+	_, err := c.admin.Collect(ctx, &registryv1.CollectRequest{})
+	return err
 }
 
 // goroutinesLine finds the goroutine gauge, by the name of either

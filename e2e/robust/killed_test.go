@@ -31,7 +31,7 @@ func TestKilledLeaseStreamsLeaveNoPins(t *testing.T) {
 	}
 	want := perWorker * workers
 	deadline := time.After(2 * time.Minute)
-	for n := 0; n < want; n++ {
+	for n := range want {
 		select {
 		case r := <-ready:
 			if r.Result != strconv.Itoa(pins) {

@@ -146,12 +146,12 @@ func run(t *testing.T, sc scenario) *outcome {
 	// The observers at full speed, over a crowd of unpinned objects, so
 	// that a scan that touches payloads during the collection's mark
 	// would keep some alive.
-	c.putLoose(t, loose)
+	c.putLoose(loose)
 	hammer := c.startHammer()
 	out.violations = append(out.violations, c.collectsEverything("observers running")...)
 	hammer()
 	obs.stop()
-	c.putLoose(t, loose)
+	c.putLoose(loose)
 	out.violations = append(out.violations, c.collectsEverything("no observer")...)
 	if sc.baseline {
 		out.violations = append(out.violations, c.backToBaseline(base)...)
@@ -182,7 +182,7 @@ func run(t *testing.T, sc scenario) *outcome {
 }
 
 // putLoose puts n small objects without a lease, recording them.
-func (c *cluster) putLoose(t *testing.T, n int) {
+func (c *cluster) putLoose(n int) {
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Add(1)
@@ -230,7 +230,7 @@ func (c *cluster) startHammer() (stop func()) {
 // no handle put resolves any more.
 func (c *cluster) collectsEverything(when string) []violation {
 	var vs []violation
-	if _, err := c.collect(); err != nil {
+	if err := c.collect(); err != nil {
 		return []violation{{kindLeftover, "Collect: " + err.Error()}}
 	}
 	st, err := c.stats()

@@ -1,6 +1,7 @@
 package handle_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -73,7 +74,7 @@ func FuzzFormatParse(f *testing.F) {
 		if got, err := c.Parse(other, h); err == nil {
 			t.Fatalf("Parse(%v, %q) of a %v handle = %x, nil; want an error", other, h, k, got)
 		}
-		if got, err := c.Parse(other, other.Prefix()+h[len(k.Prefix()):]); err != handle.ErrUnknown {
+		if got, err := c.Parse(other, other.Prefix()+h[len(k.Prefix()):]); !errors.Is(err, handle.ErrUnknown) {
 			t.Fatalf("Parse(%v) of a %v handle under the %v prefix = %x, %v; want ErrUnknown", other, k, other, got, err)
 		}
 	})

@@ -31,7 +31,7 @@ var kinds = []handle.Kind{handle.Object, handle.Lease, handle.PageToken}
 // isBase64URL reports whether s holds only characters of the unpadded
 // URL-safe base64 alphabet.
 func isBase64URL(s string) bool {
-	for i := 0; i < len(s); i++ {
+	for i := range len(s) {
 		c := s[i]
 		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
 			return false
@@ -211,7 +211,7 @@ func TestParseRejects(t *testing.T) {
 					t.Fatalf("ForeignNodeError = %+v, want %+v", *fe, *tt.wantForeign)
 				}
 			default:
-				if err != tt.want {
+				if !errors.Is(err, tt.want) {
 					t.Fatalf("Parse error = %v, want %v", err, tt.want)
 				}
 			}

@@ -3,6 +3,7 @@ package handle
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"testing"
 )
 
@@ -57,7 +58,7 @@ func TestParseRejectsOtherVersionsAsMalformed(t *testing.T) {
 		for _, k := range []Kind{Object, Lease} {
 			// The MAC is genuine: only the version makes it unreadable.
 			h := rawHandle(c, k, ver, 4, 77, id)
-			if got, err := c.Parse(k, h); err != ErrMalformed {
+			if got, err := c.Parse(k, h); !errors.Is(err, ErrMalformed) {
 				t.Errorf("Parse(%v, version %d) = %x, %v; want ErrMalformed", k, ver, got, err)
 			}
 		}

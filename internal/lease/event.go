@@ -6,14 +6,14 @@ import "time"
 type EventKind uint8
 
 const (
-	// EventOpened: a stream opened a new lease.
+	// EventOpened means a stream opened a new lease.
 	EventOpened EventKind = iota + 1
-	// EventResumed: a stream resumed a detached lease, or took over an
+	// EventResumed means a stream resumed a detached lease, or took over an
 	// attached one.
 	EventResumed
-	// EventDetached: the lease's stream went away and its grace began.
+	// EventDetached means the lease's stream went away and its grace began.
 	EventDetached
-	// EventEnded: the lease ended and released its pins. Final.
+	// EventEnded means the lease ended and released its pins. Final.
 	EventEnded
 )
 
@@ -30,15 +30,15 @@ func (k EventKind) String() string {
 type End uint8
 
 const (
-	// EndClosed: its stream sent close.
+	// EndClosed means its stream sent close.
 	EndClosed End = iota + 1
-	// EndDropped: its stream went away and it had no grace.
+	// EndDropped means its stream went away and it had no grace.
 	EndDropped
-	// EndExpired: it stayed detached for its whole grace.
+	// EndExpired means it stayed detached for its whole grace.
 	EndExpired
-	// EndRevoked: an operator revoked it.
+	// EndRevoked means an operator revoked it.
 	EndRevoked
-	// EndShutdown: the server shut down.
+	// EndShutdown means the server shut down.
 	EndShutdown
 )
 

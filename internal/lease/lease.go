@@ -59,11 +59,11 @@ func (e *NotLiveError) Unwrap() error { return e.Err }
 type Cause uint8
 
 const (
-	// CauseAdmin: an operator revoked the lease.
+	// CauseAdmin means an operator revoked the lease.
 	CauseAdmin Cause = iota + 1
-	// CauseTakenOver: another stream resumed the lease.
+	// CauseTakenOver means another stream resumed the lease.
 	CauseTakenOver
-	// CauseShutdown: the server is shutting down.
+	// CauseShutdown means the server is shutting down.
 	CauseShutdown
 )
 
@@ -201,10 +201,10 @@ func (m *Manager) Open(p OpenParams) (*Session, error) {
 		m.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if max := m.cfg.MaxLeases; max > 0 && len(m.leases) >= max {
+	if limit := m.cfg.MaxLeases; limit > 0 && len(m.leases) >= limit {
 		n := len(m.leases)
 		m.mu.Unlock()
-		return nil, &registry.LimitError{Limit: LimitLeases, Max: int64(max), Want: int64(n + 1)}
+		return nil, &registry.LimitError{Limit: LimitLeases, Max: int64(limit), Want: int64(n + 1)}
 	}
 	m.leases[id] = l
 	m.attached.Add(1) // before anyone can find l, and so end it
@@ -379,8 +379,8 @@ func (m *Manager) ResolvePin(leaseID, h string) (registry.Object, error) {
 
 // checkPinLimit fails if l may not pin n more objects. l.mu is held.
 func (m *Manager) checkPinLimit(l *Lease, n int) error {
-	if max := m.cfg.MaxPinsPerLease; max > 0 && len(l.pins)+n > max {
-		return &registry.LimitError{Limit: LimitPinsPerLease, Max: int64(max), Want: int64(len(l.pins) + n)}
+	if limit := m.cfg.MaxPinsPerLease; limit > 0 && len(l.pins)+n > limit {
+		return &registry.LimitError{Limit: LimitPinsPerLease, Max: int64(limit), Want: int64(len(l.pins) + n)}
 	}
 	return nil
 }
@@ -489,7 +489,8 @@ func (m *Manager) Shutdown() {
 	}
 	m.mu.Unlock()
 	for _, l := range all {
-		m.end(l, CauseShutdown, "registryd is shutting down")
+		// ErrNotFound: the lease ended on its own meanwhile; nothing to do.
+		_, _ = m.end(l, CauseShutdown, "registryd is shutting down")
 	}
 }
 

@@ -433,7 +433,7 @@ func wantNotLive(cause error) func(*testing.T, error) {
 	}
 }
 
-func wantLimit(name string, max, want int64) func(*testing.T, error) {
+func wantLimit(name string, limit, want int64) func(*testing.T, error) {
 	return func(t *testing.T, err error) {
 		t.Helper()
 		var lim *registry.LimitError
@@ -441,8 +441,8 @@ func wantLimit(name string, max, want int64) func(*testing.T, error) {
 			t.Errorf("err %v (%T), want *registry.LimitError", err, err)
 			return
 		}
-		if lim.Limit != name || lim.Max != max || lim.Want != want {
-			t.Errorf("limit error %+v, want %s max %d want %d", lim, name, max, want)
+		if lim.Limit != name || lim.Max != limit || lim.Want != want {
+			t.Errorf("limit error %+v, want %s max %d want %d", lim, name, limit, want)
 		}
 	}
 }

@@ -54,6 +54,7 @@ func (s *Session) end(cause Cause, reason string, released int) {
 // Outcome is what a pin or unpin did to one handle.
 type Outcome uint8
 
+// The outcomes of a pin or unpin, named after what they did.
 const (
 	Pinned Outcome = iota + 1
 	AlreadyPinned

@@ -5,6 +5,7 @@
 package netfault
 
 import (
+	"context"
 	"net"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 // swallow the server's answers, to play a network failure. It is safe for
 // concurrent use.
 type Proxy struct {
+	ctx context.Context // the test's: bounds every dial upstream
 	lis net.Listener
 
 	mu        sync.Mutex
@@ -33,11 +35,15 @@ type Proxy struct {
 // upstream; the proxy is closed when the test ends.
 func New(t testing.TB, upstream string) *Proxy {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	// t.Context ends as the test does, so a dial to an upstream that hangs
+	// does not outlive it.
+	ctx := t.Context()
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{lis: lis, upstream: upstream}
+	p := &Proxy{ctx: ctx, lis: lis, upstream: upstream}
 	p.unstall = sync.NewCond(&p.mu)
 	p.wg.Add(1)
 	go p.accept()
@@ -61,7 +67,8 @@ func (p *Proxy) accept() {
 			c.Close()
 			continue
 		}
-		up, err := net.Dial("tcp", p.upstream)
+		var d net.Dialer
+		up, err := d.DialContext(p.ctx, "tcp", p.upstream)
 		if err != nil {
 			p.mu.Unlock()
 			c.Close()
@@ -160,7 +167,7 @@ func (p *Proxy) pass(down bool) bool {
 	for p.stalled && !p.closed {
 		p.unstall.Wait()
 	}
-	return !p.blackhole && !(down && p.muteDown)
+	return !p.blackhole && (!down || !p.muteDown)
 }
 
 // Close stops the proxy and cuts its connections.

@@ -229,7 +229,7 @@ func wantAttr(t *testing.T, got []attribute.KeyValue, want ...attribute.KeyValue
 			if g.Key == w.Key {
 				found = true
 				if g.Value != w.Value {
-					t.Errorf("attribute %s = %v, want %v", w.Key, g.Value.Emit(), w.Value.Emit())
+					t.Errorf("attribute %s = %v, want %v", w.Key, g.Value.String(), w.Value.String())
 				}
 			}
 		}

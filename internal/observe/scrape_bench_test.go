@@ -56,7 +56,7 @@ func BenchmarkScrapeAtScale(b *testing.B) {
 				b.Fatal(err)
 			}
 			data := make([]byte, 100)
-			for i := 0; i < n; i++ {
+			for i := range n {
 				if i%2 == 0 {
 					_, err = leases.Put(s.ID(), data, registry.Meta{})
 				} else {

@@ -257,8 +257,7 @@ func TestSuspectedLeakIsReported(t *testing.T) {
 	if st, _ := r.StatID(cached.ID); st.SuspectedLeak {
 		t.Fatal("soft-cached object reported as a leak")
 	}
-	runtime.KeepAlive(stray)
-	stray = nil
+	runtime.KeepAlive(stray) // stray is dead from here on: the GC may take it
 	r.Collect()
 	if _, err := r.StatID(leaked.ID); !errors.Is(err, ErrCollected) {
 		t.Fatalf("once the stray reference is gone: %v, want collected", err)

@@ -12,6 +12,7 @@ import (
 // EventKind says what happened to an object.
 type EventKind uint8
 
+// The kinds of event: EventCurrent, then one per state an object enters.
 const (
 	// EventCurrent is not a change: the object's state when a watch began.
 	EventCurrent EventKind = iota + 1

@@ -19,7 +19,7 @@ func ValidateLabels(labels map[string]string) error {
 		if k == "" || len(k) > MaxLabelKeyLen {
 			return &LabelError{Key: k, Reason: "key must be 1 to 63 characters"}
 		}
-		for i := 0; i < len(k); i++ {
+		for i := range len(k) {
 			if !labelKeyByte(k[i]) {
 				return &LabelError{Key: k, Reason: "key may hold only a-z A-Z 0-9 . _ / -"}
 			}

@@ -27,8 +27,8 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	if size == 0 {
 		return Info{}, ErrPayloadEmpty
 	}
-	if max := r.cfg.MaxObjectBytes; max > 0 && size > max {
-		return Info{}, &LimitError{Limit: LimitObjectSize, Max: max, Want: size}
+	if limit := r.cfg.MaxObjectBytes; limit > 0 && size > limit {
+		return Info{}, &LimitError{Limit: LimitObjectSize, Max: limit, Want: size}
 	}
 	if err := ValidateLabels(meta.Labels); err != nil {
 		return Info{}, err
@@ -67,7 +67,8 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	s.m[id] = e
 	s.index.ReplaceOrInsert(e)
 	r.counters.puts.Add(1)
-	if by != nil {
+	switch {
+	case by != nil:
 		e.strong = p
 		e.state = Pinned
 		e.pins = append(e.pins, Pin{Lease: by.ID, LeaseID: by.LeaseID, Since: now})
@@ -76,13 +77,13 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		// CREATED reports the pinned state: the object is never WEAK.
 		r.publish(e, EventCreated, "", now)
 		r.publish(e, EventPinned, by.LeaseID, now)
-	} else if meta.Linger > 0 {
+	case meta.Linger > 0:
 		e.strong = p
 		r.startLinger(e, now, meta.Linger)
 		r.counters.add(Lingering, 1, size)
 		r.publish(e, EventCreated, "", now)
 		r.publish(e, EventLingering, "", now)
-	} else {
+	default:
 		r.counters.add(Weak, 1, size)
 		s.leaks.setWeak(e, true)
 		r.publish(e, EventCreated, "", now)
@@ -323,11 +324,11 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 // reservePinned accounts size more pinned bytes, or fails if that would
 // pass MaxPinnedBytes.
 func (r *Registry) reservePinned(size int64) error {
-	max := r.cfg.MaxPinnedBytes
+	limit := r.cfg.MaxPinnedBytes
 	for {
 		cur := r.counters.bytes[Pinned].Load()
-		if max > 0 && cur+size > max {
-			return &LimitError{Limit: LimitPinnedBytes, Max: max, Want: cur + size}
+		if limit > 0 && cur+size > limit {
+			return &LimitError{Limit: LimitPinnedBytes, Max: limit, Want: cur + size}
 		}
 		if r.counters.bytes[Pinned].CompareAndSwap(cur, cur+size) {
 			return nil

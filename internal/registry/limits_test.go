@@ -13,14 +13,14 @@ import (
 
 // wantLimit checks that err is a *LimitError naming limit, with max and
 // want.
-func wantLimit(t testing.TB, err error, limit string, max, want int64) {
+func wantLimit(t testing.TB, err error, limit string, ceiling, want int64) {
 	t.Helper()
 	var le *LimitError
 	if !errors.As(err, &le) {
 		t.Fatalf("error = %v (%T); want *LimitError %s", err, err, limit)
 	}
-	if *le != (LimitError{Limit: limit, Max: max, Want: want}) {
-		t.Fatalf("LimitError = %+v; want {%s %d %d}", *le, limit, max, want)
+	if *le != (LimitError{Limit: limit, Max: ceiling, Want: want}) {
+		t.Fatalf("LimitError = %+v; want {%s %d %d}", *le, limit, ceiling, want)
 	}
 }
 

@@ -246,7 +246,7 @@ func TestFilteredListPagesAreBounded(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("paging through the pinned objects found %x, want %x", got, want)
 	}
-	if min := n / (listScanFactor * limit); pages < min {
+	if least := n / (listScanFactor * limit); pages < least {
 		t.Fatalf("%d pages for %d objects: a page examined more than %d entries", pages+1, n, listScanFactor*limit)
 	}
 }

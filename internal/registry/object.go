@@ -15,15 +15,15 @@ type State uint8
 const (
 	// StateUnknown is the zero State; no live object has it.
 	StateUnknown State = iota
-	// Pinned: at least one lease pins the object; it is held strongly.
+	// Pinned means at least one lease pins the object; it is held strongly.
 	Pinned
-	// Lingering: unpinned but still held strongly for a while.
+	// Lingering means it is unpinned but still held strongly for a while.
 	Lingering
-	// Weak: held only by a weak pointer; the Go GC may take it.
+	// Weak means it is held only by a weak pointer; the Go GC may take it.
 	Weak
-	// Collected: the Go GC took it. Final.
+	// Collected means the Go GC took it. Final.
 	Collected
-	// Deleted: an operator removed it. Final.
+	// Deleted means an operator removed it. Final.
 	Deleted
 )
 

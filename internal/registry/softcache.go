@@ -32,8 +32,8 @@ type cached struct {
 	p *payload
 }
 
-func newSoftCache(max int64, book func(*entry) *leakBook) *softCache {
-	return &softCache{max: max, book: book}
+func newSoftCache(limit int64, book func(*entry) *leakBook) *softCache {
+	return &softCache{max: limit, book: book}
 }
 
 // touch records that e was resolved: it moves to the front, or comes in,

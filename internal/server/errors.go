@@ -26,7 +26,7 @@ var (
 	ErrUploadHeaderMissing = errors.New("an upload sends one header, first; nothing was stored")
 )
 
-// TooManyHandlesError: more handles in one request than it may carry.
+// TooManyHandlesError reports more handles in one request than it may carry.
 // TOO_MANY_HANDLES, metadata `max` and `want`.
 type TooManyHandlesError struct {
 	Max, Want int
@@ -45,7 +45,7 @@ func checkHandles(hs []string) error {
 	return nil
 }
 
-// StreamStalledError: a client stopped reading its stream, so an answer
+// StreamStalledError reports that a client stopped reading its stream, so an answer
 // waited Stall for room and the stream was ended. STREAM_STALLED, metadata
 // `stall_timeout`.
 type StreamStalledError struct {
@@ -62,7 +62,7 @@ func (e *StreamStalledError) Error() string {
 	return "the client did not read its stream for " + e.Stall.String() + "; the stream was ended (a lease stream's lease is detached)"
 }
 
-// MessageTooLargeError: an answer larger than one gRPC message may carry.
+// MessageTooLargeError reports an answer larger than one gRPC message may carry.
 // MESSAGE_TOO_LARGE, metadata `max` and `want`.
 type MessageTooLargeError struct {
 	Size int64 // the object's size
@@ -73,7 +73,7 @@ func (e *MessageTooLargeError) Error() string {
 	return fmt.Sprintf("object is %d bytes, more than one message may carry (--max-message-bytes %d)", e.Size, e.Max)
 }
 
-// WatchEpochError: a watch resumed from a sequence of another run of
+// WatchEpochError reports that a watch resumed from a sequence of another run of
 // registryd. Sequences start again with every run, so the same number
 // names another event here. It is a REGISTRY_RESTARTED like a handle's,
 // with the same metadata.
@@ -89,7 +89,7 @@ func (e *WatchEpochError) Unwrap() error { return &e.RestartedError }
 
 func (e *WatchEpochError) hint() string { return "watch anew, without from_sequence" }
 
-// UploadSizeError: an Upload carried more or fewer bytes than its header
+// UploadSizeError reports that an Upload carried more or fewer bytes than its header
 // said. UPLOAD_SIZE_MISMATCH, metadata `size` and `received`.
 type UploadSizeError struct {
 	Size, Received int64
@@ -103,7 +103,7 @@ func (e *UploadSizeError) Error() string {
 	return fmt.Sprintf("the upload carried %s bytes than its header's %d (%d); nothing was stored", more, e.Size, e.Received)
 }
 
-// UploadTrailerError: an Upload ended without its trailer.
+// UploadTrailerError reports that an Upload ended without its trailer.
 // UPLOAD_TRAILER_MISSING.
 type UploadTrailerError struct {
 	Size, Received int64
@@ -113,7 +113,7 @@ func (e *UploadTrailerError) Error() string {
 	return fmt.Sprintf("the upload ended after %d of %d bytes without its trailer; nothing was stored", e.Received, e.Size)
 }
 
-// ChecksumError: an Upload's bytes do not match its trailer's CRC-32C.
+// ChecksumError reports that an Upload's bytes do not match its trailer's CRC-32C.
 // CHECKSUM_MISMATCH.
 type ChecksumError struct {
 	Got, Want uint32
@@ -123,7 +123,7 @@ func (e *ChecksumError) Error() string {
 	return fmt.Sprintf("the bytes received have CRC-32C %08x, the trailer says %08x; nothing was stored", e.Got, e.Want)
 }
 
-// MalformedError: the request's bytes do not decode as its message.
+// MalformedError reports that the request's bytes do not decode as its message.
 // REQUEST_MALFORMED.
 type MalformedError struct {
 	Message string // the message's full name

@@ -109,7 +109,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		Observer:           obs,
 		StreamStallTimeout: o.stall,
 	})
-	dial := func(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	dial := func(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) { //nolint:gocritic // not grpc.NewClient: it adds insecure credentials
 		return grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	}
 	var conn *grpc.ClientConn

@@ -20,9 +20,6 @@ const DefaultStreamStallTimeout = 10 * time.Second
 // a client that keeps sending without reading fills it and is stalled.
 const outboxSize = 16
 
-// errStalled: an answer could not be delivered within the stall timeout.
-var errStalled = errors.New("lease stream stalled")
-
 // outbox sends a stream's messages on a goroutine of its own. gRPC's
 // Send blocks while the client's flow-control window is full, and only
 // the stream's end unblocks it: a handler that sent itself would be tied

@@ -486,9 +486,7 @@ func provokers() map[string]provocation {
 	add(ReasonFieldInvalid, codes.InvalidArgument, "WatchEvents", func(t *testing.T, w *world) answer {
 		return firstRecv(w.e.admin.WatchEvents(ctxT(t), &registryv1.WatchEventsRequest{Kinds: []registryv1.EventKind{42}}))
 	})
-	add(ReasonRequestMalformed, codes.InvalidArgument, "every RPC", func(t *testing.T, w *world) answer {
-		return everyRPCMalformed(t, w)
-	})
+	add(ReasonRequestMalformed, codes.InvalidArgument, "every RPC", everyRPCMalformed)
 	return p
 }
 
@@ -499,14 +497,13 @@ func everyRPCMalformed(t *testing.T, w *world) answer {
 	garbage := []byte{0xff, 0xff, 0xff}
 	raw := grpc.ForceCodecV2(rawCodec{})
 	var first *answer
-	check := func(method string, got answer) *answer {
+	check := func(method string, got answer) {
 		if first == nil {
 			first = &got
 		}
 		if got != *first {
 			t.Errorf("%s answered %v, %s answered %v", method, got, "the first", *first)
 		}
-		return first
 	}
 	for _, sd := range []grpc.ServiceDesc{registryv1.RegistryService_ServiceDesc, registryv1.AdminService_ServiceDesc} {
 		for _, m := range sd.Methods {

@@ -93,8 +93,8 @@ func (s *registryService) Resolve(ctx context.Context, req *registryv1.ResolveRe
 // tooLargeForMessage returns a *MessageTooLargeError for an object of
 // size bytes that one Resolve answer cannot carry, else nil.
 func (s *registryService) tooLargeForMessage(size int64) error {
-	if max := s.limits.MaxMessageBytes; max > 0 && size > int64(max)-messageOverhead {
-		return &MessageTooLargeError{Size: size, Max: max}
+	if limit := s.limits.MaxMessageBytes; limit > 0 && size > int64(limit)-messageOverhead {
+		return &MessageTooLargeError{Size: size, Max: limit}
 	}
 	return nil
 }

@@ -40,7 +40,7 @@ func BenchmarkGetStatsAtScale(b *testing.B) {
 func fillAtScale(b *testing.B, reg *registry.Registry, leases *lease.Manager, n int) {
 	b.Helper()
 	var sessions []*lease.Session
-	for i := 0; i < 100; i++ {
+	for i := range 100 {
 		s, err := leases.Open(lease.OpenParams{Client: fmt.Sprintf("bench-%d", i)})
 		if err != nil {
 			b.Fatal(err)
@@ -48,7 +48,7 @@ func fillAtScale(b *testing.B, reg *registry.Registry, leases *lease.Manager, n 
 		sessions = append(sessions, s)
 	}
 	data := make([]byte, 100)
-	for i := 0; i < n; i++ {
+	for i := range n {
 		if i%2 == 0 {
 			if _, err := leases.Put(sessions[i%len(sessions)].ID(), data, registry.Meta{}); err != nil {
 				b.Fatal(err)

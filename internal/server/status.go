@@ -243,8 +243,8 @@ func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]s
 	return registryv1.ErrorReason_INTERNAL, nil
 }
 
-func maxWant(max, want int64) map[string]string {
-	return map[string]string{"max": strconv.FormatInt(max, 10), "want": strconv.FormatInt(want, 10)}
+func maxWant(limit, want int64) map[string]string {
+	return map[string]string{"max": strconv.FormatInt(limit, 10), "want": strconv.FormatInt(want, 10)}
 }
 
 // hinter is an error that knows better what its caller can do than its

@@ -111,11 +111,11 @@ func TestLeaseSpanSaysHowTheLeaseEnded(t *testing.T) {
 			got := eventAttrs(t, span, tt.event)
 			for k, v := range tt.want {
 				if got[k] != v {
-					t.Errorf("%s %s = %v, want %v", tt.event, k, got[k].Emit(), v.Emit())
+					t.Errorf("%s %s = %v, want %v", tt.event, k, got[k].String(), v.String())
 				}
 			}
 			if got[telemetry.KeyLeaseID].AsString() != lc.id {
-				t.Errorf("%s names lease %v, want %s", tt.event, got[telemetry.KeyLeaseID].Emit(), lc.id)
+				t.Errorf("%s names lease %v, want %s", tt.event, got[telemetry.KeyLeaseID].String(), lc.id)
 			}
 		})
 	}
@@ -172,7 +172,7 @@ func TestPutEventNamesItsLease(t *testing.T) {
 			}
 			for k, v := range want {
 				if got[k] != v {
-					t.Errorf("%s = %v, want %v", k, got[k].Emit(), v.Emit())
+					t.Errorf("%s = %v, want %v", k, got[k].String(), v.String())
 				}
 			}
 		})

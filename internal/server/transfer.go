@@ -55,8 +55,8 @@ func (s *registryService) Upload(stream uploadStream) error {
 	if size <= 0 {
 		return toStatus(registry.ErrPayloadEmpty, handle.Object)
 	}
-	if max := s.limits.MaxObjectBytes; max > 0 && size > max {
-		return toStatus(&registry.LimitError{Limit: registry.LimitObjectSize, Max: max, Want: size}, handle.Object)
+	if limit := s.limits.MaxObjectBytes; limit > 0 && size > limit {
+		return toStatus(&registry.LimitError{Limit: registry.LimitObjectSize, Max: limit, Want: size}, handle.Object)
 	}
 	if err := registry.ValidateLabels(hdr.GetLabels()); err != nil {
 		return toStatus(err, handle.Object)

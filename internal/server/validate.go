@@ -68,10 +68,10 @@ func checkEnum(field string, v protoreflect.Enum) error {
 // with room for parameters.
 const MaxContentTypeBytes = 256
 
-// checkMaxBytes refuses a string longer than max bytes.
-func checkMaxBytes(field, s string, max int) error {
-	if len(s) > max {
-		return fieldErrorf(field, "is %d bytes, more than the %d allowed", len(s), max)
+// checkMaxBytes refuses a string longer than limit bytes.
+func checkMaxBytes(field, s string, limit int) error {
+	if len(s) > limit {
+		return fieldErrorf(field, "is %d bytes, more than the %d allowed", len(s), limit)
 	}
 	return nil
 }

@@ -134,7 +134,8 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 	}
 	if cfg.Metrics {
 		if err := t.setUpMetrics(res); err != nil {
-			t.Shutdown(ctx)
+			// The set-up error is the one to report.
+			_ = t.Shutdown(ctx)
 			return nil, err
 		}
 	}
