@@ -299,13 +299,13 @@ func toStatus(err error, kind handle.Kind) error {
 // beside its ErrorInfo, as Google's APIs send: which quota (its reason),
 // its value, and on whose account. Every limit is registryd's own, for
 // all callers together, until limits per identity exist.
-func quotaFailure(reason string, max int64, msg string) *errdetails.QuotaFailure {
+func quotaFailure(reason string, limit int64, msg string) *errdetails.QuotaFailure {
 	return &errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
 		Subject:     "registryd",
 		Description: msg,
 		ApiService:  Domain,
 		QuotaId:     reason,
-		QuotaValue:  max,
+		QuotaValue:  limit,
 	}}}
 }
 
