@@ -250,48 +250,37 @@ func (st *stream) call(req *registryv1.LeaseRequest) (*registryv1.LeaseResponse,
 		// The stream is broken; Recv says why.
 		return st.drain()
 	}
-	timer := time.NewTimer(answerTimeout)
-	defer timer.Stop()
-	for {
-		select {
-		case m, ok := <-st.in:
-			if !ok {
-				st.end(robust.ResultOf(st.err), "")
-				return nil, false
-			}
-			if rv := m.GetRevoked(); rv != nil {
-				st.end("revoked:"+rv.GetCause().String(), rv.GetReason())
-				return m, false
-			}
-			if m.GetRequestId() == st.reqID {
-				return m, true
-			}
-		case <-timer.C:
-			st.cancel()
-			st.end(robust.ResultTimeout, "")
-			return nil, false
-		}
-	}
+	return st.await(func(m *registryv1.LeaseResponse) bool { return m.GetRequestId() == st.reqID }, "")
 }
 
 // drain waits for the stream's end after a failed Send and records it.
 func (st *stream) drain() (*registryv1.LeaseResponse, bool) {
+	return st.await(nil, "send failed")
+}
+
+// await reads the stream's messages until match takes one (true), the
+// stream ends or is revoked, or answerTimeout passes (false); an end is
+// recorded, with detail.
+func (st *stream) await(match func(*registryv1.LeaseResponse) bool, detail string) (*registryv1.LeaseResponse, bool) {
 	timer := time.NewTimer(answerTimeout)
 	defer timer.Stop()
 	for {
 		select {
 		case m, ok := <-st.in:
 			if !ok {
-				st.end(robust.ResultOf(st.err), "send failed")
+				st.end(robust.ResultOf(st.err), detail)
 				return nil, false
 			}
 			if rv := m.GetRevoked(); rv != nil {
 				st.end("revoked:"+rv.GetCause().String(), rv.GetReason())
 				return m, false
 			}
+			if match != nil && match(m) {
+				return m, true
+			}
 		case <-timer.C:
 			st.cancel()
-			st.end(robust.ResultTimeout, "send failed")
+			st.end(robust.ResultTimeout, detail)
 			return nil, false
 		}
 	}
