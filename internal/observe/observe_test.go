@@ -66,7 +66,13 @@ type fixture struct {
 	codec  *handle.Codec
 }
 
-func newFixture(t *testing.T, cfg telemetry.Config) *fixture {
+func newFixture(t testing.TB, cfg telemetry.Config) *fixture {
+	return newFixtureWith(t, cfg, registry.Config{})
+}
+
+// newFixtureWith is newFixture with the registry configured by rc (its
+// Codec and Observe are the fixture's).
+func newFixtureWith(t testing.TB, cfg telemetry.Config, rc registry.Config) *fixture {
 	t.Helper()
 	tel, err := telemetry.New(context.Background(), cfg)
 	if err != nil {
@@ -80,7 +86,8 @@ func newFixture(t *testing.T, cfg telemetry.Config) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := registry.New(registry.Config{Codec: codec, Observe: obs.Registry()})
+	rc.Codec, rc.Observe = codec, obs.Registry()
+	reg := registry.New(rc)
 	leases := lease.New(lease.Config{Codec: codec, Registry: reg, Observe: obs.Lease(), MaxGrace: time.Minute})
 	if err := obs.Instrument(reg, leases); err != nil {
 		t.Fatal(err)

@@ -1,8 +1,6 @@
 package observe
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,9 +8,7 @@ import (
 	"net/http/httptest"
 	"runtime/debug"
 	"testing"
-	"time"
 
-	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/telemetry"
@@ -31,26 +27,8 @@ func BenchmarkScrapeAtScale(b *testing.B) {
 			// The collector is off so that the weak objects stay to be
 			// counted.
 			defer debug.SetGCPercent(debug.SetGCPercent(-1))
-			tel, err := telemetry.New(context.Background(), telemetry.Config{Metrics: true, Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer tel.Shutdown(context.Background())
-			obs, err := New(tel)
-			if err != nil {
-				b.Fatal(err)
-			}
-			codec, err := handle.NewCodec(handle.Config{Key: bytes.Repeat([]byte{1}, handle.MinKeyLen)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			reg := registry.New(registry.Config{Codec: codec, LeakGCCycles: 3, Observe: obs.Registry()})
-			defer reg.Close()
-			leases := lease.New(lease.Config{Codec: codec, Registry: reg, Observe: obs.Lease(), MaxGrace: time.Minute})
-			defer leases.Shutdown()
-			if err := obs.Instrument(reg, leases); err != nil {
-				b.Fatal(err)
-			}
+			f := newFixtureWith(b, telemetry.Config{Metrics: true, Logger: slog.New(slog.DiscardHandler)}, registry.Config{LeakGCCycles: 3})
+			reg, leases, tel := f.reg, f.leases, f.tel
 			s, err := leases.Open(lease.OpenParams{Client: "bench"})
 			if err != nil {
 				b.Fatal(err)
