@@ -2,6 +2,8 @@ module github.com/weakref/registry
 
 go 1.27
 
+toolchain go1.27.3
+
 require (
 	github.com/anishathalye/porcupine v1.3.1
 	github.com/compose-spec/compose-go/v2 v2.16.2
