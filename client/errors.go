@@ -56,47 +56,63 @@ var (
 	ErrTooSlow = errors.New("registry: stream read too slowly")
 	// ErrInternal: a bug in registryd; its log says more.
 	ErrInternal = errors.New("registry: internal error in registryd")
+	// ErrUnauthenticated: registryd requires credentials and the call
+	// carried none, or ones it does not accept.
+	ErrUnauthenticated = errors.New("registry: not authenticated")
+	// ErrPermissionDenied: the caller's identity may not do this: its role
+	// does not allow the call, or the lease is another identity's.
+	ErrPermissionDenied = errors.New("registry: permission denied")
 )
 
 // reasonKinds gives every reason of the API's ErrorReason enum the error
 // above that it matches; a test fails when one is missing.
 var reasonKinds = map[registryv1.ErrorReason]error{
-	registryv1.ErrorReason_HANDLE_MALFORMED:        ErrMalformedHandle,
-	registryv1.ErrorReason_HANDLE_UNKNOWN:          ErrUnknownHandle,
-	registryv1.ErrorReason_HANDLE_FOREIGN_NODE:     ErrForeignNode,
-	registryv1.ErrorReason_REGISTRY_RESTARTED:      ErrRestarted,
-	registryv1.ErrorReason_OBJECT_COLLECTED:        ErrCollected,
-	registryv1.ErrorReason_OBJECT_DELETED:          ErrDeleted,
-	registryv1.ErrorReason_OBJECT_PINNED:           ErrPinned,
-	registryv1.ErrorReason_PAYLOAD_EMPTY:           ErrInvalid,
-	registryv1.ErrorReason_LABELS_INVALID:          ErrInvalid,
-	registryv1.ErrorReason_OBJECT_TOO_LARGE:        ErrLimit,
-	registryv1.ErrorReason_MESSAGE_TOO_LARGE:       ErrLimit,
-	registryv1.ErrorReason_PINNED_BYTES_LIMIT:      ErrLimit,
-	registryv1.ErrorReason_LEASE_PIN_LIMIT:         ErrLimit,
-	registryv1.ErrorReason_LEASE_LIMIT:             ErrLimit,
-	registryv1.ErrorReason_WATCHER_LIMIT:           ErrLimit,
-	registryv1.ErrorReason_UPLOAD_BYTES_LIMIT:      ErrLimit,
-	registryv1.ErrorReason_LEASE_ID_MALFORMED:      ErrLeaseNotFound,
-	registryv1.ErrorReason_LEASE_NOT_FOUND:         ErrLeaseNotFound,
-	registryv1.ErrorReason_LEASE_NOT_OPEN:          ErrInvalid,
-	registryv1.ErrorReason_LEASE_ALREADY_OPEN:      ErrInvalid,
-	registryv1.ErrorReason_LEASE_TAKEN_OVER:        ErrLeaseRevoked,
-	registryv1.ErrorReason_REQUEST_EMPTY:           ErrInvalid,
-	registryv1.ErrorReason_TOO_MANY_HANDLES:        ErrInvalid,
-	registryv1.ErrorReason_PAGE_TOKEN_INVALID:      ErrInvalid,
-	registryv1.ErrorReason_WATCH_TOO_SLOW:          ErrTooSlow,
-	registryv1.ErrorReason_WATCH_HISTORY_COMPACTED: ErrWatchCompacted,
-	registryv1.ErrorReason_SHUTTING_DOWN:           ErrUnavailable,
-	registryv1.ErrorReason_UPLOAD_HEADER_MISSING:   ErrInvalid,
-	registryv1.ErrorReason_UPLOAD_SIZE_MISMATCH:    ErrInvalid,
-	registryv1.ErrorReason_UPLOAD_TRAILER_MISSING:  ErrInvalid,
-	registryv1.ErrorReason_CHECKSUM_MISMATCH:       ErrChecksum,
-	registryv1.ErrorReason_FIELD_INVALID:           ErrInvalid,
-	registryv1.ErrorReason_REQUEST_MALFORMED:       ErrInvalid,
-	registryv1.ErrorReason_REQUEST_CANCELLED:       context.Canceled, // context.DeadlineExceeded with that code
-	registryv1.ErrorReason_STREAM_STALLED:          ErrTooSlow,
-	registryv1.ErrorReason_INTERNAL:                ErrInternal,
+	registryv1.ErrorReason_HANDLE_MALFORMED:            ErrMalformedHandle,
+	registryv1.ErrorReason_HANDLE_UNKNOWN:              ErrUnknownHandle,
+	registryv1.ErrorReason_HANDLE_FOREIGN_NODE:         ErrForeignNode,
+	registryv1.ErrorReason_REGISTRY_RESTARTED:          ErrRestarted,
+	registryv1.ErrorReason_OBJECT_COLLECTED:            ErrCollected,
+	registryv1.ErrorReason_OBJECT_DELETED:              ErrDeleted,
+	registryv1.ErrorReason_OBJECT_PINNED:               ErrPinned,
+	registryv1.ErrorReason_PAYLOAD_EMPTY:               ErrInvalid,
+	registryv1.ErrorReason_LABELS_INVALID:              ErrInvalid,
+	registryv1.ErrorReason_OBJECT_TOO_LARGE:            ErrLimit,
+	registryv1.ErrorReason_MESSAGE_TOO_LARGE:           ErrLimit,
+	registryv1.ErrorReason_PINNED_BYTES_LIMIT:          ErrLimit,
+	registryv1.ErrorReason_LEASE_PIN_LIMIT:             ErrLimit,
+	registryv1.ErrorReason_LEASE_LIMIT:                 ErrLimit,
+	registryv1.ErrorReason_WATCHER_LIMIT:               ErrLimit,
+	registryv1.ErrorReason_UPLOAD_BYTES_LIMIT:          ErrLimit,
+	registryv1.ErrorReason_LEASE_ID_MALFORMED:          ErrLeaseNotFound,
+	registryv1.ErrorReason_LEASE_NOT_FOUND:             ErrLeaseNotFound,
+	registryv1.ErrorReason_LEASE_NOT_OPEN:              ErrInvalid,
+	registryv1.ErrorReason_LEASE_ALREADY_OPEN:          ErrInvalid,
+	registryv1.ErrorReason_LEASE_TAKEN_OVER:            ErrLeaseRevoked,
+	registryv1.ErrorReason_REQUEST_EMPTY:               ErrInvalid,
+	registryv1.ErrorReason_TOO_MANY_HANDLES:            ErrInvalid,
+	registryv1.ErrorReason_PAGE_TOKEN_INVALID:          ErrInvalid,
+	registryv1.ErrorReason_WATCH_TOO_SLOW:              ErrTooSlow,
+	registryv1.ErrorReason_WATCH_HISTORY_COMPACTED:     ErrWatchCompacted,
+	registryv1.ErrorReason_SHUTTING_DOWN:               ErrUnavailable,
+	registryv1.ErrorReason_UPLOAD_HEADER_MISSING:       ErrInvalid,
+	registryv1.ErrorReason_UPLOAD_SIZE_MISMATCH:        ErrInvalid,
+	registryv1.ErrorReason_UPLOAD_TRAILER_MISSING:      ErrInvalid,
+	registryv1.ErrorReason_CHECKSUM_MISMATCH:           ErrChecksum,
+	registryv1.ErrorReason_FIELD_INVALID:               ErrInvalid,
+	registryv1.ErrorReason_REQUEST_MALFORMED:           ErrInvalid,
+	registryv1.ErrorReason_REQUEST_CANCELLED:           context.Canceled, // context.DeadlineExceeded with that code
+	registryv1.ErrorReason_STREAM_STALLED:              ErrTooSlow,
+	registryv1.ErrorReason_INTERNAL:                    ErrInternal,
+	registryv1.ErrorReason_CREDENTIALS_MISSING:         ErrUnauthenticated,
+	registryv1.ErrorReason_CREDENTIALS_INVALID:         ErrUnauthenticated,
+	registryv1.ErrorReason_TRANSPORT_INSECURE:          ErrUnauthenticated,
+	registryv1.ErrorReason_ROLE_FORBIDDEN:              ErrPermissionDenied,
+	registryv1.ErrorReason_LEASE_NOT_OWNED:             ErrPermissionDenied,
+	registryv1.ErrorReason_IDENTITY_LEASE_LIMIT:        ErrLimit,
+	registryv1.ErrorReason_IDENTITY_PINNED_BYTES_LIMIT: ErrLimit,
+	registryv1.ErrorReason_IDENTITY_UPLOAD_BYTES_LIMIT: ErrLimit,
+	registryv1.ErrorReason_IDENTITY_STREAM_LIMIT:       ErrLimit,
+	registryv1.ErrorReason_RATE_LIMITED:                ErrLimit,
 }
 
 // reasons is reasonKinds by the reason's name, as ErrorInfo carries it.

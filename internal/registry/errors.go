@@ -32,9 +32,15 @@ type LimitError struct {
 	Max int64
 	// Want is what the request would have needed.
 	Want int64
+	// Identity, for a limit per identity, names whose it is; empty for a
+	// limit on all callers together.
+	Identity string
 }
 
 func (e *LimitError) Error() string {
+	if e.Identity != "" {
+		return fmt.Sprintf("limit %s of identity %q reached: %d needed, %d allowed", e.Limit, e.Identity, e.Want, e.Max)
+	}
 	return fmt.Sprintf("limit %s reached: %d needed, %d allowed", e.Limit, e.Want, e.Max)
 }
 

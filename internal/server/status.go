@@ -26,42 +26,52 @@ const Domain = "registry"
 // declares them, as the ErrorReason enum; these are its names, never
 // spelled again here.
 var (
-	ReasonHandleMalformed   = registryv1.ErrorReason_HANDLE_MALFORMED.String()
-	ReasonHandleUnknown     = registryv1.ErrorReason_HANDLE_UNKNOWN.String()
-	ReasonHandleForeignNode = registryv1.ErrorReason_HANDLE_FOREIGN_NODE.String()
-	ReasonRestarted         = registryv1.ErrorReason_REGISTRY_RESTARTED.String()
-	ReasonCollected         = registryv1.ErrorReason_OBJECT_COLLECTED.String()
-	ReasonDeleted           = registryv1.ErrorReason_OBJECT_DELETED.String()
-	ReasonPinned            = registryv1.ErrorReason_OBJECT_PINNED.String()
-	ReasonPayloadEmpty      = registryv1.ErrorReason_PAYLOAD_EMPTY.String()
-	ReasonLabelsInvalid     = registryv1.ErrorReason_LABELS_INVALID.String()
-	ReasonObjectTooLarge    = registryv1.ErrorReason_OBJECT_TOO_LARGE.String()
-	ReasonMessageTooLarge   = registryv1.ErrorReason_MESSAGE_TOO_LARGE.String()
-	ReasonPinnedBytesLimit  = registryv1.ErrorReason_PINNED_BYTES_LIMIT.String()
-	ReasonLeasePinLimit     = registryv1.ErrorReason_LEASE_PIN_LIMIT.String()
-	ReasonLeaseLimit        = registryv1.ErrorReason_LEASE_LIMIT.String()
-	ReasonWatcherLimit      = registryv1.ErrorReason_WATCHER_LIMIT.String()
-	ReasonUploadBytesLimit  = registryv1.ErrorReason_UPLOAD_BYTES_LIMIT.String()
-	ReasonLeaseMalformed    = registryv1.ErrorReason_LEASE_ID_MALFORMED.String()
-	ReasonLeaseNotFound     = registryv1.ErrorReason_LEASE_NOT_FOUND.String()
-	ReasonLeaseNotOpen      = registryv1.ErrorReason_LEASE_NOT_OPEN.String()
-	ReasonLeaseAlreadyOpen  = registryv1.ErrorReason_LEASE_ALREADY_OPEN.String()
-	ReasonLeaseTakenOver    = registryv1.ErrorReason_LEASE_TAKEN_OVER.String()
-	ReasonRequestEmpty      = registryv1.ErrorReason_REQUEST_EMPTY.String()
-	ReasonTooManyHandles    = registryv1.ErrorReason_TOO_MANY_HANDLES.String()
-	ReasonPageToken         = registryv1.ErrorReason_PAGE_TOKEN_INVALID.String()
-	ReasonWatchTooSlow      = registryv1.ErrorReason_WATCH_TOO_SLOW.String()
-	ReasonWatchCompacted    = registryv1.ErrorReason_WATCH_HISTORY_COMPACTED.String()
-	ReasonShuttingDown      = registryv1.ErrorReason_SHUTTING_DOWN.String()
-	ReasonUploadNoHeader    = registryv1.ErrorReason_UPLOAD_HEADER_MISSING.String()
-	ReasonUploadSize        = registryv1.ErrorReason_UPLOAD_SIZE_MISMATCH.String()
-	ReasonUploadNoTrailer   = registryv1.ErrorReason_UPLOAD_TRAILER_MISSING.String()
-	ReasonChecksum          = registryv1.ErrorReason_CHECKSUM_MISMATCH.String()
-	ReasonFieldInvalid      = registryv1.ErrorReason_FIELD_INVALID.String()
-	ReasonRequestMalformed  = registryv1.ErrorReason_REQUEST_MALFORMED.String()
-	ReasonRequestCancelled  = registryv1.ErrorReason_REQUEST_CANCELLED.String()
-	ReasonStreamStalled     = registryv1.ErrorReason_STREAM_STALLED.String()
-	ReasonInternal          = registryv1.ErrorReason_INTERNAL.String()
+	ReasonHandleMalformed          = registryv1.ErrorReason_HANDLE_MALFORMED.String()
+	ReasonHandleUnknown            = registryv1.ErrorReason_HANDLE_UNKNOWN.String()
+	ReasonHandleForeignNode        = registryv1.ErrorReason_HANDLE_FOREIGN_NODE.String()
+	ReasonRestarted                = registryv1.ErrorReason_REGISTRY_RESTARTED.String()
+	ReasonCollected                = registryv1.ErrorReason_OBJECT_COLLECTED.String()
+	ReasonDeleted                  = registryv1.ErrorReason_OBJECT_DELETED.String()
+	ReasonPinned                   = registryv1.ErrorReason_OBJECT_PINNED.String()
+	ReasonPayloadEmpty             = registryv1.ErrorReason_PAYLOAD_EMPTY.String()
+	ReasonLabelsInvalid            = registryv1.ErrorReason_LABELS_INVALID.String()
+	ReasonObjectTooLarge           = registryv1.ErrorReason_OBJECT_TOO_LARGE.String()
+	ReasonMessageTooLarge          = registryv1.ErrorReason_MESSAGE_TOO_LARGE.String()
+	ReasonPinnedBytesLimit         = registryv1.ErrorReason_PINNED_BYTES_LIMIT.String()
+	ReasonLeasePinLimit            = registryv1.ErrorReason_LEASE_PIN_LIMIT.String()
+	ReasonLeaseLimit               = registryv1.ErrorReason_LEASE_LIMIT.String()
+	ReasonWatcherLimit             = registryv1.ErrorReason_WATCHER_LIMIT.String()
+	ReasonUploadBytesLimit         = registryv1.ErrorReason_UPLOAD_BYTES_LIMIT.String()
+	ReasonLeaseMalformed           = registryv1.ErrorReason_LEASE_ID_MALFORMED.String()
+	ReasonLeaseNotFound            = registryv1.ErrorReason_LEASE_NOT_FOUND.String()
+	ReasonLeaseNotOpen             = registryv1.ErrorReason_LEASE_NOT_OPEN.String()
+	ReasonLeaseAlreadyOpen         = registryv1.ErrorReason_LEASE_ALREADY_OPEN.String()
+	ReasonLeaseTakenOver           = registryv1.ErrorReason_LEASE_TAKEN_OVER.String()
+	ReasonRequestEmpty             = registryv1.ErrorReason_REQUEST_EMPTY.String()
+	ReasonTooManyHandles           = registryv1.ErrorReason_TOO_MANY_HANDLES.String()
+	ReasonPageToken                = registryv1.ErrorReason_PAGE_TOKEN_INVALID.String()
+	ReasonWatchTooSlow             = registryv1.ErrorReason_WATCH_TOO_SLOW.String()
+	ReasonWatchCompacted           = registryv1.ErrorReason_WATCH_HISTORY_COMPACTED.String()
+	ReasonShuttingDown             = registryv1.ErrorReason_SHUTTING_DOWN.String()
+	ReasonUploadNoHeader           = registryv1.ErrorReason_UPLOAD_HEADER_MISSING.String()
+	ReasonUploadSize               = registryv1.ErrorReason_UPLOAD_SIZE_MISMATCH.String()
+	ReasonUploadNoTrailer          = registryv1.ErrorReason_UPLOAD_TRAILER_MISSING.String()
+	ReasonChecksum                 = registryv1.ErrorReason_CHECKSUM_MISMATCH.String()
+	ReasonFieldInvalid             = registryv1.ErrorReason_FIELD_INVALID.String()
+	ReasonRequestMalformed         = registryv1.ErrorReason_REQUEST_MALFORMED.String()
+	ReasonRequestCancelled         = registryv1.ErrorReason_REQUEST_CANCELLED.String()
+	ReasonStreamStalled            = registryv1.ErrorReason_STREAM_STALLED.String()
+	ReasonInternal                 = registryv1.ErrorReason_INTERNAL.String()
+	ReasonCredentialsMissing       = registryv1.ErrorReason_CREDENTIALS_MISSING.String()
+	ReasonCredentialsInvalid       = registryv1.ErrorReason_CREDENTIALS_INVALID.String()
+	ReasonTransportInsecure        = registryv1.ErrorReason_TRANSPORT_INSECURE.String()
+	ReasonRoleForbidden            = registryv1.ErrorReason_ROLE_FORBIDDEN.String()
+	ReasonLeaseNotOwned            = registryv1.ErrorReason_LEASE_NOT_OWNED.String()
+	ReasonIdentityLeaseLimit       = registryv1.ErrorReason_IDENTITY_LEASE_LIMIT.String()
+	ReasonIdentityPinnedBytesLimit = registryv1.ErrorReason_IDENTITY_PINNED_BYTES_LIMIT.String()
+	ReasonIdentityUploadBytesLimit = registryv1.ErrorReason_IDENTITY_UPLOAD_BYTES_LIMIT.String()
+	ReasonIdentityStreamLimit      = registryv1.ErrorReason_IDENTITY_STREAM_LIMIT.String()
+	ReasonRateLimited              = registryv1.ErrorReason_RATE_LIMITED.String()
 )
 
 // reasonInfo is what the server says with a reason.
@@ -76,42 +86,52 @@ type reasonInfo struct {
 // HANDLE_FOREIGN_NODE) is FAILED_PRECONDITION where a call needs a live
 // lease, and a call past its deadline is DEADLINE_EXCEEDED.
 var catalog = map[registryv1.ErrorReason]reasonInfo{
-	registryv1.ErrorReason_HANDLE_MALFORMED:        {codes.InvalidArgument, "handles look like obj_ followed by 52 characters"},
-	registryv1.ErrorReason_HANDLE_UNKNOWN:          {codes.NotFound, "it comes from another registry, or from a run with another key"},
-	registryv1.ErrorReason_HANDLE_FOREIGN_NODE:     {codes.NotFound, "ask the node that issued it"},
-	registryv1.ErrorReason_REGISTRY_RESTARTED:      {codes.NotFound, "what it named went with that run: put the object again, open a new lease, or watch anew"},
-	registryv1.ErrorReason_OBJECT_COLLECTED:        {codes.NotFound, "no lease pinned it and the garbage collector took it; hold a lease on objects you still need"},
-	registryv1.ErrorReason_OBJECT_DELETED:          {codes.NotFound, "an operator deleted it"},
-	registryv1.ErrorReason_OBJECT_PINNED:           {codes.FailedPrecondition, "see who pins it with AdminService/InspectObject, or delete with force"},
-	registryv1.ErrorReason_PAYLOAD_EMPTY:           {codes.InvalidArgument, ""},
-	registryv1.ErrorReason_LABELS_INVALID:          {codes.InvalidArgument, ""},
-	registryv1.ErrorReason_OBJECT_TOO_LARGE:        {codes.ResourceExhausted, ""},
-	registryv1.ErrorReason_MESSAGE_TOO_LARGE:       {codes.ResourceExhausted, "use Download"},
-	registryv1.ErrorReason_PINNED_BYTES_LIMIT:      {codes.ResourceExhausted, "release pins, or raise --max-pinned-bytes"},
-	registryv1.ErrorReason_LEASE_PIN_LIMIT:         {codes.ResourceExhausted, ""},
-	registryv1.ErrorReason_LEASE_LIMIT:             {codes.ResourceExhausted, ""},
-	registryv1.ErrorReason_WATCHER_LIMIT:           {codes.ResourceExhausted, "close a watch you no longer read, or raise --max-watchers"},
-	registryv1.ErrorReason_UPLOAD_BYTES_LIMIT:      {codes.ResourceExhausted, "retry once other uploads have ended, or raise --max-upload-bytes"},
-	registryv1.ErrorReason_LEASE_ID_MALFORMED:      {codes.InvalidArgument, "lease ids look like lse_ followed by 52 characters"},
-	registryv1.ErrorReason_LEASE_NOT_FOUND:         {codes.NotFound, "it was never opened, has ended, or its grace ran out; open a new lease"},
-	registryv1.ErrorReason_LEASE_NOT_OPEN:          {codes.FailedPrecondition, ""},
-	registryv1.ErrorReason_LEASE_ALREADY_OPEN:      {codes.FailedPrecondition, ""},
-	registryv1.ErrorReason_LEASE_TAKEN_OVER:        {codes.Aborted, ""},
-	registryv1.ErrorReason_REQUEST_EMPTY:           {codes.InvalidArgument, ""},
-	registryv1.ErrorReason_TOO_MANY_HANDLES:        {codes.InvalidArgument, "split the request"},
-	registryv1.ErrorReason_PAGE_TOKEN_INVALID:      {codes.InvalidArgument, "start again from the first page"},
-	registryv1.ErrorReason_WATCH_TOO_SLOW:          {codes.ResourceExhausted, "watch fewer handles or read faster"},
-	registryv1.ErrorReason_WATCH_HISTORY_COMPACTED: {codes.OutOfRange, "the events since are lost to this watcher: watch anew from 0 for the current states; --watch-history keeps more"},
-	registryv1.ErrorReason_SHUTTING_DOWN:           {codes.Unavailable, "retry against a running registryd"},
-	registryv1.ErrorReason_UPLOAD_HEADER_MISSING:   {codes.InvalidArgument, ""},
-	registryv1.ErrorReason_UPLOAD_SIZE_MISMATCH:    {codes.InvalidArgument, ""},
-	registryv1.ErrorReason_UPLOAD_TRAILER_MISSING:  {codes.InvalidArgument, ""},
-	registryv1.ErrorReason_CHECKSUM_MISMATCH:       {codes.DataLoss, "upload it again"},
-	registryv1.ErrorReason_FIELD_INVALID:           {codes.InvalidArgument, ""},
-	registryv1.ErrorReason_REQUEST_MALFORMED:       {codes.InvalidArgument, "send the request's message encoded as protobuf, with UTF-8 strings"},
-	registryv1.ErrorReason_REQUEST_CANCELLED:       {codes.Canceled, ""},
-	registryv1.ErrorReason_STREAM_STALLED:          {codes.ResourceExhausted, "read the stream's answers"},
-	registryv1.ErrorReason_INTERNAL:                {codes.Internal, "a bug in registryd: see the server log, and please report it"},
+	registryv1.ErrorReason_HANDLE_MALFORMED:            {codes.InvalidArgument, "handles look like obj_ followed by 52 characters"},
+	registryv1.ErrorReason_HANDLE_UNKNOWN:              {codes.NotFound, "it comes from another registry, or from a run with another key"},
+	registryv1.ErrorReason_HANDLE_FOREIGN_NODE:         {codes.NotFound, "ask the node that issued it"},
+	registryv1.ErrorReason_REGISTRY_RESTARTED:          {codes.NotFound, "what it named went with that run: put the object again, open a new lease, or watch anew"},
+	registryv1.ErrorReason_OBJECT_COLLECTED:            {codes.NotFound, "no lease pinned it and the garbage collector took it; hold a lease on objects you still need"},
+	registryv1.ErrorReason_OBJECT_DELETED:              {codes.NotFound, "an operator deleted it"},
+	registryv1.ErrorReason_OBJECT_PINNED:               {codes.FailedPrecondition, "see who pins it with AdminService/InspectObject, or delete with force"},
+	registryv1.ErrorReason_PAYLOAD_EMPTY:               {codes.InvalidArgument, ""},
+	registryv1.ErrorReason_LABELS_INVALID:              {codes.InvalidArgument, ""},
+	registryv1.ErrorReason_OBJECT_TOO_LARGE:            {codes.ResourceExhausted, ""},
+	registryv1.ErrorReason_MESSAGE_TOO_LARGE:           {codes.ResourceExhausted, "use Download"},
+	registryv1.ErrorReason_PINNED_BYTES_LIMIT:          {codes.ResourceExhausted, "release pins, or raise --max-pinned-bytes"},
+	registryv1.ErrorReason_LEASE_PIN_LIMIT:             {codes.ResourceExhausted, ""},
+	registryv1.ErrorReason_LEASE_LIMIT:                 {codes.ResourceExhausted, ""},
+	registryv1.ErrorReason_WATCHER_LIMIT:               {codes.ResourceExhausted, "close a watch you no longer read, or raise --max-watchers"},
+	registryv1.ErrorReason_UPLOAD_BYTES_LIMIT:          {codes.ResourceExhausted, "retry once other uploads have ended, or raise --max-upload-bytes"},
+	registryv1.ErrorReason_LEASE_ID_MALFORMED:          {codes.InvalidArgument, "lease ids look like lse_ followed by 52 characters"},
+	registryv1.ErrorReason_LEASE_NOT_FOUND:             {codes.NotFound, "it was never opened, has ended, or its grace ran out; open a new lease"},
+	registryv1.ErrorReason_LEASE_NOT_OPEN:              {codes.FailedPrecondition, ""},
+	registryv1.ErrorReason_LEASE_ALREADY_OPEN:          {codes.FailedPrecondition, ""},
+	registryv1.ErrorReason_LEASE_TAKEN_OVER:            {codes.Aborted, ""},
+	registryv1.ErrorReason_REQUEST_EMPTY:               {codes.InvalidArgument, ""},
+	registryv1.ErrorReason_TOO_MANY_HANDLES:            {codes.InvalidArgument, "split the request"},
+	registryv1.ErrorReason_PAGE_TOKEN_INVALID:          {codes.InvalidArgument, "start again from the first page"},
+	registryv1.ErrorReason_WATCH_TOO_SLOW:              {codes.ResourceExhausted, "watch fewer handles or read faster"},
+	registryv1.ErrorReason_WATCH_HISTORY_COMPACTED:     {codes.OutOfRange, "the events since are lost to this watcher: watch anew from 0 for the current states; --watch-history keeps more"},
+	registryv1.ErrorReason_SHUTTING_DOWN:               {codes.Unavailable, "retry against a running registryd"},
+	registryv1.ErrorReason_UPLOAD_HEADER_MISSING:       {codes.InvalidArgument, ""},
+	registryv1.ErrorReason_UPLOAD_SIZE_MISMATCH:        {codes.InvalidArgument, ""},
+	registryv1.ErrorReason_UPLOAD_TRAILER_MISSING:      {codes.InvalidArgument, ""},
+	registryv1.ErrorReason_CHECKSUM_MISMATCH:           {codes.DataLoss, "upload it again"},
+	registryv1.ErrorReason_FIELD_INVALID:               {codes.InvalidArgument, ""},
+	registryv1.ErrorReason_REQUEST_MALFORMED:           {codes.InvalidArgument, "send the request's message encoded as protobuf, with UTF-8 strings"},
+	registryv1.ErrorReason_REQUEST_CANCELLED:           {codes.Canceled, ""},
+	registryv1.ErrorReason_STREAM_STALLED:              {codes.ResourceExhausted, "read the stream's answers"},
+	registryv1.ErrorReason_INTERNAL:                    {codes.Internal, "a bug in registryd: see the server log, and please report it"},
+	registryv1.ErrorReason_CREDENTIALS_MISSING:         {codes.Unauthenticated, "send a bearer token (authorization: Bearer <token>) or a client certificate"},
+	registryv1.ErrorReason_CREDENTIALS_INVALID:         {codes.Unauthenticated, "check the token; an operator may have rotated it"},
+	registryv1.ErrorReason_TRANSPORT_INSECURE:          {codes.Unauthenticated, "connect with TLS"},
+	registryv1.ErrorReason_ROLE_FORBIDDEN:              {codes.PermissionDenied, "ask an operator for credentials with a role that may call it"},
+	registryv1.ErrorReason_LEASE_NOT_OWNED:             {codes.PermissionDenied, "use a lease your identity opened"},
+	registryv1.ErrorReason_IDENTITY_LEASE_LIMIT:        {codes.ResourceExhausted, "close leases you no longer need, or ask for a higher --identity-max-leases"},
+	registryv1.ErrorReason_IDENTITY_PINNED_BYTES_LIMIT: {codes.ResourceExhausted, "release pins, or ask for a higher --identity-max-pinned-bytes"},
+	registryv1.ErrorReason_IDENTITY_UPLOAD_BYTES_LIMIT: {codes.ResourceExhausted, "retry once your other uploads have ended, or ask for a higher --identity-max-upload-bytes"},
+	registryv1.ErrorReason_IDENTITY_STREAM_LIMIT:       {codes.ResourceExhausted, "close streams you no longer need, or ask for a higher --identity-max-streams"},
+	registryv1.ErrorReason_RATE_LIMITED:                {codes.ResourceExhausted, "slow down, and retry after the RetryInfo delay"},
 }
 
 // validUTF8 makes md's values UTF-8: metadata may echo client input, and
@@ -194,7 +214,11 @@ func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]s
 		if !ok {
 			return registryv1.ErrorReason_INTERNAL, map[string]string{"limit": limit.Limit}
 		}
-		return registryv1.ErrorReason(r), maxWant(limit.Max, limit.Want)
+		md := maxWant(limit.Max, limit.Want)
+		if limit.Identity != "" {
+			md["identity"] = limit.Identity
+		}
+		return registryv1.ErrorReason(r), md
 	case errors.As(err, &tooLarge):
 		return registryv1.ErrorReason_MESSAGE_TOO_LARGE, maxWant(int64(tooLarge.Max), tooLarge.Size)
 	case errors.Is(err, registry.ErrPageToken):
@@ -288,20 +312,24 @@ func toStatus(err error, kind handle.Kind) error {
 			Field: field.Field, Description: field.Why, Reason: reason,
 		}}})
 	case errors.As(err, &limit):
-		return newStatus(code, reason, msg, md, quotaFailure(reason, limit.Max, msg))
+		return newStatus(code, reason, msg, md, quotaFailure(reason, limit.Identity, limit.Max, msg))
 	case errors.As(err, &tooLarge):
-		return newStatus(code, reason, msg, md, quotaFailure(reason, int64(tooLarge.Max), msg))
+		return newStatus(code, reason, msg, md, quotaFailure(reason, "", int64(tooLarge.Max), msg))
 	}
 	return newStatus(code, reason, msg, md)
 }
 
 // quotaFailure is the google.rpc.QuotaFailure a limit's refusal carries
 // beside its ErrorInfo, as Google's APIs send: which quota (its reason),
-// its value, and on whose account. Every limit is registryd's own, for
-// all callers together, until limits per identity exist.
-func quotaFailure(reason string, limit int64, msg string) *errdetails.QuotaFailure {
+// its value, and on whose account: "registryd" for a limit on all
+// callers together, "identity:NAME" for one identity's.
+func quotaFailure(reason, identity string, limit int64, msg string) *errdetails.QuotaFailure {
+	subject := "registryd"
+	if identity != "" {
+		subject = "identity:" + identity
+	}
 	return &errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
-		Subject:     "registryd",
+		Subject:     subject,
 		Description: msg,
 		ApiService:  Domain,
 		QuotaId:     reason,

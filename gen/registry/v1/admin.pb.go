@@ -864,7 +864,9 @@ type InspectObjectResponse struct {
 	// The object's metadata.
 	Info *ObjectInfo `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
 	// The leases that pin it, oldest pin first.
-	Pins          []*PinHolder `protobuf:"bytes,2,rep,name=pins,proto3" json:"pins,omitempty"`
+	Pins []*PinHolder `protobuf:"bytes,2,rep,name=pins,proto3" json:"pins,omitempty"`
+	// The identity that put it ("anonymous" when authentication is off).
+	Owner         string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -913,6 +915,13 @@ func (x *InspectObjectResponse) GetPins() []*PinHolder {
 	return nil
 }
 
+func (x *InspectObjectResponse) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
 // PinHolder is one lease's pin on an object.
 type PinHolder struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -921,7 +930,9 @@ type PinHolder struct {
 	// The client name the lease was opened with.
 	ClientName string `protobuf:"bytes,2,opt,name=client_name,json=clientName,proto3" json:"client_name,omitempty"`
 	// When this lease pinned the object.
-	PinTime       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=pin_time,json=pinTime,proto3" json:"pin_time,omitempty"`
+	PinTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=pin_time,json=pinTime,proto3" json:"pin_time,omitempty"`
+	// The identity that owns the lease.
+	Identity      string `protobuf:"bytes,4,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -975,6 +986,13 @@ func (x *PinHolder) GetPinTime() *timestamppb.Timestamp {
 		return x.PinTime
 	}
 	return nil
+}
+
+func (x *PinHolder) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
 }
 
 // ListLeasesRequest asks for the live leases.
@@ -1079,7 +1097,10 @@ type LeaseInfo struct {
 	// For a detached lease: when it will be released unless resumed.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// The peer address of its stream, when attached.
-	Peer          string `protobuf:"bytes,8,opt,name=peer,proto3" json:"peer,omitempty"`
+	Peer string `protobuf:"bytes,8,opt,name=peer,proto3" json:"peer,omitempty"`
+	// The identity that opened it, and alone may resume and use it
+	// ("anonymous" when authentication is off).
+	Identity      string `protobuf:"bytes,9,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1166,6 +1187,13 @@ func (x *LeaseInfo) GetExpireTime() *timestamppb.Timestamp {
 func (x *LeaseInfo) GetPeer() string {
 	if x != nil {
 		return x.Peer
+	}
+	return ""
+}
+
+func (x *LeaseInfo) GetIdentity() string {
+	if x != nil {
+		return x.Identity
 	}
 	return ""
 }
@@ -1687,18 +1715,20 @@ const file_registry_v1_admin_proto_rawDesc = "" +
 	"\aobjects\x18\x01 \x03(\v2\x17.registry.v1.ObjectInfoR\aobjects\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\".\n" +
 	"\x14InspectObjectRequest\x12\x16\n" +
-	"\x06handle\x18\x01 \x01(\tR\x06handle\"p\n" +
+	"\x06handle\x18\x01 \x01(\tR\x06handle\"\x86\x01\n" +
 	"\x15InspectObjectResponse\x12+\n" +
 	"\x04info\x18\x01 \x01(\v2\x17.registry.v1.ObjectInfoR\x04info\x12*\n" +
-	"\x04pins\x18\x02 \x03(\v2\x16.registry.v1.PinHolderR\x04pins\"~\n" +
+	"\x04pins\x18\x02 \x03(\v2\x16.registry.v1.PinHolderR\x04pins\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\"\x9a\x01\n" +
 	"\tPinHolder\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x1f\n" +
 	"\vclient_name\x18\x02 \x01(\tR\n" +
 	"clientName\x125\n" +
-	"\bpin_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\apinTime\"\x13\n" +
+	"\bpin_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\apinTime\x12\x1a\n" +
+	"\bidentity\x18\x04 \x01(\tR\bidentity\"\x13\n" +
 	"\x11ListLeasesRequest\"D\n" +
 	"\x12ListLeasesResponse\x12.\n" +
-	"\x06leases\x18\x01 \x03(\v2\x16.registry.v1.LeaseInfoR\x06leases\"\xbb\x02\n" +
+	"\x06leases\x18\x01 \x03(\v2\x16.registry.v1.LeaseInfoR\x06leases\"\xd7\x02\n" +
 	"\tLeaseInfo\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x1f\n" +
 	"\vclient_name\x18\x02 \x01(\tR\n" +
@@ -1709,7 +1739,8 @@ const file_registry_v1_admin_proto_rawDesc = "" +
 	"\battached\x18\x06 \x01(\bR\battached\x12;\n" +
 	"\vexpire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12\x12\n" +
-	"\x04peer\x18\b \x01(\tR\x04peer\"G\n" +
+	"\x04peer\x18\b \x01(\tR\x04peer\x12\x1a\n" +
+	"\bidentity\x18\t \x01(\tR\bidentity\"G\n" +
 	"\x12RevokeLeaseRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"1\n" +

@@ -141,6 +141,42 @@ const (
 	// as may be (an upload reserves its declared size until it ends).
 	// Metadata `max`, `want`.
 	ErrorReason_UPLOAD_BYTES_LIMIT ErrorReason = 36
+	// UNAUTHENTICATED: this registryd requires credentials (a bearer token
+	// or a client certificate) and the call carried none.
+	ErrorReason_CREDENTIALS_MISSING ErrorReason = 37
+	// UNAUTHENTICATED: the call's bearer token is not one this registryd
+	// knows, or its `authorization` metadata is not `Bearer <token>`.
+	ErrorReason_CREDENTIALS_INVALID ErrorReason = 38
+	// UNAUTHENTICATED: a bearer token was sent over a connection without
+	// TLS, where anyone on the path could read it; the token was not
+	// looked at. Use TLS, or, on loopback only, --auth-allow-plaintext.
+	ErrorReason_TRANSPORT_INSECURE ErrorReason = 39
+	// PERMISSION_DENIED: the caller's role may not call this method.
+	// Metadata `identity`, `role`, `method`.
+	ErrorReason_ROLE_FORBIDDEN ErrorReason = 40
+	// PERMISSION_DENIED: the lease belongs to another identity: only the
+	// identity that opened a lease may resume it, Put or Resolve with it.
+	// Metadata `lease_id`.
+	ErrorReason_LEASE_NOT_OWNED ErrorReason = 41
+	// RESOURCE_EXHAUSTED: the caller's identity holds as many leases as one
+	// identity may. Metadata `identity`, `max`, `want`.
+	ErrorReason_IDENTITY_LEASE_LIMIT ErrorReason = 42
+	// RESOURCE_EXHAUSTED: the objects the caller's identity keeps strongly
+	// held (pinned, lingering, handed off) would pass what one identity
+	// may. Metadata `identity`, `max`, `want`.
+	ErrorReason_IDENTITY_PINNED_BYTES_LIMIT ErrorReason = 43
+	// RESOURCE_EXHAUSTED: the caller's identity's uploads in flight already
+	// hold as many bytes as one identity's may. Metadata `identity`, `max`,
+	// `want`.
+	ErrorReason_IDENTITY_UPLOAD_BYTES_LIMIT ErrorReason = 44
+	// RESOURCE_EXHAUSTED: the caller's identity has as many streams (Lease,
+	// Watch, WatchEvents, Upload, Download) open as one identity may.
+	// Metadata `identity`, `max`, `want`.
+	ErrorReason_IDENTITY_STREAM_LIMIT ErrorReason = 45
+	// RESOURCE_EXHAUSTED: the caller's identity sends requests faster than
+	// its rate allows. Metadata `identity`, `rate`, `burst`; a
+	// google.rpc.RetryInfo detail says when to try again.
+	ErrorReason_RATE_LIMITED ErrorReason = 46
 )
 
 // Enum value maps for ErrorReason.
@@ -183,45 +219,65 @@ var (
 		34: "INTERNAL",
 		35: "WATCHER_LIMIT",
 		36: "UPLOAD_BYTES_LIMIT",
+		37: "CREDENTIALS_MISSING",
+		38: "CREDENTIALS_INVALID",
+		39: "TRANSPORT_INSECURE",
+		40: "ROLE_FORBIDDEN",
+		41: "LEASE_NOT_OWNED",
+		42: "IDENTITY_LEASE_LIMIT",
+		43: "IDENTITY_PINNED_BYTES_LIMIT",
+		44: "IDENTITY_UPLOAD_BYTES_LIMIT",
+		45: "IDENTITY_STREAM_LIMIT",
+		46: "RATE_LIMITED",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED": 0,
-		"HANDLE_MALFORMED":         1,
-		"HANDLE_UNKNOWN":           2,
-		"HANDLE_FOREIGN_NODE":      3,
-		"REGISTRY_RESTARTED":       4,
-		"OBJECT_COLLECTED":         5,
-		"OBJECT_DELETED":           6,
-		"OBJECT_PINNED":            7,
-		"PAYLOAD_EMPTY":            8,
-		"LABELS_INVALID":           9,
-		"OBJECT_TOO_LARGE":         10,
-		"MESSAGE_TOO_LARGE":        11,
-		"PINNED_BYTES_LIMIT":       12,
-		"LEASE_PIN_LIMIT":          13,
-		"LEASE_LIMIT":              14,
-		"LEASE_ID_MALFORMED":       15,
-		"LEASE_NOT_FOUND":          16,
-		"LEASE_NOT_OPEN":           17,
-		"LEASE_ALREADY_OPEN":       18,
-		"LEASE_TAKEN_OVER":         19,
-		"REQUEST_EMPTY":            20,
-		"TOO_MANY_HANDLES":         21,
-		"PAGE_TOKEN_INVALID":       22,
-		"WATCH_TOO_SLOW":           23,
-		"WATCH_HISTORY_COMPACTED":  24,
-		"SHUTTING_DOWN":            25,
-		"UPLOAD_HEADER_MISSING":    26,
-		"UPLOAD_SIZE_MISMATCH":     27,
-		"UPLOAD_TRAILER_MISSING":   28,
-		"CHECKSUM_MISMATCH":        29,
-		"FIELD_INVALID":            30,
-		"REQUEST_MALFORMED":        31,
-		"REQUEST_CANCELLED":        32,
-		"STREAM_STALLED":           33,
-		"INTERNAL":                 34,
-		"WATCHER_LIMIT":            35,
-		"UPLOAD_BYTES_LIMIT":       36,
+		"ERROR_REASON_UNSPECIFIED":    0,
+		"HANDLE_MALFORMED":            1,
+		"HANDLE_UNKNOWN":              2,
+		"HANDLE_FOREIGN_NODE":         3,
+		"REGISTRY_RESTARTED":          4,
+		"OBJECT_COLLECTED":            5,
+		"OBJECT_DELETED":              6,
+		"OBJECT_PINNED":               7,
+		"PAYLOAD_EMPTY":               8,
+		"LABELS_INVALID":              9,
+		"OBJECT_TOO_LARGE":            10,
+		"MESSAGE_TOO_LARGE":           11,
+		"PINNED_BYTES_LIMIT":          12,
+		"LEASE_PIN_LIMIT":             13,
+		"LEASE_LIMIT":                 14,
+		"LEASE_ID_MALFORMED":          15,
+		"LEASE_NOT_FOUND":             16,
+		"LEASE_NOT_OPEN":              17,
+		"LEASE_ALREADY_OPEN":          18,
+		"LEASE_TAKEN_OVER":            19,
+		"REQUEST_EMPTY":               20,
+		"TOO_MANY_HANDLES":            21,
+		"PAGE_TOKEN_INVALID":          22,
+		"WATCH_TOO_SLOW":              23,
+		"WATCH_HISTORY_COMPACTED":     24,
+		"SHUTTING_DOWN":               25,
+		"UPLOAD_HEADER_MISSING":       26,
+		"UPLOAD_SIZE_MISMATCH":        27,
+		"UPLOAD_TRAILER_MISSING":      28,
+		"CHECKSUM_MISMATCH":           29,
+		"FIELD_INVALID":               30,
+		"REQUEST_MALFORMED":           31,
+		"REQUEST_CANCELLED":           32,
+		"STREAM_STALLED":              33,
+		"INTERNAL":                    34,
+		"WATCHER_LIMIT":               35,
+		"UPLOAD_BYTES_LIMIT":          36,
+		"CREDENTIALS_MISSING":         37,
+		"CREDENTIALS_INVALID":         38,
+		"TRANSPORT_INSECURE":          39,
+		"ROLE_FORBIDDEN":              40,
+		"LEASE_NOT_OWNED":             41,
+		"IDENTITY_LEASE_LIMIT":        42,
+		"IDENTITY_PINNED_BYTES_LIMIT": 43,
+		"IDENTITY_UPLOAD_BYTES_LIMIT": 44,
+		"IDENTITY_STREAM_LIMIT":       45,
+		"RATE_LIMITED":                46,
 	}
 )
 
@@ -256,7 +312,7 @@ var File_registry_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_registry_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"\x1eregistry/v1/error_reason.proto\x12\vregistry.v1*\xbf\x06\n" +
+	"\x1eregistry/v1/error_reason.proto\x12\vregistry.v1*\xbb\b\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10HANDLE_MALFORMED\x10\x01\x12\x12\n" +
@@ -295,7 +351,17 @@ const file_registry_v1_error_reason_proto_rawDesc = "" +
 	"\x0eSTREAM_STALLED\x10!\x12\f\n" +
 	"\bINTERNAL\x10\"\x12\x11\n" +
 	"\rWATCHER_LIMIT\x10#\x12\x16\n" +
-	"\x12UPLOAD_BYTES_LIMIT\x10$B8Z6github.com/weakref/registry/gen/registry/v1;registryv1b\x06proto3"
+	"\x12UPLOAD_BYTES_LIMIT\x10$\x12\x17\n" +
+	"\x13CREDENTIALS_MISSING\x10%\x12\x17\n" +
+	"\x13CREDENTIALS_INVALID\x10&\x12\x16\n" +
+	"\x12TRANSPORT_INSECURE\x10'\x12\x12\n" +
+	"\x0eROLE_FORBIDDEN\x10(\x12\x13\n" +
+	"\x0fLEASE_NOT_OWNED\x10)\x12\x18\n" +
+	"\x14IDENTITY_LEASE_LIMIT\x10*\x12\x1f\n" +
+	"\x1bIDENTITY_PINNED_BYTES_LIMIT\x10+\x12\x1f\n" +
+	"\x1bIDENTITY_UPLOAD_BYTES_LIMIT\x10,\x12\x19\n" +
+	"\x15IDENTITY_STREAM_LIMIT\x10-\x12\x10\n" +
+	"\fRATE_LIMITED\x10.B8Z6github.com/weakref/registry/gen/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_registry_v1_error_reason_proto_rawDescOnce sync.Once
