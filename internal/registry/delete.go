@@ -26,9 +26,10 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	s.leaks.setWeak(e, false)
 	r.tombs.add(id)
 	r.counters.add(e.state, -1, -e.size)
-	if e.state == Pinned {
-		r.releasePinned(e.size)
+	if e.strong != nil { // pinned or lingering
+		r.releaseStrong(e.size, takeCharge(e.strong))
 	}
+	r.accounts.release(e.owner)
 	r.counters.pins.Add(-int64(len(pins)))
 	r.counters.deleted.Add(1)
 	e.stopLinger()

@@ -161,6 +161,12 @@ func assertHoldsNothing(t testing.TB, r *Registry) {
 	if n := r.counters.pins.Load(); n != 0 {
 		t.Errorf("pins = %d, want 0", n)
 	}
+	if n := r.held.Load(); n != 0 {
+		t.Errorf("strongly held bytes = %d, want 0", n)
+	}
+	if n := r.accounts.count(); n != 0 {
+		t.Errorf("%d identity accounts kept, want 0", n)
+	}
 	h := r.events
 	h.mu.Lock()
 	defer h.mu.Unlock()

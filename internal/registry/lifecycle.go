@@ -34,14 +34,20 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		return Info{}, err
 	}
 	meta.Labels = maps.Clone(meta.Labels) // the caller's map stays the caller's
-	if by != nil {
-		if err := r.reservePinned(size); err != nil {
+	owner := meta.Owner
+	meta.Owner = "" // kept as e.owner
+	var charged *account
+	if by != nil || meta.Linger > 0 {
+		// Strongly held from the first moment, by the putter's act.
+		a, err := r.reserveStrong(size, owner)
+		if err != nil {
 			return Info{}, err
 		}
+		charged = a
 	}
 	now := r.now()
 	nowNano := now.UnixNano()
-	p := &payload{data: pl.Data, more: pl.More}
+	p := &payload{data: pl.Data, more: pl.More, charged: charged}
 	id, h := r.codec.New(handle.Object)
 	e := &entry{
 		id:         id,
@@ -50,6 +56,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		meta:       meta,
 		created:    nowNano,
 		weak:       weak.Make(p),
+		owner:      r.accounts.acquire(owner),
 		state:      Weak,
 		stateSince: nowNano,
 		unpinnedAt: nowNano,
@@ -237,8 +244,14 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, alre
 			r.reapLocked(s, e, now)
 			return Info{}, false, nil, ErrCollected
 		}
-		if err := r.reservePinned(e.size); err != nil {
-			return Info{}, false, nil, err
+		if e.state == Weak {
+			// Strongly held again, by this lease's act; a LINGERING
+			// object keeps the charge it has.
+			a, err := r.reserveStrong(e.size, by.Identity)
+			if err != nil {
+				return Info{}, false, nil, err
+			}
+			p.charged = a
 		}
 		r.counters.move(e.state, Pinned, e.size)
 		e.stopLinger()
@@ -297,7 +310,6 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 	// The last pin went: change state first, so that the UNPINNED event
 	// already tells the state after it, then say LINGERING or WEAK.
 	e.pins = nil
-	r.releasePinned(e.size)
 	e.stateSince = now.UnixNano()
 	e.unpinnedAt = now.UnixNano()
 	until := now.Add(e.meta.Linger)
@@ -312,6 +324,7 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 		return e.info(), true, nil
 	}
 	r.counters.move(Pinned, Weak, e.size)
+	r.releaseStrong(e.size, takeCharge(e.strong))
 	faultUnpinned(e.strong)
 	e.strong = nil // from here the GC decides
 	e.state = Weak
@@ -320,20 +333,3 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 	r.publish(e, EventWeak, "", now)
 	return e.info(), true, nil
 }
-
-// reservePinned accounts size more pinned bytes, or fails if that would
-// pass MaxPinnedBytes.
-func (r *Registry) reservePinned(size int64) error {
-	limit := r.cfg.MaxPinnedBytes
-	for {
-		cur := r.counters.bytes[Pinned].Load()
-		if limit > 0 && cur+size > limit {
-			return &LimitError{Limit: LimitPinnedBytes, Max: limit, Want: cur + size}
-		}
-		if r.counters.bytes[Pinned].CompareAndSwap(cur, cur+size) {
-			return nil
-		}
-	}
-}
-
-func (r *Registry) releasePinned(size int64) { r.counters.bytes[Pinned].Add(-size) }

@@ -285,10 +285,12 @@ func TestLingerEndsAtItsDeadline(t *testing.T) {
 	noEvent(t, sub)
 }
 
-// TestLingeringObjectAndThePinnedBytesLimit: a LINGERING object holds no
-// pinned bytes; pinning it again reserves them, under the limit, and
-// unpinning releases them.
-func TestLingeringObjectAndThePinnedBytesLimit(t *testing.T) {
+// TestLingeringBytesCountAgainstThePinnedBytesLimit: PINNED_BYTES_LIMIT
+// bounds every byte held strongly on a lease's behalf, LINGERING ones
+// too: a lingering object keeps its reservation through PINNED and back,
+// a Put with a linger and no lease is refused past the limit, and the
+// bytes go back when the object becomes WEAK.
+func TestLingeringBytesCountAgainstThePinnedBytesLimit(t *testing.T) {
 	noAutoGC(t)
 	clock := newFakeClock()
 	r := newRegistry(t, Config{Now: clock.Now, MaxPinnedBytes: 1000})
@@ -296,34 +298,39 @@ func TestLingeringObjectAndThePinnedBytesLimit(t *testing.T) {
 	x, wantX := put(t, r, 600, 1, Meta{Linger: time.Hour}, &a)
 	mustUnpin(t, r, x.ID, a)
 	wantCounts(t, r, map[State]counts{Lingering: {1, 600}})
-
-	// The lingering bytes do not count against the limit.
-	y, _ := put(t, r, 600, 2, Meta{}, &b)
-	wantCounts(t, r, map[State]counts{Pinned: {1, 600}, Lingering: {1, 600}})
-
-	// Pinning x again would need 1200 pinned bytes: refused, nothing moves.
-	before := statsSnapshot(r)
-	_, _, err := r.Pin(x.ID, a)
-	wantLimit(t, err, LimitPinnedBytes, 1000, 1200)
-	if after := statsSnapshot(r); after.Pins != before.Pins || after.Bytes[Pinned] != before.Bytes[Pinned] ||
-		after.Objects[Lingering] != before.Objects[Lingering] || after.Bytes[Lingering] != before.Bytes[Lingering] {
-		t.Fatalf("a refused pin changed the stats:\nbefore %+v\nafter  %+v", before, after)
+	if got := r.HeldBytes(); got != 600 {
+		t.Fatalf("HeldBytes = %d with 600 lingering; want 600", got)
 	}
-	wantState(t, r, x, Lingering, 0, clock.Now().Add(time.Hour))
 
-	// Once y lets go, x may be pinned: its bytes are reserved.
-	mustUnpin(t, r, y.ID, b)
-	wantCounts(t, r, map[State]counts{Lingering: {1, 600}, Weak: {1, 600}})
+	// The lingering bytes count: 600 more pinned, or lingering with no
+	// lease at all, are refused, and nothing moves.
+	before := statsSnapshot(r)
+	_, err := r.Put(newPayload(600, 2), Meta{}, &b)
+	wantLimit(t, err, LimitPinnedBytes, 1000, 1200)
+	_, err = r.Put(newPayload(600, 2), Meta{Linger: time.Minute}, nil)
+	wantLimit(t, err, LimitPinnedBytes, 1000, 1200)
+	if after := statsSnapshot(r); after.Puts != before.Puts || after.HeldBytes != before.HeldBytes ||
+		after.Bytes[Lingering] != before.Bytes[Lingering] || after.Objects[Pinned] != before.Objects[Pinned] {
+		t.Fatalf("a refused put changed the stats:\nbefore %+v\nafter  %+v", before, after)
+	}
+
+	// Pinning x again keeps its reservation: nothing more is needed.
 	mustPin(t, r, x.ID, a)
-	wantCounts(t, r, map[State]counts{Pinned: {1, 600}, Weak: {1, 600}})
-	_, err = r.Put(newPayload(500, 3), Meta{}, &b)
-	wantLimit(t, err, LimitPinnedBytes, 1000, 1100)
-
-	// Unpinning releases them: x lingers, y's 600 bytes fit again.
+	wantCounts(t, r, map[State]counts{Pinned: {1, 600}})
+	y, _ := put(t, r, 400, 3, Meta{}, &b)
+	if got := r.HeldBytes(); got != 1000 {
+		t.Fatalf("HeldBytes = %d; want 1000", got)
+	}
 	mustUnpin(t, r, x.ID, a)
-	wantCounts(t, r, map[State]counts{Lingering: {1, 600}, Weak: {1, 600}})
-	mustPin(t, r, y.ID, b)
-	wantCounts(t, r, map[State]counts{Pinned: {1, 600}, Lingering: {1, 600}})
+	wantCounts(t, r, map[State]counts{Pinned: {1, 400}, Lingering: {1, 600}})
+
+	// The linger over, x is WEAK and its bytes go back.
+	clock.Advance(time.Hour)
+	r.endLinger(x.ID)
+	wantCounts(t, r, map[State]counts{Pinned: {1, 400}, Weak: {1, 600}})
+	if got := r.HeldBytes(); got != 400 {
+		t.Fatalf("HeldBytes = %d after x became WEAK; want 400", got)
+	}
 	mustResolve(t, r, x.Handle, wantX)
 
 	for _, info := range []Info{x, y} {

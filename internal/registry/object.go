@@ -47,10 +47,15 @@ func (s State) String() string {
 // the cost of weak.Make and AddCleanup grows with the objects per span: at
 // the bare 24 bytes, 341 share an 8 KiB span and that walk was half of
 // Put's time (BenchmarkPut 4.9 µs; 2.9 µs padded to 128 bytes).
+//
+// charged is the account its bytes are charged to while it is strongly
+// held on a lease's behalf (nil when WEAK, or charged to no identity): it
+// lives in the padding, so it costs an object nothing.
 type payload struct {
-	data []byte
-	more [][]byte // the rest of an uploaded object, in order
-	_    [128 - 48]byte
+	data    []byte
+	more    [][]byte // the rest of an uploaded object, in order
+	charged *account // guarded by its object's shard lock
+	_       [128 - 56]byte
 }
 
 // Payload is an object's bytes: Data, then each slice of More in order.
@@ -97,6 +102,10 @@ type Meta struct {
 	// its last pin goes, or after Put if it has none, before it becomes
 	// WEAK. The caller caps it.
 	Linger time.Duration
+	// Owner is the identity that puts the object. The registry keeps it
+	// as a pointer to the identity's shared account, not in the object's
+	// Meta.
+	Owner string
 }
 
 // Info is an object's metadata at one moment.
@@ -112,6 +121,8 @@ type Info struct {
 	Accessed    time.Time
 	StateSince  time.Time
 	Linger      time.Duration
+	// Owner is the identity that put the object.
+	Owner string
 	// LingerUntil is when a LINGERING object becomes WEAK; zero otherwise.
 	LingerUntil time.Time
 	// SoftCached: the soft cache holds the object strongly.
@@ -138,6 +149,8 @@ type Holder struct {
 	ID handle.ID
 	// LeaseID is the lease's handle string.
 	LeaseID string
+	// Identity owns the lease: its pins of WEAK objects are charged to it.
+	Identity string
 }
 
 // entry is the registry's record of one live object. The registry must
@@ -152,6 +165,7 @@ type entry struct {
 	created  int64 // unix nanoseconds
 	accessed atomic.Int64
 	weak     weak.Pointer[payload]
+	owner    *account // who put it; one reference, given back when it goes
 
 	// Guarded by the shard's mu.
 	strong      *payload // non-nil exactly while the object is pinned or lingering
@@ -215,9 +229,17 @@ func (e *entry) baseInfo() Info {
 		Accessed:    time.Unix(0, e.accessed.Load()),
 		StateSince:  time.Unix(0, e.stateSince),
 		Linger:      e.meta.Linger,
+		Owner:       e.ownerName(),
 		LingerUntil: e.lingerUntilTime(),
 		SoftCached:  e.cached.Load(),
 	}
+}
+
+func (e *entry) ownerName() string {
+	if e.owner == nil {
+		return ""
+	}
+	return e.owner.name
 }
 
 func (e *entry) lingerUntilTime() time.Time {

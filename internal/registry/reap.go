@@ -27,6 +27,7 @@ func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
 	s.index.Delete(e)
 	s.leaks.setWeak(e, false)
 	r.counters.add(e.state, -1, -e.size)
+	r.accounts.release(e.owner)
 	r.counters.collected.Add(1)
 	r.counters.collectedBytes.Add(e.size)
 	e.state = Collected

@@ -13,6 +13,7 @@ package registry
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/btree"
@@ -29,9 +30,17 @@ type Config struct {
 	Codec *handle.Codec
 	// MaxObjectBytes is the largest payload accepted.
 	MaxObjectBytes int64
-	// MaxPinnedBytes bounds the payload bytes held by pins, summed over
-	// pinned objects (an object counts once however many leases pin it).
+	// MaxPinnedBytes bounds the payload bytes held strongly on leases'
+	// behalf: pinned, lingering and handed off, summed over objects (an
+	// object counts once however many leases pin it). The soft cache has
+	// its own budget.
 	MaxPinnedBytes int64
+	// MaxPinnedBytesPerIdentity bounds the part of those bytes charged to
+	// one identity: an object's bytes are charged to the identity whose
+	// act made it strongly held (its Put with a lease or a linger, or its
+	// lease's Pin of a WEAK object) until it is WEAK again. Never applied
+	// to auth.AnonymousName.
+	MaxPinnedBytesPerIdentity int64
 	// Tombstones is how many deleted handles are remembered, to answer
 	// ErrDeleted rather than ErrCollected. Default 10000; negative
 	// remembers none.
@@ -97,6 +106,12 @@ type Registry struct {
 
 	counters counters
 	forced   forcedCollections
+
+	// held is the strongly held bytes (see Config.MaxPinnedBytes), changed
+	// only by reserveStrong and releaseStrong; accounts are the owners'
+	// and payers'.
+	held     atomic.Int64
+	accounts accounts
 }
 
 // shard is one slice of the object map.

@@ -27,9 +27,7 @@ var missReasons = [...]string{MissMalformed, MissUnknown, MissRestarted, MissFor
 // takes a lock for them.
 type counters struct {
 	objects [numStates]atomic.Int64
-	// bytes[Pinned] is changed only by reservePinned and releasePinned, so
-	// that the pinned-bytes limit is checked and taken in one step.
-	bytes [numStates]atomic.Int64
+	bytes   [numStates]atomic.Int64
 
 	pins           atomic.Int64
 	puts           atomic.Int64
@@ -44,9 +42,7 @@ type counters struct {
 // remove them).
 func (c *counters) add(s State, n, size int64) {
 	c.objects[s].Add(n)
-	if s != Pinned {
-		c.bytes[s].Add(size)
-	}
+	c.bytes[s].Add(size)
 }
 
 // move counts one object of size bytes going from one state to another.
@@ -111,32 +107,38 @@ type Stats struct {
 	EpochStart     time.Time
 	MaxObjectBytes int64
 	MaxPinnedBytes int64
-	SoftCache      SoftCacheStats
-	WatchHistory   HistoryStats
-	SuspectedLeaks int64
+	// HeldBytes is the bytes MaxPinnedBytes bounds: pinned, lingering and
+	// handed off.
+	HeldBytes                 int64
+	MaxPinnedBytesPerIdentity int64
+	SoftCache                 SoftCacheStats
+	WatchHistory              HistoryStats
+	SuspectedLeaks            int64
 }
 
 // Stats returns the registry's figures.
 func (r *Registry) Stats() Stats {
 	c := &r.counters
 	st := Stats{
-		Objects:        make(map[State]int64, 3),
-		Bytes:          make(map[State]int64, 3),
-		Pins:           c.pins.Load(),
-		Puts:           c.puts.Load(),
-		ResolveHits:    c.hits.Load(),
-		ResolveMisses:  make(map[string]int64, len(missReasons)),
-		Collected:      c.collected.Load(),
-		CollectedBytes: c.collectedBytes.Load(),
-		Deleted:        c.deleted.Load(),
-		Watchers:       r.events.count(),
-		Epoch:          r.codec.Epoch(),
-		EpochStart:     time.UnixMilli(int64(r.codec.Epoch())),
-		MaxObjectBytes: r.cfg.MaxObjectBytes,
-		MaxPinnedBytes: r.cfg.MaxPinnedBytes,
-		SoftCache:      r.cache.stats(),
-		WatchHistory:   r.events.history(),
-		SuspectedLeaks: r.SuspectedLeaks(),
+		Objects:                   make(map[State]int64, 3),
+		Bytes:                     make(map[State]int64, 3),
+		Pins:                      c.pins.Load(),
+		Puts:                      c.puts.Load(),
+		ResolveHits:               c.hits.Load(),
+		ResolveMisses:             make(map[string]int64, len(missReasons)),
+		Collected:                 c.collected.Load(),
+		CollectedBytes:            c.collectedBytes.Load(),
+		Deleted:                   c.deleted.Load(),
+		Watchers:                  r.events.count(),
+		Epoch:                     r.codec.Epoch(),
+		EpochStart:                time.UnixMilli(int64(r.codec.Epoch())),
+		MaxObjectBytes:            r.cfg.MaxObjectBytes,
+		MaxPinnedBytes:            r.cfg.MaxPinnedBytes,
+		HeldBytes:                 r.held.Load(),
+		MaxPinnedBytesPerIdentity: r.cfg.MaxPinnedBytesPerIdentity,
+		SoftCache:                 r.cache.stats(),
+		WatchHistory:              r.events.history(),
+		SuspectedLeaks:            r.SuspectedLeaks(),
 	}
 	for _, s := range []State{Pinned, Lingering, Weak} {
 		st.Objects[s] = c.objects[s].Load()
