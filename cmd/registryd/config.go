@@ -27,33 +27,38 @@ const envPrefix = "REGISTRYD_"
 
 // config is registryd's configuration, from flags and environment.
 type config struct {
-	addr             string
-	keyFile          string
-	node             uint
-	logLevel         slog.Level
-	logFormat        string
-	maxObjectBytes   byteSize
-	maxMessageBytes  byteSize
-	maxPinnedBytes   byteSize
-	maxPinsPerLease  int
-	maxLeases        int
-	maxWatchers      int
-	maxUploadBytes   byteSize
-	maxStreams       uint
-	maxGrace         time.Duration
-	maxLinger        time.Duration
-	collectInterval  time.Duration
-	softCacheBytes   byteSize
-	leakGCCycles     int
-	tombstones       int
-	watchBuffer      int
-	watchHistory     int
-	keepaliveTime    time.Duration
-	keepaliveTimeout time.Duration
-	shutdownTimeout  time.Duration
-	streamStall      time.Duration
-	metricsAddr      string
-	telemetry        onOff
+	addr            string
+	keyFile         string
+	node            uint
+	logLevel        slog.Level
+	logFormat       string
+	maxObjectBytes  byteSize
+	maxMessageBytes byteSize
+	maxPinnedBytes  byteSize
+	maxPinsPerLease int
+	maxLeases       int
+	// Per identity (never for "anonymous", everyone when auth is off):
+	// by default a quarter of the global limit, so that one identity
+	// cannot take all of it from the others.
+	identityMaxLeases      int
+	identityMaxPinnedBytes byteSize
+	maxWatchers            int
+	maxUploadBytes         byteSize
+	maxStreams             uint
+	maxGrace               time.Duration
+	maxLinger              time.Duration
+	collectInterval        time.Duration
+	softCacheBytes         byteSize
+	leakGCCycles           int
+	tombstones             int
+	watchBuffer            int
+	watchHistory           int
+	keepaliveTime          time.Duration
+	keepaliveTimeout       time.Duration
+	shutdownTimeout        time.Duration
+	streamStall            time.Duration
+	metricsAddr            string
+	telemetry              onOff
 }
 
 // onOff is a boolean flag that also takes "on" and "off":
@@ -133,6 +138,8 @@ func parseConfig(args []string) (*config, error) {
 	fs.Var(&c.maxPinnedBytes, "max-pinned-bytes", "most payload bytes pinned at once, all leases together, as a `size` (default: half of GOMEMLIMIT when it is set, else 4GiB; 0: no limit)")
 	fs.IntVar(&c.maxPinsPerLease, "max-pins-per-lease", 100000, "most objects one lease may pin (0: no limit)")
 	fs.IntVar(&c.maxLeases, "max-leases", 10000, "most live leases, attached or detached (0: no limit)")
+	fs.IntVar(&c.identityMaxLeases, "identity-max-leases", 0, "most live leases one identity may own (default: a quarter of --max-leases; 0 with --max-leases=0: no limit)")
+	fs.Var(&c.identityMaxPinnedBytes, "identity-max-pinned-bytes", "most payload bytes held strongly (pinned, lingering, handed off) charged to one identity, as a `size` (default: a quarter of --max-pinned-bytes)")
 	fs.Var(&c.maxUploadBytes, "max-upload-bytes", "most bytes all uploads in flight hold together, as a `size`: each reserves the size its header declares until it ends (default: a quarter of GOMEMLIMIT when it is set, else 1GiB; 0: no limit)")
 	fs.IntVar(&c.maxWatchers, "max-watchers", 1024, "most open Watch and WatchEvents streams, each of which may hold --watch-buffer events (0: no limit)")
 	fs.UintVar(&c.maxStreams, "max-streams", 1024, "most concurrent streams per client connection")
@@ -164,6 +171,17 @@ func parseConfig(args []string) (*config, error) {
 	}
 	if err := applyEnv(fs); err != nil {
 		return nil, err
+	}
+	set := map[string]bool{} // on the command line or from the environment
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["identity-max-leases"] {
+		c.identityMaxLeases = c.maxLeases / 4
+	}
+	if !set["identity-max-pinned-bytes"] {
+		c.identityMaxPinnedBytes = c.maxPinnedBytes / 4
+	}
+	if c.identityMaxLeases < 0 {
+		return nil, fmt.Errorf("--identity-max-leases (REGISTRYD_IDENTITY_MAX_LEASES) %d: want 0 or more", c.identityMaxLeases)
 	}
 	if c.node > 0xffff {
 		return nil, fmt.Errorf("--node (REGISTRYD_NODE) %d: want 0 to 65535", c.node)

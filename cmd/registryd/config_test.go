@@ -92,6 +92,21 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 				t.Fatalf("watch history: %d, want 0", c.watchHistory)
 			}
 		}},
+		{"identity limits default to a quarter of the global ones", []string{"--max-leases=400", "--max-pinned-bytes=1GiB"}, nil, func(t *testing.T, c *config) {
+			if c.identityMaxLeases != 100 || c.identityMaxPinnedBytes != 256<<20 {
+				t.Fatalf("identity limits: %d leases, %d bytes; want 100 and 256 MiB", c.identityMaxLeases, c.identityMaxPinnedBytes)
+			}
+		}},
+		{"identity limits from env", nil, map[string]string{"REGISTRYD_IDENTITY_MAX_LEASES": "7", "REGISTRYD_IDENTITY_MAX_PINNED_BYTES": "1MiB"}, func(t *testing.T, c *config) {
+			if c.identityMaxLeases != 7 || c.identityMaxPinnedBytes != 1<<20 {
+				t.Fatalf("identity limits: %d leases, %d bytes; want 7 and 1 MiB", c.identityMaxLeases, c.identityMaxPinnedBytes)
+			}
+		}},
+		{"identity limit flag wins over env, 0 is none", []string{"--identity-max-leases=0", "--identity-max-pinned-bytes=0"}, map[string]string{"REGISTRYD_IDENTITY_MAX_LEASES": "7"}, func(t *testing.T, c *config) {
+			if c.identityMaxLeases != 0 || c.identityMaxPinnedBytes != 0 {
+				t.Fatalf("identity limits: %d leases, %d bytes; want 0 and 0", c.identityMaxLeases, c.identityMaxPinnedBytes)
+			}
+		}},
 		{"plain byte counts", []string{"--max-pinned-bytes=0", "--max-message-bytes=1048576"}, nil, func(t *testing.T, c *config) {
 			if c.maxPinnedBytes != 0 || c.maxMessageBytes != 1<<20 {
 				t.Fatalf("sizes: %+v", c)
@@ -126,6 +141,7 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		{"node too big", []string{"--node=70000"}, nil, "--node"},
 		{"negative tombstones", []string{"--tombstones=-1"}, nil, "--tombstones"},
 		{"negative linger", []string{"--max-linger=-1s"}, nil, "--max-linger"},
+		{"negative identity leases", []string{"--identity-max-leases=-1"}, nil, "--identity-max-leases"},
 		{"negative leak cycles", nil, map[string]string{"REGISTRYD_LEAK_GC_CYCLES": "-2"}, "--leak-gc-cycles"},
 		{"negative collect interval", []string{"--collect-min-interval", "-1s"}, nil, "--collect-min-interval"},
 		{"bad soft cache size", nil, map[string]string{"REGISTRYD_SOFT_CACHE_BYTES": "big"}, "REGISTRYD_SOFT_CACHE_BYTES"},
@@ -246,8 +262,9 @@ func TestByteLimitsDeriveFromGOMEMLIMIT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.maxPinnedBytes != 512<<20 || c.maxUploadBytes != 256<<20 {
-		t.Errorf("under a 1 GiB memory limit: pinned %d, uploads %d; want 512 MiB and 256 MiB", c.maxPinnedBytes, c.maxUploadBytes)
+	if c.maxPinnedBytes != 512<<20 || c.maxUploadBytes != 256<<20 || c.identityMaxPinnedBytes != 128<<20 {
+		t.Errorf("under a 1 GiB memory limit: pinned %d (%d per identity), uploads %d; want 512 MiB (128 MiB) and 256 MiB",
+			c.maxPinnedBytes, c.identityMaxPinnedBytes, c.maxUploadBytes)
 	}
 	c, err = parseConfig([]string{"--max-pinned-bytes", "2GiB"})
 	if err != nil || c.maxPinnedBytes != 2<<30 {

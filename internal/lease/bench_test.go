@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
 )
@@ -100,7 +101,7 @@ func BenchmarkPutWithLease(b *testing.B) {
 	b.ReportAllocs()
 	n := 0
 	for b.Loop() {
-		if _, err := f.m.Put(s.ID(), data, meta); err != nil {
+		if _, err := f.m.Put(auth.Anonymous, s.ID(), data, meta); err != nil {
 			b.Fatal(err)
 		}
 		if n++; n == perLease {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
 )
@@ -32,7 +33,7 @@ func TestConcurrentLeasesLeaveNoPinBehind(t *testing.T) {
 	keeper := f.open(t, lease.OpenParams{Client: "keeper"})
 	var kept []string
 	for range 8 {
-		info, err := f.m.Put(keeper.ID(), []byte("kept alive by the keeper lease"), registry.Meta{})
+		info, err := f.m.Put(auth.Anonymous, keeper.ID(), []byte("kept alive by the keeper lease"), registry.Meta{})
 		if err != nil {
 			t.Fatalf("Put: %v", err)
 		}
@@ -195,7 +196,7 @@ func churnOne(t *testing.T, f *fixture, rng *rand.Rand, objs []string, mode int)
 			}
 		}
 		if rng.IntN(2) == 0 {
-			if _, err := f.m.Put(s.ID(), []byte("made under a lease by a churning worker"), registry.Meta{}); err != nil {
+			if _, err := f.m.Put(auth.Anonymous, s.ID(), []byte("made under a lease by a churning worker"), registry.Meta{}); err != nil {
 				var nl *lease.NotLiveError
 				if !errors.As(err, &nl) {
 					t.Errorf("Put: %v", err)
@@ -275,7 +276,7 @@ func TestPutRacingLeaseEndLeavesNoPin(t *testing.T) {
 			wg.Go(func() {
 				<-start
 				for range 3 {
-					_, err := f.m.Put(s.ID(), data, registry.Meta{})
+					_, err := f.m.Put(auth.Anonymous, s.ID(), data, registry.Meta{})
 					var nl *lease.NotLiveError
 					if err != nil && !errors.As(err, &nl) {
 						t.Errorf("Put: %v, want success or *lease.NotLiveError", err)
@@ -305,7 +306,7 @@ func keptObjects(t *testing.T, f *fixture, n int) []string {
 	keeper := f.open(t, lease.OpenParams{Client: "keeper"})
 	var hs []string
 	for range n {
-		o, err := f.m.Put(keeper.ID(), []byte("kept alive by the keeper lease"), registry.Meta{})
+		o, err := f.m.Put(auth.Anonymous, keeper.ID(), []byte("kept alive by the keeper lease"), registry.Meta{})
 		if err != nil {
 			t.Fatalf("Put: %v", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/registry"
 )
@@ -39,7 +40,7 @@ func TestCountsAndPutNeverWaitOnALeaseLock(t *testing.T) {
 		if at, de := m.Counts(); at != 1 || de != 1 {
 			t.Errorf("Counts() = %d, %d; want 1 attached, 1 detached", at, de)
 		}
-		if _, err := m.Put(other.ID(), []byte("x"), registry.Meta{}); err != nil {
+		if _, err := m.Put(auth.Anonymous, other.ID(), []byte("x"), registry.Meta{}); err != nil {
 			t.Errorf("Put: %v", err)
 		}
 	}()

@@ -23,6 +23,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/registry"
 )
@@ -43,10 +44,22 @@ var (
 
 // Limit names, as in stats and RESOURCE_EXHAUSTED reasons.
 const (
-	LimitLeases        = "LEASE_LIMIT"
-	LimitPinsPerLease  = "LEASE_PIN_LIMIT"
-	MaxClientNameBytes = 128
+	LimitLeases            = "LEASE_LIMIT"
+	LimitPinsPerLease      = "LEASE_PIN_LIMIT"
+	LimitLeasesPerIdentity = "IDENTITY_LEASE_LIMIT"
+	MaxClientNameBytes     = 128
 )
+
+// NotOwnedError: the caller is neither the identity that opened the lease
+// nor an admin. The request changed nothing.
+type NotOwnedError struct {
+	LeaseID  string
+	Identity string // the caller
+}
+
+func (e *NotOwnedError) Error() string {
+	return fmt.Sprintf("lease %s is not owned by identity %q", e.LeaseID, e.Identity)
+}
 
 // NotLiveError wraps why a lease named by a request is not live (a bad,
 // unknown or ended lease id), for requests that need a live one.
@@ -80,6 +93,10 @@ type Config struct {
 	MaxLeases int
 	// MaxPinsPerLease bounds how many objects one lease may pin.
 	MaxPinsPerLease int
+	// MaxLeasesPerIdentity bounds the live leases one identity owns, so
+	// that one cannot take every lease from the others. Never applied to
+	// auth.AnonymousName: with authentication off it is everyone.
+	MaxLeasesPerIdentity int
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 	// Observe, when set, is called after each lease is opened, resumed,
@@ -99,6 +116,9 @@ type Manager struct {
 	mu     sync.Mutex
 	leases map[handle.ID]*Lease // guarded by mu; every live lease
 	closed bool                 // guarded by mu
+	// owned counts each identity's live leases, for MaxLeasesPerIdentity
+	// in O(1); an identity with none has no entry. Guarded by mu.
+	owned map[string]int
 
 	// attached and detached count the live leases, for Counts: a scrape
 	// must not wait on any lease's lock. Each changes where a lease's
@@ -114,12 +134,12 @@ func New(cfg Config) *Manager {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Manager{cfg: cfg, reg: cfg.Registry, codec: cfg.Codec, now: cfg.Now, leases: make(map[handle.ID]*Lease)}
+	return &Manager{cfg: cfg, reg: cfg.Registry, codec: cfg.Codec, now: cfg.Now, leases: make(map[handle.ID]*Lease), owned: make(map[string]int)}
 }
 
 // Lease is one lease. Its fields are read through Info.
 type Lease struct {
-	holder registry.Holder // ID and lease id string: immutable
+	holder registry.Holder // ID, lease id string and owner: immutable
 	client string
 	opened time.Time
 	grace  time.Duration
@@ -136,6 +156,7 @@ type Lease struct {
 type Info struct {
 	ID       string
 	Client   string
+	Identity string // the owner: the identity that opened it
 	Opened   time.Time
 	Grace    time.Duration
 	Pins     int
@@ -147,7 +168,7 @@ type Info struct {
 func (l *Lease) info() Info {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	in := Info{ID: l.holder.LeaseID, Client: l.client, Opened: l.opened, Grace: l.grace, Pins: len(l.pins)}
+	in := Info{ID: l.holder.LeaseID, Client: l.client, Identity: l.holder.Identity, Opened: l.opened, Grace: l.grace, Pins: len(l.pins)}
 	if l.session != nil {
 		in.Attached = true
 		in.Peer = l.session.peer
@@ -167,11 +188,14 @@ type OpenParams struct {
 	Resume string
 	// Peer is the stream's peer address, for operators.
 	Peer string
+	// Identity is the caller: a new lease belongs to it, and only it (or
+	// an admin) may resume one.
+	Identity auth.Identity
 }
 
 // Open binds a new or resumed lease to a new Session. Errors: handle
-// parse errors and ErrNotFound for Resume; a *registry.LimitError for
-// LEASE_LIMIT; ErrClosed.
+// parse errors, ErrNotFound and a *NotOwnedError for Resume; a
+// *registry.LimitError for LEASE_LIMIT or IDENTITY_LEASE_LIMIT; ErrClosed.
 func (m *Manager) Open(p OpenParams) (*Session, error) {
 	if len(p.Client) > MaxClientNameBytes {
 		// Cut on a rune boundary: the name goes out in proto string
@@ -188,7 +212,7 @@ func (m *Manager) Open(p OpenParams) (*Session, error) {
 	grace := min(max(p.Grace, 0), m.cfg.MaxGrace)
 	id, idStr := m.codec.New(handle.Lease)
 	l := &Lease{
-		holder: registry.Holder{ID: id, LeaseID: idStr},
+		holder: registry.Holder{ID: id, LeaseID: idStr, Identity: p.Identity.Name},
 		client: p.Client,
 		opened: m.now(),
 		grace:  grace,
@@ -206,7 +230,14 @@ func (m *Manager) Open(p OpenParams) (*Session, error) {
 		m.mu.Unlock()
 		return nil, &registry.LimitError{Limit: LimitLeases, Max: int64(limit), Want: int64(n + 1)}
 	}
+	who := p.Identity.Name
+	if limit := m.cfg.MaxLeasesPerIdentity; limit > 0 && who != auth.AnonymousName && m.owned[who] >= limit {
+		n := m.owned[who]
+		m.mu.Unlock()
+		return nil, &registry.LimitError{Limit: LimitLeasesPerIdentity, Max: int64(limit), Want: int64(n + 1), Identity: who}
+	}
 	m.leases[id] = l
+	m.owned[who]++
 	m.attached.Add(1) // before anyone can find l, and so end it
 	m.mu.Unlock()
 	m.observe(Event{Kind: EventOpened, LeaseID: idStr, Client: l.client, Peer: p.Peer, Grace: grace})
@@ -216,6 +247,9 @@ func (m *Manager) Open(p OpenParams) (*Session, error) {
 func (m *Manager) resume(p OpenParams) (*Session, error) {
 	l, err := m.find(p.Resume)
 	if err != nil {
+		return nil, err
+	}
+	if err := l.allow(p.Identity); err != nil {
 		return nil, err
 	}
 	s := &Session{m: m, lease: l, peer: p.Peer, done: make(chan struct{}), resumed: true}
@@ -245,6 +279,34 @@ func (m *Manager) resume(p OpenParams) (*Session, error) {
 	l.mu.Unlock()
 	m.observe(Event{Kind: EventResumed, LeaseID: l.holder.LeaseID, Client: l.client, Peer: p.Peer, Grace: l.grace, Pins: pins})
 	return s, nil
+}
+
+// allow fails with a *NotOwnedError unless who owns l or is an admin.
+func (l *Lease) allow(who auth.Identity) error {
+	if who.Name == l.holder.Identity || who.Admin() {
+		return nil
+	}
+	return &NotOwnedError{LeaseID: l.holder.LeaseID, Identity: who.Name}
+}
+
+// findOwned returns the live lease id for who: a *NotLiveError if it is
+// not live, a *NotOwnedError if who may not use it.
+func (m *Manager) findOwned(who auth.Identity, id string) (*Lease, error) {
+	l, err := m.find(id)
+	if err != nil {
+		return nil, &NotLiveError{Err: err}
+	}
+	if err := l.allow(who); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Check reports whether who may use the live lease id, as Put and
+// ResolvePin would: a *NotLiveError or a *NotOwnedError if not.
+func (m *Manager) Check(who auth.Identity, id string) error {
+	_, err := m.findOwned(who, id)
+	return err
 }
 
 // find returns the live lease with handle string id.
@@ -302,33 +364,41 @@ func (m *Manager) Counts() (attached, detached int) {
 	return int(m.attached.Load()), int(m.detached.Load())
 }
 
-// Clients returns the client name of each lease id given that is live.
-func (m *Manager) Clients(ids []handle.ID) map[handle.ID]string {
+// Holding names who holds a lease: its client name and its owner.
+type Holding struct {
+	Client   string
+	Identity string
+}
+
+// Clients returns who holds each lease id given that is live.
+func (m *Manager) Clients(ids []handle.ID) map[handle.ID]Holding {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make(map[handle.ID]string, len(ids))
+	out := make(map[handle.ID]Holding, len(ids))
 	for _, id := range ids {
 		if l := m.leases[id]; l != nil {
-			out[id] = l.client
+			out[id] = Holding{Client: l.client, Identity: l.holder.Identity}
 		}
 	}
 	return out
 }
 
 // Put stores an object pinned by the live lease leaseID, as one step: no
-// moment exists in which the new object is unpinned. Errors: a
-// *NotLiveError when the lease is not live; the registry's Put errors; a
-// *registry.LimitError for LEASE_PIN_LIMIT.
-func (m *Manager) Put(leaseID string, data []byte, meta registry.Meta) (registry.Info, error) {
-	return m.PutPayload(leaseID, registry.Payload{Data: data}, meta)
+// moment exists in which the new object is unpinned. The object's owner
+// is who, the caller. Errors: a *NotLiveError when the lease is not live;
+// a *NotOwnedError when who neither owns it nor is an admin; the
+// registry's Put errors; a *registry.LimitError for LEASE_PIN_LIMIT.
+func (m *Manager) Put(who auth.Identity, leaseID string, data []byte, meta registry.Meta) (registry.Info, error) {
+	return m.PutPayload(who, leaseID, registry.Payload{Data: data}, meta)
 }
 
 // PutPayload is Put for a payload in pieces, as an upload delivers it.
-func (m *Manager) PutPayload(leaseID string, pl registry.Payload, meta registry.Meta) (registry.Info, error) {
-	l, err := m.find(leaseID)
+func (m *Manager) PutPayload(who auth.Identity, leaseID string, pl registry.Payload, meta registry.Meta) (registry.Info, error) {
+	l, err := m.findOwned(who, leaseID)
 	if err != nil {
-		return registry.Info{}, &NotLiveError{Err: err}
+		return registry.Info{}, err
 	}
+	meta.Owner = who.Name
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ended {
@@ -348,12 +418,13 @@ func (m *Manager) PutPayload(leaseID string, pl registry.Payload, meta registry.
 // ResolvePin resolves the object h names and pins it with the lease
 // leaseID as one step (see registry.ResolvePin): the bytes come back and
 // the lease pins it, or an error does and nothing is pinned. Errors: a
-// *NotLiveError if the lease is not live; those of registry.Parse and
+// *NotLiveError if the lease is not live; a *NotOwnedError if who
+// neither owns it nor is an admin; those of registry.Parse and
 // ResolvePin; a *registry.LimitError for LEASE_PIN_LIMIT.
-func (m *Manager) ResolvePin(leaseID, h string) (registry.Object, error) {
-	l, err := m.find(leaseID)
+func (m *Manager) ResolvePin(who auth.Identity, leaseID, h string) (registry.Object, error) {
+	l, err := m.findOwned(who, leaseID)
 	if err != nil {
-		return registry.Object{}, &NotLiveError{Err: err}
+		return registry.Object{}, err
 	}
 	id, err := m.reg.Parse(h)
 	if err != nil {
@@ -460,7 +531,21 @@ func (m *Manager) releaseLocked(l *Lease, handoff time.Duration) int {
 func (m *Manager) forget(l *Lease) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if _, ok := m.leases[l.holder.ID]; !ok {
+		return
+	}
 	delete(m.leases, l.holder.ID)
+	who := l.holder.Identity
+	if m.owned[who]--; m.owned[who] <= 0 {
+		delete(m.owned, who)
+	}
+}
+
+// Owned returns how many live leases identity name owns.
+func (m *Manager) Owned(name string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.owned[name]
 }
 
 // DropPins removes, from each lease named, its pin on object id, after an

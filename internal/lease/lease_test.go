@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
@@ -164,8 +165,8 @@ func TestCountsAndClientsReflectLiveLeases(t *testing.T) {
 		ids[s.Info().Client] = id
 	}
 	got := f.m.Clients([]handle.ID{ids["alpha"], ids["beta"], ids["gamma"]})
-	want := map[handle.ID]string{ids["alpha"]: "alpha", ids["beta"]: "beta"}
-	if len(got) != len(want) || got[ids["alpha"]] != "alpha" || got[ids["beta"]] != "beta" {
+	want := map[handle.ID]lease.Holding{ids["alpha"]: {Client: "alpha"}, ids["beta"]: {Client: "beta"}}
+	if len(got) != len(want) || got[ids["alpha"]].Client != "alpha" || got[ids["beta"]].Client != "beta" {
 		t.Errorf("Clients() = %v, want %v (the closed lease left out)", got, want)
 	}
 }
@@ -325,7 +326,7 @@ func TestManagerPutPinsAtomically(t *testing.T) {
 	}
 	defer sub.Close()
 
-	info, err := f.m.Put(s.ID(), []byte("a freshly computed result"), registry.Meta{ContentType: "text/plain"})
+	info, err := f.m.Put(auth.Anonymous, s.ID(), []byte("a freshly computed result"), registry.Meta{ContentType: "text/plain"})
 	if err != nil {
 		t.Fatalf("Put: %v", err)
 	}
@@ -367,7 +368,7 @@ func TestManagerPutPinsEvenWhileDetached(t *testing.T) {
 	f := newFixture(t, lease.Config{})
 	s := f.open(t, lease.OpenParams{Client: "t", Grace: time.Minute})
 	s.Detach()
-	info, err := f.m.Put(s.ID(), []byte("kept for the resuming stream"), registry.Meta{})
+	info, err := f.m.Put(auth.Anonymous, s.ID(), []byte("kept for the resuming stream"), registry.Meta{})
 	if err != nil {
 		t.Fatalf("Put into a detached lease: %v", err)
 	}
@@ -409,7 +410,7 @@ func TestManagerPutFailsWithoutStoring(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := f.reg.Stats()
 			fullPins, livePins := full.Info().Pins, live.Info().Pins
-			_, err := f.m.Put(tt.leaseID, tt.data, registry.Meta{})
+			_, err := f.m.Put(auth.Anonymous, tt.leaseID, tt.data, registry.Meta{})
 			tt.check(t, err)
 			after := f.reg.Stats()
 			if after.Puts != before.Puts || after.Pins != before.Pins {

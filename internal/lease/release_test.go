@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
 )
@@ -22,7 +23,7 @@ func TestEndingABigLeaseDoesNotSlowOthers(t *testing.T) {
 	f := newFixture(t, lease.Config{})
 	big := f.open(t, lease.OpenParams{Client: "big"})
 	for range pins {
-		if _, err := f.m.Put(big.ID(), []byte("p"), registry.Meta{}); err != nil {
+		if _, err := f.m.Put(auth.Anonymous, big.ID(), []byte("p"), registry.Meta{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -41,7 +42,7 @@ func TestEndingABigLeaseDoesNotSlowOthers(t *testing.T) {
 			t0 := time.Now()
 			f.m.Counts()
 			t1 := time.Now()
-			if _, err := f.m.Put(other.ID(), []byte("q"), registry.Meta{}); err != nil {
+			if _, err := f.m.Put(auth.Anonymous, other.ID(), []byte("q"), registry.Meta{}); err != nil {
 				t.Error(err)
 				return
 			}

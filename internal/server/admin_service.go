@@ -135,9 +135,10 @@ func (s *adminService) InspectObject(ctx context.Context, req *registryv1.Inspec
 		ids[i] = p.Lease
 	}
 	clients := s.leases.Clients(ids)
-	out := &registryv1.InspectObjectResponse{Info: infoToProto(info), Pins: make([]*registryv1.PinHolder, len(pins))}
+	out := &registryv1.InspectObjectResponse{Info: infoToProto(info), Owner: info.Owner, Pins: make([]*registryv1.PinHolder, len(pins))}
 	for i, p := range pins {
-		out.Pins[i] = &registryv1.PinHolder{LeaseId: p.LeaseID, ClientName: clients[p.Lease], PinTime: timestamppb.New(p.Since)}
+		h := clients[p.Lease]
+		out.Pins[i] = &registryv1.PinHolder{LeaseId: p.LeaseID, ClientName: h.Client, Identity: h.Identity, PinTime: timestamppb.New(p.Since)}
 	}
 	return out, nil
 }

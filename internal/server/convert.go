@@ -126,6 +126,7 @@ func leaseToProto(in lease.Info) *registryv1.LeaseInfo {
 	out := &registryv1.LeaseInfo{
 		LeaseId:    in.ID,
 		ClientName: in.Client,
+		Identity:   in.Identity,
 		OpenTime:   timestamppb.New(in.Opened),
 		PinCount:   int32(in.Pins),
 		Grace:      durationpb.New(in.Grace),

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/observe"
@@ -88,6 +89,7 @@ func (s *registryService) Lease(stream leaseStream) error {
 	if p, ok := peer.FromContext(ctx); ok {
 		params.Peer = p.Addr.String()
 	}
+	params.Identity = auth.FromContext(ctx)
 	sess, err := s.leases.Open(params)
 	if err != nil {
 		return toStatus(err, handle.Lease)

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/observe"
@@ -47,13 +48,14 @@ func (s *registryService) Put(ctx context.Context, req *registryv1.PutRequest) (
 	if err := checkMaxBytes("content_type", req.GetContentType(), MaxContentTypeBytes); err != nil {
 		return nil, toStatus(err, handle.Object)
 	}
-	meta := registry.Meta{ContentType: req.GetContentType(), Labels: req.GetLabels(), Linger: s.linger(req.GetLinger())}
+	who := auth.FromContext(ctx)
+	meta := registry.Meta{ContentType: req.GetContentType(), Labels: req.GetLabels(), Linger: s.linger(req.GetLinger()), Owner: who.Name}
 	var (
 		info registry.Info
 		err  error
 	)
 	if req.GetLeaseId() != "" {
-		info, err = s.leases.Put(req.GetLeaseId(), req.GetData(), meta)
+		info, err = s.leases.Put(who, req.GetLeaseId(), req.GetData(), meta)
 	} else {
 		info, err = s.reg.Put(req.GetData(), meta, nil)
 	}
@@ -74,7 +76,7 @@ func (s *registryService) Resolve(ctx context.Context, req *registryv1.ResolveRe
 			}
 		}
 	}
-	obj, err := s.resolve(req.GetHandle(), req.GetLeaseId())
+	obj, err := s.resolve(auth.FromContext(ctx), req.GetHandle(), req.GetLeaseId())
 	addEvent(ctx, telemetry.EventResolve, func() []attribute.KeyValue {
 		if err != nil {
 			return []attribute.KeyValue{telemetry.HandleAttr(req.GetHandle()), telemetry.KeyOutcome.String(observe.ResolveOutcome(err))}
@@ -111,9 +113,9 @@ func checkWatchEpoch(reg *registry.Registry, from, epoch uint64) error {
 
 // resolve resolves h, and pins it with leaseID as one step if one is
 // given.
-func (s *registryService) resolve(h, leaseID string) (registry.Object, error) {
+func (s *registryService) resolve(who auth.Identity, h, leaseID string) (registry.Object, error) {
 	if leaseID != "" {
-		return s.leases.ResolvePin(leaseID, h)
+		return s.leases.ResolvePin(who, leaseID, h)
 	}
 	return s.reg.Resolve(h)
 }

@@ -80,6 +80,10 @@ type Limits struct {
 	MaxGrace             time.Duration
 	// MaxLinger caps the linger an object may ask for; zero allows none.
 	MaxLinger time.Duration
+	// MaxLeasesPerIdentity and MaxPinnedBytesPerIdentity are the lease
+	// and registry limits per identity, for stats; zero, none.
+	MaxLeasesPerIdentity      int
+	MaxPinnedBytesPerIdentity int64
 }
 
 // report lists the limits with their use, for stats.
@@ -88,7 +92,7 @@ func (l Limits) report(st registry.Stats, leases int, uploading int64) []*regist
 	return []*registryv1.Limit{
 		{Name: registry.LimitObjectSize, Max: l.MaxObjectBytes, Used: -1, Unit: bytes},
 		{Name: ReasonMessageTooLarge, Max: int64(l.MaxMessageBytes), Used: -1, Unit: bytes},
-		{Name: registry.LimitPinnedBytes, Max: l.MaxPinnedBytes, Used: st.Bytes[registry.Pinned], Unit: bytes},
+		{Name: registry.LimitPinnedBytes, Max: l.MaxPinnedBytes, Used: st.HeldBytes, Unit: bytes},
 		{Name: lease.LimitPinsPerLease, Max: int64(l.MaxPinsPerLease), Used: -1},
 		{Name: lease.LimitLeases, Max: int64(l.MaxLeases), Used: int64(leases)},
 		{Name: registry.LimitWatchers, Max: int64(l.MaxWatchers), Used: int64(st.Watchers)},
@@ -96,6 +100,9 @@ func (l Limits) report(st registry.Stats, leases int, uploading int64) []*regist
 		{Name: "CONCURRENT_STREAMS_PER_CONNECTION", Max: int64(l.MaxConcurrentStreams), Used: -1},
 		{Name: "GRACE_MAX_SECONDS", Max: int64(l.MaxGrace / time.Second), Used: -1, Unit: seconds},
 		{Name: "LINGER_MAX_SECONDS", Max: int64(l.MaxLinger / time.Second), Used: -1, Unit: seconds},
+		// Per identity: use is not one figure.
+		{Name: lease.LimitLeasesPerIdentity, Max: int64(l.MaxLeasesPerIdentity), Used: -1},
+		{Name: registry.LimitIdentityPinnedBytes, Max: l.MaxPinnedBytesPerIdentity, Used: -1, Unit: bytes},
 	}
 }
 

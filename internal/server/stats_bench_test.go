@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
 )
@@ -50,7 +51,7 @@ func fillAtScale(b *testing.B, reg *registry.Registry, leases *lease.Manager, n 
 	data := make([]byte, 100)
 	for i := range n {
 		if i%2 == 0 {
-			if _, err := leases.Put(sessions[i%len(sessions)].ID(), data, registry.Meta{}); err != nil {
+			if _, err := leases.Put(auth.Anonymous, sessions[i%len(sessions)].ID(), data, registry.Meta{}); err != nil {
 				b.Fatal(err)
 			}
 		} else if _, err := reg.Put(data, registry.Meta{}, nil); err != nil {

@@ -168,6 +168,7 @@ func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]s
 		limit     *registry.LimitError
 		label     *registry.LabelError
 		notLive   *lease.NotLiveError
+		notOwned  *lease.NotOwnedError
 		compacted *registry.CompactedError
 		field     *FieldError
 		tooMany   *TooManyHandlesError
@@ -181,6 +182,8 @@ func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]s
 	switch {
 	case errors.As(err, &notLive):
 		return classify(notLive.Err, handle.Lease)
+	case errors.As(err, &notOwned):
+		return registryv1.ErrorReason_LEASE_NOT_OWNED, map[string]string{"lease_id": notOwned.LeaseID}
 	case errors.Is(err, handle.ErrMalformed):
 		if kind == handle.Lease {
 			return registryv1.ErrorReason_LEASE_ID_MALFORMED, nil

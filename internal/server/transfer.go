@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/observe"
@@ -72,6 +73,12 @@ func (s *registryService) Upload(stream uploadStream) error {
 			// As Put with this lease id would say it.
 			return toStatus(&lease.NotLiveError{Err: err}, handle.Lease)
 		}
+		// Another's lease is refused before a byte is received; one not
+		// live is left to the Put at the end, as before.
+		var notOwned *lease.NotOwnedError
+		if err := s.leases.Check(auth.FromContext(ctx), id); errors.As(err, &notOwned) {
+			return toStatus(err, handle.Lease)
+		}
 	}
 
 	// The chunks are held until the trailer: reserve them now, so that
@@ -132,14 +139,15 @@ func endOfUpload(ctx context.Context, err error) error {
 }
 
 func (s *registryService) storeUpload(stream uploadStream, hdr *registryv1.UploadHeader, pieces [][]byte, crc uint32) error {
-	meta := registry.Meta{ContentType: hdr.GetContentType(), Labels: hdr.GetLabels(), Linger: s.linger(hdr.GetLinger())}
+	who := auth.FromContext(stream.Context())
+	meta := registry.Meta{ContentType: hdr.GetContentType(), Labels: hdr.GetLabels(), Linger: s.linger(hdr.GetLinger()), Owner: who.Name}
 	pl := registry.Payload{More: pieces, CRC32C: crc, CRCKnown: true}
 	var (
 		info registry.Info
 		err  error
 	)
 	if id := hdr.GetLeaseId(); id != "" {
-		info, err = s.leases.PutPayload(id, pl, meta)
+		info, err = s.leases.PutPayload(who, id, pl, meta)
 	} else {
 		info, err = s.reg.PutPayload(pl, meta, nil)
 	}
@@ -173,7 +181,7 @@ func (s *registryService) Download(req *registryv1.DownloadRequest, stream grpc.
 		// A chunk's message must fit the server's send limit too.
 		chunk = min(chunk, max(m-messageOverhead, m/2, 1))
 	}
-	obj, err := s.resolve(req.GetHandle(), req.GetLeaseId())
+	obj, err := s.resolve(auth.FromContext(ctx), req.GetHandle(), req.GetLeaseId())
 	addEvent(stream.Context(), telemetry.EventResolve, func() []attribute.KeyValue {
 		if err != nil {
 			return []attribute.KeyValue{telemetry.HandleAttr(req.GetHandle()), telemetry.KeyOutcome.String(observe.ResolveOutcome(err))}

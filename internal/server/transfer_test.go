@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/registry"
 )
@@ -219,7 +220,7 @@ func TestDownloadChunkSizeIsCapped(t *testing.T) {
 		lc := e.openLease(t, "capped", 0)
 		// One piece larger than a chunk: put, not uploaded.
 		data := randomBytes(maxChunkSize+1000, 2)
-		info, err := e.leases.Put(lc.id, data, registry.Meta{})
+		info, err := e.leases.Put(auth.Anonymous, lc.id, data, registry.Meta{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,7 +236,7 @@ func TestDownloadChunkSizeIsCapped(t *testing.T) {
 		e := newEnvWith(t, envOptions{limits: l})
 		lc := e.openLease(t, "small messages", 0)
 		data := randomBytes(3<<20, 3)
-		info, err := e.leases.Put(lc.id, data, registry.Meta{})
+		info, err := e.leases.Put(auth.Anonymous, lc.id, data, registry.Meta{})
 		if err != nil {
 			t.Fatal(err)
 		}
