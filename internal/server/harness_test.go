@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,11 +15,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/observe"
@@ -61,6 +64,50 @@ type envOptions struct {
 	leakCycles  int                  // registry.Config.LeakGCCycles; default 0, off
 }
 
+// testIdentityHeader names, in a test's request metadata, the identity the
+// server takes the caller to be, as authentication would: "NAME" for a
+// client, "NAME:admin" for an admin. Without it the caller is
+// auth.Anonymous, as with authentication off.
+const testIdentityHeader = "x-test-identity"
+
+// asIdentity returns a context whose calls are name's (a client).
+func asIdentity(t testing.TB, name string) context.Context {
+	return metadata.AppendToOutgoingContext(ctxT(t), testIdentityHeader, name)
+}
+
+func testIdentity(ctx context.Context) context.Context {
+	vs := metadata.ValueFromIncomingContext(ctx, testIdentityHeader)
+	if len(vs) == 0 {
+		return ctx
+	}
+	name, role, _ := strings.Cut(vs[0], ":")
+	id := auth.Identity{Name: name, Role: auth.RoleClient}
+	if role == "admin" {
+		id.Role = auth.RoleAdmin
+	}
+	return auth.NewContext(ctx, id)
+}
+
+type identifiedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s identifiedStream) Context() context.Context { return s.ctx }
+
+// identityOptions are the test-only interceptors that read
+// testIdentityHeader.
+func identityOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			return h(testIdentity(ctx), req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return h(srv, identifiedStream{ss, testIdentity(ss.Context())})
+		}),
+	}
+}
+
 // newEnv starts a server on lis (a bufconn listener when nil).
 func newEnv(t testing.TB, lis net.Listener) *env {
 	return newEnvWith(t, envOptions{lis: lis})
@@ -84,21 +131,23 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	reg := registry.New(registry.Config{
-		Codec:          codec,
-		MaxObjectBytes: limits.MaxObjectBytes,
-		MaxPinnedBytes: limits.MaxPinnedBytes,
-		WatchBuffer:    o.watchBuffer,
-		MaxWatchers:    limits.MaxWatchers,
-		LeakGCCycles:   o.leakCycles,
-		Observe:        obs.Registry(),
+		Codec:                     codec,
+		MaxObjectBytes:            limits.MaxObjectBytes,
+		MaxPinnedBytes:            limits.MaxPinnedBytes,
+		MaxPinnedBytesPerIdentity: limits.MaxPinnedBytesPerIdentity,
+		WatchBuffer:               o.watchBuffer,
+		MaxWatchers:               limits.MaxWatchers,
+		LeakGCCycles:              o.leakCycles,
+		Observe:                   obs.Registry(),
 	})
 	leases := lease.New(lease.Config{
-		Codec:           codec,
-		Registry:        reg,
-		MaxGrace:        limits.MaxGrace,
-		MaxLeases:       limits.MaxLeases,
-		MaxPinsPerLease: limits.MaxPinsPerLease,
-		Observe:         obs.Lease(),
+		Codec:                codec,
+		Registry:             reg,
+		MaxGrace:             limits.MaxGrace,
+		MaxLeases:            limits.MaxLeases,
+		MaxPinsPerLease:      limits.MaxPinsPerLease,
+		MaxLeasesPerIdentity: limits.MaxLeasesPerIdentity,
+		Observe:              obs.Lease(),
 	})
 	srv := New(Config{
 		Registry:           reg,
@@ -108,6 +157,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		Telemetry:          o.telemetry,
 		Observer:           obs,
 		StreamStallTimeout: o.stall,
+		testOptions:        identityOptions(),
 	})
 	dial := func(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) { //nolint:gocritic // not grpc.NewClient: it adds insecure credentials
 		return grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
@@ -168,7 +218,13 @@ type leaseClient struct {
 // openLease opens a lease stream and its lease.
 func (e *env) openLease(t testing.TB, client string, grace time.Duration) *leaseClient {
 	t.Helper()
-	lc := e.leaseStream(t)
+	return e.openLeaseCtx(t, ctxT(t), client, grace)
+}
+
+// openLeaseCtx is openLease with the calls' context, such as asIdentity's.
+func (e *env) openLeaseCtx(t testing.TB, ctx context.Context, client string, grace time.Duration) *leaseClient {
+	t.Helper()
+	lc := e.leaseStreamCtx(t, ctx)
 	resp := lc.send(&registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Open{Open: &registryv1.OpenLease{
 		ClientName: client, Grace: durationpb.New(grace),
 	}}})
@@ -182,7 +238,14 @@ func (e *env) openLease(t testing.TB, client string, grace time.Duration) *lease
 // leaseStream opens a lease stream without sending anything.
 func (e *env) leaseStream(t testing.TB) *leaseClient {
 	t.Helper()
-	ctx, cancel := context.WithCancel(ctxT(t))
+	return e.leaseStreamCtx(t, ctxT(t))
+}
+
+// leaseStreamCtx is leaseStream with the calls' context, such as
+// asIdentity's.
+func (e *env) leaseStreamCtx(t testing.TB, parent context.Context) *leaseClient {
+	t.Helper()
+	ctx, cancel := context.WithCancel(parent)
 	stream, err := e.rs.Lease(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -113,6 +113,9 @@ func walkLimits() *Limits {
 	l.MaxWatchers = 2
 	l.MaxUploadBytes = 100
 	l.MaxMessageBytes = messageOverhead + 100 // Resolve answers at most 100 bytes
+	// Per identity (the bystander is anonymous, to whom they never apply).
+	l.MaxLeasesPerIdentity = 2
+	l.MaxPinnedBytesPerIdentity = 32
 	return &l
 }
 
@@ -330,6 +333,59 @@ func provokers() map[string]provocation {
 			w.e.openLease(t, "filler", 0)
 		}
 		return leaseAnswer(w.e.leaseStream(t).try(openReq("")))
+	})
+	// Ownership: alice's lease, used by bob.
+	alices := func(t *testing.T, w *world) *leaseClient {
+		return w.e.openLeaseCtx(t, asIdentity(t, "alice"), "alice's", time.Minute)
+	}
+	add(ReasonLeaseNotOwned, codes.PermissionDenied, "Lease open", func(t *testing.T, w *world) answer {
+		lc := alices(t, w)
+		return leaseAnswer(w.e.leaseStreamCtx(t, asIdentity(t, "bob")).try(openReq(lc.id)))
+	})
+	add(ReasonLeaseNotOwned, codes.PermissionDenied, "Put", func(t *testing.T, w *world) answer {
+		_, err := w.e.rs.Put(asIdentity(t, "bob"), &registryv1.PutRequest{Data: ten, LeaseId: alices(t, w).id})
+		return errAnswer(err)
+	})
+	add(ReasonLeaseNotOwned, codes.PermissionDenied, "Resolve", func(t *testing.T, w *world) answer {
+		_, err := w.e.rs.Resolve(asIdentity(t, "bob"), &registryv1.ResolveRequest{Handle: w.weak, LeaseId: alices(t, w).id})
+		return errAnswer(err)
+	})
+	add(ReasonLeaseNotOwned, codes.PermissionDenied, "Download", func(t *testing.T, w *world) answer {
+		return firstRecv(w.e.rs.Download(asIdentity(t, "bob"), &registryv1.DownloadRequest{Handle: w.weak, LeaseId: alices(t, w).id}))
+	})
+	add(ReasonLeaseNotOwned, codes.PermissionDenied, "Upload", func(t *testing.T, w *world) answer {
+		_, err := w.e.uploadMsgs(asIdentity(t, "bob"), chunked(&registryv1.UploadHeader{LeaseId: alices(t, w).id}, ten, 4)...)
+		return errAnswer(err)
+	})
+	add(ReasonIdentityLeaseLimit, codes.ResourceExhausted, "Lease open", func(t *testing.T, w *world) answer {
+		for range walkLimits().MaxLeasesPerIdentity {
+			alices(t, w)
+		}
+		return leaseAnswer(w.e.leaseStreamCtx(t, asIdentity(t, "alice")).try(openReq("")))
+	})
+	// Alice's lease pinning 40 bytes: under the global 64 with the
+	// bystander's 21, over alice's 32.
+	over := make([]byte, 40)
+	add(ReasonIdentityPinnedBytesLimit, codes.ResourceExhausted, "Put", func(t *testing.T, w *world) answer {
+		_, err := w.e.rs.Put(asIdentity(t, "alice"), &registryv1.PutRequest{Data: over, LeaseId: alices(t, w).id})
+		return errAnswer(err)
+	})
+	add(ReasonIdentityPinnedBytesLimit, codes.ResourceExhausted, "Upload", func(t *testing.T, w *world) answer {
+		_, err := w.e.uploadMsgs(asIdentity(t, "alice"), chunked(&registryv1.UploadHeader{LeaseId: alices(t, w).id}, over, 16)...)
+		return errAnswer(err)
+	})
+	add(ReasonIdentityPinnedBytesLimit, codes.ResourceExhausted, "Resolve", func(t *testing.T, w *world) answer {
+		h := w.e.put(t, string(over), "")
+		_, err := w.e.rs.Resolve(asIdentity(t, "alice"), &registryv1.ResolveRequest{Handle: h, LeaseId: alices(t, w).id})
+		return errAnswer(err)
+	})
+	add(ReasonIdentityPinnedBytesLimit, codes.ResourceExhausted, "Download", func(t *testing.T, w *world) answer {
+		h := w.e.put(t, string(over), "")
+		return firstRecv(w.e.rs.Download(asIdentity(t, "alice"), &registryv1.DownloadRequest{Handle: h, LeaseId: alices(t, w).id}))
+	})
+	add(ReasonIdentityPinnedBytesLimit, codes.ResourceExhausted, "Lease pin", func(t *testing.T, w *world) answer {
+		h := w.e.put(t, string(over), "")
+		return resultAnswer(alices(t, w).pin(h)[0])
 	})
 	add(ReasonLeaseNotOpen, codes.FailedPrecondition, "Lease", func(t *testing.T, w *world) answer {
 		return leaseAnswer(w.e.leaseStream(t).try(pinReq(w.weak)))

@@ -63,6 +63,10 @@ type Config struct {
 	// ended (RESOURCE_EXHAUSTED, STREAM_STALLED) and a lease stream's lease
 	// detached. Default DefaultStreamStallTimeout.
 	StreamStallTimeout time.Duration
+
+	// testOptions are added last, so that their interceptors run next to
+	// the handler: tests put a caller's identity in the context with them.
+	testOptions []grpc.ServerOption
 }
 
 // Limits are the configured limits; zero means none.
@@ -124,7 +128,8 @@ func New(cfg Config) *Server {
 	}
 	log := cfg.Logger
 	calls := newInflight()
-	gs := grpc.NewServer(append(serverOptions(cfg), grpc.ChainUnaryInterceptor(calls.unary), grpc.ChainStreamInterceptor(calls.stream))...)
+	opts := append(serverOptions(cfg), grpc.ChainUnaryInterceptor(calls.unary), grpc.ChainStreamInterceptor(calls.stream))
+	gs := grpc.NewServer(append(opts, cfg.testOptions...)...)
 	uploads := &byteBudget{max: cfg.Limits.MaxUploadBytes}
 	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry, limits: cfg.Limits, stall: cfg.StreamStallTimeout, uploads: uploads})
 	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits, obs: cfg.Observer, stall: cfg.StreamStallTimeout, uploads: uploads})
