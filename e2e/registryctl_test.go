@@ -795,7 +795,7 @@ func TestRegistryctlObjects(t *testing.T) {
 		r := ctl(t, d.Addr, "inspect", h1)
 		wantSuccess(t, r)
 		rows := tableRows(r.stdout)
-		for key, want := range map[string]string{"HANDLE": h1, "STATE": "pinned", "LABELS": "team=ml,tier=gold", "PINS": "1"} {
+		for key, want := range map[string]string{"HANDLE": h1, "OWNER": "anonymous", "STATE": "pinned", "LABELS": "team=ml,tier=gold", "PINS": "1"} {
 			if row := rowOf(rows, key); len(row) < 2 || row[1] != want {
 				t.Errorf("inspect row %s = %q, want %q\n%s", key, row, want, r.stdout)
 			}
@@ -1088,10 +1088,10 @@ func TestRegistryctlLeases(t *testing.T) {
 	r := ctl(t, d.Addr, "leases", "ls")
 	wantSuccess(t, r)
 	rows := tableRows(r.stdout)
-	if len(rows) != 4 || !slices.Equal(rows[0], []string{"LEASE", "CLIENT", "PEER", "PINS", "STATUS", "GRACE", "AGE"}) {
+	if len(rows) != 4 || !slices.Equal(rows[0], []string{"LEASE", "CLIENT", "IDENTITY", "PEER", "PINS", "STATUS", "GRACE", "AGE"}) {
 		t.Fatalf("leases ls: want a header and 3 rows; got %s", r)
 	}
-	if row := rowOf(rows, l1); len(row) != 7 || row[1] != "ctl-revokee" || !strings.HasPrefix(row[2], "127.0.0.1:") || row[3] != "1" || row[4] != "attached" {
+	if row := rowOf(rows, l1); len(row) != 8 || row[1] != "ctl-revokee" || row[2] != "anonymous" || !strings.HasPrefix(row[3], "127.0.0.1:") || row[4] != "1" || row[5] != "attached" {
 		t.Errorf("leases ls row of %s = %q", l1, row)
 	}
 

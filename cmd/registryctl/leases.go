@@ -113,7 +113,7 @@ func (a *app) leasesLsCommand() *cobra.Command {
 			}
 			now := time.Now()
 			return a.emit(resp, func(w io.Writer) {
-				row(w, "LEASE", "CLIENT", "PEER", "PINS", "STATUS", "GRACE", "AGE")
+				row(w, "LEASE", "CLIENT", "IDENTITY", "PEER", "PINS", "STATUS", "GRACE", "AGE")
 				for _, l := range resp.GetLeases() {
 					st := "attached"
 					if !l.GetAttached() {
@@ -123,7 +123,7 @@ func (a *app) leasesLsCommand() *cobra.Command {
 					if g := l.GetGrace().AsDuration(); g > 0 {
 						grace = shortDuration(g)
 					}
-					row(w, l.GetLeaseId(), orDash(l.GetClientName()), orDash(l.GetPeer()), l.GetPinCount(), st, grace, age(l.GetOpenTime(), now))
+					row(w, l.GetLeaseId(), orDash(l.GetClientName()), orDash(l.GetIdentity()), orDash(l.GetPeer()), l.GetPinCount(), st, grace, age(l.GetOpenTime(), now))
 				}
 			})
 		},

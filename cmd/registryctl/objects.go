@@ -323,6 +323,7 @@ func (a *app) inspectCommand() *cobra.Command {
 			return a.emit(resp, func(w io.Writer) {
 				o := resp.GetInfo()
 				row(w, "HANDLE", o.GetHandle())
+				row(w, "OWNER", orDash(resp.GetOwner()))
 				row(w, "STATE", fmt.Sprintf("%s for %s (since %s)", stateName(o.GetState()), age(o.GetStateTime(), now), stamp(o.GetStateTime())))
 				row(w, "SIZE", fmt.Sprintf("%s (%d bytes)", size(o.GetSize()), o.GetSize()))
 				row(w, "CONTENT TYPE", orDash(o.GetContentType()))
@@ -349,9 +350,9 @@ func (a *app) inspectCommand() *cobra.Command {
 					return
 				}
 				row(w)
-				row(w, "PINNED BY", "CLIENT", "SINCE")
+				row(w, "PINNED BY", "CLIENT", "IDENTITY", "SINCE")
 				for _, p := range resp.GetPins() {
-					row(w, p.GetLeaseId(), orDash(p.GetClientName()), age(p.GetPinTime(), now))
+					row(w, p.GetLeaseId(), orDash(p.GetClientName()), orDash(p.GetIdentity()), age(p.GetPinTime(), now))
 				}
 			})
 		},
