@@ -50,7 +50,7 @@ const (
 	MaxClientNameBytes     = 128
 )
 
-// NotOwnedError: the caller is neither the identity that opened the lease
+// NotOwnedError says the caller is neither the identity that opened the lease
 // nor an admin. The request changed nothing.
 type NotOwnedError struct {
 	LeaseID  string
