@@ -117,7 +117,8 @@ type Manager struct {
 	leases map[handle.ID]*Lease // guarded by mu; every live lease
 	closed bool                 // guarded by mu
 	// owned counts each identity's live leases, for MaxLeasesPerIdentity
-	// in O(1); an identity with none has no entry. Guarded by mu.
+	// in O(1): only when that is set, and never anonymous's (see counted).
+	// An identity with none has no entry. Guarded by mu.
 	owned map[string]int
 
 	// attached and detached count the live leases, for Counts: a scrape
@@ -231,13 +232,14 @@ func (m *Manager) Open(p OpenParams) (*Session, error) {
 		return nil, &registry.LimitError{Limit: LimitLeases, Max: int64(limit), Want: int64(n + 1)}
 	}
 	who := p.Identity.Name
-	if limit := m.cfg.MaxLeasesPerIdentity; limit > 0 && who != auth.AnonymousName && m.owned[who] >= limit {
-		n := m.owned[who]
-		m.mu.Unlock()
-		return nil, &registry.LimitError{Limit: LimitLeasesPerIdentity, Max: int64(limit), Want: int64(n + 1), Identity: who}
+	if m.counted(who) {
+		if n, limit := m.owned[who], m.cfg.MaxLeasesPerIdentity; n >= limit {
+			m.mu.Unlock()
+			return nil, &registry.LimitError{Limit: LimitLeasesPerIdentity, Max: int64(limit), Want: int64(n + 1), Identity: who}
+		}
+		m.owned[who]++
 	}
 	m.leases[id] = l
-	m.owned[who]++
 	m.attached.Add(1) // before anyone can find l, and so end it
 	m.mu.Unlock()
 	m.observe(Event{Kind: EventOpened, LeaseID: idStr, Client: l.client, Peer: p.Peer, Grace: grace})
@@ -535,13 +537,23 @@ func (m *Manager) forget(l *Lease) {
 		return
 	}
 	delete(m.leases, l.holder.ID)
-	who := l.holder.Identity
-	if m.owned[who]--; m.owned[who] <= 0 {
-		delete(m.owned, who)
+	if who := l.holder.Identity; m.counted(who) {
+		if m.owned[who]--; m.owned[who] <= 0 {
+			delete(m.owned, who)
+		}
 	}
 }
 
-// Owned returns how many live leases identity name owns.
+// counted reports whether the leases of identity who are counted: only
+// for MaxLeasesPerIdentity, which never applies to anonymous (everyone,
+// with authentication off), so that a registry without the limit pays
+// nothing for it.
+func (m *Manager) counted(who string) bool {
+	return m.cfg.MaxLeasesPerIdentity > 0 && who != auth.AnonymousName
+}
+
+// Owned returns how many live leases identity name owns, as counted for
+// MaxLeasesPerIdentity (0 when it is not set, and for anonymous).
 func (m *Manager) Owned(name string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()

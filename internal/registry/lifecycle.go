@@ -34,8 +34,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		return Info{}, err
 	}
 	meta.Labels = maps.Clone(meta.Labels) // the caller's map stays the caller's
-	owner := meta.Owner
-	meta.Owner = "" // kept as e.owner
+	owner := meta.Owner                   // kept as e.owner, a pointer
 	var charged *account
 	if by != nil || meta.Linger > 0 {
 		// Strongly held from the first moment, by the putter's act.
@@ -53,7 +52,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		id:         id,
 		handle:     h,
 		size:       size,
-		meta:       meta,
+		meta:       objectMeta{ContentType: meta.ContentType, Labels: meta.Labels, Linger: meta.Linger},
 		created:    nowNano,
 		weak:       weak.Make(p),
 		owner:      r.accounts.acquire(owner),

@@ -103,9 +103,16 @@ type Meta struct {
 	// WEAK. The caller caps it.
 	Linger time.Duration
 	// Owner is the identity that puts the object. The registry keeps it
-	// as a pointer to the identity's shared account, not in the object's
-	// Meta.
+	// as a pointer to the identity's shared account (see objectMeta).
 	Owner string
+}
+
+// objectMeta is the part of Meta an entry keeps: not Owner, which costs
+// an entry one pointer (entry.owner) instead of a string's two words.
+type objectMeta struct {
+	ContentType string
+	Labels      map[string]string
+	Linger      time.Duration
 }
 
 // Info is an object's metadata at one moment.
@@ -161,7 +168,7 @@ type entry struct {
 	id       handle.ID
 	handle   string
 	size     int64
-	meta     Meta
+	meta     objectMeta
 	created  int64 // unix nanoseconds
 	accessed atomic.Int64
 	weak     weak.Pointer[payload]
