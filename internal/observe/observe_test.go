@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
@@ -109,7 +110,7 @@ func TestMetricsHandlerServesRegistryFigures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.leases.Put(s.ID(), []byte("0123456789"), registry.Meta{}); err != nil {
+	if _, err := f.leases.Put(auth.Anonymous, s.ID(), []byte("0123456789"), registry.Meta{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.reg.Put([]byte("weak bytes"), registry.Meta{}, nil); err != nil {
@@ -289,7 +290,7 @@ func TestLifecycleEventsAreLoggedAtDebug(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := f.leases.Put(s.ID(), []byte("logged object"), registry.Meta{}); err != nil {
+			if _, err := f.leases.Put(auth.Anonymous, s.ID(), []byte("logged object"), registry.Meta{}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := s.Close(0); err != nil {

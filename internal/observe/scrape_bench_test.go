@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"testing"
 
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/telemetry"
@@ -36,7 +37,7 @@ func BenchmarkScrapeAtScale(b *testing.B) {
 			data := make([]byte, 100)
 			for i := range n {
 				if i%2 == 0 {
-					_, err = leases.Put(s.ID(), data, registry.Meta{})
+					_, err = leases.Put(auth.Anonymous, s.ID(), data, registry.Meta{})
 				} else {
 					_, err = reg.Put(data, registry.Meta{}, nil)
 				}
