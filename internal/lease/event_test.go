@@ -63,7 +63,7 @@ func TestObserverSeesEveryWayALeaseEnds(t *testing.T) {
 		{"shutdown", 0, func(t *testing.T, f *fixture, s *lease.Session, _ *recorder) {
 			f.m.Shutdown()
 		}, []brief{{Kind: lease.EventOpened}, {Kind: lease.EventEnded, End: lease.EndShutdown, Released: 1, Reason: "registryd is shutting down"}}},
-		{"detached, resumed, then its grace expires", time.Millisecond, func(t *testing.T, f *fixture, s *lease.Session, rec *recorder) {
+		{"detached, resumed, then its grace expires", 100 * time.Millisecond /* time to resume in, under load */, func(t *testing.T, f *fixture, s *lease.Session, rec *recorder) {
 			s.Detach()
 			r := f.open(t, lease.OpenParams{Resume: s.ID()})
 			r.Detach()

@@ -232,5 +232,9 @@ func (r *Registry) payloadOf(id handle.ID) *payload {
 	s := r.shard(id)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.m[id].value()
+	e := s.m[id]
+	if e == nil {
+		return nil // collected, and reaped, already
+	}
+	return e.value()
 }
