@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/authz"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/observe"
@@ -59,6 +61,8 @@ type envOptions struct {
 	limits      *Limits              // default: testLimits
 	stall       time.Duration        // default: DefaultStreamStallTimeout
 	leakCycles  int                  // registry.Config.LeakGCCycles; default 0, off
+	auth        *auth.Authenticator  // default: none, authentication off
+	authz       *authz.FileWatcherInterceptor
 }
 
 // newEnv starts a server on lis (a bufconn listener when nil).
@@ -108,6 +112,8 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		Telemetry:          o.telemetry,
 		Observer:           obs,
 		StreamStallTimeout: o.stall,
+		Auth:               o.auth,
+		AuthzPolicy:        o.authz,
 	})
 	dial := func(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) { //nolint:gocritic // not grpc.NewClient: it adds insecure credentials
 		return grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
