@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -156,10 +157,25 @@ func (a *app) setup(cmd *cobra.Command) error {
 	if a.cacert != "" || a.cert != "" {
 		a.tls = true
 	}
-	if a.token != "" && !a.tls {
-		return usagef("%s would be sent in clear text; use it with --tls (or --cacert)", name("token"))
+	if a.token != "" && !a.tls && !loopbackAddr(a.addr) {
+		return usagef("%s would be sent in clear text; use it with --tls (or --cacert), or on a loopback --addr only", name("token"))
 	}
 	return nil
+}
+
+// loopbackAddr reports whether addr names a loopback host, where a token
+// may go without TLS: nobody on a network path can read it there, and
+// registryd accepts it with --auth-allow-plaintext.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // client returns the Go client of registryd, made on first use. Making
