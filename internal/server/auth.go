@@ -49,17 +49,19 @@ func authFunc(a *auth.Authenticator) grpcauth.AuthFunc {
 	return func(ctx context.Context) (context.Context, error) {
 		method, _ := grpc.Method(ctx)
 		id, err := a.Authenticate(ctx)
-		if err == nil {
-			err = auth.Authorize(id, method)
-		}
 		if err != nil {
 			return nil, toStatus(err, handle.Object)
 		}
+		// Known, whether or not its role may: a refusal's line and span
+		// say whom it refused.
 		if span := trace.SpanFromContext(ctx); span.IsRecording() {
 			span.SetAttributes(attribute.String(identityAttribute, id.Name))
 		}
 		if slot, ok := ctx.Value(identitySlotKey{}).(*identitySlot); ok {
 			slot.name = id.Name
+		}
+		if err := auth.Authorize(id, method); err != nil {
+			return nil, toStatus(err, handle.Object)
 		}
 		return auth.NewContext(ctx, id), nil
 	}
