@@ -43,7 +43,7 @@ type Authenticator struct {
 	log   *slog.Logger
 	rules atomic.Pointer[Rules]
 
-	mu   sync.Mutex // serializes reloads; guards seen
+	mu   sync.Mutex // one reload at a time; guards seen
 	seen fileStamp  // the file as last read
 }
 
