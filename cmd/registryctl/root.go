@@ -87,7 +87,7 @@ not serving.`,
 	f.StringVar(&a.cacert, "cacert", "", "PEM file of the CA that signed registryd's certificate (default: the system's roots)")
 	f.StringVar(&a.cert, "cert", "", "PEM client certificate, for mutual TLS (with --key)")
 	f.StringVar(&a.key, "key", "", "PEM private key of --cert")
-	f.StringVar(&a.token, "token", "", "bearer token sent with every call (needs TLS)")
+	f.StringVar(&a.token, "token", "", "bearer token sent with every call (needs TLS, except to a loopback --addr)")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 
