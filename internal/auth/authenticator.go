@@ -92,11 +92,14 @@ func (a *Authenticator) load() (*Rules, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth file: %w", err)
 	}
+	// Seen even when it does not parse: the watcher tries again when the
+	// file changes again (or on SIGHUP), rather than logging the same
+	// error every interval.
+	a.seen = stampOf(fi)
 	r, err := ParseRules(f)
 	if err != nil {
 		return nil, fmt.Errorf("auth file %s: %w", a.cfg.File, err)
 	}
-	a.seen = stampOf(fi)
 	a.rules.Store(r)
 	return r, nil
 }

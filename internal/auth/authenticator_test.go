@@ -170,7 +170,7 @@ func TestWatchPicksUpTokenAddedAndRemoved(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	writeFile(t, path, "token "+hashOf("new")+" bob admin\n")
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		_, errNew := a.Authenticate(callCtx(loopbackAddr, nil, "Bearer new"))
 		_, errOld := a.Authenticate(callCtx(loopbackAddr, nil, "Bearer old"))
@@ -184,5 +184,31 @@ func TestWatchPicksUpTokenAddedAndRemoved(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "rules=1") {
 		t.Errorf("log: want the reload at info with its rule count:\n%s", log)
+	}
+
+	// A file that does not parse is logged once, and the rules stay; the
+	// next good version is picked up.
+	writeFile(t, path, "token "+hashOf("new")+" bob superuser\n")
+	for !strings.Contains(log.String(), "level=ERROR") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no error for a bad file:\n%s", log)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Ten intervals in which the bad file does not change: no state to
+	// wait for, only the absence of more error lines to see.
+	time.Sleep(100 * time.Millisecond)
+	writeFile(t, path, "token "+hashOf("newer")+" carol client\n")
+	for {
+		if _, err := a.Authenticate(callCtx(loopbackAddr, nil, "Bearer newer")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the good file after a bad one was not picked up:\n%s", log)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := strings.Count(log.String(), "level=ERROR"); n != 1 {
+		t.Errorf("the bad file was logged %d times, want once (it did not change in between):\n%s", n, log)
 	}
 }
