@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"math"
+	"net"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -55,7 +57,9 @@ func WithTLS(cfg *tls.Config) Option {
 }
 
 // WithToken sends "authorization: Bearer token" with every call. gRPC
-// refuses to send it without TLS.
+// refuses to send it without TLS, except to a loopback address (as
+// registryd --auth-allow-plaintext accepts it), where no one on a network
+// path can read it.
 func WithToken(token string) Option { return func(o *options) { o.token = token } }
 
 // WithTracerProvider traces calls with tp instead of OpenTelemetry's
@@ -102,7 +106,7 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
 	}
 	if o.token != "" {
-		dial = append(dial, grpc.WithPerRPCCredentials(bearerToken(o.token)))
+		dial = append(dial, grpc.WithPerRPCCredentials(bearerToken{token: o.token, plaintext: o.tls == nil && loopback(addr)}))
 	}
 	if !o.noTrace {
 		dial = append(dial, grpc.WithStatsHandler(tracingHandler(o)))
@@ -129,14 +133,35 @@ func tracingHandler(o options) stats.Handler {
 	return otelgrpc.NewClientHandler(hopts...)
 }
 
-// bearerToken sends the token with every call, and only over TLS.
-type bearerToken string
-
-func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+// bearerToken sends the token with every call, and only over TLS unless
+// plaintext: the server is on loopback.
+type bearerToken struct {
+	token     string
+	plaintext bool
 }
 
-func (bearerToken) RequireTransportSecurity() bool { return true }
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + t.token}, nil
+}
+
+func (t bearerToken) RequireTransportSecurity() bool { return !t.plaintext }
+
+// loopback reports whether addr ("host:port", or a target such as
+// "dns:///host:port") names a loopback host.
+func loopback(addr string) bool {
+	if i := strings.LastIndex(addr, "/"); i >= 0 {
+		addr = addr[i+1:]
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
 
 // Conn returns the underlying connection, for AdminService calls or the
 // health check.

@@ -553,7 +553,7 @@ func TestRegistryctlUsageErrors(t *testing.T) {
 		{name: "unknown flag", args: []string{"get", "--bogus", "obj_a"}, help: "registryctl get", want: []string{"unknown flag: --bogus"}},
 		{name: "bad flag value", args: []string{"ls", "--limit", "many"}, help: "registryctl ls", want: []string{"--limit", `"many"`}},
 		{name: "output xml", args: []string{"stats", "-w", "xml"}, help: "registryctl stats", want: []string{`--output "xml"`, "table, json or yaml"}},
-		{name: "token without tls", args: []string{"stats", "--token", "s3cret"}, help: "registryctl stats", want: []string{"--token", "--tls"}},
+		{name: "token without tls off loopback", args: []string{"stats", "--token", "s3cret", "--addr", "registry.example.org:7600"}, help: "registryctl stats", want: []string{"--token", "--tls"}},
 		{name: "cert without key", args: []string{"stats", "--cert", "client.pem"}, help: "registryctl stats", want: []string{"--cert and --key"}},
 		{name: "zero timeout", args: []string{"stats", "--timeout", "0s"}, help: "registryctl stats", want: []string{"--timeout must be positive"}},
 		{name: "ls bad state", args: []string{"ls", "--state", "gone"}, help: "registryctl ls", want: []string{`--state "gone"`}},
@@ -564,7 +564,7 @@ func TestRegistryctlUsageErrors(t *testing.T) {
 		{name: "watch unknown kind", args: []string{"watch", "--kind", "EATEN"}, help: "registryctl watch", want: []string{`--kind "EATEN"`}},
 		{name: "output from env", args: []string{"stats"}, env: []string{"REGISTRYCTL_OUTPUT=xml"}, help: "registryctl stats", want: []string{`REGISTRYCTL_OUTPUT "xml": want table, json or yaml`}},
 		{name: "timeout from env", args: []string{"stats"}, env: []string{"REGISTRYCTL_TIMEOUT=soon"}, help: "registryctl stats", want: []string{`REGISTRYCTL_TIMEOUT="soon"`}},
-		{name: "token from env without tls", args: []string{"health"}, env: []string{"REGISTRYCTL_TOKEN=s3cret"}, help: "registryctl health", want: []string{"REGISTRYCTL_TOKEN would be sent in clear text", "--tls"}},
+		{name: "token from env without tls off loopback", args: []string{"health", "--addr", "registry.example.org:7600"}, env: []string{"REGISTRYCTL_TOKEN=s3cret"}, help: "registryctl health", want: []string{"REGISTRYCTL_TOKEN would be sent in clear text", "--tls"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

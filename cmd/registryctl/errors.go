@@ -100,7 +100,13 @@ func (a *app) describe(err error) (string, int) {
 	case st.Code() == codes.Unimplemented && reason == "":
 		return fmt.Sprintf("%sthe server at %s does not serve this call; check that --addr names a registryd as new as this registryctl (%s)",
 			prefix, a.addr, st.Message()), exitError
-	case st.Code() == codes.Unauthenticated || st.Code() == codes.PermissionDenied:
+	case reason == registryv1.ErrorReason_CREDENTIALS_MISSING.String():
+		return fmt.Sprintf("%sregistryd at %s requires credentials (%s): pass --token (or REGISTRYCTL_TOKEN), or --cert and --key", prefix, a.addr, reason), exitError
+	case reason == registryv1.ErrorReason_CREDENTIALS_INVALID.String():
+		return fmt.Sprintf("%sregistryd does not know this token (%s): check --token (or REGISTRYCTL_TOKEN); an operator may have rotated it", prefix, reason), exitError
+	case reason == registryv1.ErrorReason_TRANSPORT_INSECURE.String():
+		return fmt.Sprintf("%sregistryd refuses a token sent without TLS (%s): connect with --tls (or --cacert)", prefix, reason), exitError
+	case reason == "" && (st.Code() == codes.Unauthenticated || st.Code() == codes.PermissionDenied):
 		return fmt.Sprintf("%s%s: %s; check --token (or REGISTRYCTL_TOKEN)", prefix, st.Code(), st.Message()), exitError
 	}
 	msg := prefix + st.Message()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -86,7 +87,7 @@ not serving.`,
 	f.StringVar(&a.cacert, "cacert", "", "PEM file of the CA that signed registryd's certificate (default: the system's roots)")
 	f.StringVar(&a.cert, "cert", "", "PEM client certificate, for mutual TLS (with --key)")
 	f.StringVar(&a.key, "key", "", "PEM private key of --cert")
-	f.StringVar(&a.token, "token", "", "bearer token sent with every call (needs TLS)")
+	f.StringVar(&a.token, "token", "", "bearer token sent with every call (needs TLS, except to a loopback --addr)")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 
@@ -156,10 +157,25 @@ func (a *app) setup(cmd *cobra.Command) error {
 	if a.cacert != "" || a.cert != "" {
 		a.tls = true
 	}
-	if a.token != "" && !a.tls {
-		return usagef("%s would be sent in clear text; use it with --tls (or --cacert)", name("token"))
+	if a.token != "" && !a.tls && !loopbackAddr(a.addr) {
+		return usagef("%s would be sent in clear text; use it with --tls (or --cacert), or on a loopback --addr only", name("token"))
 	}
 	return nil
+}
+
+// loopbackAddr reports whether addr names a loopback host, where a token
+// may go without TLS: nobody on a network path can read it there, and
+// registryd accepts it with --auth-allow-plaintext.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // client returns the Go client of registryd, made on first use. Making

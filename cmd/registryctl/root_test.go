@@ -72,7 +72,7 @@ func TestBadCommandLinesAreUsageErrors(t *testing.T) {
 		{"bad output in env", map[string]string{"REGISTRYCTL_OUTPUT": "xml"}, []string{"stats"}, `REGISTRYCTL_OUTPUT "xml"`},
 		{"bad timeout in env", map[string]string{"REGISTRYCTL_TIMEOUT": "soon"}, []string{"stats"}, `REGISTRYCTL_TIMEOUT="soon"`},
 		{"zero timeout", nil, []string{"--timeout", "0s", "stats"}, "--timeout must be positive"},
-		{"token in clear", nil, []string{"--token", "s3cret", "stats"}, "--token would be sent in clear text"},
+		{"token in clear off loopback", nil, []string{"--addr", "registry.example.org:7600", "--token", "s3cret", "stats"}, "--token would be sent in clear text"},
 		{"cert without key", nil, []string{"--cert", "c.pem", "stats"}, "--cert and --key go together"},
 		{"bad label", nil, []string{"ls", "--label", "team"}, `--label "team": want key=value`},
 		{"bad state", nil, []string{"ls", "--state", "gone"}, `--state "gone": want pinned, lingering or weak`},

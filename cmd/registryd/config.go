@@ -59,6 +59,11 @@ type config struct {
 	streamStall            time.Duration
 	metricsAddr            string
 	telemetry              onOff
+	// Authentication: on iff authFile is set.
+	authFile           string
+	authAllowPlaintext bool
+	authzPolicy        string
+	reloadInterval     time.Duration
 }
 
 // onOff is a boolean flag that also takes "on" and "off":
@@ -157,6 +162,10 @@ func parseConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.streamStall, "stream-stall-timeout", server.DefaultStreamStallTimeout, "end a lease or watch stream whose client has not taken a message for this long, or an upload whose client has sent nothing for this long (RESOURCE_EXHAUSTED, STREAM_STALLED); a lease stream's lease is detached")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`host:port` to serve Prometheus /metrics and /healthz on over HTTP (empty: no metrics)")
 	fs.Var(&c.telemetry, "telemetry", "telemetry `on|off`: off turns tracing and metrics off whatever OTEL_* says (traces are exported only when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp is set; see docs/OBSERVABILITY.md)")
+	fs.StringVar(&c.authFile, "auth-file", "", "`file` of token and certificate rules (see README, Security): authentication is on with it, and every call but health needs a token or a client certificate whose role may call its method; re-read every --reload-interval and on SIGHUP")
+	fs.BoolVar(&c.authAllowPlaintext, "auth-allow-plaintext", false, "accept bearer tokens without TLS from loopback peers (never from others: anyone on the path could read them)")
+	fs.StringVar(&c.authzPolicy, "authz-policy", "", "`file` holding a gRPC authz policy (JSON, google.golang.org/grpc/authz) checked after the roles, on mTLS principals and headers; re-read every --reload-interval; needs --auth-file")
+	fs.DurationVar(&c.reloadInterval, "reload-interval", 30*time.Second, "how often the auth file, the authz policy and the certificates are checked for changes (also re-read on SIGHUP)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Printf("Usage: registryd [flags]\n\nServes the object registry over gRPC. Every flag --some-name may also be\nset as the environment variable %sSOME_NAME; a flag wins over its variable.\n\nFlags:\n", envPrefix)
@@ -212,6 +221,12 @@ func parseConfig(args []string) (*config, error) {
 	}
 	if c.maxLinger < 0 {
 		return nil, fmt.Errorf("--max-linger (REGISTRYD_MAX_LINGER) %s: want 0 or more", c.maxLinger)
+	}
+	if c.reloadInterval <= 0 {
+		return nil, fmt.Errorf("--reload-interval (REGISTRYD_RELOAD_INTERVAL) %s: want more than 0", c.reloadInterval)
+	}
+	if c.authFile == "" && (c.authAllowPlaintext || c.authzPolicy != "") {
+		return nil, errors.New("--auth-allow-plaintext and --authz-policy (REGISTRYD_AUTH_ALLOW_PLAINTEXT, REGISTRYD_AUTHZ_POLICY) need --auth-file (REGISTRYD_AUTH_FILE): without it authentication is off")
 	}
 	if c.maxObjectBytes <= 0 || c.maxMessageBytes <= 0 {
 		return nil, errors.New("--max-object-bytes and --max-message-bytes (REGISTRYD_MAX_OBJECT_BYTES, REGISTRYD_MAX_MESSAGE_BYTES) must be positive")

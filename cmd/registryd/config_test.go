@@ -107,6 +107,23 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 				t.Fatalf("identity limits: %d leases, %d bytes; want 0 and 0", c.identityMaxLeases, c.identityMaxPinnedBytes)
 			}
 		}},
+		{"auth off and reload every 30s by default", nil, nil, func(t *testing.T, c *config) {
+			if c.authFile != "" || c.authAllowPlaintext || c.authzPolicy != "" || c.reloadInterval != 30*time.Second {
+				t.Fatalf("auth: %+v", c)
+			}
+		}},
+		{"auth from env", nil, map[string]string{"REGISTRYD_AUTH_FILE": "/etc/registryd/auth", "REGISTRYD_AUTH_ALLOW_PLAINTEXT": "true",
+			"REGISTRYD_AUTHZ_POLICY": "/etc/registryd/policy.json", "REGISTRYD_RELOAD_INTERVAL": "5s"}, func(t *testing.T, c *config) {
+			if c.authFile != "/etc/registryd/auth" || !c.authAllowPlaintext || c.authzPolicy != "/etc/registryd/policy.json" || c.reloadInterval != 5*time.Second {
+				t.Fatalf("auth: %+v", c)
+			}
+		}},
+		{"auth flags win over env", []string{"--auth-file=a", "--auth-allow-plaintext=false", "--reload-interval=1m"},
+			map[string]string{"REGISTRYD_AUTH_FILE": "b", "REGISTRYD_AUTH_ALLOW_PLAINTEXT": "true"}, func(t *testing.T, c *config) {
+				if c.authFile != "a" || c.authAllowPlaintext || c.reloadInterval != time.Minute {
+					t.Fatalf("auth: %+v", c)
+				}
+			}},
 		{"plain byte counts", []string{"--max-pinned-bytes=0", "--max-message-bytes=1048576"}, nil, func(t *testing.T, c *config) {
 			if c.maxPinnedBytes != 0 || c.maxMessageBytes != 1<<20 {
 				t.Fatalf("sizes: %+v", c)
@@ -152,6 +169,10 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		{"telemetry env word", nil, map[string]string{"REGISTRYD_TELEMETRY": "maybe"}, "REGISTRYD_TELEMETRY"},
 		{"metrics without telemetry", []string{"--telemetry=off", "--metrics-addr=127.0.0.1:0"}, nil, "--metrics-addr"},
 		{"zero object size", []string{"--max-object-bytes=0"}, nil, "--max-object-bytes"},
+		{"zero reload interval", []string{"--reload-interval=0s"}, nil, "--reload-interval"},
+		{"bad reload interval env", nil, map[string]string{"REGISTRYD_RELOAD_INTERVAL": "often"}, "REGISTRYD_RELOAD_INTERVAL"},
+		{"plaintext tokens without an auth file", []string{"--auth-allow-plaintext"}, nil, "need --auth-file"},
+		{"authz policy without an auth file", nil, map[string]string{"REGISTRYD_AUTHZ_POLICY": "p.json"}, "need --auth-file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

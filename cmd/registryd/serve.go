@@ -44,8 +44,31 @@ func (d *daemon) serve() error {
 		}()
 		log.Info("metrics serving", "addr", mlis.Addr().String(), "paths", "/metrics /healthz")
 	}
+	// SIGHUP re-reads the auth file at once; it is also re-read when it
+	// changes, every --reload-interval.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	defer stopReload()
+	go func() {
+		for {
+			select {
+			case <-reloadCtx.Done():
+				return
+			case <-hup:
+				d.reload()
+			}
+		}
+	}()
+	if d.auth != nil {
+		go d.auth.Watch(reloadCtx, cfg.reloadInterval)
+	}
+	if d.policy != nil {
+		defer d.policy.Close()
+	}
 	go func() { serveErr <- d.srv.Serve(lis) }()
-	log.Info("registryd serving", "addr", lis.Addr().String(), "epoch", d.codec.Epoch(), "node", d.codec.Node(), "tracing", d.tel.Tracing())
+	log.Info("registryd serving", "addr", lis.Addr().String(), "epoch", d.codec.Epoch(), "node", d.codec.Node(), "tracing", d.tel.Tracing(), "auth", d.auth != nil)
 
 	select {
 	case err := <-serveErr:

@@ -5,10 +5,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"go.opentelemetry.io/otel"
+	"google.golang.org/grpc/authz"
 
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/observe"
@@ -25,6 +28,10 @@ type daemon struct {
 	codec *handle.Codec
 	tel   *telemetry.Telemetry
 	srv   *server.Server
+	// auth is nil when authentication is off; policy, when there is no
+	// --authz-policy.
+	auth   *auth.Authenticator
+	policy *authz.FileWatcherInterceptor
 }
 
 // build wires the pieces from cfg: the handle codec, telemetry and its
@@ -91,12 +98,17 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 	if err := obs.Instrument(reg, leases); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	if err := d.buildAuth(); err != nil {
+		return nil, err
+	}
 	d.srv = server.New(server.Config{
-		Registry:  reg,
-		Leases:    leases,
-		Logger:    log,
-		Telemetry: tel,
-		Observer:  obs,
+		Auth:        d.auth,
+		AuthzPolicy: d.policy,
+		Registry:    reg,
+		Leases:      leases,
+		Logger:      log,
+		Telemetry:   tel,
+		Observer:    obs,
 		Limits: server.Limits{
 			MaxObjectBytes:            int64(cfg.maxObjectBytes),
 			MaxMessageBytes:           int(cfg.maxMessageBytes),
@@ -116,6 +128,52 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 		StreamStallTimeout: cfg.streamStall,
 	})
 	return d, nil
+}
+
+// buildAuth reads the auth file and the authz policy, if any, and warns
+// about an address that lets more in than the operator may think.
+func (d *daemon) buildAuth() error {
+	cfg, log := d.cfg, d.log
+	if cfg.authFile == "" {
+		if !loopbackAddr(cfg.addr) {
+			log.Warn("authentication is off and --addr is not loopback: anyone who can reach it may do anything (set --auth-file)", "addr", cfg.addr)
+		}
+		return nil
+	}
+	a, err := auth.New(auth.Config{File: cfg.authFile, AllowPlaintext: cfg.authAllowPlaintext, Logger: log})
+	if err != nil {
+		return err
+	}
+	d.auth = a
+	if cfg.authzPolicy != "" {
+		p, err := authz.NewFileWatcher(cfg.authzPolicy, cfg.reloadInterval)
+		if err != nil {
+			return fmt.Errorf("--authz-policy %s: %w", cfg.authzPolicy, err)
+		}
+		d.policy = p
+	}
+	return nil
+}
+
+// loopbackAddr reports whether a --addr listens on loopback only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// reload re-reads what SIGHUP re-reads: the auth file. Each reloader
+// logs its own outcome.
+func (d *daemon) reload() {
+	if d.auth != nil {
+		_ = d.auth.Reload() // logged; the rules in force stay on failure
+	}
 }
 
 // flushTelemetry sends the spans not exported yet and stops telemetry,

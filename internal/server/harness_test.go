@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/authz"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -62,6 +63,8 @@ type envOptions struct {
 	limits      *Limits              // default: testLimits
 	stall       time.Duration        // default: DefaultStreamStallTimeout
 	leakCycles  int                  // registry.Config.LeakGCCycles; default 0, off
+	auth        *auth.Authenticator  // default: none, authentication off
+	authz       *authz.FileWatcherInterceptor
 }
 
 // testIdentityHeader names, in a test's request metadata, the identity the
@@ -158,6 +161,8 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		Observer:           obs,
 		StreamStallTimeout: o.stall,
 		testOptions:        identityOptions(),
+		Auth:               o.auth,
+		AuthzPolicy:        o.authz,
 	})
 	dial := func(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) { //nolint:gocritic // not grpc.NewClient: it adds insecure credentials
 		return grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)

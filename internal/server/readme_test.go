@@ -543,6 +543,11 @@ func provokers() map[string]provocation {
 		return firstRecv(w.e.admin.WatchEvents(ctxT(t), &registryv1.WatchEventsRequest{Kinds: []registryv1.EventKind{42}}))
 	})
 	add(ReasonRequestMalformed, codes.InvalidArgument, "every RPC", everyRPCMalformed)
+	// Authentication's refusals, on a registryd with an auth file.
+	add(ReasonCredentialsMissing, codes.Unauthenticated, "every RPC", everyRPCWithAuth(true, true, ""))
+	add(ReasonCredentialsInvalid, codes.Unauthenticated, "every RPC", everyRPCWithAuth(true, true, "guess"))
+	add(ReasonTransportInsecure, codes.Unauthenticated, "every RPC", everyRPCWithAuth(false, true, adminToken))
+	add(ReasonRoleForbidden, codes.PermissionDenied, "every RPC", everyRPCWithAuth(true, true, "role"))
 	return p
 }
 

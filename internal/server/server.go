@@ -19,6 +19,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/authz"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -26,6 +27,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/observe"
@@ -67,6 +69,13 @@ type Config struct {
 	// testOptions are added last, so that their interceptors run next to
 	// the handler: tests put a caller's identity in the context with them.
 	testOptions []grpc.ServerOption
+	// Auth authenticates every call but health's and checks its role.
+	// nil: authentication is off, every caller is auth.Anonymous, and no
+	// interceptor runs for it at all.
+	Auth *auth.Authenticator
+	// AuthzPolicy, with Auth, is a further gRPC authz policy
+	// (--authz-policy) checked after the role. Its owner closes it.
+	AuthzPolicy *authz.FileWatcherInterceptor
 }
 
 // Limits are the configured limits; zero means none.
@@ -162,10 +171,22 @@ func serverOptions(cfg Config) []grpc.ServerOption {
 			log.Enabled(ctx, slog.LevelInfo)
 	})
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(logLevel)}
-	if tel.Tracing() {
+	switch {
+	case tel.Tracing() && cfg.Auth != nil:
+		logOpts = append(logOpts, logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
+			return append(telemetry.LogFields(ctx), identityLogFields(ctx)...)
+		}))
+	case tel.Tracing():
 		logOpts = append(logOpts, logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
 			return telemetry.LogFields(ctx)
 		}))
+	case cfg.Auth != nil:
+		logOpts = append(logOpts, logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields { return identityLogFields(ctx) }))
+	}
+	logUnary := logging.UnaryServerInterceptor(slogAdapter(log), logOpts...)
+	logStream := logging.StreamServerInterceptor(slogAdapter(log), logOpts...)
+	if cfg.Auth != nil {
+		logUnary, logStream = withIdentitySlot(logUnary), withIdentitySlotStream(logStream)
 	}
 	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic serving a request", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -188,15 +209,19 @@ func serverOptions(cfg Config) []grpc.ServerOption {
 	// handler, but is answered, logged and measured like any other call.
 	decode := newDecodeCodec()
 	unary = append(unary,
-		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), logged),
+		selector.UnaryServerInterceptor(logUnary, logged),
 		recovery.UnaryServerInterceptor(recoverOpts...),
-		decode.unaryInterceptor,
 	)
 	stream = append(stream,
-		selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), logged),
+		selector.StreamServerInterceptor(logStream, logged),
 		recovery.StreamServerInterceptor(recoverOpts...),
-		decode.streamInterceptor,
 	)
+	if cfg.Auth != nil {
+		u, s := authInterceptors(cfg.Auth, cfg.AuthzPolicy)
+		unary, stream = append(unary, u...), append(stream, s...)
+	}
+	unary = append(unary, decode.unaryInterceptor)
+	stream = append(stream, decode.streamInterceptor)
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(decode),
 		grpc.ChainUnaryInterceptor(unary...),

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/protoadapt"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
@@ -178,6 +179,7 @@ func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]s
 		checksum  *ChecksumError
 		malformed *MalformedError
 		stalled   *StreamStalledError
+		role      *auth.RoleError
 	)
 	switch {
 	case errors.As(err, &notLive):
@@ -264,6 +266,18 @@ func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]s
 		return registryv1.ErrorReason_REQUEST_MALFORMED, nil
 	case errors.As(err, &stalled):
 		return registryv1.ErrorReason_STREAM_STALLED, map[string]string{"stall_timeout": stalled.Stall.String()}
+	case errors.Is(err, auth.ErrCredentialsMissing):
+		return registryv1.ErrorReason_CREDENTIALS_MISSING, nil
+	case errors.Is(err, auth.ErrCredentialsInvalid):
+		return registryv1.ErrorReason_CREDENTIALS_INVALID, nil
+	case errors.Is(err, auth.ErrTransportInsecure):
+		return registryv1.ErrorReason_TRANSPORT_INSECURE, nil
+	case errors.As(err, &role):
+		return registryv1.ErrorReason_ROLE_FORBIDDEN, map[string]string{
+			"identity": role.Identity.Name,
+			"role":     role.Identity.Role.String(),
+			"method":   role.Method,
+		}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return registryv1.ErrorReason_REQUEST_CANCELLED, nil
 	}
@@ -383,6 +397,19 @@ func asStatus(err error) error {
 		cause = fmt.Errorf("%s: %w", st.Message(), cause)
 	}
 	return toStatus(cause, handle.Object)
+}
+
+// policyStatus maps what the --authz-policy interceptor answered: gRPC's
+// authz refuses with a bare PERMISSION_DENIED, which becomes a
+// ROLE_FORBIDDEN with its ErrorInfo, so that clients branch on one reason
+// whichever check refused them. Any other answer is the handler's, left
+// as it is.
+func policyStatus(err error, id auth.Identity, method string) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.PermissionDenied || hasInfo(st) {
+		return err
+	}
+	return toStatus(&auth.RoleError{Identity: id, Method: method, Policy: true}, handle.Object)
 }
 
 func hasInfo(st *status.Status) bool {
