@@ -59,6 +59,7 @@ type envOptions struct {
 	limits      *Limits              // default: testLimits
 	stall       time.Duration        // default: DefaultStreamStallTimeout
 	leakCycles  int                  // registry.Config.LeakGCCycles; default 0, off
+	identities  bool                 // calls may claim an identity: withTestIdentity
 }
 
 // newEnv starts a server on lis (a bufconn listener when nil).
@@ -108,6 +109,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		Telemetry:          o.telemetry,
 		Observer:           obs,
 		StreamStallTimeout: o.stall,
+		testAuth:           testAuthOf(o.identities),
 	})
 	dial := func(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) { //nolint:gocritic // not grpc.NewClient: it adds insecure credentials
 		return grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
