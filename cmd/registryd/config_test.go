@@ -92,6 +92,28 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 				t.Fatalf("watch history: %d, want 0", c.watchHistory)
 			}
 		}},
+		{"identity limits default", nil, nil, func(t *testing.T, c *config) {
+			if c.identityUploadBytes != c.maxUploadBytes/4 || c.identityStreams != 256 || c.identityRate != 1000 || c.identityBurst != 2000 {
+				t.Fatalf("identity limits: uploads %d (global %d), streams %d, rate %g, burst %d", c.identityUploadBytes, c.maxUploadBytes, c.identityStreams, c.identityRate, c.identityBurst)
+			}
+		}},
+		{"identity upload bytes follow the global budget", []string{"--max-upload-bytes=64MiB"}, nil, func(t *testing.T, c *config) {
+			if c.identityUploadBytes != 16<<20 {
+				t.Fatalf("identity upload bytes: %d, want 16 MiB", c.identityUploadBytes)
+			}
+		}},
+		{"identity limits from env", nil, map[string]string{"REGISTRYD_IDENTITY_MAX_UPLOAD_BYTES": "0", "REGISTRYD_IDENTITY_MAX_STREAMS": "8",
+			"REGISTRYD_IDENTITY_RATE": "2.5", "REGISTRYD_IDENTITY_BURST": "5"}, func(t *testing.T, c *config) {
+			if c.identityUploadBytes != 0 || c.identityStreams != 8 || c.identityRate != 2.5 || c.identityBurst != 5 {
+				t.Fatalf("identity limits: %+v", c)
+			}
+		}},
+		{"identity limit flag wins over env", []string{"--identity-rate=0", "--identity-max-upload-bytes=1MiB"},
+			map[string]string{"REGISTRYD_IDENTITY_RATE": "7", "REGISTRYD_IDENTITY_MAX_UPLOAD_BYTES": "2MiB"}, func(t *testing.T, c *config) {
+				if c.identityRate != 0 || c.identityUploadBytes != 1<<20 {
+					t.Fatalf("identity limits: rate %g, uploads %d", c.identityRate, c.identityUploadBytes)
+				}
+			}},
 		{"plain byte counts", []string{"--max-pinned-bytes=0", "--max-message-bytes=1048576"}, nil, func(t *testing.T, c *config) {
 			if c.maxPinnedBytes != 0 || c.maxMessageBytes != 1<<20 {
 				t.Fatalf("sizes: %+v", c)
@@ -136,6 +158,11 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		{"telemetry env word", nil, map[string]string{"REGISTRYD_TELEMETRY": "maybe"}, "REGISTRYD_TELEMETRY"},
 		{"metrics without telemetry", []string{"--telemetry=off", "--metrics-addr=127.0.0.1:0"}, nil, "--metrics-addr"},
 		{"zero object size", []string{"--max-object-bytes=0"}, nil, "--max-object-bytes"},
+		{"negative identity streams", []string{"--identity-max-streams=-1"}, nil, "--identity-max-streams"},
+		{"negative identity rate", nil, map[string]string{"REGISTRYD_IDENTITY_RATE": "-1"}, "REGISTRYD_IDENTITY_RATE"},
+		{"infinite identity rate", []string{"--identity-rate=+Inf"}, nil, "--identity-rate"},
+		{"zero burst with a rate", []string{"--identity-burst=0"}, nil, "--identity-burst"},
+		{"bad identity upload size", []string{"--identity-max-upload-bytes=lots"}, nil, "identity-max-upload-bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
