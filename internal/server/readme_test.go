@@ -113,6 +113,9 @@ func walkLimits() *Limits {
 	l.MaxWatchers = 2
 	l.MaxUploadBytes = 100
 	l.MaxMessageBytes = messageOverhead + 100 // Resolve answers at most 100 bytes
+	l.IdentityMaxUploadBytes = 40
+	l.IdentityMaxStreams = 2
+	l.IdentityRate, l.IdentityBurst = 0.001, 4 // four calls, then none in the test's time
 	return &l
 }
 
@@ -487,6 +490,7 @@ func provokers() map[string]provocation {
 		return firstRecv(w.e.admin.WatchEvents(ctxT(t), &registryv1.WatchEventsRequest{Kinds: []registryv1.EventKind{42}}))
 	})
 	add(ReasonRequestMalformed, codes.InvalidArgument, "every RPC", everyRPCMalformed)
+	addIdentityLimits(add)
 	return p
 }
 
@@ -576,7 +580,7 @@ func TestREADMEErrorTableIsTrue(t *testing.T) {
 			}
 			used[key] = true
 			t.Run(strings.ReplaceAll(key, " ", "_"), func(t *testing.T) {
-				w := newWorldWith(t, envOptions{limits: walkLimits(), watchBuffer: 4})
+				w := newWorldWith(t, envOptions{limits: walkLimits(), watchBuffer: 4, identities: true})
 				if got, want := pr.provoke(t, w), (answer{row.code, row.reason}); got != want {
 					t.Errorf("%s answered %v %q, README says %v %q", rpc, got.code, got.reason, want.code, want.reason)
 				}
@@ -600,7 +604,7 @@ func TestREADMEErrorTableIsTrue(t *testing.T) {
 	for _, key := range unlisted {
 		pr := all[key]
 		t.Run("unlisted_"+strings.ReplaceAll(key, " ", "_"), func(t *testing.T) {
-			w := newWorldWith(t, envOptions{limits: walkLimits(), watchBuffer: 4})
+			w := newWorldWith(t, envOptions{limits: walkLimits(), watchBuffer: 4, identities: true})
 			if got := pr.provoke(t, w); got == pr.want {
 				t.Errorf("the server answers %s, and README's table does not say so", key)
 			}
