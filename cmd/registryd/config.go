@@ -114,6 +114,25 @@ func fromMemoryLimit(part int64, otherwise byteSize) byteSize {
 	return otherwise
 }
 
+// eventBytes bounds what one buffered watch event holds: its 120-byte
+// struct and the handle and lease id strings it refers to.
+const eventBytes = 256
+
+// watchersFromMemoryLimit is --max-watchers' default under GOMEMLIMIT:
+// as many watchers as fit a sixteenth of it with full buffers of
+// buffer events (each watcher's buffer is allocated when it opens), at
+// most otherwise. Pinned bytes (a half), uploads (a quarter) and watchers
+// (a sixteenth) then leave 3/16 of GOMEMLIMIT to gRPC's streams, the
+// objects' metadata, the weak objects and the runtime.
+func watchersFromMemoryLimit(buffer, otherwise int) int {
+	limit := fromMemoryLimit(16, 0)
+	if limit == 0 {
+		return otherwise
+	}
+	n := int64(limit) / (int64(buffer) * eventBytes)
+	return int(max(1, min(n, int64(otherwise))))
+}
+
 func parseConfig(args []string) (*config, error) {
 	c := &config{
 		maxObjectBytes:  1 << 30,
@@ -139,7 +158,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.IntVar(&c.maxPinsPerLease, "max-pins-per-lease", 100000, "most objects one lease may pin (0: no limit)")
 	fs.IntVar(&c.maxLeases, "max-leases", 10000, "most live leases, attached or detached (0: no limit)")
 	fs.Var(&c.maxUploadBytes, "max-upload-bytes", "most bytes all uploads in flight hold together, as a `size`: each reserves the size its header declares until it ends (default: a quarter of GOMEMLIMIT when it is set, else 1GiB; 0: no limit)")
-	fs.IntVar(&c.maxWatchers, "max-watchers", 1024, "most open Watch and WatchEvents streams, each of which may hold --watch-buffer events (0: no limit)")
+	fs.IntVar(&c.maxWatchers, "max-watchers", 1024, "most open Watch and WatchEvents streams, each of which may hold --watch-buffer events (default: as many as a sixteenth of GOMEMLIMIT holds, at most 1024, when it is set; 0: no limit)")
 	fs.UintVar(&c.maxStreams, "max-streams", 1024, "most concurrent streams per client connection")
 	fs.DurationVar(&c.maxGrace, "max-grace", 5*time.Minute, "longest grace a lease may ask for")
 	fs.DurationVar(&c.maxLinger, "max-linger", 10*time.Minute, "longest linger an object may ask for: strongly held after its last pin goes (0: no linger)")
@@ -173,6 +192,9 @@ func parseConfig(args []string) (*config, error) {
 	}
 	if err := applyEnv(fs); err != nil {
 		return nil, err
+	}
+	if !given(fs, "max-watchers") && c.watchBuffer > 0 {
+		c.maxWatchers = watchersFromMemoryLimit(c.watchBuffer, c.maxWatchers)
 	}
 	if !given(fs, "identity-max-upload-bytes") {
 		c.identityUploadBytes = c.maxUploadBytes / 4

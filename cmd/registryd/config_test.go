@@ -276,6 +276,16 @@ func TestByteLimitsDeriveFromGOMEMLIMIT(t *testing.T) {
 	if c.maxPinnedBytes != 512<<20 || c.maxUploadBytes != 256<<20 {
 		t.Errorf("under a 1 GiB memory limit: pinned %d, uploads %d; want 512 MiB and 256 MiB", c.maxPinnedBytes, c.maxUploadBytes)
 	}
+	// 64 MiB for watchers, 256 KiB each with 1,024-event buffers.
+	if c.maxWatchers != 256 {
+		t.Errorf("under a 1 GiB memory limit: %d watchers, want 256", c.maxWatchers)
+	}
+	if c, err := parseConfig([]string{"--watch-buffer=64"}); err != nil || c.maxWatchers != 1024 {
+		t.Errorf("with small buffers, at most the default: %d, %v", c.maxWatchers, err)
+	}
+	if c, err := parseConfig([]string{"--max-watchers=5000"}); err != nil || c.maxWatchers != 5000 {
+		t.Errorf("--max-watchers still wins: %d, %v", c.maxWatchers, err)
+	}
 	c, err = parseConfig([]string{"--max-pinned-bytes", "2GiB"})
 	if err != nil || c.maxPinnedBytes != 2<<30 {
 		t.Errorf("a flag still wins: %v, %v", c.maxPinnedBytes, err)

@@ -36,6 +36,16 @@ func newIdentityLimits(l Limits) *identityLimits {
 	}
 }
 
+// reserveUpload takes n bytes of the budget of ctx's identity for an
+// upload's chunks; see identityBudget.reserve. A nil identityLimits
+// bounds nothing.
+func (l *identityLimits) reserveUpload(ctx context.Context, n int64) (release func(), err error) {
+	if l == nil {
+		return func() {}, nil
+	}
+	return l.uploads.reserve(ctx, n)
+}
+
 // exempt reports whether a method is outside the limits: health, which
 // probes must always reach.
 func exempt(fullMethod string) bool {
