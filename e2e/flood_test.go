@@ -70,7 +70,7 @@ func TestFloodLeavesOthersTheirShare(t *testing.T) {
 	if err := os.WriteFile(authFile, []byte(rules), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemonEnv(t, []string{"GOMEMLIMIT=512MiB"}, "--auth-file", authFile, "--auth-allow-plaintext", "--log-level", "error")
+	d := startDaemonEnv(t, []string{"GOMEMLIMIT=512MiB"}, "--auth-file", authFile, "--auth-allow-plaintext")
 	victim := dialToken(t, d.Addr, "victim-token")
 	flooder := dialToken(t, d.Addr, "flood-token")
 

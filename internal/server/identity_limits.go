@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"strings"
 
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -49,8 +50,7 @@ func (l *identityLimits) reserveUpload(ctx context.Context, n int64) (release fu
 // exempt reports whether a method is outside the limits: health, which
 // probes must always reach.
 func exempt(fullMethod string) bool {
-	return len(fullMethod) > len(healthpb.Health_ServiceDesc.ServiceName)+1 &&
-		fullMethod[1:len(healthpb.Health_ServiceDesc.ServiceName)+1] == healthpb.Health_ServiceDesc.ServiceName
+	return strings.HasPrefix(fullMethod, "/"+healthpb.Health_ServiceDesc.ServiceName+"/")
 }
 
 // unary counts a unary call against its identity's rate.
