@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"testing"
@@ -341,8 +342,8 @@ func TestRateLimiterRefillsAndForgetsIdleIdentities(t *testing.T) {
 	}
 	for range 3 {
 		err := l.Limit(ctx)
-		limited, ok := err.(*RateLimitedError)
-		if !ok || limited.Delay != 100*time.Millisecond {
+		var limited *RateLimitedError
+		if !errors.As(err, &limited) || limited.Delay != 100*time.Millisecond {
 			t.Fatalf("past the burst: %v, want a delay of 100ms", err)
 		}
 	}

@@ -51,7 +51,7 @@ type rateLimiter struct {
 	// A bucket that has refilled to its burst is as good as a new one, so
 	// a sweep deletes those when the map has doubled since the last one:
 	// the map holds the identities active within about burst/rate
-	// seconds, not every identity ever seen, at an amortized O(1) a call.
+	// seconds, not every identity ever seen, at a cost per call that averages O(1).
 	buckets   map[string]*rate.Limiter
 	sweepSize int
 }
