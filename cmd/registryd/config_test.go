@@ -124,6 +124,28 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 					t.Fatalf("auth: %+v", c)
 				}
 			}},
+		{"identity limits default", nil, nil, func(t *testing.T, c *config) {
+			if c.identityUploadBytes != c.maxUploadBytes/4 || c.identityStreams != 256 || c.identityRate != 1000 || c.identityBurst != 2000 {
+				t.Fatalf("identity limits: uploads %d (global %d), streams %d, rate %g, burst %d", c.identityUploadBytes, c.maxUploadBytes, c.identityStreams, c.identityRate, c.identityBurst)
+			}
+		}},
+		{"identity upload bytes follow the global budget", []string{"--max-upload-bytes=64MiB"}, nil, func(t *testing.T, c *config) {
+			if c.identityUploadBytes != 16<<20 {
+				t.Fatalf("identity upload bytes: %d, want 16 MiB", c.identityUploadBytes)
+			}
+		}},
+		{"identity limits from env", nil, map[string]string{"REGISTRYD_IDENTITY_MAX_UPLOAD_BYTES": "0", "REGISTRYD_IDENTITY_MAX_STREAMS": "8",
+			"REGISTRYD_IDENTITY_RATE": "2.5", "REGISTRYD_IDENTITY_BURST": "5"}, func(t *testing.T, c *config) {
+			if c.identityUploadBytes != 0 || c.identityStreams != 8 || c.identityRate != 2.5 || c.identityBurst != 5 {
+				t.Fatalf("identity limits: %+v", c)
+			}
+		}},
+		{"identity limit flag wins over env", []string{"--identity-rate=0", "--identity-max-upload-bytes=1MiB"},
+			map[string]string{"REGISTRYD_IDENTITY_RATE": "7", "REGISTRYD_IDENTITY_MAX_UPLOAD_BYTES": "2MiB"}, func(t *testing.T, c *config) {
+				if c.identityRate != 0 || c.identityUploadBytes != 1<<20 {
+					t.Fatalf("identity limits: rate %g, uploads %d", c.identityRate, c.identityUploadBytes)
+				}
+			}},
 		{"plain byte counts", []string{"--max-pinned-bytes=0", "--max-message-bytes=1048576"}, nil, func(t *testing.T, c *config) {
 			if c.maxPinnedBytes != 0 || c.maxMessageBytes != 1<<20 {
 				t.Fatalf("sizes: %+v", c)
@@ -173,6 +195,11 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		{"bad reload interval env", nil, map[string]string{"REGISTRYD_RELOAD_INTERVAL": "often"}, "REGISTRYD_RELOAD_INTERVAL"},
 		{"plaintext tokens without an auth file", []string{"--auth-allow-plaintext"}, nil, "need --auth-file"},
 		{"authz policy without an auth file", nil, map[string]string{"REGISTRYD_AUTHZ_POLICY": "p.json"}, "need --auth-file"},
+		{"negative identity streams", []string{"--identity-max-streams=-1"}, nil, "--identity-max-streams"},
+		{"negative identity rate", nil, map[string]string{"REGISTRYD_IDENTITY_RATE": "-1"}, "REGISTRYD_IDENTITY_RATE"},
+		{"infinite identity rate", []string{"--identity-rate=+Inf"}, nil, "--identity-rate"},
+		{"zero burst with a rate", []string{"--identity-burst=0"}, nil, "--identity-burst"},
+		{"bad identity upload size", []string{"--identity-max-upload-bytes=lots"}, nil, "identity-max-upload-bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -286,6 +313,16 @@ func TestByteLimitsDeriveFromGOMEMLIMIT(t *testing.T) {
 	if c.maxPinnedBytes != 512<<20 || c.maxUploadBytes != 256<<20 || c.identityMaxPinnedBytes != 128<<20 {
 		t.Errorf("under a 1 GiB memory limit: pinned %d (%d per identity), uploads %d; want 512 MiB (128 MiB) and 256 MiB",
 			c.maxPinnedBytes, c.identityMaxPinnedBytes, c.maxUploadBytes)
+	}
+	// 64 MiB for watchers, 256 KiB each with 1,024-event buffers.
+	if c.maxWatchers != 256 {
+		t.Errorf("under a 1 GiB memory limit: %d watchers, want 256", c.maxWatchers)
+	}
+	if c, err := parseConfig([]string{"--watch-buffer=64"}); err != nil || c.maxWatchers != 1024 {
+		t.Errorf("with small buffers, at most the default: %d, %v", c.maxWatchers, err)
+	}
+	if c, err := parseConfig([]string{"--max-watchers=5000"}); err != nil || c.maxWatchers != 5000 {
+		t.Errorf("--max-watchers still wins: %d, %v", c.maxWatchers, err)
 	}
 	c, err = parseConfig([]string{"--max-pinned-bytes", "2GiB"})
 	if err != nil || c.maxPinnedBytes != 2<<30 {

@@ -91,26 +91,6 @@ func testIdentity(ctx context.Context) context.Context {
 	return auth.NewContext(ctx, id)
 }
 
-type identifiedStream struct {
-	grpc.ServerStream
-	ctx context.Context
-}
-
-func (s identifiedStream) Context() context.Context { return s.ctx }
-
-// identityOptions are the test-only interceptors that read
-// testIdentityHeader.
-func identityOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			return h(testIdentity(ctx), req)
-		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			return h(srv, identifiedStream{ss, testIdentity(ss.Context())})
-		}),
-	}
-}
-
 // newEnv starts a server on lis (a bufconn listener when nil).
 func newEnv(t testing.TB, lis net.Listener) *env {
 	return newEnvWith(t, envOptions{lis: lis})
@@ -160,9 +140,9 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		Telemetry:          o.telemetry,
 		Observer:           obs,
 		StreamStallTimeout: o.stall,
-		testOptions:        identityOptions(),
 		Auth:               o.auth,
 		AuthzPolicy:        o.authz,
+		testAuth:           testAuthOf(o.auth == nil),
 	})
 	dial := func(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) { //nolint:gocritic // not grpc.NewClient: it adds insecure credentials
 		return grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)

@@ -246,6 +246,9 @@ func ctxStatus(err error) error {
 // lease.ErrEnded and lease.ErrTakenOver is the request's alone: it
 // changed nothing.
 func (s *registryService) leaseRequest(ctx context.Context, sess *lease.Session, req *registryv1.LeaseRequest) (resp *registryv1.LeaseResponse, done bool, err error) {
+	if err := limitLeaseRequest(ctx); err != nil {
+		return nil, false, err // before anything is done: the pins stay
+	}
 	resp = &registryv1.LeaseResponse{RequestId: req.GetRequestId()}
 	switch k := req.GetKind().(type) {
 	case *registryv1.LeaseRequest_Pin:

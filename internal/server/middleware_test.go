@@ -56,7 +56,7 @@ func (panicky) StreamingOutputCall(*testpb.StreamingOutputCallRequest, grpc.Serv
 // with a reason, is logged with its stack, and the server keeps serving.
 func TestPanicBecomesInternalError(t *testing.T) {
 	var logs syncBuffer
-	gs := grpc.NewServer(serverOptions(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})...)
+	gs := grpc.NewServer(serverOptions(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, newIdentityLimits(Limits{}))...)
 	testpb.RegisterTestServiceServer(gs, panicky{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

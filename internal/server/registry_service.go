@@ -33,6 +33,8 @@ type registryService struct {
 	limits  Limits
 	stall   time.Duration // see Config.StreamStallTimeout
 	uploads *byteBudget   // bytes uploads in flight hold; shared with adminService
+	// identity are the limits per identity (identity_limits.go).
+	identity *identityLimits
 }
 
 // linger caps the linger a request asks for at the server's maximum.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"runtime"
 	"runtime/debug"
@@ -66,9 +67,6 @@ type Config struct {
 	// detached. Default DefaultStreamStallTimeout.
 	StreamStallTimeout time.Duration
 
-	// testOptions are added last, so that their interceptors run next to
-	// the handler: tests put a caller's identity in the context with them.
-	testOptions []grpc.ServerOption
 	// Auth authenticates every call but health's and checks its role.
 	// nil: authentication is off, every caller is auth.Anonymous, and no
 	// interceptor runs for it at all.
@@ -76,6 +74,15 @@ type Config struct {
 	// AuthzPolicy, with Auth, is a further gRPC authz policy
 	// (--authz-policy) checked after the role. Its owner closes it.
 	AuthzPolicy *authz.FileWatcherInterceptor
+	// testAuth stands in for authentication in this package's tests:
+	// interceptors that say who calls, where authentication runs.
+	testAuth interceptorSet
+}
+
+// interceptorSet is a unary and a stream chain.
+type interceptorSet struct {
+	unary  []grpc.UnaryServerInterceptor
+	stream []grpc.StreamServerInterceptor
 }
 
 // Limits are the configured limits; zero means none.
@@ -90,7 +97,17 @@ type Limits struct {
 	// together (UPLOAD_BYTES_LIMIT); zero, none.
 	MaxUploadBytes       int64
 	MaxConcurrentStreams uint32
-	MaxGrace             time.Duration
+	// IdentityMaxUploadBytes bounds the bytes one identity's uploads in
+	// flight hold together (IDENTITY_UPLOAD_BYTES_LIMIT), and
+	// IdentityMaxStreams its open Lease, Watch, WatchEvents, Upload and
+	// Download streams (IDENTITY_STREAM_LIMIT); zero, none.
+	IdentityMaxUploadBytes int64
+	IdentityMaxStreams     int
+	// IdentityRate is the requests per second one identity may send, in
+	// bursts of IdentityBurst (RATE_LIMITED); zero, no limit.
+	IdentityRate  float64
+	IdentityBurst int
+	MaxGrace      time.Duration
 	// MaxLinger caps the linger an object may ask for; zero allows none.
 	MaxLinger time.Duration
 	// MaxLeasesPerIdentity and MaxPinnedBytesPerIdentity are the lease
@@ -110,6 +127,9 @@ func (l Limits) report(st registry.Stats, leases int, uploading int64) []*regist
 		{Name: lease.LimitLeases, Max: int64(l.MaxLeases), Used: int64(leases)},
 		{Name: registry.LimitWatchers, Max: int64(l.MaxWatchers), Used: int64(st.Watchers)},
 		{Name: LimitUploadBytes, Max: l.MaxUploadBytes, Used: uploading, Unit: bytes},
+		{Name: LimitIdentityUploadBytes, Max: l.IdentityMaxUploadBytes, Used: -1, Unit: bytes},
+		{Name: LimitIdentityStreams, Max: int64(l.IdentityMaxStreams), Used: -1},
+		{Name: LimitRate, Max: int64(math.Ceil(l.IdentityRate)), Used: -1, Unit: "requests/s"},
 		{Name: "CONCURRENT_STREAMS_PER_CONNECTION", Max: int64(l.MaxConcurrentStreams), Used: -1},
 		{Name: "GRACE_MAX_SECONDS", Max: int64(l.MaxGrace / time.Second), Used: -1, Unit: seconds},
 		{Name: "LINGER_MAX_SECONDS", Max: int64(l.MaxLinger / time.Second), Used: -1, Unit: seconds},
@@ -137,10 +157,10 @@ func New(cfg Config) *Server {
 	}
 	log := cfg.Logger
 	calls := newInflight()
-	opts := append(serverOptions(cfg), grpc.ChainUnaryInterceptor(calls.unary), grpc.ChainStreamInterceptor(calls.stream))
-	gs := grpc.NewServer(append(opts, cfg.testOptions...)...)
+	ids := newIdentityLimits(cfg.Limits)
+	gs := grpc.NewServer(append(serverOptions(cfg, ids), grpc.ChainUnaryInterceptor(calls.unary), grpc.ChainStreamInterceptor(calls.stream))...)
 	uploads := &byteBudget{max: cfg.Limits.MaxUploadBytes}
-	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry, limits: cfg.Limits, stall: cfg.StreamStallTimeout, uploads: uploads})
+	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry, limits: cfg.Limits, stall: cfg.StreamStallTimeout, uploads: uploads, identity: ids})
 	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits, obs: cfg.Observer, stall: cfg.StreamStallTimeout, uploads: uploads})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -154,7 +174,7 @@ func New(cfg Config) *Server {
 
 // serverOptions are the interceptors, keepalive and limits every
 // registryd server runs with.
-func serverOptions(cfg Config) []grpc.ServerOption {
+func serverOptions(cfg Config, ids *identityLimits) []grpc.ServerOption {
 	if cfg.KeepaliveTime == 0 {
 		cfg.KeepaliveTime = 20 * time.Second
 	}
@@ -220,8 +240,10 @@ func serverOptions(cfg Config) []grpc.ServerOption {
 		u, s := authInterceptors(cfg.Auth, cfg.AuthzPolicy)
 		unary, stream = append(unary, u...), append(stream, s...)
 	}
-	unary = append(unary, decode.unaryInterceptor)
-	stream = append(stream, decode.streamInterceptor)
+	unary = append(unary, cfg.testAuth.unary...)
+	unary = append(unary, ids.unary, decode.unaryInterceptor)
+	stream = append(stream, cfg.testAuth.stream...)
+	stream = append(stream, ids.stream, decode.streamInterceptor)
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(decode),
 		grpc.ChainUnaryInterceptor(unary...),

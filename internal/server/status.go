@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/auth"
@@ -180,6 +182,7 @@ func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]s
 		malformed *MalformedError
 		stalled   *StreamStalledError
 		role      *auth.RoleError
+		limited   *RateLimitedError
 	)
 	switch {
 	case errors.As(err, &notLive):
@@ -226,6 +229,12 @@ func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]s
 		return registryv1.ErrorReason(r), md
 	case errors.As(err, &tooLarge):
 		return registryv1.ErrorReason_MESSAGE_TOO_LARGE, maxWant(int64(tooLarge.Max), tooLarge.Size)
+	case errors.As(err, &limited):
+		return registryv1.ErrorReason_RATE_LIMITED, map[string]string{
+			"identity": limited.Identity,
+			"rate":     formatRate(limited.Rate),
+			"burst":    strconv.Itoa(limited.Burst),
+		}
 	case errors.Is(err, registry.ErrPageToken):
 		return registryv1.ErrorReason_PAGE_TOKEN_INVALID, nil
 	case errors.Is(err, registry.ErrWatchTooSlow):
@@ -313,8 +322,9 @@ func toRequestError(err error, kind handle.Kind) *registryv1.RequestError {
 	return &registryv1.RequestError{Code: int32(code), Reason: reason, Message: strings.ToValidUTF8(message(err, reason), "\uFFFD"), Metadata: validUTF8(md)}
 }
 
-// toStatus returns err as a gRPC status error with an ErrorInfo, and a
-// google.rpc.BadRequest for a *FieldError.
+// toStatus returns err as a gRPC status error with an ErrorInfo, a
+// google.rpc.BadRequest for a *FieldError, a google.rpc.QuotaFailure for
+// a limit, and a google.rpc.RetryInfo too for a *RateLimitedError.
 func toStatus(err error, kind handle.Kind) error {
 	code, reason, md := statusOf(err, kind)
 	msg := message(err, reason)
@@ -322,6 +332,7 @@ func toStatus(err error, kind handle.Kind) error {
 		field    *FieldError
 		limit    *registry.LimitError
 		tooLarge *MessageTooLargeError
+		limited  *RateLimitedError
 	)
 	switch {
 	case errors.As(err, &field):
@@ -332,6 +343,11 @@ func toStatus(err error, kind handle.Kind) error {
 		return newStatus(code, reason, msg, md, quotaFailure(reason, limit.Identity, limit.Max, msg))
 	case errors.As(err, &tooLarge):
 		return newStatus(code, reason, msg, md, quotaFailure(reason, "", int64(tooLarge.Max), msg))
+	case errors.As(err, &limited):
+		// The quota's value is the rate, rounded up to whole requests/s.
+		return newStatus(code, reason, msg, md,
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(limited.Delay)},
+			quotaFailure(reason, limited.Identity, int64(math.Ceil(float64(limited.Rate))), msg))
 	}
 	return newStatus(code, reason, msg, md)
 }

@@ -82,7 +82,13 @@ func (s *registryService) Upload(stream uploadStream) error {
 	}
 
 	// The chunks are held until the trailer: reserve them now, so that
-	// uploads that stall half-way cannot take the process's memory.
+	// uploads that stall half-way cannot take the process's memory, nor
+	// one identity's all of the budget.
+	releaseOwn, err := s.identity.reserveUpload(ctx, size)
+	if err != nil {
+		return toStatus(err, handle.Object)
+	}
+	defer releaseOwn()
 	if err := s.uploads.reserve(size); err != nil {
 		return toStatus(err, handle.Object)
 	}
