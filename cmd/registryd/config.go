@@ -54,6 +54,10 @@ type config struct {
 	streamStall      time.Duration
 	metricsAddr      string
 	telemetry        onOff
+	tlsCert          string
+	tlsKey           string
+	tlsClientCA      string
+	reloadInterval   time.Duration
 }
 
 // onOff is a boolean flag that also takes "on" and "off":
@@ -150,6 +154,10 @@ func parseConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.streamStall, "stream-stall-timeout", server.DefaultStreamStallTimeout, "end a lease or watch stream whose client has not taken a message for this long, or an upload whose client has sent nothing for this long (RESOURCE_EXHAUSTED, STREAM_STALLED); a lease stream's lease is detached")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`host:port` to serve Prometheus /metrics and /healthz on over HTTP (empty: no metrics)")
 	fs.Var(&c.telemetry, "telemetry", "telemetry `on|off`: off turns tracing and metrics off whatever OTEL_* says (traces are exported only when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp is set; see docs/OBSERVABILITY.md)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM `file` of the server certificate: serve gRPC, and --metrics-addr, over TLS (with --tls-key; re-read every --reload-interval and on SIGHUP)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM `file` of --tls-cert's private key, in the same directory")
+	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "PEM `file` of the CAs that sign client certificates: mutual TLS, every client must present one (needs --tls-cert)")
+	fs.DurationVar(&c.reloadInterval, "reload-interval", 30*time.Second, "re-read the TLS certificates and the auth file this often (also on SIGHUP)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Printf("Usage: registryd [flags]\n\nServes the object registry over gRPC. Every flag --some-name may also be\nset as the environment variable %sSOME_NAME; a flag wins over its variable.\n\nFlags:\n", envPrefix)
@@ -173,6 +181,15 @@ func parseConfig(args []string) (*config, error) {
 	}
 	if c.metricsAddr != "" && !c.telemetry {
 		return nil, errors.New("--metrics-addr (REGISTRYD_METRICS_ADDR) needs --telemetry=on (REGISTRYD_TELEMETRY)")
+	}
+	if c.tlsClientCA != "" && c.tlsCert == "" {
+		return nil, errors.New("--tls-client-ca (REGISTRYD_TLS_CLIENT_CA) needs --tls-cert and --tls-key: mutual TLS needs TLS")
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key (REGISTRYD_TLS_CERT, REGISTRYD_TLS_KEY) go together")
+	}
+	if c.reloadInterval <= 0 {
+		return nil, fmt.Errorf("--reload-interval (REGISTRYD_RELOAD_INTERVAL) %s: want more than 0", c.reloadInterval)
 	}
 	if c.leakGCCycles < 0 {
 		return nil, fmt.Errorf("--leak-gc-cycles (REGISTRYD_LEAK_GC_CYCLES) %d: want 0 or more", c.leakGCCycles)

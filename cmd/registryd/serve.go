@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -37,20 +38,42 @@ func (d *daemon) serve() error {
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          d.tel.ErrorLogger(),
 		}
+		scheme := "http"
+		if d.tls != nil {
+			// The gRPC listener's certificate, reloaded with it; no client
+			// certificate asked for, so that a scraper needs only the CA.
+			metrics.TLSConfig = d.tls.HTTPConfig()
+			mlis = tls.NewListener(mlis, metrics.TLSConfig)
+			scheme = "https"
+		} else if !isLoopback(mlis.Addr()) {
+			log.Warn("metrics and healthz are served over plain HTTP, with no authentication, on a non-loopback address: anyone who reaches it reads them (set --tls-cert, or a 127.0.0.1 --metrics-addr)", "addr", mlis.Addr().String())
+		}
 		go func() {
 			if err := metrics.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("metrics: %w", err)
 			}
 		}()
-		log.Info("metrics serving", "addr", mlis.Addr().String(), "paths", "/metrics /healthz")
+		log.Info("metrics serving", "addr", mlis.Addr().String(), "scheme", scheme, "paths", "/metrics /healthz")
 	}
+	if d.tls != nil {
+		defer d.tls.Close()
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	go func() { serveErr <- d.srv.Serve(lis) }()
-	log.Info("registryd serving", "addr", lis.Addr().String(), "epoch", d.codec.Epoch(), "node", d.codec.Node(), "tracing", d.tel.Tracing())
+	log.Info("registryd serving", "addr", lis.Addr().String(), "epoch", d.codec.Epoch(), "node", d.codec.Node(), "tracing", d.tel.Tracing(),
+		"tls", d.tls != nil, "mtls", d.tls != nil && d.tls.MutualTLS())
 
-	select {
-	case err := <-serveErr:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
+	for wait := true; wait; {
+		select {
+		case err := <-serveErr:
+			return fmt.Errorf("serve: %w", err)
+		case <-hup:
+			d.reload()
+		case <-ctx.Done():
+			wait = false
+		}
 	}
 	stop() // a second signal kills at once
 	log.Info("shutting down", "timeout", cfg.shutdownTimeout)
@@ -68,4 +91,22 @@ func (d *daemon) serve() error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// reload re-reads, on SIGHUP, what registryd reads from files while it
+// runs; what fails to load is logged and the last good version stays.
+func (d *daemon) reload() {
+	if d.tls != nil {
+		if err := d.tls.Reload(); err != nil {
+			d.log.Warn("TLS files not reloaded; the previous certificate stays in use", "err", err)
+		} else {
+			d.log.Info("TLS files reloaded", "cert", d.cfg.tlsCert)
+		}
+	}
+}
+
+// isLoopback reports whether addr listens on a loopback address only.
+func isLoopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
@@ -15,6 +16,7 @@ import (
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/server"
 	"github.com/weakref/registry/internal/telemetry"
+	"github.com/weakref/registry/internal/tlsconfig"
 	"github.com/weakref/registry/internal/version"
 )
 
@@ -25,6 +27,7 @@ type daemon struct {
 	codec *handle.Codec
 	tel   *telemetry.Telemetry
 	srv   *server.Server
+	tls   *tlsconfig.Source // nil: plaintext
 }
 
 // build wires the pieces from cfg: the handle codec, telemetry and its
@@ -61,6 +64,14 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 			d.flushTelemetry()
 		}
 	}()
+	var creds credentials.TransportCredentials
+	if cfg.tlsCert != "" {
+		d.tls, err = tlsconfig.New(tlsconfig.Config{CertFile: cfg.tlsCert, KeyFile: cfg.tlsKey, ClientCAFile: cfg.tlsClientCA, Refresh: cfg.reloadInterval})
+		if err != nil {
+			return nil, err
+		}
+		creds = d.tls.Credentials()
+	}
 	obs, err := observe.New(tel)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
@@ -110,6 +121,7 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 		KeepaliveTime:      cfg.keepaliveTime,
 		KeepaliveTimeout:   cfg.keepaliveTimeout,
 		StreamStallTimeout: cfg.streamStall,
+		Creds:              creds,
 	})
 	return d, nil
 }

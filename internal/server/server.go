@@ -20,6 +20,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -63,6 +64,10 @@ type Config struct {
 	// ended (RESOURCE_EXHAUSTED, STREAM_STALLED) and a lease stream's lease
 	// detached. Default DefaultStreamStallTimeout.
 	StreamStallTimeout time.Duration
+	// Creds secure the transport (TLS, mutual TLS). nil: plaintext. A
+	// verified client certificate reaches handlers as credentials.TLSInfo
+	// in the peer's AuthInfo.
+	Creds credentials.TransportCredentials
 }
 
 // Limits are the configured limits; zero means none.
@@ -204,6 +209,9 @@ func serverOptions(cfg Config) []grpc.ServerOption {
 	}
 	if n := cfg.Limits.MaxConcurrentStreams; n > 0 {
 		opts = append(opts, grpc.MaxConcurrentStreams(n))
+	}
+	if cfg.Creds != nil {
+		opts = append(opts, grpc.Creds(cfg.Creds))
 	}
 	if h := tel.ServerHandler(); h != nil {
 		opts = append(opts, grpc.StatsHandler(h))
