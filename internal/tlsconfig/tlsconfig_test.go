@@ -142,10 +142,10 @@ func TestWeakProtocolsAreRefused(t *testing.T) {
 	defer s.Close()
 	for name, cfg := range map[string]*tls.Config{"grpc": s.ServerConfig(), "http": s.HTTPConfig()} {
 		addr := serve(t, cfg)
-		if _, err := handshake(t, addr, &tls.Config{RootCAs: ca.Pool(), MaxVersion: tls.VersionTLS11}); err == nil {
+		if _, err := handshake(t, addr, &tls.Config{RootCAs: ca.Pool(), MaxVersion: tls.VersionTLS11}); err == nil { //nolint:gosec // a weak client, which the server must refuse
 			t.Errorf("%s: TLS 1.1 accepted", name)
 		}
-		weak := &tls.Config{RootCAs: ca.Pool(), MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}}
+		weak := &tls.Config{RootCAs: ca.Pool(), MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}} //nolint:gosec // a weak client, which the server must refuse
 		if _, err := handshake(t, addr, weak); err == nil {
 			t.Errorf("%s: a CBC suite accepted", name)
 		}
