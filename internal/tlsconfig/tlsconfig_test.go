@@ -132,7 +132,7 @@ func TestMutualTLSAcceptsOnlyCertificatesOfTheClientCA(t *testing.T) {
 	}
 }
 
-func TestWeakProtocolsAreRefused(t *testing.T) {
+func TestOnlyTLS12WithAEADOrTLS13IsAccepted(t *testing.T) {
 	ca := testpki.NewCA(t, "ca")
 	srv := ca.Server(t)
 	s, err := tlsconfig.New(tlsconfig.Config{CertFile: srv.CertFile, KeyFile: srv.KeyFile})
@@ -149,8 +149,12 @@ func TestWeakProtocolsAreRefused(t *testing.T) {
 		if _, err := handshake(t, addr, weak); err == nil {
 			t.Errorf("%s: a CBC suite accepted", name)
 		}
-		if _, err := handshake(t, addr, &tls.Config{RootCAs: ca.Pool()}); err != nil {
-			t.Errorf("%s: default client refused: %v", name, err)
+		strong12 := &tls.Config{RootCAs: ca.Pool(), MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}
+		if _, err := handshake(t, addr, strong12); err != nil {
+			t.Errorf("%s: TLS 1.2 with an AEAD suite refused: %v", name, err)
+		}
+		if _, err := handshake(t, addr, &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS13}); err != nil {
+			t.Errorf("%s: TLS 1.3 refused: %v", name, err)
 		}
 	}
 }
