@@ -149,7 +149,7 @@ func TestOnlyTLS12WithAEADOrTLS13IsAccepted(t *testing.T) {
 		if _, err := handshake(t, addr, weak); err == nil {
 			t.Errorf("%s: a CBC suite accepted", name)
 		}
-		strong12 := &tls.Config{RootCAs: ca.Pool(), MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}
+		strong12 := &tls.Config{RootCAs: ca.Pool(), MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}} //nolint:gosec // TLS 1.2 on purpose: the minimum the server must accept
 		if _, err := handshake(t, addr, strong12); err != nil {
 			t.Errorf("%s: TLS 1.2 with an AEAD suite refused: %v", name, err)
 		}
