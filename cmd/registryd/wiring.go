@@ -66,7 +66,7 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 	}()
 	var creds credentials.TransportCredentials
 	if cfg.tlsCert != "" {
-		d.tls, err = tlsconfig.New(tlsconfig.Config{CertFile: cfg.tlsCert, KeyFile: cfg.tlsKey, ClientCAFile: cfg.tlsClientCA, Refresh: cfg.reloadInterval})
+		d.tls, err = tlsconfig.New(tlsconfig.Config{CertFile: cfg.tlsCert, KeyFile: cfg.tlsKey, ClientCAFile: cfg.tlsClientCA, Refresh: cfg.reloadInterval, Logger: log})
 		if err != nil {
 			return nil, err
 		}

@@ -15,6 +15,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -35,6 +36,10 @@ type Config struct {
 	ClientCAFile string
 	// Refresh is how often the files are re-read. Default 30s.
 	Refresh time.Duration
+	// Logger, if set, is told every Refresh when a file no longer loads
+	// (the provider would keep the last good material without a word)
+	// and when the certificate served changes. nil: nothing is logged.
+	Logger *slog.Logger
 }
 
 // DefaultRefresh is Config.Refresh's default.
@@ -52,6 +57,10 @@ type Source struct {
 
 	mu   sync.Mutex            // guards prov; held while a reload swaps it
 	prov certprovider.Provider // the current watcher of cfg's files
+
+	stop chan struct{} // closed by Close: ends watch
+	done chan struct{} // closed when watch has returned
+	once sync.Once     // Close's
 }
 
 // ErrClientCAWithoutCert is New's error for a client CA with no server
@@ -74,13 +83,49 @@ func New(cfg Config) (*Source, error) {
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = DefaultRefresh
 	}
-	s := &Source{cfg: cfg}
+	s := &Source{cfg: cfg, stop: make(chan struct{}), done: make(chan struct{})}
 	prov, err := s.start()
 	if err != nil {
 		return nil, err
 	}
 	s.prov = prov
+	if cfg.Logger == nil {
+		close(s.done)
+		return s, nil
+	}
+	go s.watch()
 	return s, nil
+}
+
+// watch tells the logger, every Refresh, of a file that does not load and
+// of a new certificate being served.
+func (s *Source) watch() {
+	defer close(s.done)
+	tick := time.NewTicker(s.cfg.Refresh)
+	defer tick.Stop()
+	var serial string
+	if km, err := s.material(context.Background()); err == nil && km.Certs[0].Leaf != nil {
+		serial = km.Certs[0].Leaf.SerialNumber.String()
+	}
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-tick.C:
+		}
+		if err := s.cfg.check(); err != nil {
+			s.cfg.Logger.Warn("TLS files do not load; the previous certificate stays in use", "err", err)
+			continue
+		}
+		km, err := s.material(context.Background())
+		if err != nil || km.Certs[0].Leaf == nil {
+			continue
+		}
+		if leaf := km.Certs[0].Leaf; leaf.SerialNumber.String() != serial {
+			serial = leaf.SerialNumber.String()
+			s.cfg.Logger.Info("TLS certificate now served", "serial", serial, "not_after", leaf.NotAfter)
+		}
+	}
 }
 
 // check reads the files as the provider will and says in one line what is
@@ -156,9 +201,13 @@ func (s *Source) Reload() error {
 
 // Close stops watching the files. Handshakes after it fail.
 func (s *Source) Close() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.prov.Close()
+	s.once.Do(func() {
+		close(s.stop)
+		<-s.done
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.prov.Close()
+	})
 }
 
 // MutualTLS reports whether client certificates are required.

@@ -5,11 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -226,4 +228,48 @@ func TestBrokenFileKeepsTheLastGoodCertificate(t *testing.T) {
 	if err != nil || got.Cmp(srv.Cert.SerialNumber) != 0 {
 		t.Fatalf("after a failed reload: serial %v, %v; want the previous %v", got, err, srv.Cert.SerialNumber)
 	}
+}
+
+// logBuffer collects log output for a test and its watcher goroutine.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestRefreshLogsABrokenFileAndANewCertificate(t *testing.T) {
+	ca := testpki.NewCA(t, "ca")
+	first, second := ca.Server(t), ca.Server(t)
+	var logs logBuffer
+	s, err := tlsconfig.New(tlsconfig.Config{CertFile: first.CertFile, KeyFile: first.KeyFile, Refresh: 20 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitLog := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(logs.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q logged within 5s:\n%s", want, logs.String())
+			}
+			time.Sleep(10 * time.Millisecond) // poll interval, bounded by the deadline
+		}
+	}
+	os.WriteFile(first.CertFile, []byte("half a rotation"), 0o600)
+	waitLog("TLS files do not load")
+	second.Install(t, first.CertFile, first.KeyFile)
+	waitLog("serial=" + second.Cert.SerialNumber.String())
 }
