@@ -90,8 +90,8 @@ func (a *app) describe(err error) (string, int) {
 	reason := reasonOf(st)
 	switch {
 	case st.Code() == codes.Unavailable && reason == "":
-		return fmt.Sprintf("cannot reach registryd at %s: %s; check that it is running and that --addr (or REGISTRYCTL_ADDR) names it",
-			a.addr, transportCause(st.Message())), exitUnavailable
+		return fmt.Sprintf("cannot reach registryd at %s: %s; %s",
+			a.addr, transportCause(st.Message()), a.unreachableHint(st.Message())), exitUnavailable
 	case st.Code() == codes.DeadlineExceeded && reason == "":
 		return fmt.Sprintf("%sno answer from registryd at %s within %s; check that it is running and that --addr names it, or raise --timeout",
 			prefix, a.addr, a.timeout), exitUnavailable
@@ -206,5 +206,24 @@ func transportCause(msg string) string {
 	if i := strings.LastIndex(msg, "dial "); i >= 0 {
 		return strings.TrimRight(msg[i:], `"`)
 	}
+	// A failed handshake: the cause is inside gRPC's description.
+	if i := strings.Index(msg, `desc = "`); i >= 0 {
+		msg = strings.TrimRight(msg[i+len(`desc = "`):], `"`)
+		return strings.TrimPrefix(msg, "transport: authentication handshake failed: ")
+	}
 	return msg
+}
+
+// unreachableHint says what to check when no connection could be made: a
+// failed TLS handshake points at the TLS flags, and a plaintext
+// connection that the server dropped before its preface is most likely
+// one to a registryd that serves TLS.
+func (a *app) unreachableHint(msg string) string {
+	switch {
+	case strings.Contains(msg, "tls:") || strings.Contains(msg, "x509:"):
+		return "the TLS handshake failed: check --cacert, and for mutual TLS --cert and --key"
+	case !a.tls && strings.Contains(msg, "server preface"):
+		return "if registryd serves TLS, add --tls or --cacert; else check that it is running and that --addr (or REGISTRYCTL_ADDR) names it"
+	}
+	return "check that it is running and that --addr (or REGISTRYCTL_ADDR) names it"
 }

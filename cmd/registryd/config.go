@@ -69,6 +69,10 @@ type config struct {
 	authAllowPlaintext bool
 	authzPolicy        string
 	reloadInterval     time.Duration
+	// TLS: on iff tlsCert is set; mutual TLS iff tlsClientCA is too.
+	tlsCert     string
+	tlsKey      string
+	tlsClientCA string
 }
 
 // onOff is a boolean flag that also takes "on" and "off":
@@ -194,6 +198,9 @@ func parseConfig(args []string) (*config, error) {
 	fs.BoolVar(&c.authAllowPlaintext, "auth-allow-plaintext", false, "accept bearer tokens without TLS from loopback peers (never from others: anyone on the path could read them)")
 	fs.StringVar(&c.authzPolicy, "authz-policy", "", "`file` holding a gRPC authz policy (JSON, google.golang.org/grpc/authz) checked after the roles, on mTLS principals and headers; re-read every --reload-interval; needs --auth-file")
 	fs.DurationVar(&c.reloadInterval, "reload-interval", 30*time.Second, "how often the auth file, the authz policy and the certificates are checked for changes (also re-read on SIGHUP)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM `file` of the server certificate: serve gRPC, and --metrics-addr, over TLS (with --tls-key; re-read every --reload-interval and on SIGHUP)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM `file` of --tls-cert's private key, in the same directory")
+	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "PEM `file` of the CAs that sign client certificates: mutual TLS, every client must present one (needs --tls-cert)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Printf("Usage: registryd [flags]\n\nServes the object registry over gRPC. Every flag --some-name may also be\nset as the environment variable %sSOME_NAME; a flag wins over its variable.\n\nFlags:\n", envPrefix)
@@ -240,6 +247,15 @@ func parseConfig(args []string) (*config, error) {
 	}
 	if c.metricsAddr != "" && !c.telemetry {
 		return nil, errors.New("--metrics-addr (REGISTRYD_METRICS_ADDR) needs --telemetry=on (REGISTRYD_TELEMETRY)")
+	}
+	if c.tlsClientCA != "" && c.tlsCert == "" {
+		return nil, errors.New("--tls-client-ca (REGISTRYD_TLS_CLIENT_CA) needs --tls-cert and --tls-key: mutual TLS needs TLS")
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key (REGISTRYD_TLS_CERT, REGISTRYD_TLS_KEY) go together")
+	}
+	if c.reloadInterval <= 0 {
+		return nil, fmt.Errorf("--reload-interval (REGISTRYD_RELOAD_INTERVAL) %s: want more than 0", c.reloadInterval)
 	}
 	if c.leakGCCycles < 0 {
 		return nil, fmt.Errorf("--leak-gc-cycles (REGISTRYD_LEAK_GC_CYCLES) %d: want 0 or more", c.leakGCCycles)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -146,6 +147,23 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 					t.Fatalf("identity limits: rate %g, uploads %d", c.identityRate, c.identityUploadBytes)
 				}
 			}},
+		{"tls defaults", nil, nil, func(t *testing.T, c *config) {
+			if c.tlsCert != "" || c.tlsKey != "" || c.tlsClientCA != "" || c.reloadInterval != 30*time.Second {
+				t.Fatalf("tls defaults: %+v", c)
+			}
+		}},
+		{"tls from env", nil, map[string]string{"REGISTRYD_TLS_CERT": "c.pem", "REGISTRYD_TLS_KEY": "k.pem",
+			"REGISTRYD_TLS_CLIENT_CA": "ca.pem", "REGISTRYD_RELOAD_INTERVAL": "5s"}, func(t *testing.T, c *config) {
+			if c.tlsCert != "c.pem" || c.tlsKey != "k.pem" || c.tlsClientCA != "ca.pem" || c.reloadInterval != 5*time.Second {
+				t.Fatalf("tls env: %+v", c)
+			}
+		}},
+		{"tls flag wins over env", []string{"--tls-cert=f.pem", "--tls-key=fk.pem"}, map[string]string{"REGISTRYD_TLS_CERT": "c.pem", "REGISTRYD_TLS_KEY": "k.pem"},
+			func(t *testing.T, c *config) {
+				if c.tlsCert != "f.pem" || c.tlsKey != "fk.pem" {
+					t.Fatalf("tls flags: %+v", c)
+				}
+			}},
 		{"plain byte counts", []string{"--max-pinned-bytes=0", "--max-message-bytes=1048576"}, nil, func(t *testing.T, c *config) {
 			if c.maxPinnedBytes != 0 || c.maxMessageBytes != 1<<20 {
 				t.Fatalf("sizes: %+v", c)
@@ -200,6 +218,9 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		{"infinite identity rate", []string{"--identity-rate=+Inf"}, nil, "--identity-rate"},
 		{"zero burst with a rate", []string{"--identity-burst=0"}, nil, "--identity-burst"},
 		{"bad identity upload size", []string{"--identity-max-upload-bytes=lots"}, nil, "identity-max-upload-bytes"},
+		{"client CA without TLS", []string{"--tls-client-ca=ca.pem"}, nil, "--tls-client-ca"},
+		{"client CA env without TLS", nil, map[string]string{"REGISTRYD_TLS_CLIENT_CA": "ca.pem"}, "needs --tls-cert"},
+		{"cert without key", []string{"--tls-cert=c.pem"}, nil, "go together"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -327,5 +348,27 @@ func TestByteLimitsDeriveFromGOMEMLIMIT(t *testing.T) {
 	c, err = parseConfig([]string{"--max-pinned-bytes", "2GiB"})
 	if err != nil || c.maxPinnedBytes != 2<<30 {
 		t.Errorf("a flag still wins: %v, %v", c.maxPinnedBytes, err)
+	}
+}
+
+func TestMetricsWarningIsForNonLoopbackAddresses(t *testing.T) {
+	tests := []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1:9464", true},
+		{"[::1]:9464", true},
+		{"0.0.0.0:9464", false},
+		{"[::]:9464", false},
+		{"192.0.2.7:9464", false},
+	}
+	for _, tt := range tests {
+		a, err := net.ResolveTCPAddr("tcp", tt.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := isLoopback(a); got != tt.want {
+			t.Errorf("isLoopback(%s) = %v, want %v", tt.addr, got, tt.want)
+		}
 	}
 }

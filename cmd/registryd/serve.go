@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -37,30 +38,33 @@ func (d *daemon) serve() error {
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          d.tel.ErrorLogger(),
 		}
+		scheme := "http"
+		if d.tls != nil {
+			// The gRPC listener's certificate, reloaded with it; no client
+			// certificate asked for, so that a scraper needs only the CA.
+			metrics.TLSConfig = d.tls.HTTPConfig()
+			mlis = tls.NewListener(mlis, metrics.TLSConfig)
+			scheme = "https"
+		} else if !isLoopback(mlis.Addr()) {
+			log.Warn("metrics and healthz are served over plain HTTP, with no authentication, on a non-loopback address: anyone who reaches it reads them (set --tls-cert, or a 127.0.0.1 --metrics-addr)", "addr", mlis.Addr().String())
+		}
 		go func() {
 			if err := metrics.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("metrics: %w", err)
 			}
 		}()
-		log.Info("metrics serving", "addr", mlis.Addr().String(), "paths", "/metrics /healthz")
+		log.Info("metrics serving", "addr", mlis.Addr().String(), "scheme", scheme, "paths", "/metrics /healthz")
 	}
-	// SIGHUP re-reads the auth file at once; it is also re-read when it
+	if d.tls != nil {
+		defer d.tls.Close()
+	}
+	// SIGHUP re-reads the certificates and the auth file at once; it is also re-read when it
 	// changes, every --reload-interval.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	reloadCtx, stopReload := context.WithCancel(ctx)
 	defer stopReload()
-	go func() {
-		for {
-			select {
-			case <-reloadCtx.Done():
-				return
-			case <-hup:
-				d.reload()
-			}
-		}
-	}()
 	if d.auth != nil {
 		go d.auth.Watch(reloadCtx, cfg.reloadInterval)
 	}
@@ -68,12 +72,18 @@ func (d *daemon) serve() error {
 		defer d.policy.Close()
 	}
 	go func() { serveErr <- d.srv.Serve(lis) }()
-	log.Info("registryd serving", "addr", lis.Addr().String(), "epoch", d.codec.Epoch(), "node", d.codec.Node(), "tracing", d.tel.Tracing(), "auth", d.auth != nil)
+	log.Info("registryd serving", "addr", lis.Addr().String(), "epoch", d.codec.Epoch(), "node", d.codec.Node(), "tracing", d.tel.Tracing(),
+		"tls", d.tls != nil, "mtls", d.tls != nil && d.tls.MutualTLS(), "auth", d.auth != nil)
 
-	select {
-	case err := <-serveErr:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
+	for wait := true; wait; {
+		select {
+		case err := <-serveErr:
+			return fmt.Errorf("serve: %w", err)
+		case <-hup:
+			d.reload()
+		case <-ctx.Done():
+			wait = false
+		}
 	}
 	stop() // a second signal kills at once
 	log.Info("shutting down", "timeout", cfg.shutdownTimeout)
@@ -91,4 +101,10 @@ func (d *daemon) serve() error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// isLoopback reports whether addr listens on a loopback address only.
+func isLoopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }

@@ -10,6 +10,7 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"google.golang.org/grpc/authz"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
@@ -18,6 +19,7 @@ import (
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/server"
 	"github.com/weakref/registry/internal/telemetry"
+	"github.com/weakref/registry/internal/tlsconfig"
 	"github.com/weakref/registry/internal/version"
 )
 
@@ -32,6 +34,7 @@ type daemon struct {
 	// --authz-policy.
 	auth   *auth.Authenticator
 	policy *authz.FileWatcherInterceptor
+	tls    *tlsconfig.Source // nil: plaintext
 }
 
 // build wires the pieces from cfg: the handle codec, telemetry and its
@@ -68,6 +71,14 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 			d.flushTelemetry()
 		}
 	}()
+	var creds credentials.TransportCredentials
+	if cfg.tlsCert != "" {
+		d.tls, err = tlsconfig.New(tlsconfig.Config{CertFile: cfg.tlsCert, KeyFile: cfg.tlsKey, ClientCAFile: cfg.tlsClientCA, Refresh: cfg.reloadInterval, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		creds = d.tls.Credentials()
+	}
 	obs, err := observe.New(tel)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
@@ -130,6 +141,7 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 		KeepaliveTime:      cfg.keepaliveTime,
 		KeepaliveTimeout:   cfg.keepaliveTimeout,
 		StreamStallTimeout: cfg.streamStall,
+		Creds:              creds,
 	})
 	return d, nil
 }
@@ -138,6 +150,18 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 // about an address that lets more in than the operator may think.
 func (d *daemon) buildAuth() error {
 	cfg, log := d.cfg, d.log
+	if cfg.authFile == "" && cfg.tlsClientCA != "" {
+		// Mutual TLS without an auth file: the transport authenticates,
+		// and every verified certificate is its own identity, role admin
+		// (as etcd's --client-cert-auth without RBAC): ownership and the
+		// limits per identity still apply per certificate.
+		a, err := auth.New(auth.Config{Logger: log})
+		if err != nil {
+			return err
+		}
+		d.auth = a
+		return nil
+	}
 	if cfg.authFile == "" {
 		if !loopbackAddr(cfg.addr) {
 			log.Warn("authentication is off and --addr is not loopback: anyone who can reach it may do anything (set --auth-file)", "addr", cfg.addr)
@@ -172,9 +196,17 @@ func loopbackAddr(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// reload re-reads what SIGHUP re-reads: the auth file. Each reloader
-// logs its own outcome.
+// reload re-reads, on SIGHUP, what registryd reads from files while it
+// runs: the certificates and the auth file. What fails to load is logged
+// and the last good version stays.
 func (d *daemon) reload() {
+	if d.tls != nil {
+		if err := d.tls.Reload(); err != nil {
+			d.log.Warn("TLS files not reloaded; the previous certificate stays in use", "err", err)
+		} else {
+			d.log.Info("TLS files reloaded", "cert", d.cfg.tlsCert)
+		}
+	}
 	if d.auth != nil {
 		_ = d.auth.Reload() // logged; the rules in force stay on failure
 	}

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/authz"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -66,6 +67,10 @@ type Config struct {
 	// ended (RESOURCE_EXHAUSTED, STREAM_STALLED) and a lease stream's lease
 	// detached. Default DefaultStreamStallTimeout.
 	StreamStallTimeout time.Duration
+	// Creds secure the transport (TLS, mutual TLS). nil: plaintext. A
+	// verified client certificate reaches handlers as credentials.TLSInfo
+	// in the peer's AuthInfo.
+	Creds credentials.TransportCredentials
 
 	// Auth authenticates every call but health's and checks its role.
 	// nil: authentication is off, every caller is auth.Anonymous, and no
@@ -263,6 +268,9 @@ func serverOptions(cfg Config, ids *identityLimits) []grpc.ServerOption {
 	}
 	if n := cfg.Limits.MaxConcurrentStreams; n > 0 {
 		opts = append(opts, grpc.MaxConcurrentStreams(n))
+	}
+	if cfg.Creds != nil {
+		opts = append(opts, grpc.Creds(cfg.Creds))
 	}
 	if h := tel.ServerHandler(); h != nil {
 		opts = append(opts, grpc.StatsHandler(h))
