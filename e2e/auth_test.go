@@ -55,7 +55,7 @@ func TestTokensGrantTheirRolesToRegistryctlAndTheClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	info, err := cl.Put(rpcCtx(t), []byte("hello"))
+	info, err := cl.Put(rpcCtx(t), []byte("hello"), registry.Linger(time.Minute)) // not collected before the gets below
 	if err != nil {
 		t.Fatalf("client token Put: %v", err)
 	}

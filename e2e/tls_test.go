@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -34,7 +35,7 @@ func tlsPutResolve(t *testing.T, addr string, cfg *tls.Config) error {
 	}
 	defer c.Close()
 	ctx := rpcCtx(t)
-	info, err := c.Put(ctx, []byte("over TLS"))
+	info, err := c.Put(ctx, []byte("over TLS"), regclient.Linger(time.Minute)) // not collected before the Resolve
 	if err != nil {
 		return err
 	}
