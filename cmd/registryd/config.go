@@ -168,7 +168,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.Var(&c.maxObjectBytes, "max-object-bytes", "largest object accepted, as a `size` such as 16MiB; objects larger than one message move by Upload and Download")
 	fs.Var(&c.maxMessageBytes, "max-message-bytes", "largest gRPC message received or sent, as a `size`: bounds Put and Resolve")
-	fs.Var(&c.maxPinnedBytes, "max-pinned-bytes", "most payload bytes held strongly on leases' behalf (pinned, lingering, handed off), all together, as a `size` (default: half of GOMEMLIMIT when it is set, else 4GiB; 0: no limit)")
+	fs.Var(&c.maxPinnedBytes, "max-pinned-bytes", "most bytes held strongly (payloads with their content types and labels) on leases' behalf (pinned, lingering, handed off), all together, as a `size` (default: half of GOMEMLIMIT when it is set, else 4GiB; 0: no limit)")
 	fs.IntVar(&c.maxPinsPerLease, "max-pins-per-lease", 100000, "most objects one lease may pin (0: no limit)")
 	fs.IntVar(&c.maxLeases, "max-leases", 10000, "most live leases, attached or detached (0: no limit)")
 	fs.IntVar(&c.identityMaxLeases, "identity-max-leases", 0, "most live leases one identity may own (default: a quarter of --max-leases; 0 with --max-leases=0: no limit)")

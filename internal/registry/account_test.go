@@ -274,3 +274,33 @@ func TestEveryChargeIsReleasedExactlyOnce(t *testing.T) {
 	}
 	assertHoldsNothing(t, r)
 }
+
+// TestMetadataCountsWithThePayload: an object's content type and labels
+// are kept as long as it is, so they count with its payload against the
+// limits on strongly held bytes, from Put to WEAK and back: many pinned
+// objects of one byte with large labels cannot hold more than the limit
+// says.
+func TestMetadataCountsWithThePayload(t *testing.T) {
+	noAutoGC(t)
+	r := newRegistry(t, Config{MaxPinnedBytes: 100, MaxPinnedBytesPerIdentity: 50})
+	alice := holderOf(r, "alice")
+	meta := Meta{Owner: "alice", ContentType: "text/plain", Labels: map[string]string{"team": "search"}} // 10 + 4 + 6 bytes
+	info, err := r.Put(newPayload(1, 1), meta, &alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantHeld(t, r, 21, map[string]int64{"alice": 21})
+	if _, err := r.Put(newPayload(1, 2), meta, &alice); err != nil { // 42 of 50
+		t.Fatal(err)
+	}
+	_, err = r.Put(newPayload(9, 3), meta, &alice) // 42 + 29 > 50
+	wantIdentityLimit(t, err, "alice", 50, 71)
+	wantHeld(t, r, 42, map[string]int64{"alice": 42})
+	if st := r.Stats(); st.Bytes[Pinned] != 2 {
+		t.Errorf("stats count the payloads only: %d pinned bytes, want 2", st.Bytes[Pinned])
+	}
+	mustUnpin(t, r, info.ID, alice) // WEAK: the whole charge comes back
+	wantHeld(t, r, 21, map[string]int64{"alice": 21})
+	mustPin(t, r, info.ID, alice)
+	wantHeld(t, r, 42, map[string]int64{"alice": 42})
+}

@@ -27,7 +27,7 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	r.tombs.add(id)
 	r.counters.add(e.state, -1, -e.size)
 	if e.strong != nil { // pinned or lingering
-		r.releaseStrong(e.size, takeCharge(e.strong))
+		r.releaseStrong(e.charge(), takeCharge(e.strong))
 	}
 	r.accounts.release(e.owner)
 	r.counters.pins.Add(-int64(len(pins)))

@@ -35,10 +35,11 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	}
 	meta.Labels = maps.Clone(meta.Labels) // the caller's map stays the caller's
 	owner := meta.Owner                   // kept as e.owner, a pointer
+	kept := objectMeta{ContentType: meta.ContentType, Labels: meta.Labels, Linger: meta.Linger}
 	var charged *account
 	if by != nil || meta.Linger > 0 {
 		// Strongly held from the first moment, by the putter's act.
-		a, err := r.reserveStrong(size, owner)
+		a, err := r.reserveStrong(size+kept.metaBytes(), owner)
 		if err != nil {
 			return Info{}, err
 		}
@@ -52,7 +53,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		id:         id,
 		handle:     h,
 		size:       size,
-		meta:       objectMeta{ContentType: meta.ContentType, Labels: meta.Labels, Linger: meta.Linger},
+		meta:       kept,
 		created:    nowNano,
 		weak:       weak.Make(p),
 		owner:      r.accounts.acquire(owner),
@@ -246,7 +247,7 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, alre
 		if e.state == Weak {
 			// Strongly held again, by this lease's act; a LINGERING
 			// object keeps the charge it has.
-			a, err := r.reserveStrong(e.size, by.Identity)
+			a, err := r.reserveStrong(e.charge(), by.Identity)
 			if err != nil {
 				return Info{}, false, nil, err
 			}
@@ -323,7 +324,7 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 		return e.info(), true, nil
 	}
 	r.counters.move(Pinned, Weak, e.size)
-	r.releaseStrong(e.size, takeCharge(e.strong))
+	r.releaseStrong(e.charge(), takeCharge(e.strong))
 	faultUnpinned(e.strong)
 	e.strong = nil // from here the GC decides
 	e.state = Weak

@@ -42,7 +42,7 @@ func (r *Registry) endLinger(id handle.ID) {
 	}
 	e.lingerTimer = nil
 	r.counters.move(Lingering, Weak, e.size)
-	r.releaseStrong(e.size, takeCharge(e.strong))
+	r.releaseStrong(e.charge(), takeCharge(e.strong))
 	e.strong = nil // from here the GC decides
 	e.state = Weak
 	e.stateSince = now.UnixNano()

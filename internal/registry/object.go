@@ -115,6 +115,23 @@ type objectMeta struct {
 	Linger      time.Duration
 }
 
+// metaBytes is what an object's metadata costs beyond its payload: its
+// content type's and labels' bytes. They are kept as long as the object,
+// so they count with its payload against the limits on strongly held
+// bytes: a million pinned objects of one byte with the largest labels
+// would otherwise hold 20 GB while stats said 1 MB.
+func (m *objectMeta) metaBytes() int64 {
+	n := len(m.ContentType)
+	for k, v := range m.Labels {
+		n += len(k) + len(v)
+	}
+	return int64(n)
+}
+
+// charge is what e costs against the limits on strongly held bytes: its
+// payload and its metadata.
+func (e *entry) charge() int64 { return e.size + e.meta.metaBytes() }
+
 // Info is an object's metadata at one moment.
 type Info struct {
 	ID          handle.ID

@@ -30,10 +30,10 @@ type Config struct {
 	Codec *handle.Codec
 	// MaxObjectBytes is the largest payload accepted.
 	MaxObjectBytes int64
-	// MaxPinnedBytes bounds the payload bytes held strongly on leases'
-	// behalf: pinned, lingering and handed off, summed over objects (an
-	// object counts once however many leases pin it). The soft cache has
-	// its own budget.
+	// MaxPinnedBytes bounds the bytes held strongly on leases' behalf:
+	// pinned, lingering and handed off, summed over objects (an object
+	// counts once however many leases pin it), each object's payload with
+	// its metadata (entry.charge). The soft cache has its own budget.
 	MaxPinnedBytes int64
 	// MaxPinnedBytesPerIdentity bounds the part of those bytes charged to
 	// one identity: an object's bytes are charged to the identity whose
