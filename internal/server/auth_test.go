@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -119,7 +120,7 @@ func (m method) call(ctx context.Context, conn *grpc.ClientConn) error {
 	if err != nil {
 		return err
 	}
-	if err := st.SendMsg([]byte{}); err != nil && !errors.Is(err, errEOF) {
+	if err := st.SendMsg([]byte{}); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
 	if err := st.CloseSend(); err != nil {
@@ -127,8 +128,6 @@ func (m method) call(ctx context.Context, conn *grpc.ClientConn) error {
 	}
 	return st.RecvMsg(&out)
 }
-
-var errEOF = errors.New("EOF")
 
 func isHealth(name string) bool {
 	return strings.HasPrefix(name, "/"+healthpb.Health_ServiceDesc.ServiceName+"/")
