@@ -258,16 +258,6 @@ func TestIdentityStreamLimit(t *testing.T) {
 	}
 }
 
-// TestIdentityStreamLimitStatus: the refusal names the identity, the
-// limit and the want, with a QuotaFailure on the identity's account.
-func TestIdentityStreamLimitStatus(t *testing.T) {
-	w := identityWorld(t, nil)
-	w.e.openLeaseAs(t, "alice")
-	w.e.openLeaseAs(t, "alice")
-	_, err := w.e.leaseStreamAs(t, "alice").try(openReq(""))
-	wantLimitStatus(t, err, ReasonIdentityStreamLimit, "alice", map[string]string{"max": "2", "want": "3"})
-}
-
 // TestRateLimitedCallCarriesRetryInfo: past its burst an identity's call
 // is refused with its rate, burst and when to retry; another identity and
 // the anonymous one are not limited.
