@@ -410,6 +410,19 @@ func TestPinLimitIsPerHandleAndChangesNothing(t *testing.T) {
 	before := w.snapshot(t)
 	rs := lc.pin(w.weak)
 	wantResult(t, rs[0], registryv1.PinOutcome_PIN_OUTCOME_FAILED, codes.ResourceExhausted, "LEASE_PIN_LIMIT")
+	// The result says what a unary call's status would: the metadata and
+	// the QuotaFailure.
+	max, want := fmt.Sprint(testLimits.MaxPinsPerLease), fmt.Sprint(testLimits.MaxPinsPerLease+1)
+	if md := rs[0].GetError().GetMetadata(); md["max"] != max || md["want"] != want {
+		t.Errorf("pin result metadata %v, want max %s, want %s", md, max, want)
+	}
+	var qf errdetails.QuotaFailure
+	if ds := rs[0].GetError().GetDetails(); len(ds) != 1 || ds[0].UnmarshalTo(&qf) != nil {
+		t.Fatalf("pin result details %v, want one QuotaFailure", ds)
+	}
+	if v := qf.GetViolations(); len(v) != 1 || v[0].GetQuotaId() != "LEASE_PIN_LIMIT" || v[0].GetSubject() != "registryd" || v[0].GetQuotaValue() != int64(testLimits.MaxPinsPerLease) {
+		t.Errorf("QuotaFailure %v", v)
+	}
 	_, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("one more"), LeaseId: lc.id})
 	wantStatus(t, err, codes.ResourceExhausted, "LEASE_PIN_LIMIT")
 	if after := w.snapshot(t); after != before {

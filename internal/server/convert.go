@@ -114,8 +114,8 @@ func resultsToProto(rs []lease.Result) *registryv1.PinResults {
 	for i, r := range rs {
 		pr := &registryv1.PinResult{Handle: r.Handle, Outcome: outcomeToProto[r.Outcome], Info: infoToProto(r.Info)}
 		if r.Err != nil {
-			code, reason, _ := statusOf(r.Err, handle.Object)
-			pr.Error = &registryv1.HandleError{Code: int32(code), Reason: reason, Message: r.Err.Error()}
+			re := toRequestError(r.Err, handle.Object)
+			pr.Error = &registryv1.HandleError{Code: re.Code, Reason: re.Reason, Message: re.Message, Metadata: re.Metadata, Details: re.Details}
 		}
 		out.Results[i] = pr
 	}

@@ -311,6 +311,13 @@ func TestRateLimitedLeaseRequestLeavesPins(t *testing.T) {
 		e.GetMetadata()["identity"] != "alice" || e.GetMetadata()["burst"] != "4" {
 		t.Fatalf("unpin past the rate: %v", resp)
 	}
+	// As a unary call's status would: when to retry, and whose quota.
+	var retry errdetails.RetryInfo
+	var quota errdetails.QuotaFailure
+	if ds := e.GetDetails(); len(ds) != 2 || ds[0].UnmarshalTo(&retry) != nil || ds[1].UnmarshalTo(&quota) != nil ||
+		retry.GetRetryDelay().AsDuration() <= 0 || quota.GetViolations()[0].GetSubject() != "identity:alice" {
+		t.Fatalf("the error's details %v, want a RetryInfo and alice's QuotaFailure", ds)
+	}
 	if after := w.snapshot(t); after != before {
 		t.Fatalf("a rate-limited unpin changed the registry:\n%s\nwas\n%s", after, before)
 	}

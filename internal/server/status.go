@@ -12,7 +12,9 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
@@ -319,15 +321,33 @@ func message(err error, reason string) string {
 // a whole while the stream goes on: what toStatus would say.
 func toRequestError(err error, kind handle.Kind) *registryv1.RequestError {
 	code, reason, md := statusOf(err, kind)
-	return &registryv1.RequestError{Code: int32(code), Reason: reason, Message: strings.ToValidUTF8(message(err, reason), "\uFFFD"), Metadata: validUTF8(md)}
+	msg := message(err, reason)
+	re := &registryv1.RequestError{Code: int32(code), Reason: reason, Message: strings.ToValidUTF8(msg, "\uFFFD"), Metadata: validUTF8(md)}
+	for _, d := range detailsOf(err, reason, msg) {
+		if a, err := anypb.New(d); err == nil {
+			re.Details = append(re.Details, a)
+		}
+	}
+	return re
 }
 
-// toStatus returns err as a gRPC status error with an ErrorInfo, a
-// google.rpc.BadRequest for a *FieldError, a google.rpc.QuotaFailure for
-// a limit, and a google.rpc.RetryInfo too for a *RateLimitedError.
+// toStatus returns err as a gRPC status error with an ErrorInfo and the
+// details detailsOf gives it.
 func toStatus(err error, kind handle.Kind) error {
 	code, reason, md := statusOf(err, kind)
 	msg := message(err, reason)
+	var more []protoadapt.MessageV1
+	for _, d := range detailsOf(err, reason, msg) {
+		more = append(more, protoadapt.MessageV1Of(d))
+	}
+	return newStatus(code, reason, msg, md, more...)
+}
+
+// detailsOf returns what an error says beside its ErrorInfo, the same on
+// a status and in a stream's RequestError: a google.rpc.BadRequest for a
+// *FieldError, a google.rpc.QuotaFailure for a limit, and a
+// google.rpc.RetryInfo too for a *RateLimitedError.
+func detailsOf(err error, reason, msg string) []proto.Message {
 	var (
 		field    *FieldError
 		limit    *registry.LimitError
@@ -336,20 +356,21 @@ func toStatus(err error, kind handle.Kind) error {
 	)
 	switch {
 	case errors.As(err, &field):
-		return newStatus(code, reason, msg, md, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{
+		return []proto.Message{&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{
 			Field: field.Field, Description: field.Why, Reason: reason,
-		}}})
+		}}}}
 	case errors.As(err, &limit):
-		return newStatus(code, reason, msg, md, quotaFailure(reason, limit.Identity, limit.Max, msg))
+		return []proto.Message{quotaFailure(reason, limit.Identity, limit.Max, msg)}
 	case errors.As(err, &tooLarge):
-		return newStatus(code, reason, msg, md, quotaFailure(reason, "", int64(tooLarge.Max), msg))
+		return []proto.Message{quotaFailure(reason, "", int64(tooLarge.Max), msg)}
 	case errors.As(err, &limited):
 		// The quota's value is the rate, rounded up to whole requests/s.
-		return newStatus(code, reason, msg, md,
+		return []proto.Message{
 			&errdetails.RetryInfo{RetryDelay: durationpb.New(limited.Delay)},
-			quotaFailure(reason, limited.Identity, int64(math.Ceil(float64(limited.Rate))), msg))
+			quotaFailure(reason, limited.Identity, int64(math.Ceil(float64(limited.Rate))), msg),
+		}
 	}
-	return newStatus(code, reason, msg, md)
+	return nil
 }
 
 // quotaFailure is the google.rpc.QuotaFailure a limit's refusal carries

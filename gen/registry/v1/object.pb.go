@@ -9,6 +9,7 @@ package registryv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -486,7 +487,13 @@ type HandleError struct {
 	// would carry: HANDLE_MALFORMED, HANDLE_UNKNOWN, OBJECT_COLLECTED...
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// A message for people.
-	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// The ErrorInfo metadata a unary call would carry (e.g. `max`, `want`,
+	// `identity` for a limit).
+	Metadata map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The other details a unary call's status would carry: a
+	// google.rpc.QuotaFailure for a limit.
+	Details       []*anypb.Any `protobuf:"bytes,5,rep,name=details,proto3" json:"details,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -542,6 +549,20 @@ func (x *HandleError) GetMessage() string {
 	return ""
 }
 
+func (x *HandleError) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *HandleError) GetDetails() []*anypb.Any {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
 // RequestError is why a request on a stream failed as a whole, as a gRPC
 // status would say it, when the stream itself goes on: see
 // LeaseResponse.error.
@@ -555,7 +576,12 @@ type RequestError struct {
 	// A message for people.
 	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	// The ErrorInfo metadata a unary call would carry (e.g. `max`, `want`).
-	Metadata      map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The other details a unary call's status would carry beside its
+	// ErrorInfo: a google.rpc.QuotaFailure for a limit, a
+	// google.rpc.RetryInfo for RATE_LIMITED, a google.rpc.BadRequest for
+	// FIELD_INVALID.
+	Details       []*anypb.Any `protobuf:"bytes,5,rep,name=details,proto3" json:"details,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -618,11 +644,18 @@ func (x *RequestError) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *RequestError) GetDetails() []*anypb.Any {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
 var File_registry_v1_object_proto protoreflect.FileDescriptor
 
 const file_registry_v1_object_proto_rawDesc = "" +
 	"\n" +
-	"\x18registry/v1/object.proto\x12\vregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x05\n" +
+	"\x18registry/v1/object.proto\x12\vregistry.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x05\n" +
 	"\n" +
 	"ObjectInfo\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x12\n" +
@@ -658,16 +691,22 @@ const file_registry_v1_object_proto_rawDesc = "" +
 	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12<\n" +
 	"\funpinned_for\x18\t \x01(\v2\x19.google.protobuf.DurationR\vunpinnedFor\x12\x14\n" +
 	"\x05epoch\x18\n" +
-	" \x01(\x04R\x05epoch\"S\n" +
+	" \x01(\x04R\x05epoch\"\x84\x02\n" +
 	"\vHandleError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\xd6\x01\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12B\n" +
+	"\bmetadata\x18\x04 \x03(\v2&.registry.v1.HandleError.MetadataEntryR\bmetadata\x12.\n" +
+	"\adetails\x18\x05 \x03(\v2\x14.google.protobuf.AnyR\adetails\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x02\n" +
 	"\fRequestError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12C\n" +
-	"\bmetadata\x18\x04 \x03(\v2'.registry.v1.RequestError.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x04 \x03(\v2'.registry.v1.RequestError.MetadataEntryR\bmetadata\x12.\n" +
+	"\adetails\x18\x05 \x03(\v2\x14.google.protobuf.AnyR\adetails\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xad\x01\n" +
@@ -702,7 +741,7 @@ func file_registry_v1_object_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_v1_object_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_registry_v1_object_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_registry_v1_object_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_registry_v1_object_proto_goTypes = []any{
 	(ObjectState)(0),              // 0: registry.v1.ObjectState
 	(EventKind)(0),                // 1: registry.v1.EventKind
@@ -711,28 +750,33 @@ var file_registry_v1_object_proto_goTypes = []any{
 	(*HandleError)(nil),           // 4: registry.v1.HandleError
 	(*RequestError)(nil),          // 5: registry.v1.RequestError
 	nil,                           // 6: registry.v1.ObjectInfo.LabelsEntry
-	nil,                           // 7: registry.v1.RequestError.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
+	nil,                           // 7: registry.v1.HandleError.MetadataEntry
+	nil,                           // 8: registry.v1.RequestError.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
+	(*anypb.Any)(nil),             // 11: google.protobuf.Any
 }
 var file_registry_v1_object_proto_depIdxs = []int32{
 	6,  // 0: registry.v1.ObjectInfo.labels:type_name -> registry.v1.ObjectInfo.LabelsEntry
 	0,  // 1: registry.v1.ObjectInfo.state:type_name -> registry.v1.ObjectState
-	8,  // 2: registry.v1.ObjectInfo.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 3: registry.v1.ObjectInfo.access_time:type_name -> google.protobuf.Timestamp
-	8,  // 4: registry.v1.ObjectInfo.state_time:type_name -> google.protobuf.Timestamp
-	9,  // 5: registry.v1.ObjectInfo.linger:type_name -> google.protobuf.Duration
-	8,  // 6: registry.v1.ObjectInfo.linger_until:type_name -> google.protobuf.Timestamp
+	9,  // 2: registry.v1.ObjectInfo.create_time:type_name -> google.protobuf.Timestamp
+	9,  // 3: registry.v1.ObjectInfo.access_time:type_name -> google.protobuf.Timestamp
+	9,  // 4: registry.v1.ObjectInfo.state_time:type_name -> google.protobuf.Timestamp
+	10, // 5: registry.v1.ObjectInfo.linger:type_name -> google.protobuf.Duration
+	9,  // 6: registry.v1.ObjectInfo.linger_until:type_name -> google.protobuf.Timestamp
 	1,  // 7: registry.v1.Event.kind:type_name -> registry.v1.EventKind
 	0,  // 8: registry.v1.Event.state:type_name -> registry.v1.ObjectState
-	8,  // 9: registry.v1.Event.time:type_name -> google.protobuf.Timestamp
-	9,  // 10: registry.v1.Event.unpinned_for:type_name -> google.protobuf.Duration
-	7,  // 11: registry.v1.RequestError.metadata:type_name -> registry.v1.RequestError.MetadataEntry
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	9,  // 9: registry.v1.Event.time:type_name -> google.protobuf.Timestamp
+	10, // 10: registry.v1.Event.unpinned_for:type_name -> google.protobuf.Duration
+	7,  // 11: registry.v1.HandleError.metadata:type_name -> registry.v1.HandleError.MetadataEntry
+	11, // 12: registry.v1.HandleError.details:type_name -> google.protobuf.Any
+	8,  // 13: registry.v1.RequestError.metadata:type_name -> registry.v1.RequestError.MetadataEntry
+	11, // 14: registry.v1.RequestError.details:type_name -> google.protobuf.Any
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_object_proto_init() }
@@ -746,7 +790,7 @@ func file_registry_v1_object_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_object_proto_rawDesc), len(file_registry_v1_object_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
