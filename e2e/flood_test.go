@@ -17,7 +17,9 @@ import (
 
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 )
@@ -99,7 +101,9 @@ func TestFloodLeavesOthersTheirShare(t *testing.T) {
 				for i := g; pace.Wait(ctx) == nil; i++ {
 					if _, err := victim.reg.Resolve(ctx, &registryv1.ResolveRequest{Handle: mine[i%len(mine)]}); err == nil {
 						n.Add(1)
-					} else if ctx.Err() == nil {
+					} else if ctx.Err() == nil && status.Code(err) != codes.DeadlineExceeded {
+						// (gRPC may call the window's end before the
+						// context's timer does: that is no failure.)
 						t.Errorf("victim's resolve: %v", err)
 						return
 					}

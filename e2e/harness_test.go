@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +23,7 @@ import (
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/testbin"
+	"github.com/weakref/registry/internal/testlog"
 )
 
 // Timeouts. Generous for a loaded 2-core machine; every wait ends early as
@@ -76,27 +76,9 @@ type daemon struct {
 	Addr string
 
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testlog.Buffer
 	exited chan struct{} // closed once the process was reaped
 	err    error         // cmd.Wait's result; read after exited
-}
-
-// lockedBuffer collects a process's output for several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // servingAddr finds the address in registryd's "serving" line, in the
@@ -153,7 +135,7 @@ func launch(t testing.TB, args, env []string) *daemon {
 		}
 	}
 	cmd.Env = append(cmd.Env, env...)
-	return &daemon{cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	return &daemon{cmd: cmd, stderr: &testlog.Buffer{}, exited: make(chan struct{})}
 }
 
 // watchStderr starts the process, copying its stderr into d.stderr and

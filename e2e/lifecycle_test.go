@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/testlog"
 )
 
 // Environment of the lease-holder process (TestHelperLeaseHolder).
@@ -174,14 +175,14 @@ func startHolder(t *testing.T, addr string, data []byte) *holderProcess {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &lockedBuffer{}
+	stderr := &testlog.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start holder: %v", err)
 	}
 	hp := &holderProcess{cmd: cmd, exited: make(chan struct{})}
 	lines := make(chan string, 16)
-	var out lockedBuffer
+	var out testlog.Buffer
 	go func() {
 		defer close(lines)
 		sc := bufio.NewScanner(stdout)

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,27 +18,11 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+
+	"github.com/weakref/registry/internal/testlog"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// syncBuffer is a log that a watcher goroutine writes and a test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func writeFile(t *testing.T, path, text string) {
 	t.Helper()
@@ -53,11 +35,11 @@ func writeFile(t *testing.T, path, text string) {
 	}
 }
 
-func newTestAuth(t *testing.T, text string, plaintext bool) (*Authenticator, string, *syncBuffer) {
+func newTestAuth(t *testing.T, text string, plaintext bool) (*Authenticator, string, *testlog.Buffer) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "auth")
 	writeFile(t, path, text)
-	log := &syncBuffer{}
+	log := &testlog.Buffer{}
 	a, err := New(Config{File: path, AllowPlaintext: plaintext, Logger: slog.New(slog.NewTextHandler(log, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/telemetry"
+	"github.com/weakref/registry/internal/testlog"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -247,24 +247,6 @@ func wantAttr(t *testing.T, got []attribute.KeyValue, want ...attribute.KeyValue
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestLifecycleEventsAreLoggedAtDebug: with the logger at debug, every
 // object and lease change is a log line; above debug, none is and the
 // observers are not even installed.
@@ -284,7 +266,7 @@ func TestLifecycleEventsAreLoggedAtDebug(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.level.String(), func(t *testing.T) {
-			var logs syncBuffer
+			var logs testlog.Buffer
 			f := newFixture(t, telemetry.Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: tt.level}))})
 			s, err := f.leases.Open(lease.OpenParams{Client: "logged"})
 			if err != nil {

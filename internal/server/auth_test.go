@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +25,7 @@ import (
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/auth"
+	"github.com/weakref/registry/internal/testlog"
 )
 
 // The tokens of the auth file the tests run with.
@@ -268,7 +267,7 @@ func equalMaps(a, b map[string]string) bool {
 // TestRequestLogLineNamesTheIdentity: a request's log line names the
 // caller's identity, also when its role was refused.
 func TestRequestLogLineNamesTheIdentity(t *testing.T) {
-	var buf lockedBuffer
+	var buf testlog.Buffer
 	e := newEnvWith(t, envOptions{auth: newTestAuthenticator(t, true), lis: loopbackListener(t), logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	if _, err := e.admin.GetStats(withToken(ctxT(t), viewerToken), &registryv1.GetStatsRequest{}); err != nil {
 		t.Fatal(err)
@@ -289,23 +288,6 @@ func TestRequestLogLineNamesTheIdentity(t *testing.T) {
 	if len(lines) != 3 || strings.Count(buf.String(), "identity=grafana") != 2 || strings.Count(buf.String(), "identity=") != 2 {
 		t.Errorf("want the viewer's lines, allowed and refused, with identity=grafana, and the anonymous one without:\n%s", buf.String())
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestAuthzPolicyRefusesWithRoleForbidden: an --authz-policy that denies

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/testlog"
 )
 
 // TestCancelledCallIsCancelledNotAnError: a client that cancels a Watch,
@@ -20,7 +21,7 @@ import (
 // reason REQUEST_CANCELLED, and whose request line is logged at INFO: a
 // client's choice is not a server error (it was Unknown, at ERROR).
 func TestCancelledCallIsCancelledNotAnError(t *testing.T) {
-	var logs syncBuffer
+	var logs testlog.Buffer
 	e := newEnvWith(t, envOptions{logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	h := e.put(t, "watched", "")
 	calls := map[string]func(ctx context.Context) error{
@@ -100,7 +101,7 @@ func TestHandlerReturnsCancelledStatus(t *testing.T) {
 }
 
 // waitLogLine waits for the request line that contains s.
-func waitLogLine(t *testing.T, logs *syncBuffer, s string) string {
+func waitLogLine(t *testing.T, logs *testlog.Buffer, s string) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

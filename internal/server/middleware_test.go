@@ -1,12 +1,10 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,25 +17,8 @@ import (
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/registry"
+	"github.com/weakref/registry/internal/testlog"
 )
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // panicky is a service whose every method panics.
 type panicky struct {
@@ -55,7 +36,7 @@ func (panicky) StreamingOutputCall(*testpb.StreamingOutputCallRequest, grpc.Serv
 // TestPanicBecomesInternalError: a panicking handler answers INTERNAL
 // with a reason, is logged with its stack, and the server keeps serving.
 func TestPanicBecomesInternalError(t *testing.T) {
-	var logs syncBuffer
+	var logs testlog.Buffer
 	gs := grpc.NewServer(serverOptions(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, newIdentityLimits(Limits{}))...)
 	testpb.RegisterTestServiceServer(gs, panicky{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -88,7 +69,7 @@ func TestPanicBecomesInternalError(t *testing.T) {
 // TestEachRequestIsLoggedOnce: one structured line per request with the
 // method, code and duration; health probes are not logged.
 func TestEachRequestIsLoggedOnce(t *testing.T) {
-	var logs syncBuffer
+	var logs testlog.Buffer
 	e := newEnvWith(t, envOptions{logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	_, err := e.rs.Resolve(ctxT(t), &registryv1.ResolveRequest{Handle: "obj_bad"})
 	wantStatus(t, err, codes.InvalidArgument, ReasonHandleMalformed)

@@ -11,12 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/weakref/registry/internal/testlog"
 	"github.com/weakref/registry/internal/testpki"
 	"github.com/weakref/registry/internal/tlsconfig"
 )
@@ -230,28 +230,10 @@ func TestBrokenFileKeepsTheLastGoodCertificate(t *testing.T) {
 	}
 }
 
-// logBuffer collects log output for a test and its watcher goroutine.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestRefreshLogsABrokenFileAndANewCertificate(t *testing.T) {
 	ca := testpki.NewCA(t, "ca")
 	first, second := ca.Server(t), ca.Server(t)
-	var logs logBuffer
+	var logs testlog.Buffer
 	s, err := tlsconfig.New(tlsconfig.Config{CertFile: first.CertFile, KeyFile: first.KeyFile, Refresh: 20 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
