@@ -412,9 +412,9 @@ func TestPinLimitIsPerHandleAndChangesNothing(t *testing.T) {
 	wantResult(t, rs[0], registryv1.PinOutcome_PIN_OUTCOME_FAILED, codes.ResourceExhausted, "LEASE_PIN_LIMIT")
 	// The result says what a unary call's status would: the metadata and
 	// the QuotaFailure.
-	max, want := fmt.Sprint(testLimits.MaxPinsPerLease), fmt.Sprint(testLimits.MaxPinsPerLease+1)
-	if md := rs[0].GetError().GetMetadata(); md["max"] != max || md["want"] != want {
-		t.Errorf("pin result metadata %v, want max %s, want %s", md, max, want)
+	wantMax, wantWant := fmt.Sprint(testLimits.MaxPinsPerLease), fmt.Sprint(testLimits.MaxPinsPerLease+1)
+	if md := rs[0].GetError().GetMetadata(); md["max"] != wantMax || md["want"] != wantWant {
+		t.Errorf("pin result metadata %v, want max %s, want %s", md, wantMax, wantWant)
 	}
 	var qf errdetails.QuotaFailure
 	if ds := rs[0].GetError().GetDetails(); len(ds) != 1 || ds[0].UnmarshalTo(&qf) != nil {
