@@ -6,8 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"math"
-	"net"
-	"strings"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -23,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/netaddr"
 )
 
 // Client is a connection to one registryd. It is safe for concurrent use;
@@ -106,7 +105,7 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
 	}
 	if o.token != "" {
-		dial = append(dial, grpc.WithPerRPCCredentials(bearerToken{token: o.token, plaintext: o.tls == nil && loopback(addr)}))
+		dial = append(dial, grpc.WithPerRPCCredentials(bearerToken{token: o.token, plaintext: o.tls == nil && netaddr.Loopback(addr)}))
 	}
 	if !o.noTrace {
 		dial = append(dial, grpc.WithStatsHandler(tracingHandler(o)))
@@ -145,23 +144,6 @@ func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]
 }
 
 func (t bearerToken) RequireTransportSecurity() bool { return !t.plaintext }
-
-// loopback reports whether addr ("host:port", or a target such as
-// "dns:///host:port") names a loopback host.
-func loopback(addr string) bool {
-	if i := strings.LastIndex(addr, "/"); i >= 0 {
-		addr = addr[i+1:]
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
 
 // Conn returns the underlying connection, for AdminService calls or the
 // health check.

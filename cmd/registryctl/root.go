@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"time"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/weakref/registry/client"
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/netaddr"
 	"github.com/weakref/registry/internal/telemetry"
 	"github.com/weakref/registry/internal/version"
 )
@@ -157,25 +157,10 @@ func (a *app) setup(cmd *cobra.Command) error {
 	if a.cacert != "" || a.cert != "" {
 		a.tls = true
 	}
-	if a.token != "" && !a.tls && !loopbackAddr(a.addr) {
+	if a.token != "" && !a.tls && !netaddr.Loopback(a.addr) {
 		return usagef("%s would be sent in clear text; use it with --tls (or --cacert), or on a loopback --addr only", name("token"))
 	}
 	return nil
-}
-
-// loopbackAddr reports whether addr names a loopback host, where a token
-// may go without TLS: nobody on a network path can read it there, and
-// registryd accepts it with --auth-allow-plaintext.
-func loopbackAddr(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // client returns the Go client of registryd, made on first use. Making

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -15,6 +14,7 @@ import (
 	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/netaddr"
 	"github.com/weakref/registry/internal/observe"
 	"github.com/weakref/registry/internal/registry"
 	"github.com/weakref/registry/internal/server"
@@ -163,7 +163,7 @@ func (d *daemon) buildAuth() error {
 		return nil
 	}
 	if cfg.authFile == "" {
-		if !loopbackAddr(cfg.addr) {
+		if !netaddr.Loopback(cfg.addr) {
 			log.Warn("authentication is off and --addr is not loopback: anyone who can reach it may do anything (set --auth-file)", "addr", cfg.addr)
 		}
 		return nil
@@ -181,19 +181,6 @@ func (d *daemon) buildAuth() error {
 		d.policy = p
 	}
 	return nil
-}
-
-// loopbackAddr reports whether a --addr listens on loopback only.
-func loopbackAddr(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // reload re-reads, on SIGHUP, what registryd reads from files while it
