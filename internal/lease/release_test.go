@@ -12,14 +12,16 @@ import (
 
 // TestEndingABigLeaseDoesNotSlowOthers revokes a lease with 100k pins
 // while another goroutine calls Counts and an unrelated lease's Put in a
-// loop: neither waits for the release. The bound is generous (the release
-// itself takes hundreds of milliseconds, several seconds under -race); the
-// structural check is TestCountsAndPutNeverWaitOnALeaseLock.
+// loop: neither waits for the release. The bound is relative: a call that
+// waited on the release would take about as long as it, so none may take a
+// tenth of it (or 50ms, when the release is quick), whatever else slows
+// the machine; the structural check is
+// TestCountsAndPutNeverWaitOnALeaseLock.
 func TestEndingABigLeaseDoesNotSlowOthers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("puts 100k objects")
 	}
-	const pins, bound = 100_000, 50 * time.Millisecond
+	const pins = 100_000
 	f := newFixture(t, lease.Config{})
 	big := f.open(t, lease.OpenParams{Client: "big"})
 	for range pins {
@@ -68,6 +70,7 @@ func TestEndingABigLeaseDoesNotSlowOthers(t *testing.T) {
 	close(released)
 	wg.Wait()
 	t.Logf("release of %d pins: %v; %d calls meanwhile, slowest Counts %v, slowest Put %v", pins, releaseTook, calls, maxCounts, maxPut)
+	bound := max(50*time.Millisecond, releaseTook/10)
 	if maxCounts > bound || maxPut > bound {
 		t.Errorf("while a lease released %d pins in %v: slowest Counts %v, slowest unrelated Put %v; want both under %v",
 			pins, releaseTook, maxCounts, maxPut, bound)
