@@ -228,3 +228,43 @@ func TestMetricsAreExact(t *testing.T) {
 		t.Errorf("/healthz: %s, want 200", resp.Status)
 	}
 }
+
+// TestPprofOnlyWhenAsked: --pprof serves Go's profiles on the metrics
+// listener, and without it nothing is there.
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		args := []string{"--metrics-addr=127.0.0.1:0"}
+		if on {
+			args = append(args, "--pprof")
+		}
+		d := startDaemon(t, args...)
+		m := metricsAddr.FindStringSubmatch(d.Stderr())
+		if m == nil {
+			t.Fatalf("registryd did not log its metrics address:\n%s", d.Stderr())
+		}
+		for path, want := range map[string]string{
+			"/debug/pprof/goroutine?debug=1": "goroutine profile: total",
+			"/debug/pprof/heap?debug=1":      "heap profile:",
+			"/debug/pprof/cmdline":           "registryd",
+		} {
+			resp, err := http.Get("http://" + m[1] + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case on && (resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want)):
+				t.Errorf("--pprof: GET %s: %s, %.80q; want 200 with %q", path, resp.Status, body, want)
+			case !on && resp.StatusCode != http.StatusNotFound:
+				t.Errorf("without --pprof: GET %s: %s, want 404 Not Found", path, resp.Status)
+			}
+		}
+		// The metrics are still there beside it.
+		if resp, err := http.Get("http://" + m[1] + "/metrics"); err != nil || resp.StatusCode != http.StatusOK {
+			t.Errorf("/metrics: %v, %v", resp, err)
+		} else {
+			resp.Body.Close()
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/netaddr"
 	"github.com/weakref/registry/internal/server"
 )
 
@@ -63,6 +64,7 @@ type config struct {
 	shutdownTimeout     time.Duration
 	streamStall         time.Duration
 	metricsAddr         string
+	pprof               bool
 	telemetry           onOff
 	// Authentication: on iff authFile is set.
 	authFile           string
@@ -193,6 +195,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.IntVar(&c.identityBurst, "identity-burst", DefaultIdentityBurst, "requests one identity may send at once, above --identity-rate")
 	fs.DurationVar(&c.streamStall, "stream-stall-timeout", server.DefaultStreamStallTimeout, "end a lease or watch stream whose client has not taken a message for this long, or an upload whose client has sent nothing for this long (RESOURCE_EXHAUSTED, STREAM_STALLED); a lease stream's lease is detached")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`host:port` to serve Prometheus /metrics and /healthz on over HTTP (empty: no metrics)")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiles (net/http/pprof) under /debug/pprof/ on --metrics-addr, which must then be a loopback address")
 	fs.Var(&c.telemetry, "telemetry", "telemetry `on|off`: off turns tracing and metrics off whatever OTEL_* says (traces are exported only when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp is set; see docs/OBSERVABILITY.md)")
 	fs.StringVar(&c.authFile, "auth-file", "", "`file` of token and certificate rules (see README, Security): authentication is on with it, and every call but health needs a token or a client certificate whose role may call its method; re-read every --reload-interval and on SIGHUP")
 	fs.BoolVar(&c.authAllowPlaintext, "auth-allow-plaintext", false, "accept bearer tokens without TLS from loopback peers (never from others: anyone on the path could read them)")
@@ -244,6 +247,9 @@ func parseConfig(args []string) (*config, error) {
 	}
 	if c.logFormat != "text" && c.logFormat != "json" {
 		return nil, fmt.Errorf("--log-format (REGISTRYD_LOG_FORMAT) %q: want text or json", c.logFormat)
+	}
+	if c.pprof && (c.metricsAddr == "" || !netaddr.Loopback(c.metricsAddr)) {
+		return nil, fmt.Errorf("--pprof (REGISTRYD_PPROF) needs a loopback --metrics-addr (REGISTRYD_METRICS_ADDR), such as 127.0.0.1:9464, not %q: profiles show the process's internals to whoever can fetch them; reach it through a tunnel", c.metricsAddr)
 	}
 	if c.metricsAddr != "" && !c.telemetry {
 		return nil, errors.New("--metrics-addr (REGISTRYD_METRICS_ADDR) needs --telemetry=on (REGISTRYD_TELEMETRY)")

@@ -33,8 +33,12 @@ func (d *daemon) serve() error {
 			lis.Close()
 			return fmt.Errorf("listen on %s: %w (choose another --metrics-addr)", cfg.metricsAddr, err)
 		}
+		handler, paths := d.tel.Handler(d.srv.Healthy), "/metrics /healthz"
+		if cfg.pprof {
+			handler, paths = withPprof(handler), paths+" /debug/pprof/"
+		}
 		metrics = &http.Server{
-			Handler:           d.tel.Handler(d.srv.Healthy),
+			Handler:           handler,
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          d.tel.ErrorLogger(),
 		}
@@ -53,7 +57,7 @@ func (d *daemon) serve() error {
 				serveErr <- fmt.Errorf("metrics: %w", err)
 			}
 		}()
-		log.Info("metrics serving", "addr", mlis.Addr().String(), "scheme", scheme, "paths", "/metrics /healthz")
+		log.Info("metrics serving", "addr", mlis.Addr().String(), "scheme", scheme, "paths", paths)
 	}
 	if d.tls != nil {
 		defer d.tls.Close()
