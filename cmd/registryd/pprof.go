@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 )
 
 // withPprof serves Go's profiles under /debug/pprof/ beside h, for
@@ -21,4 +22,13 @@ func withPprof(h http.Handler) http.Handler {
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.Handle("/", h)
 	return mux
+}
+
+// enableContentionProfiles makes the mutex and block profiles record
+// something: off by default, as the runtime has them, because sampling
+// costs a little on every contended lock and blocking call. One contended
+// lock in 100 is sampled, and a blocking event of 10µs or more on average.
+func enableContentionProfiles() {
+	runtime.SetMutexProfileFraction(100)
+	runtime.SetBlockProfileRate(10_000) // nanoseconds
 }

@@ -36,6 +36,7 @@ func (d *daemon) serve() error {
 		handler, paths := d.tel.Handler(d.srv.Healthy), "/metrics /healthz"
 		if cfg.pprof {
 			handler, paths = withPprof(handler), paths+" /debug/pprof/"
+			enableContentionProfiles()
 		}
 		metrics = &http.Server{
 			Handler:           handler,
