@@ -191,20 +191,19 @@ func TestIdentityUploadBytesLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	held := uploadsInFlight(t, w.e)
 	if err := stalled.Send(headerMsg(&registryv1.UploadHeader{Size: 30})); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := upload("alice", 11)
-		if status.Code(err) == codes.ResourceExhausted {
-			wantLimitStatus(t, err, ReasonIdentityUploadBytesLimit, "alice", map[string]string{"max": "40", "want": "41"})
-			break
+	for uploadsInFlight(t, w.e) != held+30 { // the header reached the handler
+		if time.Now().After(deadline) {
+			_, err := stalled.CloseAndRecv()
+			t.Fatalf("the stalled upload's 30 bytes never counted as in flight; it ended with %v", err)
 		}
-		if err != nil || time.Now().After(deadline) {
-			t.Fatalf("while 30 bytes are in flight, 11 more: %v", err)
-		}
+		time.Sleep(time.Millisecond) // polling GetStats, with a deadline
 	}
+	wantLimitStatus(t, upload("alice", 11), ReasonIdentityUploadBytesLimit, "alice", map[string]string{"max": "40", "want": "41"})
 	if err := upload("bob", 40); err != nil {
 		t.Fatalf("another identity: %v", err)
 	}
