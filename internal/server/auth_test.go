@@ -110,23 +110,40 @@ func everyMethod() []method {
 func (m method) call(ctx context.Context, conn *grpc.ClientConn) error {
 	ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
+	return m.send(ctx, conn, []byte{})
+}
+
+// send calls m with body as its request's bytes, as they go on the wire,
+// and returns its first answer's error, as call does.
+func (m method) send(ctx context.Context, conn *grpc.ClientConn, body []byte) error {
 	raw := grpc.ForceCodecV2(rawCodec{})
 	var out []byte
 	if m.stream == nil {
-		return conn.Invoke(ctx, m.name, []byte{}, &out, raw)
+		return conn.Invoke(ctx, m.name, body, &out, raw)
 	}
 	st, err := conn.NewStream(ctx, m.stream, m.name, raw)
 	if err != nil {
 		return err
 	}
 	// io.EOF: the server has ended the stream already; RecvMsg says how.
-	if err := st.SendMsg([]byte{}); err != nil && !errors.Is(err, io.EOF) {
+	if err := st.SendMsg(body); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
 	if err := st.CloseSend(); err != nil {
 		return err
 	}
 	return st.RecvMsg(&out)
+}
+
+// serviceMethods lists the RPCs of registryd's own two services.
+func serviceMethods() []method {
+	var ms []method
+	for _, m := range everyMethod() {
+		if strings.HasPrefix(m.name, "/registry.v1.") {
+			ms = append(ms, m)
+		}
+	}
+	return ms
 }
 
 func isHealth(name string) bool {

@@ -36,17 +36,7 @@ func quotaOf(err error) *errdetails.QuotaFailure {
 // row.
 func uploadsInFlight(t *testing.T, e *env) int64 {
 	t.Helper()
-	st, err := e.admin.GetStats(ctxT(t), &registryv1.GetStatsRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range st.GetLimits() {
-		if l.GetName() == LimitUploadBytes {
-			return l.GetUsed()
-		}
-	}
-	t.Fatal("GetStats has no UPLOAD_BYTES_LIMIT")
-	return 0
+	return limitUsed(t, e, LimitUploadBytes)
 }
 
 // TestUploadsInFlightAreBounded: an upload reserves the size its header

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -85,7 +84,6 @@ func addIdentityLimits(add func(reason string, code codes.Code, rpc string, f pr
 // comes first.
 func everyRPCRateLimited(t *testing.T, w *world) answer {
 	garbage := []byte{0xff, 0xff, 0xff}
-	raw := grpc.ForceCodecV2(rawCodec{})
 	var first *answer
 	check := func(method string, got answer) {
 		if first == nil {
@@ -104,24 +102,8 @@ func everyRPCRateLimited(t *testing.T, w *world) answer {
 		}
 		return ctx
 	}
-	for _, sd := range []grpc.ServiceDesc{registryv1.RegistryService_ServiceDesc, registryv1.AdminService_ServiceDesc} {
-		for _, m := range sd.Methods {
-			name := "/" + sd.ServiceName + "/" + m.MethodName
-			var out []byte
-			check(name, errAnswer(w.e.conn.Invoke(spend(name), name, garbage, &out, raw)))
-		}
-		for _, s := range sd.Streams {
-			name := "/" + sd.ServiceName + "/" + s.StreamName
-			st, err := w.e.conn.NewStream(spend(name), &grpc.StreamDesc{ServerStreams: s.ServerStreams, ClientStreams: s.ClientStreams}, name, raw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := st.SendMsg(garbage); err != nil {
-				t.Fatal(err)
-			}
-			var out []byte
-			check(name, errAnswer(st.RecvMsg(&out)))
-		}
+	for _, m := range serviceMethods() {
+		check(m.name, errAnswer(m.send(spend(m.name), w.e.conn, garbage)))
 	}
 	return *first
 }

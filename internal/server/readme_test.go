@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -568,7 +567,6 @@ func provokers() map[string]provocation {
 // differs.
 func everyRPCMalformed(t *testing.T, w *world) answer {
 	garbage := []byte{0xff, 0xff, 0xff}
-	raw := grpc.ForceCodecV2(rawCodec{})
 	var first *answer
 	check := func(method string, got answer) {
 		if first == nil {
@@ -578,24 +576,8 @@ func everyRPCMalformed(t *testing.T, w *world) answer {
 			t.Errorf("%s answered %v, %s answered %v", method, got, "the first", *first)
 		}
 	}
-	for _, sd := range []grpc.ServiceDesc{registryv1.RegistryService_ServiceDesc, registryv1.AdminService_ServiceDesc} {
-		for _, m := range sd.Methods {
-			name := "/" + sd.ServiceName + "/" + m.MethodName
-			var out []byte
-			check(name, errAnswer(w.e.conn.Invoke(ctxT(t), name, garbage, &out, raw)))
-		}
-		for _, s := range sd.Streams {
-			name := "/" + sd.ServiceName + "/" + s.StreamName
-			st, err := w.e.conn.NewStream(ctxT(t), &grpc.StreamDesc{ServerStreams: s.ServerStreams, ClientStreams: s.ClientStreams}, name, raw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := st.SendMsg(garbage); err != nil {
-				t.Fatal(err)
-			}
-			var out []byte
-			check(name, errAnswer(st.RecvMsg(&out)))
-		}
+	for _, m := range serviceMethods() {
+		check(m.name, errAnswer(m.send(ctxT(t), w.e.conn, garbage)))
 	}
 	return *first
 }
