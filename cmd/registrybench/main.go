@@ -8,6 +8,9 @@
 //	registrybench -mode echo -addr 127.0.0.1:7699 -c 16
 //	registrybench -mode resolve -addr 127.0.0.1:7600 -c 16
 //
+// The peers: -mode etcd-get (a serializable Range of one key) and -mode
+// etcd-put drive an etcd member at -addr with etcd's own Go client.
+//
 // Large objects: -mode download fetches one object of -size bytes with the
 // Go client's Download, over and over, and -mode stream fetches the same
 // bytes from the baseline's server-streaming call, in -chunk messages;
@@ -29,6 +32,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,7 +54,7 @@ func main() {
 type caller func(ctx context.Context, w int) error
 
 func run() error {
-	mode := flag.String("mode", "resolve", "echo-serve | echo | put | resolve | resolve-collected | stat | pin-unpin | stream | download | transfer")
+	mode := flag.String("mode", "resolve", "echo-serve | echo | put | resolve | resolve-collected | stat | pin-unpin | etcd-get | etcd-put | stream | download | transfer")
 	addr := flag.String("addr", "127.0.0.1:7600", "target address (for echo-serve: where to listen)")
 	conc := flag.Int("c", 16, "concurrent callers")
 	dur := flag.Duration("d", 5*time.Second, "how long to drive the load")
@@ -95,14 +99,23 @@ func run() error {
 		return throughput(*mode, *addr, payload, int(chunk), *conc, *dur)
 	}
 
-	cc, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	call, err := setup(*mode, cc, payload, *conc)
-	if err != nil {
-		return err
+	var call caller
+	if strings.HasPrefix(*mode, "etcd-") {
+		c, done, err := etcdCaller(*mode, *addr, payload)
+		if err != nil {
+			return err
+		}
+		defer done()
+		call = c
+	} else {
+		cc, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		if call, err = setup(*mode, cc, payload, *conc); err != nil {
+			return err
+		}
 	}
 	lat, elapsed, err := drive(call, *conc, *dur)
 	if err != nil {
