@@ -135,7 +135,7 @@ func TestTracesReachAnOTLPCollector(t *testing.T) {
 		"OTEL_EXPORTER_OTLP_ENDPOINT=" + rcv.Endpoint,
 		"OTEL_SERVICE_NAME=registryd-e2e",
 		"OTEL_BSP_SCHEDULE_DELAY=50", // export every 50ms, not 5s
-	}, "--log-format=json")
+	}, "--log-format=json", "--log-slow=0") // a request line for every call, the Put's too
 
 	// The test's own client traces into memory, and sends its context.
 	rec := tracetest.NewSpanRecorder()

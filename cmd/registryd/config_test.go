@@ -29,7 +29,7 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 			if c.addr != "127.0.0.1:7600" || c.maxObjectBytes != 1<<30 || c.maxPinnedBytes != 4<<30 ||
 				c.maxGrace != 5*time.Minute || c.logLevel != slog.LevelInfo || c.logFormat != "text" ||
 				c.metricsAddr != "" || !c.telemetry || c.maxLinger != 10*time.Minute || c.softCacheBytes != 0 || c.leakGCCycles != 3 ||
-				c.collectInterval != 250*time.Millisecond {
+				c.collectInterval != 250*time.Millisecond || c.logSlow != DefaultLogSlow {
 				t.Fatalf("defaults: %+v", c)
 			}
 		}},
@@ -57,6 +57,16 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 					t.Fatalf("linger, soft cache: %+v", c)
 				}
 			}},
+		{"slow-call threshold from env", nil, map[string]string{"REGISTRYD_LOG_SLOW": "0"}, func(t *testing.T, c *config) {
+			if c.logSlow != 0 {
+				t.Fatalf("log slow: %v", c.logSlow)
+			}
+		}},
+		{"slow-call threshold flag wins over env", []string{"--log-slow=2s"}, map[string]string{"REGISTRYD_LOG_SLOW": "0"}, func(t *testing.T, c *config) {
+			if c.logSlow != 2*time.Second {
+				t.Fatalf("log slow: %v", c.logSlow)
+			}
+		}},
 		{"telemetry off by env", nil, map[string]string{"REGISTRYD_TELEMETRY": "off"}, func(t *testing.T, c *config) {
 			if c.telemetry || c.metricsAddr != "" {
 				t.Fatalf("telemetry: %+v", c)
@@ -205,6 +215,8 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		{"negative watch history", []string{"--watch-history=-1"}, nil, "--watch-history"},
 		{"bad watch history env", nil, map[string]string{"REGISTRYD_WATCH_HISTORY": "lots"}, "REGISTRYD_WATCH_HISTORY"},
 		{"log format", []string{"--log-format=xml"}, nil, "--log-format"},
+		{"negative slow-call threshold", []string{"--log-slow=-1s"}, nil, "--log-slow (REGISTRYD_LOG_SLOW)"},
+		{"bad slow-call threshold env", nil, map[string]string{"REGISTRYD_LOG_SLOW": "soon"}, "REGISTRYD_LOG_SLOW"},
 		{"telemetry word", []string{"--telemetry=maybe"}, nil, "telemetry"},
 		{"telemetry env word", nil, map[string]string{"REGISTRYD_TELEMETRY": "maybe"}, "REGISTRYD_TELEMETRY"},
 		{"metrics without telemetry", []string{"--telemetry=off", "--metrics-addr=127.0.0.1:0"}, nil, "--metrics-addr"},

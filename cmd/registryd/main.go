@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 )
@@ -28,7 +29,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg)
+	log := newLogger(cfg, os.Stderr)
 	d, err := build(cfg, log)
 	if err != nil {
 		return err
@@ -37,10 +38,12 @@ func run(args []string) error {
 	return d.serve()
 }
 
-func newLogger(cfg *config) *slog.Logger {
+// newLogger returns the logger of cfg's level and format, writing to w
+// (stderr; a file in the benchmarks).
+func newLogger(cfg *config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.logLevel}
 	if cfg.logFormat == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(slog.NewTextHandler(w, opts))
 }

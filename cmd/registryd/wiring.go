@@ -118,6 +118,7 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 		Registry:    reg,
 		Leases:      leases,
 		Logger:      log,
+		LogSlow:     cfg.logSlow,
 		Telemetry:   tel,
 		Observer:    obs,
 		Limits: server.Limits{

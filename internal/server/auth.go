@@ -68,26 +68,12 @@ func authFunc(a *auth.Authenticator) grpcauth.AuthFunc {
 }
 
 // identitySlot carries the caller's name out to the request's log line:
-// the logging interceptor runs outside authentication, so it cannot see
-// the context authentication returns; it reads the slot when the call
-// finishes instead.
+// the request log (chain) runs outside authentication, so it cannot see
+// the context authentication returns; it puts the slot in the context
+// and reads it when the call finishes instead.
 type identitySlot struct{ name string }
 
 type identitySlotKey struct{}
-
-// withIdentitySlot gives the logging interceptor i a slot that
-// authentication fills.
-func withIdentitySlot(i grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		return i(context.WithValue(ctx, identitySlotKey{}, &identitySlot{}), req, info, handler)
-	}
-}
-
-func withIdentitySlotStream(i grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		return i(srv, &slotStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), identitySlotKey{}, &identitySlot{})}, info, handler)
-	}
-}
 
 type slotStream struct {
 	grpc.ServerStream

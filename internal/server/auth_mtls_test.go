@@ -89,7 +89,7 @@ func newMTLSEnv(t *testing.T, ca *testCA, a *auth.Authenticator, policy *authz.F
 	cfg := Config{Registry: base.reg, Leases: base.leases, Limits: testLimits, Logger: slog.New(slog.DiscardHandler), Auth: a, AuthzPolicy: policy}
 	serverCert := ca.issue(t, 2, "", nil, []net.IP{net.IPv4(127, 0, 0, 1)}, x509.ExtKeyUsageServerAuth)
 	creds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: ca.pool(), ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13})
-	gs := grpc.NewServer(append(serverOptions(cfg, newIdentityLimits(cfg.Limits)), grpc.Creds(creds))...)
+	gs := grpc.NewServer(append(serverOptions(cfg, newIdentityLimits(cfg.Limits), newInflight()), grpc.Creds(creds))...)
 	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: base.reg, leases: base.leases, limits: testLimits, uploads: &byteBudget{}})
 	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: base.reg, leases: base.leases, limits: testLimits, uploads: &byteBudget{}})
 	lis := loopbackListener(t)

@@ -59,22 +59,85 @@ func infoToProto(in registry.Info) *registryv1.ObjectInfo {
 	if in.Handle == "" {
 		return nil
 	}
-	return &registryv1.ObjectInfo{
-		Handle:        in.Handle,
-		Size:          in.Size,
-		ContentType:   in.ContentType,
-		Labels:        in.Labels,
-		State:         stateToProto[in.State],
-		PinCount:      int32(in.Pins),
-		CreateTime:    timestamppb.New(in.Created),
-		AccessTime:    timestamppb.New(in.Accessed),
-		StateTime:     timestamppb.New(in.StateSince),
-		Linger:        durationOrNil(in.Linger),
-		LingerUntil:   timestampOrNil(in.LingerUntil),
-		SoftCached:    in.SoftCached,
-		WeakGcCycles:  in.WeakGCCycles,
-		SuspectedLeak: in.SuspectedLeak,
+	b := new(infoBox)
+	b.fill(in)
+	return &b.info
+}
+
+// infoBox is an ObjectInfo with its three timestamps, allocated as one:
+// a Resolve, a Put and a Stat answer each carries one, and four
+// allocations per answer were a tenth of what the server allocates for
+// it. Nothing copies a box: its messages are used through pointers only.
+type infoBox struct {
+	info                     registryv1.ObjectInfo
+	created, accessed, since timestamppb.Timestamp
+}
+
+// fill sets b to describe in, which has a handle.
+func (b *infoBox) fill(in registry.Info) {
+	setTime(&b.created, in.Created)
+	setTime(&b.accessed, in.Accessed)
+	setTime(&b.since, in.StateSince)
+	i := &b.info
+	i.Handle = in.Handle
+	i.Size = in.Size
+	i.ContentType = in.ContentType
+	i.Labels = in.Labels
+	i.State = stateToProto[in.State]
+	i.PinCount = int32(in.Pins)
+	i.CreateTime, i.AccessTime, i.StateTime = &b.created, &b.accessed, &b.since
+	i.Linger = durationOrNil(in.Linger)
+	i.LingerUntil = timestampOrNil(in.LingerUntil)
+	i.SoftCached = in.SoftCached
+	i.WeakGcCycles = in.WeakGCCycles
+	i.SuspectedLeak = in.SuspectedLeak
+}
+
+// setTime sets ts to t, as timestamppb.New does.
+func setTime(ts *timestamppb.Timestamp, t time.Time) {
+	ts.Seconds, ts.Nanos = t.Unix(), int32(t.Nanosecond())
+}
+
+// resolveResponse is the answer to a Resolve of obj, in one allocation
+// with its ObjectInfo and timestamps.
+func resolveResponse(obj registry.Object) *registryv1.ResolveResponse {
+	b := new(struct {
+		resp registryv1.ResolveResponse
+		info infoBox
+	})
+	b.resp.Data = obj.Payload().Bytes()
+	if obj.Info.Handle != "" {
+		b.info.fill(obj.Info)
+		b.resp.Info = &b.info.info
 	}
+	return &b.resp
+}
+
+// putResponse is the answer to a Put that made info, in one allocation.
+func putResponse(info registry.Info) *registryv1.PutResponse {
+	b := new(struct {
+		resp registryv1.PutResponse
+		info infoBox
+	})
+	b.resp.Handle = info.Handle
+	if info.Handle != "" {
+		b.info.fill(info)
+		b.resp.Info = &b.info.info
+	}
+	return &b.resp
+}
+
+// statResponse is the answer to a Stat, in one allocation.
+func statResponse(info registry.Info) *registryv1.StatResponse {
+	b := new(struct {
+		resp registryv1.StatResponse
+		info infoBox
+	})
+	if info.Handle != "" {
+		b.info.fill(info)
+		b.resp.Info = &b.info.info
+	}
+	return &b.resp
 }
 
 func durationOrNil(d time.Duration) *durationpb.Duration {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"errors"
 	"strings"
@@ -92,24 +91,10 @@ func (c *decodeCodec) failure(v any) error {
 	}
 }
 
-// unaryInterceptor answers a marked request with its failure, and makes
-// whatever error the handler returns a status (asStatus). The two share
-// one interceptor: each level of the chain costs an allocation per call.
-func (c *decodeCodec) unaryInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := c.failure(req); err != nil {
-		return nil, err
-	}
-	resp, err := handler(ctx, req)
-	return resp, asStatus(err)
-}
-
-// streamInterceptor makes RecvMsg fail for a marked message, and the
-// handler's error a status. The stream goes on after a marked message:
-// its next one is received as usual.
-func (c *decodeCodec) streamInterceptor(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	return asStatus(handler(srv, &decodeStream{ServerStream: ss, codec: c}))
-}
-
+// chain.inner answers a marked request with its failure, and wraps a
+// stream in a decodeStream, whose RecvMsg fails for a marked message. The
+// stream goes on after a marked message: its next one is received as
+// usual.
 type decodeStream struct {
 	grpc.ServerStream
 	codec *decodeCodec

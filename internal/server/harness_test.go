@@ -56,8 +56,9 @@ type env struct {
 
 // envOptions change what newEnvWith starts.
 type envOptions struct {
-	lis         net.Listener // default: a bufconn listener
-	logger      *slog.Logger // default: discard
+	lis         net.Listener  // default: a bufconn listener
+	logger      *slog.Logger  // default: discard
+	logSlow     time.Duration // Config.LogSlow; default 0, every call at info
 	watchBuffer int
 	telemetry   *telemetry.Telemetry // default: none
 	limits      *Limits              // default: testLimits
@@ -137,6 +138,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		Leases:             leases,
 		Limits:             limits,
 		Logger:             o.logger,
+		LogSlow:            o.logSlow,
 		Telemetry:          o.telemetry,
 		Observer:           obs,
 		StreamStallTimeout: o.stall,

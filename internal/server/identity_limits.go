@@ -53,15 +53,7 @@ func exempt(fullMethod string) bool {
 	return strings.HasPrefix(fullMethod, "/"+healthpb.Health_ServiceDesc.ServiceName+"/")
 }
 
-// unary counts a unary call against its identity's rate.
-func (l *identityLimits) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if !exempt(info.FullMethod) {
-		if err := l.rate.Limit(ctx); err != nil {
-			return nil, toStatus(err, handle.Object)
-		}
-	}
-	return handler(ctx, req)
-}
+// A unary call is counted against its identity's rate by chain.inner.
 
 // stream counts a stream's start against its identity's rate, and the
 // stream against its identity's open streams until the handler returns.
@@ -81,7 +73,7 @@ func (l *identityLimits) stream(srv any, ss grpc.ServerStream, info *grpc.Stream
 		return toStatus(err, handle.Object)
 	}
 	defer release()
-	if l.rate != nil {
+	if l.rate != nil && !anonymous(ctx) { // the anonymous identity is never limited
 		ss = &limitedStream{ServerStream: ss, ctx: context.WithValue(ctx, rateKey{}, l.rate)}
 	}
 	return handler(srv, ss)

@@ -1,10 +1,7 @@
 package server
 
 import (
-	"context"
 	"sync"
-
-	"google.golang.org/grpc"
 )
 
 // inflight counts the handlers running, so that Shutdown can tell the
@@ -52,16 +49,4 @@ func (f *inflight) running() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.n
-}
-
-func (f *inflight) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	f.enter()
-	defer f.leave()
-	return h(ctx, req)
-}
-
-func (f *inflight) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	f.enter()
-	defer f.leave()
-	return h(srv, ss)
 }

@@ -37,7 +37,7 @@ func (panicky) StreamingOutputCall(*testpb.StreamingOutputCallRequest, grpc.Serv
 // with a reason, is logged with its stack, and the server keeps serving.
 func TestPanicBecomesInternalError(t *testing.T) {
 	var logs testlog.Buffer
-	gs := grpc.NewServer(serverOptions(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, newIdentityLimits(Limits{}))...)
+	gs := grpc.NewServer(serverOptions(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, newIdentityLimits(Limits{}), newInflight())...)
 	testpb.RegisterTestServiceServer(gs, panicky{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -93,6 +93,83 @@ func TestEachRequestIsLoggedOnce(t *testing.T) {
 	for _, want := range []string{"grpc.service=registry.v1.RegistryService", "grpc.method=Resolve", "grpc.code=InvalidArgument", "grpc.time_ms="} {
 		if !strings.Contains(lines[0], want) {
 			t.Errorf("request line lacks %q: %s", want, lines[0])
+		}
+	}
+}
+
+// TestRequestLinesAreFailedAndSlowCalls: with a slow-call threshold, a
+// call that ends OK sooner is logged at debug only, so that a busy
+// server writes no line per call at info; a failed call is logged at its
+// code's level, whatever the threshold, and at warn too when that level
+// is an error's; with the threshold 0 every call is logged at info.
+func TestRequestLinesAreFailedAndSlowCalls(t *testing.T) {
+	tests := []struct {
+		name    string
+		level   slog.Level
+		slow    time.Duration
+		okLine  string // the OK Resolve's line's level, "" for none
+		badLine string // the malformed Resolve's
+	}{
+		{"info, OK calls quicker than the threshold", slog.LevelInfo, time.Hour, "", "level=INFO"},
+		{"info, every call slow", slog.LevelInfo, 0, "level=INFO", "level=INFO"},
+		{"debug logs every call", slog.LevelDebug, time.Hour, "level=DEBUG", "level=INFO"},
+		{"warn logs neither", slog.LevelWarn, 0, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs testlog.Buffer
+			e := newEnvWith(t, envOptions{logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: tt.level})), logSlow: tt.slow})
+			lc := e.openLease(t, "keeper", 0)
+			h := e.put(t, "kept", lc.id)
+			if _, err := e.rs.Resolve(ctxT(t), &registryv1.ResolveRequest{Handle: h}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := e.rs.Resolve(ctxT(t), &registryv1.ResolveRequest{Handle: "obj_bad"})
+			wantStatus(t, err, codes.InvalidArgument, ReasonHandleMalformed)
+			// A unary call's line is written before its answer leaves the
+			// interceptors: both are in the log by now.
+			lines := map[string]string{} // by code
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(l, "finished call") && strings.Contains(l, "grpc.method=Resolve") {
+					_, code, _ := strings.Cut(l, "grpc.code=")
+					code, _, _ = strings.Cut(code, " ")
+					lines[code] = l
+				}
+			}
+			for code, want := range map[string]string{"OK": tt.okLine, "InvalidArgument": tt.badLine} {
+				got := lines[code]
+				if (want == "") != (got == "") || !strings.Contains(got, want) {
+					t.Errorf("%s Resolve: line %q, want one with %q (none if empty)", code, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestFailedCallIsLoggedAtWarn: a call that ends INTERNAL (a panic) is
+// logged at ERROR at --log-level=warn, where OK calls are not.
+func TestFailedCallIsLoggedAtWarn(t *testing.T) {
+	var logs testlog.Buffer
+	cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	gs := grpc.NewServer(serverOptions(cfg, newIdentityLimits(Limits{}), newInflight())...)
+	testpb.RegisterTestServiceServer(gs, panicky{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(lis)
+	defer gs.Stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = testpb.NewTestServiceClient(conn).UnaryCall(ctxT(t), &testpb.SimpleRequest{})
+	wantStatus(t, err, codes.Internal, ReasonInternal)
+	line := waitLogLine(t, &logs, "grpc.method=UnaryCall")
+	for _, want := range []string{"level=ERROR", "grpc.code=Internal", "grpc.method_type=unary", "peer.address=127.0.0.1:", "grpc.time_ms="} {
+		if !strings.Contains(line, want) {
+			t.Errorf("request line lacks %q: %s", want, line)
 		}
 	}
 }

@@ -65,7 +65,7 @@ func (s *registryService) Put(ctx context.Context, req *registryv1.PutRequest) (
 		return nil, toStatus(err, handle.Object)
 	}
 	addEvent(ctx, telemetry.EventPut, func() []attribute.KeyValue { return putAttrs(info, req.GetLeaseId()) })
-	return &registryv1.PutResponse{Handle: info.Handle, Info: infoToProto(info)}, nil
+	return putResponse(info), nil
 }
 
 func (s *registryService) Resolve(ctx context.Context, req *registryv1.ResolveRequest) (*registryv1.ResolveResponse, error) {
@@ -91,7 +91,7 @@ func (s *registryService) Resolve(ctx context.Context, req *registryv1.ResolveRe
 	if err := s.tooLargeForMessage(obj.Info.Size); err != nil {
 		return nil, toStatus(err, handle.Object)
 	}
-	return &registryv1.ResolveResponse{Data: obj.Payload().Bytes(), Info: infoToProto(obj.Info)}, nil
+	return resolveResponse(obj), nil
 }
 
 // tooLargeForMessage returns a *MessageTooLargeError for an object of
@@ -127,7 +127,7 @@ func (s *registryService) Stat(ctx context.Context, req *registryv1.StatRequest)
 	if err != nil {
 		return nil, toStatus(err, handle.Object)
 	}
-	return &registryv1.StatResponse{Info: infoToProto(info)}, nil
+	return statResponse(info), nil
 }
 
 func (s *registryService) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreamingServer[registryv1.WatchResponse]) error {

@@ -6,19 +6,14 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math"
 	"net"
 	"runtime"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/authz"
 	"google.golang.org/grpc/codes"
@@ -30,7 +25,6 @@ import (
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/auth"
-	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/observe"
 	"github.com/weakref/registry/internal/registry"
@@ -46,8 +40,13 @@ type Config struct {
 	// MaxConcurrentStreams are enforced here, the others by the registry
 	// and lease packages they were given to.
 	Limits Limits
-	// Logger receives one line per request. Default slog.Default().
+	// Logger receives the request lines (requestlog.go) and the panics.
+	// Default slog.Default().
 	Logger *slog.Logger
+	// LogSlow is how long a call that ends OK may take and still be
+	// logged at debug only; a slower one, like a failed one, is logged at
+	// info or above. 0: every call is logged at info.
+	LogSlow time.Duration
 	// KeepaliveTime is how long a connection may be idle before the server
 	// pings it, and KeepaliveTimeout how long it waits for the answer: a
 	// vanished client's streams (and so its leases) end within their sum.
@@ -163,7 +162,7 @@ func New(cfg Config) *Server {
 	log := cfg.Logger
 	calls := newInflight()
 	ids := newIdentityLimits(cfg.Limits)
-	gs := grpc.NewServer(append(serverOptions(cfg, ids), grpc.ChainUnaryInterceptor(calls.unary), grpc.ChainStreamInterceptor(calls.stream))...)
+	gs := grpc.NewServer(serverOptions(cfg, ids, calls)...)
 	uploads := &byteBudget{max: cfg.Limits.MaxUploadBytes}
 	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry, limits: cfg.Limits, stall: cfg.StreamStallTimeout, uploads: uploads, identity: ids})
 	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits, obs: cfg.Observer, stall: cfg.StreamStallTimeout, uploads: uploads})
@@ -179,46 +178,38 @@ func New(cfg Config) *Server {
 
 // serverOptions are the interceptors, keepalive and limits every
 // registryd server runs with.
-func serverOptions(cfg Config, ids *identityLimits) []grpc.ServerOption {
+func serverOptions(cfg Config, ids *identityLimits, calls *inflight) []grpc.ServerOption {
 	if cfg.KeepaliveTime == 0 {
 		cfg.KeepaliveTime = 20 * time.Second
 	}
 	if cfg.KeepaliveTimeout == 0 {
 		cfg.KeepaliveTimeout = 20 * time.Second
 	}
-	log := cfg.Logger
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	tel := cfg.Telemetry
-	// Request lines are logged at Info. Below that level the interceptor
-	// is skipped altogether: building its fields costs about a tenth of a
-	// Resolve's server time even when the line is then dropped.
-	logged := selector.MatchFunc(func(ctx context.Context, c interceptors.CallMeta) bool {
-		return c.Service != healthpb.Health_ServiceDesc.ServiceName && // probes would drown the log
-			log.Enabled(ctx, slog.LevelInfo)
-	})
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(logLevel)}
-	switch {
-	case tel.Tracing() && cfg.Auth != nil:
-		logOpts = append(logOpts, logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
-			return append(telemetry.LogFields(ctx), identityLogFields(ctx)...)
-		}))
-	case tel.Tracing():
-		logOpts = append(logOpts, logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
-			return telemetry.LogFields(ctx)
-		}))
-	case cfg.Auth != nil:
-		logOpts = append(logOpts, logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields { return identityLogFields(ctx) }))
+	decode := newDecodeCodec()
+	core := &chain{
+		log:    &requestLog{log: cfg.Logger, slow: cfg.LogSlow, tracing: tel.Tracing(), auth: cfg.Auth != nil},
+		recov:  recoverer(cfg.Logger),
+		ids:    ids,
+		decode: decode,
+		calls:  calls,
+		auth:   cfg.Auth != nil,
 	}
-	logUnary := logging.UnaryServerInterceptor(slogAdapter(log), logOpts...)
-	logStream := logging.StreamServerInterceptor(slogAdapter(log), logOpts...)
+	var midUnary []grpc.UnaryServerInterceptor
+	var midStream []grpc.StreamServerInterceptor
 	if cfg.Auth != nil {
-		logUnary, logStream = withIdentitySlot(logUnary), withIdentitySlotStream(logStream)
+		midUnary, midStream = authInterceptors(cfg.Auth, cfg.AuthzPolicy)
 	}
-	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-		log.ErrorContext(ctx, "panic serving a request", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-		return toStatus(errPanic, handle.Object)
-	})}
+	midUnary = append(midUnary, cfg.testAuth.unary...)
+	midStream = append(midStream, cfg.testAuth.stream...)
+	core.midUnary, core.midStream = chainUnary(midUnary), chainStream(midStream)
 	// Outermost first: the metrics see every call as the client does,
-	// the reason is set on the span from the final status.
+	// the reason is set on the span from the final status. Innermost,
+	// the chain: a request that did not decode never reaches a handler,
+	// but is answered, logged and measured like any other call.
 	var unary []grpc.UnaryServerInterceptor
 	var stream []grpc.StreamServerInterceptor
 	if i := tel.UnaryServerInterceptor(); i != nil {
@@ -229,26 +220,8 @@ func serverOptions(cfg Config, ids *identityLimits) []grpc.ServerOption {
 		unary = append(unary, reasonUnaryInterceptor)
 		stream = append(stream, reasonStreamInterceptor)
 	}
-	// Innermost, next to the handler: every error becomes a status with an
-	// ErrorInfo, and a request that did not decode never reaches a
-	// handler, but is answered, logged and measured like any other call.
-	decode := newDecodeCodec()
-	unary = append(unary,
-		selector.UnaryServerInterceptor(logUnary, logged),
-		recovery.UnaryServerInterceptor(recoverOpts...),
-	)
-	stream = append(stream,
-		selector.StreamServerInterceptor(logStream, logged),
-		recovery.StreamServerInterceptor(recoverOpts...),
-	)
-	if cfg.Auth != nil {
-		u, s := authInterceptors(cfg.Auth, cfg.AuthzPolicy)
-		unary, stream = append(unary, u...), append(stream, s...)
-	}
-	unary = append(unary, cfg.testAuth.unary...)
-	unary = append(unary, ids.unary, decode.unaryInterceptor)
-	stream = append(stream, cfg.testAuth.stream...)
-	stream = append(stream, ids.stream, decode.streamInterceptor)
+	unary = append(unary, core.unary)
+	stream = append(stream, core.stream)
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(decode),
 		grpc.ChainUnaryInterceptor(unary...),
@@ -260,9 +233,12 @@ func serverOptions(cfg Config, ids *identityLimits) []grpc.ServerOption {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
 	// Serve requests on a pool of long-lived goroutines, whose stacks have
-	// already grown to what the interceptor chain needs, instead of a new
-	// goroutine per request that grows its stack each time.
-	opts = append(opts, grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))))
+	// already grown to what gRPC's receive path and the handlers need,
+	// instead of a new goroutine per request that grows its stack each
+	// time (copying it, frame by frame, twice: 13-15% of registryd's CPU
+	// under load with GOMAXPROCS workers, where every request beyond two
+	// in flight got a goroutine of its own). See streamWorkers.
+	opts = append(opts, grpc.NumStreamWorkers(streamWorkers()))
 	if n := cfg.Limits.MaxMessageBytes; n > 0 {
 		opts = append(opts, grpc.MaxRecvMsgSize(n), grpc.MaxSendMsgSize(n))
 	}
@@ -277,6 +253,17 @@ func serverOptions(cfg Config, ids *identityLimits) []grpc.ServerOption {
 	}
 	return opts
 }
+
+// streamWorkers is how many goroutines serve requests (gRPC's stream
+// workers): as many as the requests commonly in flight, 64, or 4 per
+// core on a larger machine. A request that finds every worker busy gets
+// a goroutine of its own, as without workers; more workers than
+// requests in flight cost too, as gRPC hands requests to its workers in
+// turn, so that the idle ones are shrunk at every GC and grow again:
+// under 64 callers, copying stacks took 1-3% of the CPU with 64 workers,
+// 4-5% with 128, 7% with 256 and 13-15% with 2. A lease, watch or
+// transfer stream holds its worker while it lasts.
+func streamWorkers() uint32 { return uint32(max(64, 4*runtime.GOMAXPROCS(0))) }
 
 // Serve accepts connections on lis until Shutdown.
 func (s *Server) Serve(lis net.Listener) error { return s.grpc.Serve(lis) }
@@ -346,11 +333,4 @@ func logLevel(code codes.Code) logging.Level {
 		return logging.LevelInfo
 	}
 	return logging.DefaultServerCodeToLevel(code)
-}
-
-// slogAdapter lets go-grpc-middleware's logging interceptors write to slog.
-func slogAdapter(l *slog.Logger) logging.Logger {
-	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		l.Log(ctx, slog.Level(lvl), msg, fields...)
-	})
 }
