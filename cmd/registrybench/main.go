@@ -54,13 +54,19 @@ func main() {
 type caller func(ctx context.Context, w int) error
 
 func run() error {
-	mode := flag.String("mode", "resolve", "echo-serve | echo | put | resolve | resolve-collected | stat | pin-unpin | etcd-get | etcd-put | stream | download | transfer")
+	mode := flag.String("mode", "resolve", "echo-serve | echo | put | resolve | resolve-collected | stat | pin-unpin | etcd-get | etcd-put | stream | download | transfer | leases | idle-streams")
 	addr := flag.String("addr", "127.0.0.1:7600", "target address (for echo-serve: where to listen)")
 	conc := flag.Int("c", 16, "concurrent callers")
 	dur := flag.Duration("d", 5*time.Second, "how long to drive the load")
 	var size, chunk byteSize = 512, 1 << 20
 	flag.Var(&size, "size", "payload `size`, such as 512, 64MiB or 1GiB")
 	flag.Var(&chunk, "chunk", "for stream: bytes per message, as Download sends them")
+	var hold holdParams
+	flag.IntVar(&hold.pid, "pid", 0, "for leases and idle-streams: the server's process id, whose RSS is read")
+	flag.IntVar(&hold.streams, "n", 1000, "for leases and idle-streams: streams to hold")
+	flag.IntVar(&hold.conns, "conns", 16, "for leases and idle-streams: connections to spread them over")
+	flag.IntVar(&hold.pins, "pins", 4, "for leases: objects each lease pins")
+	flag.BoolVar(&hold.collect, "collect", false, "for leases: force a collection (a GC) and read the RSS once more")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile to `file`")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -84,6 +90,14 @@ func run() error {
 		return errors.New("-size above 64MiB is for -mode transfer only")
 	}
 	payload := make([]byte, size)
+
+	hold.addr, hold.hold = *addr, *dur
+	switch *mode {
+	case "leases":
+		return holdLeases(hold, payload)
+	case "idle-streams":
+		return holdIdle(hold)
+	}
 
 	if *mode == "echo-serve" {
 		var lc net.ListenConfig

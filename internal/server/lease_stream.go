@@ -187,9 +187,7 @@ func (s *registryService) streamEnd(ctx context.Context, out *outbox[*registryv1
 	if !out.idle() {
 		return nil // the client is behind; it would not read this in time
 	}
-	select {
-	case out.queue <- revoked:
-	default:
+	if !out.offer(revoked) {
 		return nil
 	}
 	return out.flushWithin(ctx, min(out.stall, endedFlush))

@@ -27,66 +27,108 @@ const outboxSize = 16
 // shutdown. With the outbox, the handler waits for a send at most the
 // stall timeout, and never when the lease is ended from outside.
 //
+// The sender goroutine runs only while messages wait: it starts when one
+// is queued and ends once the queue is empty. An idle lease stream, which
+// is most of them, so costs no goroutine (and no stack) for sending.
+//
 // After the handler returns, gRPC cancels the stream, which ends a Send
 // still in progress; the goroutine then ends too.
 type outbox[T any] struct {
 	sendFn  func(T) error // the stream's Send
 	stall   time.Duration
 	queue   chan T        // closed by close
-	exited  chan struct{} // closed when the sender goroutine ends
+	exited  chan struct{} // closed when the sender is done: a Send failed, or the queue was closed and drained
 	stalled chan struct{} // closed when a Send took longer than stall
 	err     error         // why Send failed; written before exited is closed
+	running atomic.Bool   // a sender goroutine runs; stays set once it is done for good
 	busy    atomic.Bool   // a Send is in progress
 	quit    atomic.Bool   // the handler is gone: send nothing more
 	once    sync.Once     // closes queue
 	stallMu sync.Once     // closes stalled
+
+	// One timer for every Send, made by the first: it fires stall after
+	// the Send in progress began, and checks that this Send is still the
+	// one in progress, since a firing meant for the previous one may run
+	// late. Only the running sender touches timer.
+	timer *time.Timer
+	base  time.Time
+	began atomic.Int64 // since base, +1, of the Send in progress; 0: none
 }
 
 func newOutbox[T any](send func(T) error, stall time.Duration) *outbox[T] {
 	if stall <= 0 {
 		stall = DefaultStreamStallTimeout
 	}
-	o := &outbox[T]{
+	return &outbox[T]{
 		sendFn:  send,
 		stall:   stall,
 		queue:   make(chan T, outboxSize),
 		exited:  make(chan struct{}),
 		stalled: make(chan struct{}),
 	}
-	go o.run()
-	return o
 }
 
+// wake starts the sender unless one runs, or is done for good.
+func (o *outbox[T]) wake() {
+	if o.running.CompareAndSwap(false, true) {
+		go o.run()
+	}
+}
+
+// run sends what is queued and returns when the queue is empty (leaving
+// running clear for the next wake), when a Send fails or when the queue
+// was closed and drained (leaving running set, so that no sender starts
+// again, and exited closed).
 func (o *outbox[T]) run() {
-	defer close(o.exited)
-	// One timer for every Send: it fires stall after the Send in progress
-	// began, and checks that this Send is still the one in progress, since
-	// a firing meant for the previous one may run late.
-	base := time.Now()
-	var began atomic.Int64 // since base, +1, of the Send in progress; 0: none
-	t := time.AfterFunc(time.Hour, func() {
-		if b := began.Load(); b != 0 && time.Since(base)-time.Duration(b-1) >= o.stall {
-			o.stallMu.Do(func() { close(o.stalled) })
+	for {
+		var (
+			m  T
+			ok bool
+		)
+		select {
+		case m, ok = <-o.queue:
+		default:
+			o.running.Store(false)
+			// A message queued after the receive above and before the
+			// store found running set and started no sender: take it.
+			if len(o.queue) == 0 || !o.running.CompareAndSwap(false, true) {
+				return
+			}
+			continue
 		}
-	})
-	t.Stop()
-	defer t.Stop()
-	for m := range o.queue {
+		if !ok {
+			close(o.exited)
+			return
+		}
 		if o.quit.Load() {
 			return
 		}
-		o.busy.Store(true)
-		began.Store(int64(time.Since(base)) + 1)
-		t.Reset(o.stall)
-		err := o.sendFn(m)
-		t.Stop()
-		began.Store(0)
-		o.busy.Store(false)
-		if err != nil {
+		if err := o.sendOne(m); err != nil {
 			o.err = err
+			close(o.exited)
 			return
 		}
 	}
+}
+
+// sendOne sends m, closing stalled if that takes longer than stall.
+func (o *outbox[T]) sendOne(m T) error {
+	if o.timer == nil {
+		o.base = time.Now()
+		o.timer = time.AfterFunc(time.Hour, func() {
+			if b := o.began.Load(); b != 0 && time.Since(o.base)-time.Duration(b-1) >= o.stall {
+				o.stallMu.Do(func() { close(o.stalled) })
+			}
+		})
+	}
+	o.busy.Store(true)
+	o.began.Store(int64(time.Since(o.base)) + 1)
+	o.timer.Reset(o.stall)
+	err := o.sendFn(m)
+	o.timer.Stop()
+	o.began.Store(0)
+	o.busy.Store(false)
+	return err
 }
 
 // send queues m. It fails when the stream stalled or broke, when ctx ends,
@@ -99,13 +141,14 @@ func (o *outbox[T]) send(ctx context.Context, m T, ended <-chan struct{}) error 
 		return o.err
 	default:
 	}
-	select {
-	case o.queue <- m:
+	if o.offer(m) {
 		return nil
-	default: // full: wait for room, but not for ever
 	}
+	// Full: wait for room, but not for ever. The sender runs, since
+	// messages wait.
 	select {
 	case o.queue <- m:
+		o.wake()
 		return nil
 	case <-o.stalled:
 		return o.stalledStatus()
@@ -115,6 +158,17 @@ func (o *outbox[T]) send(ctx context.Context, m T, ended <-chan struct{}) error 
 		return errEndedOutside
 	case <-ctx.Done():
 		return ctxStatus(ctx.Err())
+	}
+}
+
+// offer queues m if there is room, and reports whether it did.
+func (o *outbox[T]) offer(m T) bool {
+	select {
+	case o.queue <- m:
+		o.wake()
+		return true
+	default:
+		return false
 	}
 }
 
@@ -161,16 +215,18 @@ func (o *outbox[T]) flushWithin(ctx context.Context, d time.Duration) error {
 // client that does not read.
 const endedFlush = time.Second
 
-// close tells the sender goroutine that nothing more will be queued, and
-// that what is queued may be dropped if the handler has gone.
+// close tells the sender that nothing more will be queued: it sends what
+// is, and closes exited.
 func (o *outbox[T]) close() {
 	o.once.Do(func() { close(o.queue) })
+	o.wake()
 }
 
-// abandon drops what is queued: the handler is returning without it.
+// abandon drops what is queued: the handler is returning without it. A
+// sender still running stops at its next message; none starts again.
 func (o *outbox[T]) abandon() {
 	o.quit.Store(true)
-	o.close()
+	o.once.Do(func() { close(o.queue) })
 }
 
 func (o *outbox[T]) stalledStatus() error {

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Measures the memory registryd keeps per idle lease stream beside a bare
+# gRPC-Go server holding as many idle bidirectional streams, in one run on
+# this machine: each server's RSS before and while holding, per stream.
+# Each lease pins the same few objects, so the figure is the stream's and
+# the lease's, not the objects'.
+#
+# Usage: bench/leases.sh [streams] [connections] [hold-seconds] [registryd flags...]
+set -euo pipefail
+streams=${1:-10000} conns=${2:-16} secs=${3:-10}
+shift $(( $# > 3 ? 3 : $# ))
+cd "$(dirname "$0")/.."
+size=512
+. bench/lib.sh
+# One lease more than the streams: the keeper of the pinned objects.
+start_servers 127.0.0.1:7698 127.0.0.1:7699 --max-leases $((streams + 1)) "$@"
+registryd_pid=${pids[0]} baseline_pid=${pids[1]}
+
+"$work/registrybench" -mode idle-streams -addr 127.0.0.1:7699 -pid "$baseline_pid" -n "$streams" -conns "$conns" -d "${secs}s"
+"$work/registrybench" -mode leases -addr 127.0.0.1:7698 -pid "$registryd_pid" -n "$streams" -conns "$conns" -d "${secs}s" -pins 4
