@@ -177,9 +177,9 @@ const (
 	// its rate allows. Metadata `identity`, `rate`, `burst`; a
 	// google.rpc.RetryInfo detail says when to try again.
 	ErrorReason_RATE_LIMITED ErrorReason = 46
-	// RESOURCE_EXHAUSTED, for one handle of a BatchResolve: its bytes fit
-	// one message alone but not beside the answers before it, so it was
-	// left out (and, with a lease_id, not pinned). Metadata `max` (the
+	// RESOURCE_EXHAUSTED, for one handle of a BatchResolve or BatchStat: its
+	// answer fits one message alone but not beside the answers before it, so
+	// it was left out (and, with a lease_id, not pinned). Metadata `max` (the
 	// server's message limit), `want` (the size the answer would have
 	// reached). Resolve it alone, in a smaller batch, or with Download.
 	ErrorReason_RESPONSE_TOO_LARGE ErrorReason = 47

@@ -90,8 +90,10 @@ type RegistryServiceClient interface {
 	// LEASE_NOT_FOUND, PERMISSION_DENIED LEASE_NOT_OWNED).
 	BatchResolve(ctx context.Context, in *BatchResolveRequest, opts ...grpc.CallOption) (*BatchResolveResponse, error)
 	// BatchStat returns the metadata of many handles in one call, each
-	// answered on its own as Stat would, in request order. The call fails
-	// as a whole only with REQUEST_EMPTY or TOO_MANY_HANDLES.
+	// answered on its own as Stat would, in request order; metadata that
+	// would push the answer over the message limit is answered
+	// RESPONSE_TOO_LARGE (large labels: ask for fewer handles). The call
+	// fails as a whole only with REQUEST_EMPTY or TOO_MANY_HANDLES.
 	BatchStat(ctx context.Context, in *BatchStatRequest, opts ...grpc.CallOption) (*BatchStatResponse, error)
 	// Lease holds objects alive for as long as the stream lasts. The first
 	// message must be `open`; the server answers `opened` with the lease id.
@@ -340,8 +342,10 @@ type RegistryServiceServer interface {
 	// LEASE_NOT_FOUND, PERMISSION_DENIED LEASE_NOT_OWNED).
 	BatchResolve(context.Context, *BatchResolveRequest) (*BatchResolveResponse, error)
 	// BatchStat returns the metadata of many handles in one call, each
-	// answered on its own as Stat would, in request order. The call fails
-	// as a whole only with REQUEST_EMPTY or TOO_MANY_HANDLES.
+	// answered on its own as Stat would, in request order; metadata that
+	// would push the answer over the message limit is answered
+	// RESPONSE_TOO_LARGE (large labels: ask for fewer handles). The call
+	// fails as a whole only with REQUEST_EMPTY or TOO_MANY_HANDLES.
 	BatchStat(context.Context, *BatchStatRequest) (*BatchStatResponse, error)
 	// Lease holds objects alive for as long as the stream lasts. The first
 	// message must be `open`; the server answers `opened` with the lease id.
