@@ -85,8 +85,9 @@ type RegistryServiceClient interface {
 	//
 	// The call as a whole fails only when the request is wrong as a whole,
 	// and then changes nothing: INVALID_ARGUMENT REQUEST_EMPTY (no handles),
-	// TOO_MANY_HANDLES (more than 1000); with a lease_id, the errors of
-	// Put's lease_id (LEASE_ID_MALFORMED, FAILED_PRECONDITION
+	// TOO_MANY_HANDLES (more than 1000, or more than an answer within the
+	// server's message limit could carry errors for); with a lease_id, the
+	// errors of Put's lease_id (LEASE_ID_MALFORMED, FAILED_PRECONDITION
 	// LEASE_NOT_FOUND, PERMISSION_DENIED LEASE_NOT_OWNED).
 	BatchResolve(ctx context.Context, in *BatchResolveRequest, opts ...grpc.CallOption) (*BatchResolveResponse, error)
 	// BatchStat returns the metadata of many handles in one call, each
@@ -337,8 +338,9 @@ type RegistryServiceServer interface {
 	//
 	// The call as a whole fails only when the request is wrong as a whole,
 	// and then changes nothing: INVALID_ARGUMENT REQUEST_EMPTY (no handles),
-	// TOO_MANY_HANDLES (more than 1000); with a lease_id, the errors of
-	// Put's lease_id (LEASE_ID_MALFORMED, FAILED_PRECONDITION
+	// TOO_MANY_HANDLES (more than 1000, or more than an answer within the
+	// server's message limit could carry errors for); with a lease_id, the
+	// errors of Put's lease_id (LEASE_ID_MALFORMED, FAILED_PRECONDITION
 	// LEASE_NOT_FOUND, PERMISSION_DENIED LEASE_NOT_OWNED).
 	BatchResolve(context.Context, *BatchResolveRequest) (*BatchResolveResponse, error)
 	// BatchStat returns the metadata of many handles in one call, each
