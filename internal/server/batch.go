@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"math"
+	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -32,8 +34,10 @@ import (
 // but not beside the answers before it in the same batch: it was left
 // out. RESPONSE_TOO_LARGE, metadata `max` and `want`.
 type ResponseTooLargeError struct {
-	Want int64 // the size the batch's answer would have reached
-	Max  int   // the message limit the answer must fit
+	// Want is the size the batch's answer would have needed: the answers
+	// before, this one, and room for those after (see errorRoom).
+	Want int64
+	Max  int // the message limit the answer must fit
 }
 
 func (e *ResponseTooLargeError) Error() string {
@@ -44,22 +48,60 @@ func (e *ResponseTooLargeError) Error() string {
 // sets no message limit: gRPC's default for what a client receives.
 const defaultMessageBytes = 4 << 20
 
+// batchSlack is room a batch's answer leaves free below the message
+// limit, for what its count of sizes does not know exactly: with a lease
+// and with_info, the metadata after the pin is a few bytes longer than
+// the Stat before it; an error a little longer than errorRoom (a long
+// identity name in its metadata).
+const batchSlack = 16 << 10
+
 // batchRoom is how many bytes a batch's answer may take: the message
-// limit less the room Resolve leaves for a message's other fields.
+// limit, less batchSlack. (Each object's bytes are bounded further, as
+// Resolve bounds them: see tooLargeForMessage.)
 func (s *registryService) batchRoom() (room int64, limit int) {
 	limit = s.limits.MaxMessageBytes
 	if limit <= 0 {
 		limit = defaultMessageBytes
 	}
-	return int64(limit) - messageOverhead, limit
+	return int64(limit) - batchSlack, limit
 }
 
-// checkBatch refuses a batch of no handles or of too many.
-func checkBatch(hs []string) error {
+// errorRoom is what one handle's error adds to an answer, at most: a
+// RESPONSE_TOO_LARGE, the longest a handle that fails for the answer's
+// size may get. A batch keeps this much free for every handle still to
+// answer, so that the errors of those that do not fit fit too: an answer
+// over the limit would fail the whole call after its pins were taken.
+// (Other errors are no longer; one that is finds room in batchSlack.)
+func errorRoom(limit int) int64 {
+	if n, ok := errorRooms.Load(limit); ok {
+		return n.(int64)
+	}
+	e := handleError(&ResponseTooLargeError{Want: math.MaxInt64, Max: limit})
+	n := entrySize(1 + protowire.SizeBytes(proto.Size(e)))
+	errorRooms.Store(limit, n)
+	return n
+}
+
+// errorRooms caches errorRoom by message limit: building the error costs
+// dozens of allocations, and a server has one limit.
+var errorRooms sync.Map
+
+// checkBatch refuses a batch of no handles, or of more than
+// MaxHandlesPerRequest, or of more than an answer could carry errors
+// for: only a server with a --max-message-bytes far below its default
+// caps a batch below MaxHandlesPerRequest.
+func (s *registryService) checkBatch(hs []string) error {
 	if len(hs) == 0 {
 		return fmt.Errorf("%w: name at least one handle", ErrRequestEmpty)
 	}
-	return checkHandles(hs)
+	if err := checkHandles(hs); err != nil {
+		return err
+	}
+	room, limit := s.batchRoom()
+	if most := room / errorRoom(limit); int64(len(hs)) > most {
+		return &TooManyHandlesError{Max: int(max(most, 0)), Want: len(hs)}
+	}
+	return nil
 }
 
 // entrySize is how many bytes a result of n bytes adds to a response: its
@@ -75,7 +117,7 @@ func handleError(err error) *registryv1.HandleError {
 
 func (s *registryService) BatchResolve(ctx context.Context, req *registryv1.BatchResolveRequest) (*registryv1.BatchResolveResponse, error) {
 	hs := req.GetHandles()
-	if err := checkBatch(hs); err != nil {
+	if err := s.checkBatch(hs); err != nil {
 		return nil, toStatus(err, handle.Object)
 	}
 	who := auth.FromContext(ctx)
@@ -88,7 +130,8 @@ func (s *registryService) BatchResolve(ctx context.Context, req *registryv1.Batc
 		}
 	}
 	room, limit := s.batchRoom()
-	b := batchResolver{s: s, who: who, leaseID: leaseID, withInfo: req.GetWithInfo(), room: room, limit: limit}
+	b := batchResolver{s: s, who: who, leaseID: leaseID, withInfo: req.GetWithInfo(), room: room, limit: limit,
+		perError: errorRoom(limit), left: int64(len(hs))}
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		b.span = span
 	}
@@ -113,6 +156,8 @@ type batchResolver struct {
 	withInfo bool
 	room     int64      // bytes the answer may take
 	limit    int        // the message limit, for errors
+	perError int64      // room kept for each handle still to answer (errorRoom)
+	left     int64      // handles still to answer, this one included
 	used     int64      // bytes the answer takes so far
 	span     trace.Span // the call's span if it records, else nil
 }
@@ -120,6 +165,7 @@ type batchResolver struct {
 // one answers h into r.
 func (b *batchResolver) one(h string, r *registryv1.BatchResolveResult) {
 	obj, err := b.resolve(h)
+	b.left--
 	if b.span != nil {
 		b.event(h, obj, err)
 	}
@@ -155,7 +201,7 @@ func (b *batchResolver) fits(size int64, info registry.Info) error {
 	if b.withInfo {
 		pi = infoToProto(info)
 	}
-	if want := b.used + b.resultSize(int(size), pi); want > b.room {
+	if want := b.used + b.resultSize(int(size), pi) + (b.left-1)*b.perError; want > b.room {
 		return &ResponseTooLargeError{Want: want, Max: b.limit}
 	}
 	return nil
@@ -199,10 +245,11 @@ func (b *batchResolver) event(h string, obj registry.Object, err error) {
 
 func (s *registryService) BatchStat(_ context.Context, req *registryv1.BatchStatRequest) (*registryv1.BatchStatResponse, error) {
 	hs := req.GetHandles()
-	if err := checkBatch(hs); err != nil {
+	if err := s.checkBatch(hs); err != nil {
 		return nil, toStatus(err, handle.Object)
 	}
 	room, limit := s.batchRoom()
+	perError := errorRoom(limit)
 	var used int64
 	slab := make([]registryv1.BatchStatResult, len(hs))
 	out := &registryv1.BatchStatResponse{Results: make([]*registryv1.BatchStatResult, len(hs))}
@@ -213,11 +260,12 @@ func (s *registryService) BatchStat(_ context.Context, req *registryv1.BatchStat
 		if err == nil {
 			r.Info = infoToProto(info)
 			size := entrySize(1 + protowire.SizeBytes(proto.Size(r.Info)))
-			if used+size <= room {
+			want := used + size + int64(len(hs)-i-1)*perError // see errorRoom
+			if want <= room {
 				used += size
 				continue
 			}
-			r.Info, err = nil, &ResponseTooLargeError{Want: used + size, Max: limit}
+			r.Info, err = nil, &ResponseTooLargeError{Want: want, Max: limit}
 		}
 		r.Error = handleError(err)
 		used += entrySize(1 + protowire.SizeBytes(proto.Size(r.Error)))

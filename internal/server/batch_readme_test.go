@@ -1,6 +1,8 @@
 package server
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -52,7 +54,7 @@ func addBatchProvokers(add func(reason string, code codes.Code, rpc string, f pr
 		code := catalog[registryv1.ErrorReason(registryv1.ErrorReason_value[reason])].code
 		add(reason, code, "BatchResolve result", func(t *testing.T, w *world) answer {
 			// The first handle hits: the batch answers each on its own.
-			rs := w.e.batchResolve(t, &registryv1.BatchResolveRequest{Handles: []string{w.weak, h(w)}})
+			rs := w.e.batchResolve(t, &registryv1.BatchResolveRequest{Handles: []string{w.pinned, h(w)}})
 			if rs[0].GetError() != nil {
 				t.Errorf("the hit beside it: %v", rs[0].GetError())
 			}
@@ -110,26 +112,39 @@ func addBatchProvokers(add func(reason string, code codes.Code, rpc string, f pr
 		_, err := w.e.rs.BatchStat(ctxT(t), &registryv1.BatchStatRequest{})
 		return errAnswer(err)
 	})
-	// walkLimits lets an answer carry 100 bytes.
+	// walkLimits lets an answer carry an object of 100 bytes, in a message
+	// of 64 KiB and 100 bytes: four objects of 20 KiB of labels overflow
+	// it.
+	labelled := func(t *testing.T, w *world) string {
+		labels := map[string]string{}
+		for i := range 64 {
+			labels[fmt.Sprintf("%063d", i)] = strings.Repeat("v", 255)
+		}
+		resp, err := w.e.rs.Put(ctxT(t), &registryv1.PutRequest{Data: []byte("labelled"), Labels: labels})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetHandle()
+	}
 	add(ReasonMessageTooLarge, codes.ResourceExhausted, "BatchResolve result", func(t *testing.T, w *world) answer {
 		h := w.e.put(t, string(make([]byte, 200)), "")
 		return handleErrAnswer(w.e.batchResolve(t, &registryv1.BatchResolveRequest{Handles: []string{h}})[0].GetError())
 	})
 	add(ReasonResponseTooLarge, codes.ResourceExhausted, "BatchResolve result", func(t *testing.T, w *world) answer {
-		h := w.e.put(t, string(make([]byte, 60)), "")
-		rs := w.e.batchResolve(t, &registryv1.BatchResolveRequest{Handles: []string{h, h}})
+		h := labelled(t, w)
+		rs := w.e.batchResolve(t, &registryv1.BatchResolveRequest{Handles: []string{h, h, h, h}, WithInfo: true})
 		if rs[0].GetError() != nil {
 			t.Errorf("the first fits: %v", rs[0].GetError())
 		}
-		return handleErrAnswer(rs[1].GetError())
+		return handleErrAnswer(rs[3].GetError())
 	})
 	add(ReasonResponseTooLarge, codes.ResourceExhausted, "BatchStat result", func(t *testing.T, w *world) answer {
-		// An object's metadata is over 100 bytes with its handle and times.
-		resp, err := w.e.rs.BatchStat(ctxT(t), &registryv1.BatchStatRequest{Handles: []string{w.weak}})
+		h := labelled(t, w)
+		resp, err := w.e.rs.BatchStat(ctxT(t), &registryv1.BatchStatRequest{Handles: []string{h, h, h, h}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return handleErrAnswer(resp.GetResults()[0].GetError())
+		return handleErrAnswer(resp.GetResults()[3].GetError())
 	})
 	// Limits reached by pinning with the batch's lease, as Resolve's.
 	add(ReasonPinnedBytesLimit, codes.ResourceExhausted, "BatchResolve result", func(t *testing.T, w *world) answer {
