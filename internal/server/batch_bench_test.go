@@ -2,11 +2,28 @@ package server
 
 import (
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 )
+
+// batchBenchEnv is a server whose one lease may pin a thousand objects,
+// on TCP loopback or bufconn.
+func batchBenchEnv(b *testing.B, loopback bool) *env {
+	l := testLimits
+	l.MaxPinsPerLease = MaxHandlesPerRequest
+	o := envOptions{limits: &l}
+	if loopback {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		o.lis = lis
+	}
+	return newEnvWith(b, o)
+}
 
 // BenchmarkGRPCBatchResolve resolves batches of 100-byte objects over TCP
 // loopback, client and server in this process, and reports the cost per
@@ -14,7 +31,7 @@ import (
 func BenchmarkGRPCBatchResolve(b *testing.B) {
 	for _, n := range []int{16, 100, 1000} {
 		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
-			e := loopbackEnv(b)
+			e := batchBenchEnv(b, true)
 			lc := e.openLease(b, "bench", 0)
 			hs := make([]string, n)
 			for i := range hs {
@@ -42,7 +59,7 @@ func BenchmarkGRPCBatchResolve(b *testing.B) {
 // BenchmarkBatchResolveHandler is the handler alone, without gRPC: the
 // registry's lookups and the answer's build.
 func BenchmarkBatchResolveHandler(b *testing.B) {
-	e := newEnv(b, nil)
+	e := batchBenchEnv(b, false)
 	lc := e.openLease(b, "bench", 0)
 	hs := make([]string, 1000)
 	for i := range hs {
