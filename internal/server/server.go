@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/authz"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -30,6 +31,7 @@ import (
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/auth"
+	"github.com/weakref/registry/internal/bufpool"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/observe"
@@ -251,6 +253,8 @@ func serverOptions(cfg Config, ids *identityLimits) []grpc.ServerOption {
 	stream = append(stream, ids.stream, decode.streamInterceptor)
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(decode),
+		// Requests are read into buffers not cleared first (see bufpool).
+		experimental.BufferPool(bufpool.Default),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),
