@@ -50,13 +50,14 @@ func main() {
 type caller func(ctx context.Context, w int) error
 
 func run() error {
-	mode := flag.String("mode", "resolve", "echo-serve | echo | put | resolve | resolve-collected | stat | pin-unpin | stream | download | transfer")
+	mode := flag.String("mode", "resolve", "echo-serve | echo | put | resolve | resolve-collected | stat | pin-unpin | batch-resolve | batch-pin | stream | download | transfer")
 	addr := flag.String("addr", "127.0.0.1:7600", "target address (for echo-serve: where to listen)")
 	conc := flag.Int("c", 16, "concurrent callers")
 	dur := flag.Duration("d", 5*time.Second, "how long to drive the load")
 	var size, chunk byteSize = 512, 1 << 20
 	flag.Var(&size, "size", "payload `size`, such as 512, 64MiB or 1GiB")
 	flag.Var(&chunk, "chunk", "for stream: bytes per message, as Download sends them")
+	batch := flag.Int("batch", 100, "for batch-resolve and batch-pin: objects per call (see batch.go)")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile to `file`")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -95,6 +96,9 @@ func run() error {
 		return throughput(*mode, *addr, payload, int(chunk), *conc, *dur)
 	}
 
+	if batchModes[*mode] {
+		return runBatch(*mode, *addr, payload, *conc, *batch, *dur)
+	}
 	cc, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
