@@ -327,8 +327,8 @@ func TestBatchAnswerFitsOneMessage(t *testing.T) {
 }
 
 // TestBatchResolveDuringCollectionNeverAnswersOtherBytes resolves batches
-// of pinned and weak objects while an operator forces collections and
-// reads stats: a pinned object always answers its bytes, a weak one its
+// of pinned and weak objects while an operator forces collections, reads
+// stats and pages through the objects: a pinned object always answers its bytes, a weak one its
 // bytes or OBJECT_COLLECTED, never another's. Afterwards the weak ones
 // are collectable: the batches kept no strong pointer to them.
 func TestBatchResolveDuringCollectionNeverAnswersOtherBytes(t *testing.T) {
@@ -362,6 +362,17 @@ func TestBatchResolveDuringCollectionNeverAnswersOtherBytes(t *testing.T) {
 			if _, err := w.e.admin.GetStats(ctxT(t), &registryv1.GetStatsRequest{}); err != nil {
 				t.Error(err)
 				return
+			}
+			// A pager walks the objects, a page at a time.
+			for token := ""; ; {
+				page, err := w.e.admin.ListObjects(ctxT(t), &registryv1.ListObjectsRequest{PageSize: 50, PageToken: token})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if token = page.GetNextPageToken(); token == "" {
+					break
+				}
 			}
 		}
 	})
