@@ -164,7 +164,7 @@ type batchResolver struct {
 
 // one answers h into r.
 func (b *batchResolver) one(h string, r *registryv1.BatchResolveResult) {
-	obj, err := b.resolve(h)
+	obj, info, err := b.resolve(h)
 	b.left--
 	if b.span != nil {
 		b.event(h, obj, err)
@@ -174,10 +174,7 @@ func (b *batchResolver) one(h string, r *registryv1.BatchResolveResult) {
 		b.used += entrySize(1 + protowire.SizeBytes(proto.Size(r.Error)))
 		return
 	}
-	r.Data = obj.Payload().Bytes()
-	if b.withInfo {
-		r.Info = infoToProto(obj.Info)
-	}
+	r.Data, r.Info = obj.Payload().Bytes(), info
 	b.used += b.resultSize(len(r.Data), r.Info)
 }
 
@@ -190,16 +187,21 @@ func (b *batchResolver) resultSize(n int, info *registryv1.ObjectInfo) int64 {
 	return entrySize(size)
 }
 
-// fits returns the error for an object of size bytes, with info if asked,
+// info is the metadata the answer carries for an object: in, if
+// with_info asked for it, else none.
+func (b *batchResolver) info(in registry.Info) *registryv1.ObjectInfo {
+	if !b.withInfo {
+		return nil
+	}
+	return infoToProto(in)
+}
+
+// fits returns the error for an object of size bytes, with pi if asked,
 // that the answer cannot carry: MESSAGE_TOO_LARGE if no message could, as
 // Resolve says, RESPONSE_TOO_LARGE if this one no longer can; else nil.
-func (b *batchResolver) fits(size int64, info registry.Info) error {
+func (b *batchResolver) fits(size int64, pi *registryv1.ObjectInfo) error {
 	if err := b.s.tooLargeForMessage(size); err != nil {
 		return err
-	}
-	var pi *registryv1.ObjectInfo
-	if b.withInfo {
-		pi = infoToProto(info)
 	}
 	if want := b.used + b.resultSize(int(size), pi) + (b.left-1)*b.perError; want > b.room {
 		return &ResponseTooLargeError{Want: want, Max: b.limit}
@@ -208,28 +210,35 @@ func (b *batchResolver) fits(size int64, info registry.Info) error {
 }
 
 // resolve resolves h as Resolve would, and refuses an object the answer
-// cannot carry. With a lease it refuses before pinning, so that a refused
-// handle is left unpinned, as Resolve leaves it.
-func (b *batchResolver) resolve(h string) (registry.Object, error) {
+// cannot carry; it returns the metadata the answer carries, if any. With
+// a lease it refuses before pinning, so that a refused handle is left
+// unpinned, as Resolve leaves it.
+func (b *batchResolver) resolve(h string) (registry.Object, *registryv1.ObjectInfo, error) {
 	if b.leaseID == "" {
 		obj, err := b.s.reg.Resolve(h)
 		if err != nil {
-			return registry.Object{}, err
+			return registry.Object{}, nil, err
 		}
-		if err := b.fits(obj.Info.Size, obj.Info); err != nil {
-			return registry.Object{}, err
+		pi := b.info(obj.Info)
+		if err := b.fits(obj.Info.Size, pi); err != nil {
+			return registry.Object{}, nil, err
 		}
-		return obj, nil
+		return obj, pi, nil
 	}
 	// An object's size never changes, so a Stat tells whether its answer
-	// fits before the pin. A Stat that fails says nothing: ResolvePin
-	// gives the error Resolve would.
+	// fits before the pin (the metadata after the pin is a few bytes
+	// longer at most: batchSlack). A Stat that fails says nothing:
+	// ResolvePin gives the error Resolve would.
 	if info, err := b.s.reg.Stat(h); err == nil {
-		if err := b.fits(info.Size, info); err != nil {
-			return registry.Object{}, err
+		if err := b.fits(info.Size, b.info(info)); err != nil {
+			return registry.Object{}, nil, err
 		}
 	}
-	return b.s.leases.ResolvePin(b.who, b.leaseID, h)
+	obj, err := b.s.leases.ResolvePin(b.who, b.leaseID, h)
+	if err != nil {
+		return registry.Object{}, nil, err
+	}
+	return obj, b.info(obj.Info), nil
 }
 
 // event records one handle's answer on the call's span, as Resolve does.
