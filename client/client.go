@@ -15,12 +15,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/bufpool"
 	"github.com/weakref/registry/internal/netaddr"
 )
 
@@ -99,7 +101,10 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 		grpc.WithUserAgent("registry-go-client"),
 		// registryd bounds what it sends with --max-message-bytes; gRPC's
 		// default of 4 MiB would refuse a large object.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.ForceCodecV2(bufpool.Codec{})),
+		// gRPC's default pool clears a 1 MiB buffer for every message
+		// over 32 KiB; a ResolveMany answer is one (see package bufpool).
+		experimental.WithBufferPool(bufpool.Default),
 		// A lease learns of a dead server as fast as the server learns of
 		// a dead client. registryd allows a ping every 10s.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),

@@ -113,6 +113,7 @@ var reasonKinds = map[registryv1.ErrorReason]error{
 	registryv1.ErrorReason_IDENTITY_UPLOAD_BYTES_LIMIT: ErrLimit,
 	registryv1.ErrorReason_IDENTITY_STREAM_LIMIT:       ErrLimit,
 	registryv1.ErrorReason_RATE_LIMITED:                ErrLimit,
+	registryv1.ErrorReason_RESPONSE_TOO_LARGE:          ErrLimit,
 }
 
 // reasons is reasonKinds by the reason's name, as ErrorInfo carries it.

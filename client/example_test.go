@@ -144,3 +144,44 @@ func ExampleClient_Watch() {
 	// WEAK weak
 	// COLLECTED collected
 }
+
+// A reader fetches many objects in one round trip; each handle is
+// answered on its own.
+func ExampleClient_ResolveMany() {
+	ctx := context.Background()
+	c, err := client.Dial(exampleAddr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	lease, err := c.Lease(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lease.Close(ctx)
+	var handles []string
+	for _, s := range []string{"alpha", "beta"} {
+		info, err := c.Put(ctx, []byte(s), client.PinnedBy(lease))
+		if err != nil {
+			log.Fatal(err)
+		}
+		handles = append(handles, info.Handle)
+	}
+	handles = append(handles, "obj_not-a-handle")
+
+	results, err := c.ResolveMany(ctx, handles)
+	if err != nil {
+		log.Fatal(err) // the call as a whole: registryd unreachable, ...
+	}
+	for _, r := range results {
+		if r.Err != nil {
+			fmt.Println("error:", errors.Is(r.Err, client.ErrMalformedHandle))
+			continue
+		}
+		fmt.Printf("%s\n", r.Data)
+	}
+	// Output:
+	// alpha
+	// beta
+	// error: true
+}

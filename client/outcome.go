@@ -1,8 +1,6 @@
 package client
 
 import (
-	"google.golang.org/grpc/codes"
-
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 )
 
@@ -49,11 +47,7 @@ func resultsFrom(rs *registryv1.PinResults) []PinResult {
 	for i, r := range rs.GetResults() {
 		out[i] = PinResult{Handle: r.GetHandle(), Outcome: PinOutcome(r.GetOutcome()), Info: infoFrom(r.GetInfo())}
 		if e := r.GetError(); e != nil {
-			kind := reasons[e.GetReason()]
-			if kind == nil && codes.Code(e.GetCode()) == codes.ResourceExhausted {
-				kind = ErrLimit
-			}
-			out[i].Err = &Error{Code: codes.Code(e.GetCode()), Reason: e.GetReason(), Message: e.GetMessage(), kind: kind}
+			out[i].Err = fromHandleError(e)
 		}
 	}
 	return out

@@ -549,7 +549,7 @@ func TestRegistryctlUsageErrors(t *testing.T) {
 		{name: "hold without a handle", args: []string{"hold"}, help: "registryctl hold", want: []string{"HANDLE"}},
 		{name: "leases without a subcommand", args: []string{"leases"}, help: "registryctl leases", want: []string{"ls or revoke"}},
 		{name: "leases revoke without an id", args: []string{"leases", "revoke"}, help: "registryctl leases revoke", want: []string{"LEASE_ID"}},
-		{name: "unknown command", args: []string{"stat"}, help: "registryctl", want: []string{`unknown command "stat"`, `did you mean "stats"?`}},
+		{name: "unknown command", args: []string{"insp"}, help: "registryctl", want: []string{`unknown command "insp"`, `did you mean "inspect"?`}},
 		{name: "unknown flag", args: []string{"get", "--bogus", "obj_a"}, help: "registryctl get", want: []string{"unknown flag: --bogus"}},
 		{name: "bad flag value", args: []string{"ls", "--limit", "many"}, help: "registryctl ls", want: []string{"--limit", `"many"`}},
 		{name: "output xml", args: []string{"stats", "-w", "xml"}, help: "registryctl stats", want: []string{`--output "xml"`, "table, json or yaml"}},

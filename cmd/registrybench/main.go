@@ -54,7 +54,7 @@ func main() {
 type caller func(ctx context.Context, w int) error
 
 func run() error {
-	mode := flag.String("mode", "resolve", "echo-serve | echo | put | resolve | resolve-collected | stat | pin-unpin | etcd-get | etcd-put | stream | download | transfer | leases | idle-streams")
+	mode := flag.String("mode", "resolve", "echo-serve | echo | put | resolve | resolve-collected | stat | pin-unpin | batch-resolve | batch-pin | etcd-get | etcd-put | stream | download | transfer | leases | idle-streams")
 	addr := flag.String("addr", "127.0.0.1:7600", "target address (for echo-serve: where to listen)")
 	conc := flag.Int("c", 16, "concurrent callers")
 	dur := flag.Duration("d", 5*time.Second, "how long to drive the load")
@@ -67,6 +67,7 @@ func run() error {
 	flag.IntVar(&hold.conns, "conns", 16, "for leases and idle-streams: connections to spread them over")
 	flag.IntVar(&hold.pins, "pins", 4, "for leases: objects each lease pins")
 	flag.BoolVar(&hold.collect, "collect", false, "for leases: force a collection (a GC) and read the RSS once more")
+	batch := flag.Int("batch", 100, "for batch-resolve and batch-pin: objects per call (see batch.go)")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile to `file`")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -113,6 +114,9 @@ func run() error {
 		return throughput(*mode, *addr, payload, int(chunk), *conc, *dur)
 	}
 
+	if batchModes[*mode] {
+		return runBatch(*mode, *addr, payload, *conc, *batch, *dur)
+	}
 	var call caller
 	if strings.HasPrefix(*mode, "etcd-") {
 		c, done, err := etcdCaller(*mode, *addr, payload)

@@ -178,6 +178,7 @@ var exitCodes = map[registryv1.ErrorReason]int{
 	registryv1.ErrorReason_IDENTITY_UPLOAD_BYTES_LIMIT: exitError,
 	registryv1.ErrorReason_IDENTITY_STREAM_LIMIT:       exitError,
 	registryv1.ErrorReason_RATE_LIMITED:                exitError,
+	registryv1.ErrorReason_RESPONSE_TOO_LARGE:          exitError,
 }
 
 // reasonExits is exitCodes by the reason's name, as ErrorInfo carries it.

@@ -96,7 +96,7 @@ not serving.`,
 		&cobra.Group{ID: "leases", Title: "Leases:"},
 		&cobra.Group{ID: "server", Title: "The server:"},
 	)
-	for _, c := range []*cobra.Command{a.putCommand(), a.getCommand(), a.lsCommand(), a.inspectCommand(), a.rmCommand(), a.watchCommand()} {
+	for _, c := range []*cobra.Command{a.putCommand(), a.getCommand(), a.statCommand(), a.lsCommand(), a.inspectCommand(), a.rmCommand(), a.watchCommand()} {
 		c.GroupID = "objects"
 		root.AddCommand(c)
 	}

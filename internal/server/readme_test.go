@@ -559,6 +559,7 @@ func provokers() map[string]provocation {
 	add(ReasonTransportInsecure, codes.Unauthenticated, "every RPC", everyRPCWithAuth(false, true, adminToken))
 	add(ReasonRoleForbidden, codes.PermissionDenied, "every RPC", everyRPCWithAuth(true, true, "role"))
 	addIdentityLimits(add)
+	addBatchProvokers(add)
 	return p
 }
 

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/authz"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -25,6 +26,7 @@ import (
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/auth"
+	"github.com/weakref/registry/internal/bufpool"
 	"github.com/weakref/registry/internal/lease"
 	"github.com/weakref/registry/internal/observe"
 	"github.com/weakref/registry/internal/registry"
@@ -224,6 +226,8 @@ func serverOptions(cfg Config, ids *identityLimits, calls *inflight) []grpc.Serv
 	stream = append(stream, core.stream)
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(decode),
+		// Requests are read into buffers not cleared first (see bufpool).
+		experimental.BufferPool(bufpool.Default),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),

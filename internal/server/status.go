@@ -77,6 +77,7 @@ var (
 	ReasonIdentityUploadBytesLimit = registryv1.ErrorReason_IDENTITY_UPLOAD_BYTES_LIMIT.String()
 	ReasonIdentityStreamLimit      = registryv1.ErrorReason_IDENTITY_STREAM_LIMIT.String()
 	ReasonRateLimited              = registryv1.ErrorReason_RATE_LIMITED.String()
+	ReasonResponseTooLarge         = registryv1.ErrorReason_RESPONSE_TOO_LARGE.String()
 )
 
 // reasonInfo is what the server says with a reason.
@@ -137,6 +138,7 @@ var catalog = map[registryv1.ErrorReason]reasonInfo{
 	registryv1.ErrorReason_IDENTITY_UPLOAD_BYTES_LIMIT: {codes.ResourceExhausted, "retry once your other uploads have ended, or ask for a higher --identity-max-upload-bytes"},
 	registryv1.ErrorReason_IDENTITY_STREAM_LIMIT:       {codes.ResourceExhausted, "close streams you no longer need, or ask for a higher --identity-max-streams"},
 	registryv1.ErrorReason_RATE_LIMITED:                {codes.ResourceExhausted, "slow down, and retry after the RetryInfo delay"},
+	registryv1.ErrorReason_RESPONSE_TOO_LARGE:          {codes.ResourceExhausted, "resolve it alone, in a smaller batch, or with Download"},
 }
 
 // validUTF8 makes md's values UTF-8: metadata may echo client input, and
@@ -178,6 +180,7 @@ func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]s
 		field     *FieldError
 		tooMany   *TooManyHandlesError
 		tooLarge  *MessageTooLargeError
+		response  *ResponseTooLargeError
 		size      *UploadSizeError
 		trailer   *UploadTrailerError
 		checksum  *ChecksumError
@@ -231,6 +234,8 @@ func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]s
 		return registryv1.ErrorReason(r), md
 	case errors.As(err, &tooLarge):
 		return registryv1.ErrorReason_MESSAGE_TOO_LARGE, maxWant(int64(tooLarge.Max), tooLarge.Size)
+	case errors.As(err, &response):
+		return registryv1.ErrorReason_RESPONSE_TOO_LARGE, maxWant(int64(response.Max), response.Want)
 	case errors.As(err, &limited):
 		return registryv1.ErrorReason_RATE_LIMITED, map[string]string{
 			"identity": limited.Identity,
@@ -352,6 +357,7 @@ func detailsOf(err error, reason, msg string) []proto.Message {
 		field    *FieldError
 		limit    *registry.LimitError
 		tooLarge *MessageTooLargeError
+		response *ResponseTooLargeError
 		limited  *RateLimitedError
 	)
 	switch {
@@ -363,6 +369,8 @@ func detailsOf(err error, reason, msg string) []proto.Message {
 		return []proto.Message{quotaFailure(reason, limit.Identity, limit.Max, msg)}
 	case errors.As(err, &tooLarge):
 		return []proto.Message{quotaFailure(reason, "", int64(tooLarge.Max), msg)}
+	case errors.As(err, &response):
+		return []proto.Message{quotaFailure(reason, "", int64(response.Max), msg)}
 	case errors.As(err, &limited):
 		// The quota's value is the rate, rounded up to whole requests/s.
 		return []proto.Message{

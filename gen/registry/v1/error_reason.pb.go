@@ -177,6 +177,12 @@ const (
 	// its rate allows. Metadata `identity`, `rate`, `burst`; a
 	// google.rpc.RetryInfo detail says when to try again.
 	ErrorReason_RATE_LIMITED ErrorReason = 46
+	// RESOURCE_EXHAUSTED, for one handle of a BatchResolve or BatchStat: its
+	// answer fits one message alone but not beside the answers before it, so
+	// it was left out (and, with a lease_id, not pinned). Metadata `max` (the
+	// server's message limit), `want` (the size the answer would have
+	// reached). Resolve it alone, in a smaller batch, or with Download.
+	ErrorReason_RESPONSE_TOO_LARGE ErrorReason = 47
 )
 
 // Enum value maps for ErrorReason.
@@ -229,6 +235,7 @@ var (
 		44: "IDENTITY_UPLOAD_BYTES_LIMIT",
 		45: "IDENTITY_STREAM_LIMIT",
 		46: "RATE_LIMITED",
+		47: "RESPONSE_TOO_LARGE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":    0,
@@ -278,6 +285,7 @@ var (
 		"IDENTITY_UPLOAD_BYTES_LIMIT": 44,
 		"IDENTITY_STREAM_LIMIT":       45,
 		"RATE_LIMITED":                46,
+		"RESPONSE_TOO_LARGE":          47,
 	}
 )
 
@@ -312,7 +320,7 @@ var File_registry_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_registry_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"\x1eregistry/v1/error_reason.proto\x12\vregistry.v1*\xbb\b\n" +
+	"\x1eregistry/v1/error_reason.proto\x12\vregistry.v1*\xd3\b\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10HANDLE_MALFORMED\x10\x01\x12\x12\n" +
@@ -361,7 +369,8 @@ const file_registry_v1_error_reason_proto_rawDesc = "" +
 	"\x1bIDENTITY_PINNED_BYTES_LIMIT\x10+\x12\x1f\n" +
 	"\x1bIDENTITY_UPLOAD_BYTES_LIMIT\x10,\x12\x19\n" +
 	"\x15IDENTITY_STREAM_LIMIT\x10-\x12\x10\n" +
-	"\fRATE_LIMITED\x10.B8Z6github.com/weakref/registry/gen/registry/v1;registryv1b\x06proto3"
+	"\fRATE_LIMITED\x10.\x12\x16\n" +
+	"\x12RESPONSE_TOO_LARGE\x10/B8Z6github.com/weakref/registry/gen/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_registry_v1_error_reason_proto_rawDescOnce sync.Once

@@ -489,6 +489,335 @@ func (x *StatResponse) GetInfo() *ObjectInfo {
 	return nil
 }
 
+// BatchResolveRequest asks for the bytes of many objects.
+type BatchResolveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The handles from Put: 1 to 1000 of them. A handle may appear more
+	// than once; each place is answered.
+	Handles []string `protobuf:"bytes,1,rep,name=handles,proto3" json:"handles,omitempty"`
+	// A live lease to pin each object with before returning its bytes, as
+	// ResolveRequest.lease_id. Optional.
+	LeaseId string `protobuf:"bytes,2,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// Return each object's metadata (BatchResolveResult.info) beside its
+	// bytes. Off by default: the data path carries the bytes alone.
+	WithInfo      bool `protobuf:"varint,3,opt,name=with_info,json=withInfo,proto3" json:"with_info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchResolveRequest) Reset() {
+	*x = BatchResolveRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchResolveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchResolveRequest) ProtoMessage() {}
+
+func (x *BatchResolveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchResolveRequest.ProtoReflect.Descriptor instead.
+func (*BatchResolveRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BatchResolveRequest) GetHandles() []string {
+	if x != nil {
+		return x.Handles
+	}
+	return nil
+}
+
+func (x *BatchResolveRequest) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *BatchResolveRequest) GetWithInfo() bool {
+	if x != nil {
+		return x.WithInfo
+	}
+	return false
+}
+
+// BatchResolveResponse answers every handle of a BatchResolveRequest.
+type BatchResolveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per handle in the request, in the same order.
+	Results       []*BatchResolveResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchResolveResponse) Reset() {
+	*x = BatchResolveResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchResolveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchResolveResponse) ProtoMessage() {}
+
+func (x *BatchResolveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchResolveResponse.ProtoReflect.Descriptor instead.
+func (*BatchResolveResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *BatchResolveResponse) GetResults() []*BatchResolveResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// BatchResolveResult answers one handle of a batch: its bytes, or why
+// not. The handle is not repeated: the result's place in the response is
+// the handle's place in the request.
+type BatchResolveResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exactly the bytes that were Put under the handle; empty when error is
+	// set (a payload is never empty).
+	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// Why the handle has no bytes here, as Resolve would say it.
+	Error *HandleError `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// The object's metadata, when with_info asked for it and there is no
+	// error.
+	Info          *ObjectInfo `protobuf:"bytes,3,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchResolveResult) Reset() {
+	*x = BatchResolveResult{}
+	mi := &file_registry_v1_registry_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchResolveResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchResolveResult) ProtoMessage() {}
+
+func (x *BatchResolveResult) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchResolveResult.ProtoReflect.Descriptor instead.
+func (*BatchResolveResult) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *BatchResolveResult) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *BatchResolveResult) GetError() *HandleError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *BatchResolveResult) GetInfo() *ObjectInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+// BatchStatRequest asks for the metadata of many objects.
+type BatchStatRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The handles from Put: 1 to 1000 of them.
+	Handles       []string `protobuf:"bytes,1,rep,name=handles,proto3" json:"handles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchStatRequest) Reset() {
+	*x = BatchStatRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchStatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchStatRequest) ProtoMessage() {}
+
+func (x *BatchStatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchStatRequest.ProtoReflect.Descriptor instead.
+func (*BatchStatRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BatchStatRequest) GetHandles() []string {
+	if x != nil {
+		return x.Handles
+	}
+	return nil
+}
+
+// BatchStatResponse answers every handle of a BatchStatRequest.
+type BatchStatResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per handle in the request, in the same order.
+	Results       []*BatchStatResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchStatResponse) Reset() {
+	*x = BatchStatResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchStatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchStatResponse) ProtoMessage() {}
+
+func (x *BatchStatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchStatResponse.ProtoReflect.Descriptor instead.
+func (*BatchStatResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BatchStatResponse) GetResults() []*BatchStatResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// BatchStatResult answers one handle of a batch: its metadata, or why
+// not, as Stat would.
+type BatchStatResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The object's metadata, unless error is set.
+	Info *ObjectInfo `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	// Why the handle has no metadata here.
+	Error         *HandleError `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchStatResult) Reset() {
+	*x = BatchStatResult{}
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchStatResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchStatResult) ProtoMessage() {}
+
+func (x *BatchStatResult) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchStatResult.ProtoReflect.Descriptor instead.
+func (*BatchStatResult) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *BatchStatResult) GetInfo() *ObjectInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *BatchStatResult) GetError() *HandleError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 // LeaseRequest is one message from the client on a lease stream.
 type LeaseRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -509,7 +838,7 @@ type LeaseRequest struct {
 
 func (x *LeaseRequest) Reset() {
 	*x = LeaseRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +850,7 @@ func (x *LeaseRequest) String() string {
 func (*LeaseRequest) ProtoMessage() {}
 
 func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +863,7 @@ func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LeaseRequest) GetRequestId() uint64 {
@@ -635,7 +964,7 @@ type OpenLease struct {
 
 func (x *OpenLease) Reset() {
 	*x = OpenLease{}
-	mi := &file_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +976,7 @@ func (x *OpenLease) String() string {
 func (*OpenLease) ProtoMessage() {}
 
 func (x *OpenLease) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +989,7 @@ func (x *OpenLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenLease.ProtoReflect.Descriptor instead.
 func (*OpenLease) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{7}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *OpenLease) GetClientName() string {
@@ -696,7 +1025,7 @@ type PinHandles struct {
 
 func (x *PinHandles) Reset() {
 	*x = PinHandles{}
-	mi := &file_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +1037,7 @@ func (x *PinHandles) String() string {
 func (*PinHandles) ProtoMessage() {}
 
 func (x *PinHandles) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +1050,7 @@ func (x *PinHandles) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinHandles.ProtoReflect.Descriptor instead.
 func (*PinHandles) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{8}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PinHandles) GetHandles() []string {
@@ -747,7 +1076,7 @@ type UnpinHandles struct {
 
 func (x *UnpinHandles) Reset() {
 	*x = UnpinHandles{}
-	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +1088,7 @@ func (x *UnpinHandles) String() string {
 func (*UnpinHandles) ProtoMessage() {}
 
 func (x *UnpinHandles) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +1101,7 @@ func (x *UnpinHandles) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinHandles.ProtoReflect.Descriptor instead.
 func (*UnpinHandles) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UnpinHandles) GetHandles() []string {
@@ -800,7 +1129,7 @@ type CloseLease struct {
 
 func (x *CloseLease) Reset() {
 	*x = CloseLease{}
-	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +1141,7 @@ func (x *CloseLease) String() string {
 func (*CloseLease) ProtoMessage() {}
 
 func (x *CloseLease) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +1154,7 @@ func (x *CloseLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseLease.ProtoReflect.Descriptor instead.
 func (*CloseLease) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CloseLease) GetHandoff() *durationpb.Duration {
@@ -857,7 +1186,7 @@ type LeaseResponse struct {
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1198,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1211,7 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LeaseResponse) GetRequestId() uint64 {
@@ -1014,7 +1343,7 @@ type LeaseOpened struct {
 
 func (x *LeaseOpened) Reset() {
 	*x = LeaseOpened{}
-	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1355,7 @@ func (x *LeaseOpened) String() string {
 func (*LeaseOpened) ProtoMessage() {}
 
 func (x *LeaseOpened) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1368,7 @@ func (x *LeaseOpened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseOpened.ProtoReflect.Descriptor instead.
 func (*LeaseOpened) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LeaseOpened) GetLeaseId() string {
@@ -1081,7 +1410,7 @@ type PinResults struct {
 
 func (x *PinResults) Reset() {
 	*x = PinResults{}
-	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1422,7 @@ func (x *PinResults) String() string {
 func (*PinResults) ProtoMessage() {}
 
 func (x *PinResults) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1435,7 @@ func (x *PinResults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinResults.ProtoReflect.Descriptor instead.
 func (*PinResults) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PinResults) GetResults() []*PinResult {
@@ -1133,7 +1462,7 @@ type PinResult struct {
 
 func (x *PinResult) Reset() {
 	*x = PinResult{}
-	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1474,7 @@ func (x *PinResult) String() string {
 func (*PinResult) ProtoMessage() {}
 
 func (x *PinResult) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1487,7 @@ func (x *PinResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinResult.ProtoReflect.Descriptor instead.
 func (*PinResult) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PinResult) GetHandle() string {
@@ -1200,7 +1529,7 @@ type LeaseClosed struct {
 
 func (x *LeaseClosed) Reset() {
 	*x = LeaseClosed{}
-	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1541,7 @@ func (x *LeaseClosed) String() string {
 func (*LeaseClosed) ProtoMessage() {}
 
 func (x *LeaseClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1554,7 @@ func (x *LeaseClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseClosed.ProtoReflect.Descriptor instead.
 func (*LeaseClosed) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LeaseClosed) GetReleased() int32 {
@@ -1251,7 +1580,7 @@ type LeaseRevoked struct {
 
 func (x *LeaseRevoked) Reset() {
 	*x = LeaseRevoked{}
-	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1592,7 @@ func (x *LeaseRevoked) String() string {
 func (*LeaseRevoked) ProtoMessage() {}
 
 func (x *LeaseRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1605,7 @@ func (x *LeaseRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevoked.ProtoReflect.Descriptor instead.
 func (*LeaseRevoked) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LeaseRevoked) GetCause() RevokeCause {
@@ -1318,7 +1647,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1659,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1672,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WatchRequest) GetHandles() []string {
@@ -1378,7 +1707,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1719,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1732,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchResponse) GetEvent() *Event {
@@ -1428,7 +1757,7 @@ type UploadRequest struct {
 
 func (x *UploadRequest) Reset() {
 	*x = UploadRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1769,7 @@ func (x *UploadRequest) String() string {
 func (*UploadRequest) ProtoMessage() {}
 
 func (x *UploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1782,7 @@ func (x *UploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
 func (*UploadRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UploadRequest) GetKind() isUploadRequest_Kind {
@@ -1532,7 +1861,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1873,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1886,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UploadHeader) GetSize() int64 {
@@ -1606,7 +1935,7 @@ type UploadTrailer struct {
 
 func (x *UploadTrailer) Reset() {
 	*x = UploadTrailer{}
-	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1947,7 @@ func (x *UploadTrailer) String() string {
 func (*UploadTrailer) ProtoMessage() {}
 
 func (x *UploadTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1960,7 @@ func (x *UploadTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadTrailer.ProtoReflect.Descriptor instead.
 func (*UploadTrailer) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UploadTrailer) GetCrc32C() uint32 {
@@ -1652,7 +1981,7 @@ type UploadResponse struct {
 
 func (x *UploadResponse) Reset() {
 	*x = UploadResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1993,7 @@ func (x *UploadResponse) String() string {
 func (*UploadResponse) ProtoMessage() {}
 
 func (x *UploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +2006,7 @@ func (x *UploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
 func (*UploadResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UploadResponse) GetHandle() string {
@@ -1710,7 +2039,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +2051,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +2064,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DownloadRequest) GetHandle() string {
@@ -1774,7 +2103,7 @@ type DownloadResponse struct {
 
 func (x *DownloadResponse) Reset() {
 	*x = DownloadResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1786,7 +2115,7 @@ func (x *DownloadResponse) String() string {
 func (*DownloadResponse) ProtoMessage() {}
 
 func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1799,7 +2128,7 @@ func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
 func (*DownloadResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DownloadResponse) GetKind() isDownloadResponse_Kind {
@@ -1872,7 +2201,7 @@ type DownloadTrailer struct {
 
 func (x *DownloadTrailer) Reset() {
 	*x = DownloadTrailer{}
-	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2213,7 @@ func (x *DownloadTrailer) String() string {
 func (*DownloadTrailer) ProtoMessage() {}
 
 func (x *DownloadTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2226,7 @@ func (x *DownloadTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadTrailer.ProtoReflect.Descriptor instead.
 func (*DownloadTrailer) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DownloadTrailer) GetCrc32C() uint32 {
@@ -1934,7 +2263,24 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\vStatRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\";\n" +
 	"\fStatResponse\x12+\n" +
-	"\x04info\x18\x01 \x01(\v2\x17.registry.v1.ObjectInfoR\x04info\"\xf4\x01\n" +
+	"\x04info\x18\x01 \x01(\v2\x17.registry.v1.ObjectInfoR\x04info\"g\n" +
+	"\x13BatchResolveRequest\x12\x18\n" +
+	"\ahandles\x18\x01 \x03(\tR\ahandles\x12\x19\n" +
+	"\blease_id\x18\x02 \x01(\tR\aleaseId\x12\x1b\n" +
+	"\twith_info\x18\x03 \x01(\bR\bwithInfo\"Q\n" +
+	"\x14BatchResolveResponse\x129\n" +
+	"\aresults\x18\x01 \x03(\v2\x1f.registry.v1.BatchResolveResultR\aresults\"\x85\x01\n" +
+	"\x12BatchResolveResult\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12.\n" +
+	"\x05error\x18\x02 \x01(\v2\x18.registry.v1.HandleErrorR\x05error\x12+\n" +
+	"\x04info\x18\x03 \x01(\v2\x17.registry.v1.ObjectInfoR\x04info\",\n" +
+	"\x10BatchStatRequest\x12\x18\n" +
+	"\ahandles\x18\x01 \x03(\tR\ahandles\"K\n" +
+	"\x11BatchStatResponse\x126\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.registry.v1.BatchStatResultR\aresults\"n\n" +
+	"\x0fBatchStatResult\x12+\n" +
+	"\x04info\x18\x01 \x01(\v2\x17.registry.v1.ObjectInfoR\x04info\x12.\n" +
+	"\x05error\x18\x02 \x01(\v2\x18.registry.v1.HandleErrorR\x05error\"\xf4\x01\n" +
 	"\fLeaseRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12,\n" +
@@ -2035,11 +2381,13 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x18REVOKE_CAUSE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12REVOKE_CAUSE_ADMIN\x10\x01\x12\x1b\n" +
 	"\x17REVOKE_CAUSE_TAKEN_OVER\x10\x02\x12\x19\n" +
-	"\x15REVOKE_CAUSE_SHUTDOWN\x10\x032\xe4\x03\n" +
+	"\x15REVOKE_CAUSE_SHUTDOWN\x10\x032\x85\x05\n" +
 	"\x0fRegistryService\x128\n" +
 	"\x03Put\x12\x17.registry.v1.PutRequest\x1a\x18.registry.v1.PutResponse\x12D\n" +
 	"\aResolve\x12\x1b.registry.v1.ResolveRequest\x1a\x1c.registry.v1.ResolveResponse\x12;\n" +
-	"\x04Stat\x12\x18.registry.v1.StatRequest\x1a\x19.registry.v1.StatResponse\x12B\n" +
+	"\x04Stat\x12\x18.registry.v1.StatRequest\x1a\x19.registry.v1.StatResponse\x12S\n" +
+	"\fBatchResolve\x12 .registry.v1.BatchResolveRequest\x1a!.registry.v1.BatchResolveResponse\x12J\n" +
+	"\tBatchStat\x12\x1d.registry.v1.BatchStatRequest\x1a\x1e.registry.v1.BatchStatResponse\x12B\n" +
 	"\x05Lease\x12\x19.registry.v1.LeaseRequest\x1a\x1a.registry.v1.LeaseResponse(\x010\x01\x12@\n" +
 	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x01\x12C\n" +
 	"\x06Upload\x12\x1a.registry.v1.UploadRequest\x1a\x1b.registry.v1.UploadResponse(\x01\x12I\n" +
@@ -2058,96 +2406,112 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_registry_v1_registry_proto_goTypes = []any{
-	(PinOutcome)(0),             // 0: registry.v1.PinOutcome
-	(RevokeCause)(0),            // 1: registry.v1.RevokeCause
-	(*PutRequest)(nil),          // 2: registry.v1.PutRequest
-	(*PutResponse)(nil),         // 3: registry.v1.PutResponse
-	(*ResolveRequest)(nil),      // 4: registry.v1.ResolveRequest
-	(*ResolveResponse)(nil),     // 5: registry.v1.ResolveResponse
-	(*StatRequest)(nil),         // 6: registry.v1.StatRequest
-	(*StatResponse)(nil),        // 7: registry.v1.StatResponse
-	(*LeaseRequest)(nil),        // 8: registry.v1.LeaseRequest
-	(*OpenLease)(nil),           // 9: registry.v1.OpenLease
-	(*PinHandles)(nil),          // 10: registry.v1.PinHandles
-	(*UnpinHandles)(nil),        // 11: registry.v1.UnpinHandles
-	(*CloseLease)(nil),          // 12: registry.v1.CloseLease
-	(*LeaseResponse)(nil),       // 13: registry.v1.LeaseResponse
-	(*LeaseOpened)(nil),         // 14: registry.v1.LeaseOpened
-	(*PinResults)(nil),          // 15: registry.v1.PinResults
-	(*PinResult)(nil),           // 16: registry.v1.PinResult
-	(*LeaseClosed)(nil),         // 17: registry.v1.LeaseClosed
-	(*LeaseRevoked)(nil),        // 18: registry.v1.LeaseRevoked
-	(*WatchRequest)(nil),        // 19: registry.v1.WatchRequest
-	(*WatchResponse)(nil),       // 20: registry.v1.WatchResponse
-	(*UploadRequest)(nil),       // 21: registry.v1.UploadRequest
-	(*UploadHeader)(nil),        // 22: registry.v1.UploadHeader
-	(*UploadTrailer)(nil),       // 23: registry.v1.UploadTrailer
-	(*UploadResponse)(nil),      // 24: registry.v1.UploadResponse
-	(*DownloadRequest)(nil),     // 25: registry.v1.DownloadRequest
-	(*DownloadResponse)(nil),    // 26: registry.v1.DownloadResponse
-	(*DownloadTrailer)(nil),     // 27: registry.v1.DownloadTrailer
-	nil,                         // 28: registry.v1.PutRequest.LabelsEntry
-	nil,                         // 29: registry.v1.UploadHeader.LabelsEntry
-	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
-	(*ObjectInfo)(nil),          // 31: registry.v1.ObjectInfo
-	(*RequestError)(nil),        // 32: registry.v1.RequestError
-	(*HandleError)(nil),         // 33: registry.v1.HandleError
-	(*Event)(nil),               // 34: registry.v1.Event
+	(PinOutcome)(0),              // 0: registry.v1.PinOutcome
+	(RevokeCause)(0),             // 1: registry.v1.RevokeCause
+	(*PutRequest)(nil),           // 2: registry.v1.PutRequest
+	(*PutResponse)(nil),          // 3: registry.v1.PutResponse
+	(*ResolveRequest)(nil),       // 4: registry.v1.ResolveRequest
+	(*ResolveResponse)(nil),      // 5: registry.v1.ResolveResponse
+	(*StatRequest)(nil),          // 6: registry.v1.StatRequest
+	(*StatResponse)(nil),         // 7: registry.v1.StatResponse
+	(*BatchResolveRequest)(nil),  // 8: registry.v1.BatchResolveRequest
+	(*BatchResolveResponse)(nil), // 9: registry.v1.BatchResolveResponse
+	(*BatchResolveResult)(nil),   // 10: registry.v1.BatchResolveResult
+	(*BatchStatRequest)(nil),     // 11: registry.v1.BatchStatRequest
+	(*BatchStatResponse)(nil),    // 12: registry.v1.BatchStatResponse
+	(*BatchStatResult)(nil),      // 13: registry.v1.BatchStatResult
+	(*LeaseRequest)(nil),         // 14: registry.v1.LeaseRequest
+	(*OpenLease)(nil),            // 15: registry.v1.OpenLease
+	(*PinHandles)(nil),           // 16: registry.v1.PinHandles
+	(*UnpinHandles)(nil),         // 17: registry.v1.UnpinHandles
+	(*CloseLease)(nil),           // 18: registry.v1.CloseLease
+	(*LeaseResponse)(nil),        // 19: registry.v1.LeaseResponse
+	(*LeaseOpened)(nil),          // 20: registry.v1.LeaseOpened
+	(*PinResults)(nil),           // 21: registry.v1.PinResults
+	(*PinResult)(nil),            // 22: registry.v1.PinResult
+	(*LeaseClosed)(nil),          // 23: registry.v1.LeaseClosed
+	(*LeaseRevoked)(nil),         // 24: registry.v1.LeaseRevoked
+	(*WatchRequest)(nil),         // 25: registry.v1.WatchRequest
+	(*WatchResponse)(nil),        // 26: registry.v1.WatchResponse
+	(*UploadRequest)(nil),        // 27: registry.v1.UploadRequest
+	(*UploadHeader)(nil),         // 28: registry.v1.UploadHeader
+	(*UploadTrailer)(nil),        // 29: registry.v1.UploadTrailer
+	(*UploadResponse)(nil),       // 30: registry.v1.UploadResponse
+	(*DownloadRequest)(nil),      // 31: registry.v1.DownloadRequest
+	(*DownloadResponse)(nil),     // 32: registry.v1.DownloadResponse
+	(*DownloadTrailer)(nil),      // 33: registry.v1.DownloadTrailer
+	nil,                          // 34: registry.v1.PutRequest.LabelsEntry
+	nil,                          // 35: registry.v1.UploadHeader.LabelsEntry
+	(*durationpb.Duration)(nil),  // 36: google.protobuf.Duration
+	(*ObjectInfo)(nil),           // 37: registry.v1.ObjectInfo
+	(*HandleError)(nil),          // 38: registry.v1.HandleError
+	(*RequestError)(nil),         // 39: registry.v1.RequestError
+	(*Event)(nil),                // 40: registry.v1.Event
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	28, // 0: registry.v1.PutRequest.labels:type_name -> registry.v1.PutRequest.LabelsEntry
-	30, // 1: registry.v1.PutRequest.linger:type_name -> google.protobuf.Duration
-	31, // 2: registry.v1.PutResponse.info:type_name -> registry.v1.ObjectInfo
-	31, // 3: registry.v1.ResolveResponse.info:type_name -> registry.v1.ObjectInfo
-	31, // 4: registry.v1.StatResponse.info:type_name -> registry.v1.ObjectInfo
-	9,  // 5: registry.v1.LeaseRequest.open:type_name -> registry.v1.OpenLease
-	10, // 6: registry.v1.LeaseRequest.pin:type_name -> registry.v1.PinHandles
-	11, // 7: registry.v1.LeaseRequest.unpin:type_name -> registry.v1.UnpinHandles
-	12, // 8: registry.v1.LeaseRequest.close:type_name -> registry.v1.CloseLease
-	30, // 9: registry.v1.OpenLease.grace:type_name -> google.protobuf.Duration
-	30, // 10: registry.v1.UnpinHandles.handoff:type_name -> google.protobuf.Duration
-	30, // 11: registry.v1.CloseLease.handoff:type_name -> google.protobuf.Duration
-	14, // 12: registry.v1.LeaseResponse.opened:type_name -> registry.v1.LeaseOpened
-	15, // 13: registry.v1.LeaseResponse.pinned:type_name -> registry.v1.PinResults
-	15, // 14: registry.v1.LeaseResponse.unpinned:type_name -> registry.v1.PinResults
-	17, // 15: registry.v1.LeaseResponse.closed:type_name -> registry.v1.LeaseClosed
-	18, // 16: registry.v1.LeaseResponse.revoked:type_name -> registry.v1.LeaseRevoked
-	32, // 17: registry.v1.LeaseResponse.error:type_name -> registry.v1.RequestError
-	30, // 18: registry.v1.LeaseOpened.grace:type_name -> google.protobuf.Duration
-	16, // 19: registry.v1.PinResults.results:type_name -> registry.v1.PinResult
-	0,  // 20: registry.v1.PinResult.outcome:type_name -> registry.v1.PinOutcome
-	33, // 21: registry.v1.PinResult.error:type_name -> registry.v1.HandleError
-	31, // 22: registry.v1.PinResult.info:type_name -> registry.v1.ObjectInfo
-	1,  // 23: registry.v1.LeaseRevoked.cause:type_name -> registry.v1.RevokeCause
-	34, // 24: registry.v1.WatchResponse.event:type_name -> registry.v1.Event
-	22, // 25: registry.v1.UploadRequest.header:type_name -> registry.v1.UploadHeader
-	23, // 26: registry.v1.UploadRequest.trailer:type_name -> registry.v1.UploadTrailer
-	29, // 27: registry.v1.UploadHeader.labels:type_name -> registry.v1.UploadHeader.LabelsEntry
-	30, // 28: registry.v1.UploadHeader.linger:type_name -> google.protobuf.Duration
-	31, // 29: registry.v1.UploadResponse.info:type_name -> registry.v1.ObjectInfo
-	31, // 30: registry.v1.DownloadResponse.info:type_name -> registry.v1.ObjectInfo
-	27, // 31: registry.v1.DownloadResponse.trailer:type_name -> registry.v1.DownloadTrailer
-	2,  // 32: registry.v1.RegistryService.Put:input_type -> registry.v1.PutRequest
-	4,  // 33: registry.v1.RegistryService.Resolve:input_type -> registry.v1.ResolveRequest
-	6,  // 34: registry.v1.RegistryService.Stat:input_type -> registry.v1.StatRequest
-	8,  // 35: registry.v1.RegistryService.Lease:input_type -> registry.v1.LeaseRequest
-	19, // 36: registry.v1.RegistryService.Watch:input_type -> registry.v1.WatchRequest
-	21, // 37: registry.v1.RegistryService.Upload:input_type -> registry.v1.UploadRequest
-	25, // 38: registry.v1.RegistryService.Download:input_type -> registry.v1.DownloadRequest
-	3,  // 39: registry.v1.RegistryService.Put:output_type -> registry.v1.PutResponse
-	5,  // 40: registry.v1.RegistryService.Resolve:output_type -> registry.v1.ResolveResponse
-	7,  // 41: registry.v1.RegistryService.Stat:output_type -> registry.v1.StatResponse
-	13, // 42: registry.v1.RegistryService.Lease:output_type -> registry.v1.LeaseResponse
-	20, // 43: registry.v1.RegistryService.Watch:output_type -> registry.v1.WatchResponse
-	24, // 44: registry.v1.RegistryService.Upload:output_type -> registry.v1.UploadResponse
-	26, // 45: registry.v1.RegistryService.Download:output_type -> registry.v1.DownloadResponse
-	39, // [39:46] is the sub-list for method output_type
-	32, // [32:39] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	34, // 0: registry.v1.PutRequest.labels:type_name -> registry.v1.PutRequest.LabelsEntry
+	36, // 1: registry.v1.PutRequest.linger:type_name -> google.protobuf.Duration
+	37, // 2: registry.v1.PutResponse.info:type_name -> registry.v1.ObjectInfo
+	37, // 3: registry.v1.ResolveResponse.info:type_name -> registry.v1.ObjectInfo
+	37, // 4: registry.v1.StatResponse.info:type_name -> registry.v1.ObjectInfo
+	10, // 5: registry.v1.BatchResolveResponse.results:type_name -> registry.v1.BatchResolveResult
+	38, // 6: registry.v1.BatchResolveResult.error:type_name -> registry.v1.HandleError
+	37, // 7: registry.v1.BatchResolveResult.info:type_name -> registry.v1.ObjectInfo
+	13, // 8: registry.v1.BatchStatResponse.results:type_name -> registry.v1.BatchStatResult
+	37, // 9: registry.v1.BatchStatResult.info:type_name -> registry.v1.ObjectInfo
+	38, // 10: registry.v1.BatchStatResult.error:type_name -> registry.v1.HandleError
+	15, // 11: registry.v1.LeaseRequest.open:type_name -> registry.v1.OpenLease
+	16, // 12: registry.v1.LeaseRequest.pin:type_name -> registry.v1.PinHandles
+	17, // 13: registry.v1.LeaseRequest.unpin:type_name -> registry.v1.UnpinHandles
+	18, // 14: registry.v1.LeaseRequest.close:type_name -> registry.v1.CloseLease
+	36, // 15: registry.v1.OpenLease.grace:type_name -> google.protobuf.Duration
+	36, // 16: registry.v1.UnpinHandles.handoff:type_name -> google.protobuf.Duration
+	36, // 17: registry.v1.CloseLease.handoff:type_name -> google.protobuf.Duration
+	20, // 18: registry.v1.LeaseResponse.opened:type_name -> registry.v1.LeaseOpened
+	21, // 19: registry.v1.LeaseResponse.pinned:type_name -> registry.v1.PinResults
+	21, // 20: registry.v1.LeaseResponse.unpinned:type_name -> registry.v1.PinResults
+	23, // 21: registry.v1.LeaseResponse.closed:type_name -> registry.v1.LeaseClosed
+	24, // 22: registry.v1.LeaseResponse.revoked:type_name -> registry.v1.LeaseRevoked
+	39, // 23: registry.v1.LeaseResponse.error:type_name -> registry.v1.RequestError
+	36, // 24: registry.v1.LeaseOpened.grace:type_name -> google.protobuf.Duration
+	22, // 25: registry.v1.PinResults.results:type_name -> registry.v1.PinResult
+	0,  // 26: registry.v1.PinResult.outcome:type_name -> registry.v1.PinOutcome
+	38, // 27: registry.v1.PinResult.error:type_name -> registry.v1.HandleError
+	37, // 28: registry.v1.PinResult.info:type_name -> registry.v1.ObjectInfo
+	1,  // 29: registry.v1.LeaseRevoked.cause:type_name -> registry.v1.RevokeCause
+	40, // 30: registry.v1.WatchResponse.event:type_name -> registry.v1.Event
+	28, // 31: registry.v1.UploadRequest.header:type_name -> registry.v1.UploadHeader
+	29, // 32: registry.v1.UploadRequest.trailer:type_name -> registry.v1.UploadTrailer
+	35, // 33: registry.v1.UploadHeader.labels:type_name -> registry.v1.UploadHeader.LabelsEntry
+	36, // 34: registry.v1.UploadHeader.linger:type_name -> google.protobuf.Duration
+	37, // 35: registry.v1.UploadResponse.info:type_name -> registry.v1.ObjectInfo
+	37, // 36: registry.v1.DownloadResponse.info:type_name -> registry.v1.ObjectInfo
+	33, // 37: registry.v1.DownloadResponse.trailer:type_name -> registry.v1.DownloadTrailer
+	2,  // 38: registry.v1.RegistryService.Put:input_type -> registry.v1.PutRequest
+	4,  // 39: registry.v1.RegistryService.Resolve:input_type -> registry.v1.ResolveRequest
+	6,  // 40: registry.v1.RegistryService.Stat:input_type -> registry.v1.StatRequest
+	8,  // 41: registry.v1.RegistryService.BatchResolve:input_type -> registry.v1.BatchResolveRequest
+	11, // 42: registry.v1.RegistryService.BatchStat:input_type -> registry.v1.BatchStatRequest
+	14, // 43: registry.v1.RegistryService.Lease:input_type -> registry.v1.LeaseRequest
+	25, // 44: registry.v1.RegistryService.Watch:input_type -> registry.v1.WatchRequest
+	27, // 45: registry.v1.RegistryService.Upload:input_type -> registry.v1.UploadRequest
+	31, // 46: registry.v1.RegistryService.Download:input_type -> registry.v1.DownloadRequest
+	3,  // 47: registry.v1.RegistryService.Put:output_type -> registry.v1.PutResponse
+	5,  // 48: registry.v1.RegistryService.Resolve:output_type -> registry.v1.ResolveResponse
+	7,  // 49: registry.v1.RegistryService.Stat:output_type -> registry.v1.StatResponse
+	9,  // 50: registry.v1.RegistryService.BatchResolve:output_type -> registry.v1.BatchResolveResponse
+	12, // 51: registry.v1.RegistryService.BatchStat:output_type -> registry.v1.BatchStatResponse
+	19, // 52: registry.v1.RegistryService.Lease:output_type -> registry.v1.LeaseResponse
+	26, // 53: registry.v1.RegistryService.Watch:output_type -> registry.v1.WatchResponse
+	30, // 54: registry.v1.RegistryService.Upload:output_type -> registry.v1.UploadResponse
+	32, // 55: registry.v1.RegistryService.Download:output_type -> registry.v1.DownloadResponse
+	47, // [47:56] is the sub-list for method output_type
+	38, // [38:47] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
@@ -2156,13 +2520,13 @@ func file_registry_v1_registry_proto_init() {
 		return
 	}
 	file_registry_v1_object_proto_init()
-	file_registry_v1_registry_proto_msgTypes[6].OneofWrappers = []any{
+	file_registry_v1_registry_proto_msgTypes[12].OneofWrappers = []any{
 		(*LeaseRequest_Open)(nil),
 		(*LeaseRequest_Pin)(nil),
 		(*LeaseRequest_Unpin)(nil),
 		(*LeaseRequest_Close)(nil),
 	}
-	file_registry_v1_registry_proto_msgTypes[11].OneofWrappers = []any{
+	file_registry_v1_registry_proto_msgTypes[17].OneofWrappers = []any{
 		(*LeaseResponse_Opened)(nil),
 		(*LeaseResponse_Pinned)(nil),
 		(*LeaseResponse_Unpinned)(nil),
@@ -2170,12 +2534,12 @@ func file_registry_v1_registry_proto_init() {
 		(*LeaseResponse_Revoked)(nil),
 		(*LeaseResponse_Error)(nil),
 	}
-	file_registry_v1_registry_proto_msgTypes[19].OneofWrappers = []any{
+	file_registry_v1_registry_proto_msgTypes[25].OneofWrappers = []any{
 		(*UploadRequest_Header)(nil),
 		(*UploadRequest_Chunk)(nil),
 		(*UploadRequest_Trailer)(nil),
 	}
-	file_registry_v1_registry_proto_msgTypes[24].OneofWrappers = []any{
+	file_registry_v1_registry_proto_msgTypes[30].OneofWrappers = []any{
 		(*DownloadResponse_Info)(nil),
 		(*DownloadResponse_Chunk)(nil),
 		(*DownloadResponse_Trailer)(nil),
@@ -2186,7 +2550,7 @@ func file_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

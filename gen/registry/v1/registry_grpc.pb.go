@@ -19,13 +19,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RegistryService_Put_FullMethodName      = "/registry.v1.RegistryService/Put"
-	RegistryService_Resolve_FullMethodName  = "/registry.v1.RegistryService/Resolve"
-	RegistryService_Stat_FullMethodName     = "/registry.v1.RegistryService/Stat"
-	RegistryService_Lease_FullMethodName    = "/registry.v1.RegistryService/Lease"
-	RegistryService_Watch_FullMethodName    = "/registry.v1.RegistryService/Watch"
-	RegistryService_Upload_FullMethodName   = "/registry.v1.RegistryService/Upload"
-	RegistryService_Download_FullMethodName = "/registry.v1.RegistryService/Download"
+	RegistryService_Put_FullMethodName          = "/registry.v1.RegistryService/Put"
+	RegistryService_Resolve_FullMethodName      = "/registry.v1.RegistryService/Resolve"
+	RegistryService_Stat_FullMethodName         = "/registry.v1.RegistryService/Stat"
+	RegistryService_BatchResolve_FullMethodName = "/registry.v1.RegistryService/BatchResolve"
+	RegistryService_BatchStat_FullMethodName    = "/registry.v1.RegistryService/BatchStat"
+	RegistryService_Lease_FullMethodName        = "/registry.v1.RegistryService/Lease"
+	RegistryService_Watch_FullMethodName        = "/registry.v1.RegistryService/Watch"
+	RegistryService_Upload_FullMethodName       = "/registry.v1.RegistryService/Upload"
+	RegistryService_Download_FullMethodName     = "/registry.v1.RegistryService/Download"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -62,6 +64,38 @@ type RegistryServiceClient interface {
 	Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error)
 	// Stat returns an object's metadata without its bytes. Errors as Resolve.
 	Stat(ctx context.Context, in *StatRequest, opts ...grpc.CallOption) (*StatResponse, error)
+	// BatchResolve resolves many handles in one call: Redis's MGET. Each
+	// handle is answered on its own, in request order, with its bytes or
+	// with the HandleError a Resolve of it alone would give (same code,
+	// reason, metadata and details). With a lease_id each handle is
+	// resolved and pinned as one step, as Resolve does: a handle that fails
+	// is not pinned, and the others are.
+	//
+	// The answer carries only the bytes unless with_info asks for each
+	// object's metadata too: at small payloads the metadata is larger than
+	// the bytes and costs both sides allocations per object; BatchStat
+	// gives it alone.
+	//
+	// The answer fits one message of the server's --max-message-bytes: a
+	// handle whose bytes would push it over is answered RESOURCE_EXHAUSTED
+	// RESPONSE_TOO_LARGE (and is not pinned); one too large for any message
+	// MESSAGE_TOO_LARGE, as Resolve. Handles after it are answered as
+	// usual, so smaller ones may still fit. A batch counts as one request
+	// against the rate limits.
+	//
+	// The call as a whole fails only when the request is wrong as a whole,
+	// and then changes nothing: INVALID_ARGUMENT REQUEST_EMPTY (no handles),
+	// TOO_MANY_HANDLES (more than 1000, or more than an answer within the
+	// server's message limit could carry errors for); with a lease_id, the
+	// errors of Put's lease_id (LEASE_ID_MALFORMED, FAILED_PRECONDITION
+	// LEASE_NOT_FOUND, PERMISSION_DENIED LEASE_NOT_OWNED).
+	BatchResolve(ctx context.Context, in *BatchResolveRequest, opts ...grpc.CallOption) (*BatchResolveResponse, error)
+	// BatchStat returns the metadata of many handles in one call, each
+	// answered on its own as Stat would, in request order; metadata that
+	// would push the answer over the message limit is answered
+	// RESPONSE_TOO_LARGE (large labels: ask for fewer handles). The call
+	// fails as a whole only with REQUEST_EMPTY or TOO_MANY_HANDLES.
+	BatchStat(ctx context.Context, in *BatchStatRequest, opts ...grpc.CallOption) (*BatchStatResponse, error)
 	// Lease holds objects alive for as long as the stream lasts. The first
 	// message must be `open`; the server answers `opened` with the lease id.
 	// Then `pin` and `unpin` take handles and answer a result per handle,
@@ -159,6 +193,26 @@ func (c *registryServiceClient) Stat(ctx context.Context, in *StatRequest, opts 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StatResponse)
 	err := c.cc.Invoke(ctx, RegistryService_Stat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) BatchResolve(ctx context.Context, in *BatchResolveRequest, opts ...grpc.CallOption) (*BatchResolveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchResolveResponse)
+	err := c.cc.Invoke(ctx, RegistryService_BatchResolve_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) BatchStat(ctx context.Context, in *BatchStatRequest, opts ...grpc.CallOption) (*BatchStatResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchStatResponse)
+	err := c.cc.Invoke(ctx, RegistryService_BatchStat_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -263,6 +317,38 @@ type RegistryServiceServer interface {
 	Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error)
 	// Stat returns an object's metadata without its bytes. Errors as Resolve.
 	Stat(context.Context, *StatRequest) (*StatResponse, error)
+	// BatchResolve resolves many handles in one call: Redis's MGET. Each
+	// handle is answered on its own, in request order, with its bytes or
+	// with the HandleError a Resolve of it alone would give (same code,
+	// reason, metadata and details). With a lease_id each handle is
+	// resolved and pinned as one step, as Resolve does: a handle that fails
+	// is not pinned, and the others are.
+	//
+	// The answer carries only the bytes unless with_info asks for each
+	// object's metadata too: at small payloads the metadata is larger than
+	// the bytes and costs both sides allocations per object; BatchStat
+	// gives it alone.
+	//
+	// The answer fits one message of the server's --max-message-bytes: a
+	// handle whose bytes would push it over is answered RESOURCE_EXHAUSTED
+	// RESPONSE_TOO_LARGE (and is not pinned); one too large for any message
+	// MESSAGE_TOO_LARGE, as Resolve. Handles after it are answered as
+	// usual, so smaller ones may still fit. A batch counts as one request
+	// against the rate limits.
+	//
+	// The call as a whole fails only when the request is wrong as a whole,
+	// and then changes nothing: INVALID_ARGUMENT REQUEST_EMPTY (no handles),
+	// TOO_MANY_HANDLES (more than 1000, or more than an answer within the
+	// server's message limit could carry errors for); with a lease_id, the
+	// errors of Put's lease_id (LEASE_ID_MALFORMED, FAILED_PRECONDITION
+	// LEASE_NOT_FOUND, PERMISSION_DENIED LEASE_NOT_OWNED).
+	BatchResolve(context.Context, *BatchResolveRequest) (*BatchResolveResponse, error)
+	// BatchStat returns the metadata of many handles in one call, each
+	// answered on its own as Stat would, in request order; metadata that
+	// would push the answer over the message limit is answered
+	// RESPONSE_TOO_LARGE (large labels: ask for fewer handles). The call
+	// fails as a whole only with REQUEST_EMPTY or TOO_MANY_HANDLES.
+	BatchStat(context.Context, *BatchStatRequest) (*BatchStatResponse, error)
 	// Lease holds objects alive for as long as the stream lasts. The first
 	// message must be `open`; the server answers `opened` with the lease id.
 	// Then `pin` and `unpin` take handles and answer a result per handle,
@@ -344,6 +430,12 @@ func (UnimplementedRegistryServiceServer) Resolve(context.Context, *ResolveReque
 }
 func (UnimplementedRegistryServiceServer) Stat(context.Context, *StatRequest) (*StatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stat not implemented")
+}
+func (UnimplementedRegistryServiceServer) BatchResolve(context.Context, *BatchResolveRequest) (*BatchResolveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchResolve not implemented")
+}
+func (UnimplementedRegistryServiceServer) BatchStat(context.Context, *BatchStatRequest) (*BatchStatResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchStat not implemented")
 }
 func (UnimplementedRegistryServiceServer) Lease(grpc.BidiStreamingServer[LeaseRequest, LeaseResponse]) error {
 	return status.Error(codes.Unimplemented, "method Lease not implemented")
@@ -432,6 +524,42 @@ func _RegistryService_Stat_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_BatchResolve_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchResolveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).BatchResolve(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_BatchResolve_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).BatchResolve(ctx, req.(*BatchResolveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_BatchStat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchStatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).BatchStat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_BatchStat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).BatchStat(ctx, req.(*BatchStatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _RegistryService_Lease_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(RegistryServiceServer).Lease(&grpc.GenericServerStream[LeaseRequest, LeaseResponse]{ServerStream: stream})
 }
@@ -486,6 +614,14 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Stat",
 			Handler:    _RegistryService_Stat_Handler,
+		},
+		{
+			MethodName: "BatchResolve",
+			Handler:    _RegistryService_BatchResolve_Handler,
+		},
+		{
+			MethodName: "BatchStat",
+			Handler:    _RegistryService_BatchStat_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
