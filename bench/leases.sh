@@ -15,6 +15,8 @@ size=512
 # One lease more than the streams: the keeper of the pinned objects.
 start_servers 127.0.0.1:7698 127.0.0.1:7699 --max-leases $((streams + 1)) "$@"
 registryd_pid=${pids[0]} baseline_pid=${pids[1]}
+# start_servers waits for registryd only: wait for the baseline too.
+for _ in $(seq 50); do (: >/dev/tcp/127.0.0.1/7699) 2>/dev/null && break; sleep 0.1; done
 
 "$work/registrybench" -mode idle-streams -addr 127.0.0.1:7699 -pid "$baseline_pid" -n "$streams" -conns "$conns" -d "${secs}s"
 "$work/registrybench" -mode leases -addr 127.0.0.1:7698 -pid "$registryd_pid" -n "$streams" -conns "$conns" -d "${secs}s" -pins 4

@@ -2,7 +2,9 @@
 # Measures Download throughput of one large object beside a bare gRPC-Go
 # server streaming the same bytes in the same chunks, in one run on this
 # machine. Runs are interleaved and repeated; the summary gives each
-# median MB/s and their ratio.
+# median MB/s and their ratio. Both servers and both clients run with
+# gRPC-Go's default window and buffer settings, so the ratio is registryd's
+# own cost.
 #
 # Usage: bench/transfer.sh [seconds-per-run] [size] [rounds] [registryd flags...]
 set -euo pipefail

@@ -21,6 +21,11 @@
 //	registrybench -mode stream -addr 127.0.0.1:7699 -size 64MiB -c 1
 //	registrybench -mode download -addr 127.0.0.1:7600 -size 64MiB -c 1
 //	registrybench -mode transfer -addr 127.0.0.1:7600 -size 1GiB
+//
+// Many idle streams: -mode leases holds -n lease streams over -conns
+// connections and prints the RSS of registryd's process -pid per stream;
+// -mode idle-streams does the same to the baseline (see leases.go and
+// bench/leases.sh).
 package main
 
 import (

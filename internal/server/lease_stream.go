@@ -32,78 +32,164 @@ type received struct {
 	err error
 }
 
-// Lease serves one lease stream. One goroutine receives; this one decides;
-// an outbox sends, so that neither a revoke nor a client that stops
+// served is what the receiver made of a request after open: the answer
+// the handler is to send.
+type served struct {
+	resp  *registryv1.LeaseResponse
+	done  bool // the lease was closed: the stream ends after resp
+	ended bool // the lease was ended from outside (revoked, taken over): no resp
+}
+
+// Lease serves one lease stream. After open, one goroutine receives and
+// serves each request; this one decides what is sent and when the stream
+// ends; an outbox sends, so that neither a revoke nor a client that stops
 // reading can leave this handler waiting for ever.
 //
 // A request after open that fails as a whole (too many handles, a second
 // open, no kind, a bad field) is answered with a RequestError and changes
 // nothing: the stream, the lease and its pins stay as they were. Only
 // what happens before open, or to the stream itself, ends the stream.
+//
+// Most lease streams idle most of the time, and ten thousand of them are
+// twenty thousand parked goroutines, each with its stack. So the receiver,
+// whose stack does not hold the interceptor chain, decodes and serves the
+// requests, and this goroutine only opens the lease and then waits: the
+// depth a Pin reaches (handles, the registry, events, tracing) would
+// otherwise double this stack, under the whole chain, for as long as the
+// stream lives, since the runtime shrinks a stack only when a quarter of
+// it is enough.
 func (s *registryService) Lease(stream leaseStream) error {
 	ctx := stream.Context()
-	reqs := make(chan received)
-	recvErr := make(chan error, 1)
-	go func() {
-		// Ends when Recv fails for good, which it does once this handler
-		// returns. A message that does not decode is a request that
-		// failed, not the stream's end: the next one is received as usual.
-		for {
-			req, err := stream.Recv()
-			var malformed *MalformedError
-			if err != nil && !errors.As(err, &malformed) {
-				recvErr <- err
-				return
-			}
+	ls := &leaseServer{s: s, ctx: ctx}
+	ls.in = receive(ctx, stream, ls.serveRequest)
+	first, err := ls.open()
+	if first == nil {
+		return err // no lease exists yet: ending the stream loses nothing
+	}
+	// However this handler ends, a lease it still holds is detached:
+	// released now, or kept for its grace. After Close, revoke or
+	// take-over it does nothing.
+	defer func() { detach(ctx, ls.sess, ls.closed) }()
+	ls.out = newOutbox(stream.Send, s.stall)
+	defer ls.out.abandon()
+	if err := ls.opened(first); err != nil {
+		return err
+	}
+	close(ls.in.start)
+	return ls.serve()
+}
+
+// leaseServer is one lease stream's handler. s and ctx never change;
+// sess is set before start is closed, and the receiver reads it only
+// after; out and closed are the handler goroutine's alone.
+type leaseServer struct {
+	s      *registryService
+	ctx    context.Context
+	sess   *lease.Session
+	in     *inbox
+	out    *outbox[*registryv1.LeaseResponse]
+	closed bool // by the client, with close: nothing to detach
+}
+
+// inbox is what a lease stream's receiver goroutine delivers.
+type inbox struct {
+	first   chan received // the first message, as it came
+	start   chan struct{} // closed once the lease is open: serve what follows
+	answers chan served   // one at a time: the receiver serves one request ahead at most
+	errs    chan error    // why Recv failed for good; buffered, so the receiver never waits to say it
+}
+
+// receive starts the stream's receiver goroutine. It hands the first
+// message over as it came, and once start is closed, serves each request
+// that follows with serve. It ends when Recv fails for good, which it does
+// once the handler returns. A message that does not decode is a request
+// that failed, not the stream's end: the next one is received as usual.
+//
+// The first message is received here too, not by the handler: decoding
+// it under the whole interceptor chain would grow the handler's stack,
+// which then stays grown while the stream idles.
+func receive(ctx context.Context, stream leaseStream, serve func(received) served) *inbox {
+	in := &inbox{first: make(chan received), start: make(chan struct{}), answers: make(chan served), errs: make(chan error, 1)}
+	go in.run(ctx, stream, serve)
+	return in
+}
+
+func (in *inbox) run(ctx context.Context, stream leaseStream, serve func(received) served) {
+	first := true
+	for {
+		req, err := stream.Recv()
+		var malformed *MalformedError
+		if err != nil && !errors.As(err, &malformed) {
+			in.errs <- err
+			return
+		}
+		if first {
+			first = false
 			select {
-			case reqs <- received{req, err}:
+			case in.first <- received{req, err}:
 			case <-ctx.Done():
 				return
 			}
+			select {
+			case <-in.start:
+			case <-ctx.Done():
+				return
+			}
+			continue
 		}
-	}()
+		select {
+		case in.answers <- serve(received{req, err}):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
 
+// open waits for the stream's first request, which must be open, and
+// opens or resumes the lease it asks for. It returns that request, or nil
+// and why the handler should end: nil when the client half-closed first.
+func (ls *leaseServer) open() (*registryv1.LeaseRequest, error) {
+	ctx := ls.ctx
 	var first *registryv1.LeaseRequest
 	select {
-	case r := <-reqs:
+	case r := <-ls.in.first:
 		if r.err != nil {
-			return r.err // no lease exists yet: ending the stream loses nothing
+			return nil, r.err
 		}
 		first = r.req
-	case err := <-recvErr:
-		return endOfStream(err)
+	case err := <-ls.in.errs:
+		return nil, endOfStream(err)
 	case <-ctx.Done():
-		return ctxStatus(ctx.Err())
+		return nil, ctxStatus(ctx.Err())
 	}
 	open := first.GetOpen()
 	if open == nil {
 		if first.GetKind() == nil {
-			return toStatus(fmt.Errorf("%w: the lease request has no kind; send open first", ErrRequestEmpty), handle.Lease)
+			return nil, toStatus(fmt.Errorf("%w: the lease request has no kind; send open first", ErrRequestEmpty), handle.Lease)
 		}
-		return toStatus(ErrLeaseNotOpen, handle.Lease)
+		return nil, toStatus(ErrLeaseNotOpen, handle.Lease)
 	}
 	params, err := openParams(open)
 	if err != nil {
-		return err // no lease exists yet: ending the stream loses nothing
+		return nil, err
 	}
 	if p, ok := peer.FromContext(ctx); ok {
 		params.Peer = p.Addr.String()
 	}
 	params.Identity = auth.FromContext(ctx)
-	sess, err := s.leases.Open(params)
+	sess, err := ls.s.leases.Open(params)
 	if err != nil {
-		return toStatus(err, handle.Lease)
+		return nil, toStatus(err, handle.Lease)
 	}
-	// However this handler ends, a lease it still holds is detached:
-	// released now, or kept for its grace. After Close, revoke or
-	// take-over it does nothing.
-	closed := false // by the client, with close
-	defer func() { detach(ctx, sess, closed) }()
-	out := newOutbox(stream.Send, s.stall)
-	defer out.abandon()
+	ls.sess = sess
+	return first, nil
+}
 
+// opened answers the open request first, and records it on the span.
+func (ls *leaseServer) opened(first *registryv1.LeaseRequest) error {
+	ctx, sess := ls.ctx, ls.sess
 	info := sess.Info()
-	if err := out.send(ctx, &registryv1.LeaseResponse{
+	if err := ls.out.send(ctx, &registryv1.LeaseResponse{
 		RequestId: first.GetRequestId(),
 		Kind: &registryv1.LeaseResponse_Opened{Opened: &registryv1.LeaseOpened{
 			LeaseId:  sess.ID(),
@@ -112,7 +198,7 @@ func (s *registryService) Lease(stream leaseStream) error {
 			PinCount: int32(info.Pins),
 		}},
 	}, sess.Done()); err != nil {
-		return s.streamEnd(ctx, out, sess, err)
+		return ls.s.streamEnd(ctx, ls.out, sess, err)
 	}
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.SetAttributes(telemetry.KeyLeaseID.String(sess.ID()), telemetry.KeyLeaseClient.String(info.Client))
@@ -124,50 +210,75 @@ func (s *registryService) Lease(stream leaseStream) error {
 			telemetry.KeyLeasePins.Int(info.Pins),
 		))
 	}
+	return nil
+}
 
+// serve sends the answers until the stream or the lease ends. This is
+// where an idle stream's handler waits: keep its frame small.
+func (ls *leaseServer) serve() error {
 	for {
 		select {
-		case r := <-reqs:
-			req := r.req
-			if r.err != nil {
-				// Its request_id did not decode either: the answer has 0.
-				if err := out.send(ctx, &registryv1.LeaseResponse{Kind: &registryv1.LeaseResponse_Error{Error: requestError(r.err)}}, sess.Done()); err != nil {
-					return s.streamEnd(ctx, out, sess, err)
-				}
-				continue
-			}
-			resp, done, err := s.leaseRequest(ctx, sess, req)
-			if errors.Is(err, lease.ErrEnded) || errors.Is(err, lease.ErrTakenOver) {
-				return s.streamEnd(ctx, out, sess, errEndedOutside)
-			}
-			if err != nil {
-				// The request failed as a whole and changed nothing: say
-				// why, and go on serving the lease.
-				resp = &registryv1.LeaseResponse{RequestId: req.GetRequestId(),
-					Kind: &registryv1.LeaseResponse_Error{Error: requestError(err)}}
-			}
-			closed = done
-			if err := out.send(ctx, resp, sess.Done()); err != nil {
-				return s.streamEnd(ctx, out, sess, err)
-			}
-			if done {
-				return out.flush(ctx)
-			}
-		case <-sess.Done():
-			return s.streamEnd(ctx, out, sess, errEndedOutside)
-		case <-out.stalled:
-			return out.stalledStatus()
-		case <-out.exited:
-			return out.err
-		case err := <-recvErr:
-			if err := endOfStream(err); err != nil {
+		case a := <-ls.in.answers:
+			if end, err := ls.send(a); end {
 				return err
 			}
-			return out.flush(ctx) // a half-close: deliver what is owed
-		case <-ctx.Done():
-			return ctxStatus(ctx.Err())
+		case <-ls.sess.Done():
+			return ls.s.streamEnd(ls.ctx, ls.out, ls.sess, errEndedOutside)
+		case <-ls.out.stalled:
+			return ls.out.stalledStatus()
+		case <-ls.out.exited:
+			return ls.out.err
+		case err := <-ls.in.errs:
+			return ls.endOfRequests(err)
+		case <-ls.ctx.Done():
+			return ctxStatus(ls.ctx.Err())
 		}
 	}
+}
+
+// serveRequest serves one request after open, on the receiver goroutine.
+func (ls *leaseServer) serveRequest(r received) served {
+	if r.err != nil {
+		// Its request_id did not decode either: the answer has 0.
+		return served{resp: &registryv1.LeaseResponse{Kind: &registryv1.LeaseResponse_Error{Error: requestError(r.err)}}}
+	}
+	resp, done, err := ls.s.leaseRequest(ls.ctx, ls.sess, r.req)
+	if errors.Is(err, lease.ErrEnded) || errors.Is(err, lease.ErrTakenOver) {
+		return served{ended: true}
+	}
+	if err != nil {
+		// The request failed as a whole and changed nothing: say
+		// why, and go on serving the lease.
+		resp = &registryv1.LeaseResponse{RequestId: r.req.GetRequestId(),
+			Kind: &registryv1.LeaseResponse_Error{Error: requestError(err)}}
+	}
+	return served{resp: resp, done: done}
+}
+
+// send sends one answer, and says whether the handler should end, with
+// what.
+func (ls *leaseServer) send(a served) (end bool, err error) {
+	ctx, sess, out := ls.ctx, ls.sess, ls.out
+	if a.ended {
+		return true, ls.s.streamEnd(ctx, out, sess, errEndedOutside)
+	}
+	ls.closed = a.done
+	if err := out.send(ctx, a.resp, sess.Done()); err != nil {
+		return true, ls.s.streamEnd(ctx, out, sess, err)
+	}
+	if a.done {
+		return true, out.flush(ctx)
+	}
+	return false, nil
+}
+
+// endOfRequests ends the handler once Recv failed for good with err: a
+// half-close delivers what is owed.
+func (ls *leaseServer) endOfRequests(err error) error {
+	if err := endOfStream(err); err != nil {
+		return err
+	}
+	return ls.out.flush(ls.ctx)
 }
 
 // streamEnd ends the handler after err from the outbox or the lease. A

@@ -27,9 +27,11 @@ const outboxSize = 16
 // shutdown. With the outbox, the handler waits for a send at most the
 // stall timeout, and never when the lease is ended from outside.
 //
-// The sender goroutine runs only while messages wait: it starts when one
-// is queued and ends once the queue is empty. An idle lease stream, which
-// is most of them, so costs no goroutine (and no stack) for sending.
+// The sender goroutine runs only while messages come: it starts when one
+// is queued and ends once the queue has stayed empty for senderLinger. An
+// idle lease stream, which is most of them, so costs no goroutine (and no
+// stack) for sending, and a busy one does not start a goroutine, and grow
+// its stack, for every answer.
 //
 // After the handler returns, gRPC cancels the stream, which ends a Send
 // still in progress; the goroutine then ends too.
@@ -45,6 +47,13 @@ type outbox[T any] struct {
 	quit    atomic.Bool   // the handler is gone: send nothing more
 	once    sync.Once     // closes queue
 	stallMu sync.Once     // closes stalled
+
+	// linger is how long the sender waits for the next message before it
+	// ends (senderLinger; tests shorten it), and lingering the timer it
+	// waits with, made by the first wait. Only the running sender touches
+	// lingering.
+	linger    time.Duration
+	lingering *time.Timer
 
 	// One timer for every Send, made by the first: it fires stall after
 	// the Send in progress began, and checks that this Send is still the
@@ -65,8 +74,14 @@ func newOutbox[T any](send func(T) error, stall time.Duration) *outbox[T] {
 		queue:   make(chan T, outboxSize),
 		exited:  make(chan struct{}),
 		stalled: make(chan struct{}),
+		linger:  senderLinger,
 	}
 }
+
+// senderLinger is how long an outbox's sender waits for another message
+// before it ends: longer than the gap between a client's requests in a
+// busy stream, short beside the life of an idle one.
+const senderLinger = time.Second
 
 // wake starts the sender unless one runs, or is done for good.
 func (o *outbox[T]) wake() {
@@ -75,19 +90,14 @@ func (o *outbox[T]) wake() {
 	}
 }
 
-// run sends what is queued and returns when the queue is empty (leaving
+// run sends what is queued and returns when nothing came for linger (leaving
 // running clear for the next wake), when a Send fails or when the queue
 // was closed and drained (leaving running set, so that no sender starts
 // again, and exited closed).
 func (o *outbox[T]) run() {
 	for {
-		var (
-			m  T
-			ok bool
-		)
-		select {
-		case m, ok = <-o.queue:
-		default:
+		m, ok, got := o.next()
+		if !got {
 			o.running.Store(false)
 			// A message queued after the receive above and before the
 			// store found running set and started no sender: take it.
@@ -108,6 +118,28 @@ func (o *outbox[T]) run() {
 			close(o.exited)
 			return
 		}
+	}
+}
+
+// next returns the next message, waiting for it at most linger; got is
+// false if none came. ok is false once the queue is closed and drained.
+func (o *outbox[T]) next() (m T, ok, got bool) {
+	select {
+	case m, ok = <-o.queue:
+		return m, ok, true
+	default:
+	}
+	if o.lingering == nil {
+		o.lingering = time.NewTimer(o.linger)
+	} else {
+		o.lingering.Reset(o.linger)
+	}
+	select {
+	case m, ok = <-o.queue:
+		o.lingering.Stop()
+		return m, ok, true
+	case <-o.lingering.C:
+		return m, false, false
 	}
 }
 

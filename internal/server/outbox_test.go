@@ -10,7 +10,7 @@ import (
 )
 
 // An idle stream's outbox holds no goroutine: the sender runs while
-// messages wait and ends when they are sent. Ten thousand idle lease
+// messages come and ends when none has for its linger. Ten thousand idle lease
 // streams would otherwise hold ten thousand sender stacks.
 func TestIdleOutboxHoldsNoGoroutine(t *testing.T) {
 	const n = 200
@@ -27,6 +27,7 @@ func TestIdleOutboxHoldsNoGoroutine(t *testing.T) {
 			mu.Unlock()
 			return nil
 		}, time.Minute)
+		boxes[i].linger = time.Millisecond
 	}
 	never := make(chan struct{})
 	ctx := context.Background()
@@ -66,6 +67,7 @@ func TestIdleOutboxHoldsNoGoroutine(t *testing.T) {
 func TestOutboxFlushAfterIdleDeliversAndEnds(t *testing.T) {
 	var got []int
 	o := newOutbox(func(m int) error { got = append(got, m); return nil }, time.Minute)
+	o.linger = time.Millisecond
 	never := make(chan struct{})
 	if err := o.send(context.Background(), 1, never); err != nil {
 		t.Fatal(err)
