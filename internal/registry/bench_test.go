@@ -271,3 +271,74 @@ func BenchmarkListPage(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMemoryPerObject puts 1M objects of 100 bytes, each its own
+// allocation as an upload's would be, and reports what the heap holds per
+// object after a collection: heapB/obj in all, overheadB/obj beyond the
+// 100 payload bytes (the payload's size-class rounding, 112 bytes, counts
+// as overhead). WEAK objects are kept alive from outside, as strays would
+// be, so that the collector leaves them; the 16 bytes per object of the
+// slice that keeps them are not counted. It runs once, however long -
+// only under -bench: go test -run '^$' -bench MemoryPerObject -benchtime 1x.
+func BenchmarkMemoryPerObject(b *testing.B) {
+	const (
+		n    = 1 << 20
+		size = 100
+	)
+	for _, pinned := range []bool{true, false} {
+		name := "weak"
+		if pinned {
+			name = "pinned"
+		}
+		b.Run(name, func(b *testing.B) {
+			for range b.N {
+				heap, strays := memoryPerObject(b, n, size, pinned)
+				perObj := float64(heap)/n - float64(16*cap(strays))/n
+				b.ReportMetric(perObj, "heapB/obj")
+				b.ReportMetric(perObj-size, "overheadB/obj")
+				runtime.KeepAlive(strays)
+			}
+		})
+	}
+}
+
+// memoryPerObject fills a fresh registry with n objects of size bytes and
+// returns the heap bytes it and they added, with the strays that keep the
+// WEAK ones alive.
+func memoryPerObject(b *testing.B, n, size int, pinned bool) (uint64, []any) {
+	b.Helper()
+	var strays []any
+	if !pinned {
+		strays = make([]any, 0, n)
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	r := newRegistry(b, Config{WatchHistory: -1})
+	by := newHolder(r)
+	holder := &by
+	if !pinned {
+		holder = nil
+	}
+	for i := range n {
+		data := newPayload(size, byte(i))
+		info, err := r.Put(data, Meta{}, holder)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !pinned {
+			strays = append(strays, r.payloadRef(info.ID))
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	var alive int64
+	for _, k := range r.Stats().Objects {
+		alive += k
+	}
+	if alive != int64(n) {
+		b.Fatalf("%d objects alive after the collection, want %d", alive, n)
+	}
+	runtime.KeepAlive(r)
+	return after.HeapAlloc - before.HeapAlloc, strays
+}

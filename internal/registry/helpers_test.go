@@ -238,3 +238,9 @@ func (r *Registry) payloadOf(id handle.ID) *payload {
 	}
 	return e.value()
 }
+
+// payloadRef returns what keeps id's object alive, as a stray reference
+// would: the allocation its weak pointer names.
+func (r *Registry) payloadRef(id handle.ID) any {
+	return r.payloadOf(id)
+}
