@@ -342,3 +342,40 @@ func memoryPerObject(b *testing.B, n, size int, pinned bool) (uint64, []any) {
 	runtime.KeepAlive(r)
 	return after.HeapAlloc - before.HeapAlloc, strays
 }
+
+// BenchmarkResolveHitSerial is ResolveHit on one goroutine: the cost of a
+// hit without the two cores fighting over one shard lock's reader count
+// and one entry's access time.
+func BenchmarkResolveHitSerial(b *testing.B) {
+	r := newRegistry(b, Config{})
+	by := newHolder(r)
+	info, _ := put(b, r, benchSize, 1, Meta{}, &by)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.Resolve(info.Handle); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkResolveHitSpread gives each goroutine its own object, as many
+// clients resolving many objects do: they meet only on the counters.
+func BenchmarkResolveHitSpread(b *testing.B) {
+	r := newRegistry(b, Config{})
+	by := newHolder(r)
+	var seed atomic.Int32
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		info, err := r.Put(newPayload(benchSize, byte(seed.Add(1))), Meta{}, &by)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		for pb.Next() {
+			if _, err := r.Resolve(info.Handle); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

@@ -15,7 +15,8 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	if err != nil {
 		return Info{}, nil, err
 	}
-	info := e.info()
+	h := r.handleOf(e)
+	info := e.info(h)
 	if len(e.pins) > 0 && !force {
 		return info, append([]Pin(nil), e.pins...), ErrPinned
 	}
@@ -40,6 +41,6 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	e.strong, e.pins = nil, nil
 	e.state = Deleted
 	e.stateSince = now.UnixNano()
-	r.publish(e, EventDeleted, "", now)
+	r.publish(e, h, EventDeleted, "", now)
 	return info, pins, nil
 }

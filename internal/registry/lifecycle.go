@@ -48,10 +48,11 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	now := r.now()
 	nowNano := now.UnixNano()
 	p := &payload{data: pl.Data, more: pl.More, charged: charged}
-	id, h := r.codec.New(handle.Object)
+	id, mac := r.codec.Mint(handle.Object)
+	h := r.codec.FormatMAC(handle.Object, id, mac)
 	e := &entry{
 		id:         id,
-		handle:     h,
+		mac:        mac,
 		size:       size,
 		meta:       kept,
 		created:    nowNano,
@@ -82,21 +83,21 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		r.counters.add(Pinned, 1, size)
 		r.counters.pins.Add(1)
 		// CREATED reports the pinned state: the object is never WEAK.
-		r.publish(e, EventCreated, "", now)
-		r.publish(e, EventPinned, by.LeaseID, now)
+		r.publish(e, h, EventCreated, "", now)
+		r.publish(e, h, EventPinned, by.LeaseID, now)
 	case meta.Linger > 0:
 		e.strong = p
 		r.startLinger(e, now, meta.Linger)
 		r.counters.add(Lingering, 1, size)
-		r.publish(e, EventCreated, "", now)
-		r.publish(e, EventLingering, "", now)
+		r.publish(e, h, EventCreated, "", now)
+		r.publish(e, h, EventLingering, "", now)
 	default:
 		r.counters.add(Weak, 1, size)
 		s.leaks.setWeak(e, true)
-		r.publish(e, EventCreated, "", now)
-		r.publish(e, EventWeak, "", now)
+		r.publish(e, h, EventCreated, "", now)
+		r.publish(e, h, EventWeak, "", now)
 	}
-	info := e.info()
+	info := e.info(h)
 	s.mu.Unlock()
 	runtime.KeepAlive(p) // p must not be collected before it is in the map
 	return info, nil
@@ -122,8 +123,23 @@ func (o Object) Payload() Payload {
 
 // Resolve returns the object's bytes and metadata. Errors: those of Parse,
 // ErrCollected, ErrDeleted.
+//
+// A hit costs no MAC: the handle is recognised by the tag its live entry
+// keeps (entry.issued), and its answer carries h itself, the very string
+// Put issued. Everything else is verified by the MAC first, so that each
+// miss is classified as it always was.
 func (r *Registry) Resolve(h string) (Object, error) {
-	id, err := r.Parse(h)
+	if id, mac, ok := r.codec.Split(handle.Object, h); ok {
+		s := r.shard(id)
+		s.mu.RLock()
+		if e := s.m[id]; e != nil && e.issued(mac) {
+			if p := e.value(); p != nil {
+				return r.resolved(s, e, p, h), nil
+			}
+		}
+		s.mu.RUnlock()
+	}
+	id, err := r.codec.Parse(handle.Object, h)
 	if err != nil {
 		r.counters.miss(err)
 		return Object{}, err
@@ -141,15 +157,21 @@ func (r *Registry) Resolve(h string) (Object, error) {
 		r.counters.miss(err)
 		return Object{}, err
 	}
+	return r.resolved(s, e, p, h), nil
+}
+
+// resolved answers a Resolve of e, whose payload p is alive and whose
+// handle is h, and releases s's read lock, which the caller holds.
+func (r *Registry) resolved(s *shard, e *entry, p *payload, h string) Object {
 	e.accessed.Store(r.now().UnixNano())
-	obj := Object{Data: p.data, More: p.more, Info: e.info()}
+	obj := Object{Data: p.data, More: p.more, Info: e.info(h)}
 	obj.crc, obj.crcKnown = e.checksum()
 	s.mu.RUnlock()
 	r.counters.hits.Add(1)
 	if r.cache != nil {
 		obj.Info.SoftCached = r.cache.touch(e, p)
 	}
-	return obj, nil
+	return obj
 }
 
 // RecordChecksum remembers the CRC-32C of a live object's payload, as a
@@ -170,11 +192,18 @@ func (r *Registry) Stat(h string) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	return r.StatID(id)
+	// Parse accepts only the very string issued for id: the answer may
+	// carry h rather than make it again.
+	return r.stat(id, h)
 }
 
 // StatID is Stat for a parsed handle.
 func (r *Registry) StatID(id handle.ID) (Info, error) {
+	return r.stat(id, "")
+}
+
+// stat is Stat of id, whose handle is h, or is made again when h is "".
+func (r *Registry) stat(id handle.ID, h string) (Info, error) {
 	s := r.shard(id)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -182,7 +211,10 @@ func (r *Registry) StatID(id handle.ID) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	info := e.info()
+	if h == "" {
+		h = r.handleOf(e)
+	}
+	info := e.info(h)
 	r.judge(&info)
 	return info, nil
 }
@@ -228,8 +260,9 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, alre
 	if e == nil {
 		return Info{}, false, nil, r.gone(id)
 	}
+	h := r.handleOf(e)
 	if e.pinIndex(by.ID) >= 0 {
-		return e.info(), true, e.strong, nil
+		return e.info(h), true, e.strong, nil
 	}
 	now := r.now()
 	p = e.strong // pinned or lingering
@@ -264,8 +297,8 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, alre
 	e.pins = append(e.pins, Pin{Lease: by.ID, LeaseID: by.LeaseID, Since: now})
 	e.accessed.Store(now.UnixNano())
 	r.counters.pins.Add(1)
-	r.publish(e, EventPinned, by.LeaseID, now)
-	return e.info(), false, p, nil
+	r.publish(e, h, EventPinned, by.LeaseID, now)
+	return e.info(h), false, p, nil
 }
 
 // Unpin removes by's pin from the object. It reports pinned=false,
@@ -288,6 +321,7 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 	if e == nil {
 		return Info{}, false, r.gone(id)
 	}
+	h := r.handleOf(e)
 	i := e.pinIndex(by.ID)
 	if i < 0 {
 		// A single-object answer: by's unpin of an object collected and
@@ -295,7 +329,7 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 		if e.value() == nil {
 			return Info{}, false, ErrCollected
 		}
-		return e.info(), false, nil
+		return e.info(h), false, nil
 	}
 	now := r.now()
 	if until := now.Add(handoff); handoff > 0 && until.After(e.handoffUntil) {
@@ -304,8 +338,8 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 	e.pins = append(e.pins[:i], e.pins[i+1:]...)
 	r.counters.pins.Add(-1)
 	if len(e.pins) > 0 {
-		r.publish(e, EventUnpinned, by.LeaseID, now)
-		return e.info(), true, nil
+		r.publish(e, h, EventUnpinned, by.LeaseID, now)
+		return e.info(h), true, nil
 	}
 	// The last pin went: change state first, so that the UNPINNED event
 	// already tells the state after it, then say LINGERING or WEAK.
@@ -319,9 +353,9 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 	if d := until.Sub(now); d > 0 {
 		r.counters.move(Pinned, Lingering, e.size)
 		r.startLinger(e, now, d)
-		r.publish(e, EventUnpinned, by.LeaseID, now)
-		r.publish(e, EventLingering, "", now)
-		return e.info(), true, nil
+		r.publish(e, h, EventUnpinned, by.LeaseID, now)
+		r.publish(e, h, EventLingering, "", now)
+		return e.info(h), true, nil
 	}
 	r.counters.move(Pinned, Weak, e.size)
 	r.releaseStrong(e.charge(), takeCharge(e.strong))
@@ -329,7 +363,7 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 	e.strong = nil // from here the GC decides
 	e.state = Weak
 	s.leaks.setWeak(e, true)
-	r.publish(e, EventUnpinned, by.LeaseID, now)
-	r.publish(e, EventWeak, "", now)
-	return e.info(), true, nil
+	r.publish(e, h, EventUnpinned, by.LeaseID, now)
+	r.publish(e, h, EventWeak, "", now)
+	return e.info(h), true, nil
 }

@@ -47,5 +47,5 @@ func (r *Registry) endLinger(id handle.ID) {
 	e.state = Weak
 	e.stateSince = now.UnixNano()
 	s.leaks.setWeak(e, true)
-	r.publish(e, EventWeak, "", now)
+	r.publish(e, r.handleOf(e), EventWeak, "", now)
 }

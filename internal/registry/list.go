@@ -131,7 +131,7 @@ func (r *Registry) List(f Filter, pageToken string, limit int) ([]Info, string, 
 			examined++
 			last = e.id
 			if f.match(e) {
-				info := e.info()
+				info := e.info(r.handleOf(e))
 				r.judge(&info)
 				if !f.SuspectedLeaks || info.SuspectedLeak {
 					page = append(page, info)
@@ -186,7 +186,7 @@ func (r *Registry) Inspect(id handle.ID) (Info, []Pin, error) {
 	if err != nil {
 		return Info{}, nil, err
 	}
-	info := e.info()
+	info := e.info(r.handleOf(e))
 	r.judge(&info)
 	return info, append([]Pin(nil), e.pins...), nil
 }
@@ -231,7 +231,7 @@ func (r *Registry) Watch(ids []handle.ID) (*Subscription, error) {
 		if e := s.m[id]; e != nil {
 			// Under the shard lock no change to e can slip between this
 			// CURRENT event and the subscription.
-			r.events.watch(sub, id, r.event(e, EventCurrent, "", now))
+			r.events.watch(sub, id, r.event(e, r.handleOf(e), EventCurrent, "", now))
 			s.mu.RUnlock()
 			continue
 		}

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"container/list"
+	"crypto/subtle"
 	"sync/atomic"
 	"time"
 	"weak"
@@ -183,7 +184,7 @@ type Holder struct {
 type entry struct {
 	// Immutable after Put.
 	id       handle.ID
-	handle   string
+	mac      handle.MAC // the tag of its handle: with id, the handle (Registry.handleOf)
 	size     int64
 	meta     objectMeta
 	created  int64 // unix nanoseconds
@@ -230,9 +231,23 @@ func (e *entry) checksum() (uint32, bool) {
 	return uint32(v), v&crcKnown != 0
 }
 
-// info returns the entry's metadata. The caller holds the shard's lock.
-func (e *entry) info() Info {
-	in := e.baseInfo()
+// issued reports whether mac, the tag of a handle of this run carrying e's
+// ID (handle.Codec.Split), is the tag of e's handle: whether the handle is
+// the very one Put issued for e. That is as safe as verifying its MAC: the
+// string equal to a handle we issued is one we issued, and both are the
+// same bytes (base64 of 39 bytes has no spare bits, so no second spelling).
+// The comparison takes constant time, so that timing does not tell a
+// forger how much of a guessed tag is right; that the ID is present at
+// all, which the map lookup's timing might tell, gives nothing away, since
+// an ID is 128 random bits nobody finds without the handle.
+func (e *entry) issued(mac handle.MAC) bool {
+	return subtle.ConstantTimeCompare(e.mac[:], mac[:]) == 1
+}
+
+// info returns the entry's metadata; h is its handle. The caller holds
+// the shard's lock.
+func (e *entry) info(h string) Info {
+	in := e.baseInfo(h)
 	if e.state == Weak {
 		since := e.weakSince.Load()
 		in.WeakGCCycles = int64(gcNow() - since) // the clock never goes back
@@ -240,10 +255,10 @@ func (e *entry) info() Info {
 	return in
 }
 
-func (e *entry) baseInfo() Info {
+func (e *entry) baseInfo(h string) Info {
 	return Info{
 		ID:          e.id,
-		Handle:      e.handle,
+		Handle:      h,
 		Size:        e.size,
 		ContentType: e.meta.ContentType,
 		Labels:      e.meta.Labels,

@@ -32,7 +32,7 @@ func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
 	r.counters.collectedBytes.Add(e.size)
 	e.state = Collected
 	e.stateSince = now.UnixNano()
-	ev := r.event(e, EventCollected, "", now)
+	ev := r.event(e, r.handleOf(e), EventCollected, "", now)
 	ev.UnpinnedFor = time.Duration(now.UnixNano() - e.unpinnedAt)
 	r.emit(ev)
 }

@@ -176,13 +176,35 @@ func (r *Registry) Epoch() uint64 { return r.codec.Epoch() }
 
 // Parse verifies an object handle and returns its ID. Errors are those of
 // handle.Codec.Parse.
+//
+// A handle of a live object is recognised without its MAC (see issued);
+// any other string pays for the MAC, which alone tells why it names no
+// object here.
 func (r *Registry) Parse(h string) (handle.ID, error) {
+	if id, mac, ok := r.codec.Split(handle.Object, h); ok {
+		s := r.shard(id)
+		s.mu.RLock()
+		e := s.m[id]
+		hit := e != nil && e.issued(mac)
+		s.mu.RUnlock()
+		if hit {
+			return id, nil
+		}
+	}
 	return r.codec.Parse(handle.Object, h)
 }
 
-// publish sends e's event. The caller holds e's shard lock.
-func (r *Registry) publish(e *entry, kind EventKind, lease string, now time.Time) {
-	r.emit(r.event(e, kind, lease, now))
+// handleOf returns e's handle string, made again from the ID and tag e
+// keeps: an entry keeps 30 bytes of handle, not a 56-byte string and its
+// header.
+func (r *Registry) handleOf(e *entry) string {
+	return r.codec.FormatMAC(handle.Object, e.id, e.mac)
+}
+
+// publish sends e's event; h is its handle. The caller holds e's shard
+// lock.
+func (r *Registry) publish(e *entry, h string, kind EventKind, lease string, now time.Time) {
+	r.emit(r.event(e, h, kind, lease, now))
 }
 
 // emit numbers ev, delivers it to subscribers, then to the observer. The
@@ -194,11 +216,11 @@ func (r *Registry) emit(ev Event) {
 	}
 }
 
-func (r *Registry) event(e *entry, kind EventKind, lease string, now time.Time) Event {
+func (r *Registry) event(e *entry, h string, kind EventKind, lease string, now time.Time) Event {
 	return Event{
 		Kind:    kind,
 		ID:      e.id,
-		Handle:  e.handle,
+		Handle:  h,
 		State:   e.state,
 		Pins:    len(e.pins),
 		Size:    e.size,

@@ -25,10 +25,10 @@ func checkSoftCache(t testing.TB, r *Registry) {
 		it := el.Value.(*cached)
 		sum += it.e.size
 		if it.e.cacheElem != el || !it.e.cached.Load() {
-			t.Fatalf("cached %s: cacheElem %p (element %p), cached %v", it.e.handle, it.e.cacheElem, el, it.e.cached.Load())
+			t.Fatalf("cached %x: cacheElem %p (element %p), cached %v", it.e.id, it.e.cacheElem, el, it.e.cached.Load())
 		}
 		if it.e.removed.Load() {
-			t.Fatalf("cache holds %s, which was deleted", it.e.handle)
+			t.Fatalf("cache holds %x, which was deleted", it.e.id)
 		}
 	}
 	if sum != c.bytes || c.bytes > c.max {
