@@ -17,10 +17,10 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	}
 	h := r.handleOf(e)
 	info := e.info(h)
-	if len(e.pins) > 0 && !force {
-		return info, append([]Pin(nil), e.pins...), ErrPinned
+	pins := e.pins()
+	if len(pins) > 0 && !force {
+		return info, pins, ErrPinned
 	}
-	pins := e.pins
 	now := r.now()
 	delete(s.m, id)
 	s.index.Delete(e)
@@ -28,7 +28,7 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	r.tombs.add(id)
 	r.counters.add(e.state, -1, -e.size)
 	if e.strong != nil { // pinned or lingering
-		r.releaseStrong(e.charge(), takeCharge(e.strong))
+		r.releaseStrong(e.charge(), takeCharge(e))
 	}
 	r.accounts.release(e.owner)
 	r.counters.pins.Add(-int64(len(pins)))
@@ -38,7 +38,8 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	if r.cache != nil {
 		r.cache.remove(e)
 	}
-	e.strong, e.pins = nil, nil
+	e.strong = nil
+	e.clearPins()
 	e.state = Deleted
 	e.stateSince = now.UnixNano()
 	r.publish(e, h, EventDeleted, "", now)

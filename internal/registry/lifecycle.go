@@ -47,20 +47,22 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	}
 	now := r.now()
 	nowNano := now.UnixNano()
-	p := &payload{data: pl.Data, more: pl.More, charged: charged}
+	p := &payload{data: pl.Data, more: pl.More}
 	id, mac := r.codec.Mint(handle.Object)
 	h := r.codec.FormatMAC(handle.Object, id, mac)
 	e := &entry{
 		id:         id,
 		mac:        mac,
 		size:       size,
-		meta:       kept,
 		created:    nowNano,
 		weak:       weak.Make(p),
 		owner:      r.accounts.acquire(owner),
 		state:      Weak,
 		stateSince: nowNano,
-		unpinnedAt: nowNano,
+		charged:    charged,
+	}
+	if kept.ContentType != "" || kept.Labels != nil || kept.Linger != 0 {
+		e.extra().meta = kept
 	}
 	e.accessed.Store(nowNano)
 	if pl.CRCKnown {
@@ -68,7 +70,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	}
 	// The cleanup's argument is the ID, never p: a cleanup that reached its
 	// object would keep it alive forever.
-	runtime.AddCleanup(p, r.reap, id)
+	runtime.AddCleanup(p, r.reapFn, id)
 
 	s := r.shard(id)
 	s.mu.Lock()
@@ -79,7 +81,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	case by != nil:
 		e.strong = p
 		e.state = Pinned
-		e.pins = append(e.pins, Pin{Lease: by.ID, LeaseID: by.LeaseID, Since: now})
+		e.addPin(pinSlot{lease: by.ID, leaseID: by.LeaseID, since: nowNano})
 		r.counters.add(Pinned, 1, size)
 		r.counters.pins.Add(1)
 		// CREATED reports the pinned state: the object is never WEAK.
@@ -284,7 +286,7 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, alre
 			if err != nil {
 				return Info{}, false, nil, err
 			}
-			p.charged = a
+			e.charged = a
 		}
 		r.counters.move(e.state, Pinned, e.size)
 		e.stopLinger()
@@ -294,7 +296,7 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, alre
 		e.stateSince = now.UnixNano()
 		s.leaks.setWeak(e, false)
 	}
-	e.pins = append(e.pins, Pin{Lease: by.ID, LeaseID: by.LeaseID, Since: now})
+	e.addPin(pinSlot{lease: by.ID, leaseID: by.LeaseID, since: now.UnixNano()})
 	e.accessed.Store(now.UnixNano())
 	r.counters.pins.Add(1)
 	r.publish(e, h, EventPinned, by.LeaseID, now)
@@ -332,23 +334,24 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 		return e.info(h), false, nil
 	}
 	now := r.now()
-	if until := now.Add(handoff); handoff > 0 && until.After(e.handoffUntil) {
-		e.handoffUntil = until
+	if until := now.Add(handoff); handoff > 0 && until.After(e.extra().handoffUntil) {
+		e.x.handoffUntil = until
 	}
-	e.pins = append(e.pins[:i], e.pins[i+1:]...)
+	e.removePin(i)
 	r.counters.pins.Add(-1)
-	if len(e.pins) > 0 {
+	if e.npins > 0 {
 		r.publish(e, h, EventUnpinned, by.LeaseID, now)
 		return e.info(h), true, nil
 	}
 	// The last pin went: change state first, so that the UNPINNED event
 	// already tells the state after it, then say LINGERING or WEAK.
-	e.pins = nil
 	e.stateSince = now.UnixNano()
-	e.unpinnedAt = now.UnixNano()
-	until := now.Add(e.meta.Linger)
-	if e.handoffUntil.After(until) {
-		until = e.handoffUntil
+	until := now.Add(e.meta().Linger)
+	if e.x != nil {
+		e.x.unpinnedAt = e.stateSince
+		if e.x.handoffUntil.After(until) {
+			until = e.x.handoffUntil
+		}
 	}
 	if d := until.Sub(now); d > 0 {
 		r.counters.move(Pinned, Lingering, e.size)
@@ -358,7 +361,7 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 		return e.info(h), true, nil
 	}
 	r.counters.move(Pinned, Weak, e.size)
-	r.releaseStrong(e.charge(), takeCharge(e.strong))
+	r.releaseStrong(e.charge(), takeCharge(e))
 	faultUnpinned(e.strong)
 	e.strong = nil // from here the GC decides
 	e.state = Weak

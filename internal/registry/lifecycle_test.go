@@ -318,3 +318,11 @@ func TestPayloadIsPaddedOutOfCrowdedSpans(t *testing.T) {
 		t.Fatalf("payload is %d bytes, want 128", got)
 	}
 }
+
+// TestEntryLayout guards the size of an entry, which every object pays
+// for: 176 bytes is a size class, and one field more would cost 16.
+func TestEntryLayout(t *testing.T) {
+	if got := unsafe.Sizeof(entry{}); got != 176 {
+		t.Fatalf("entry is %d bytes, want 176", got)
+	}
+}

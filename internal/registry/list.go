@@ -28,7 +28,7 @@ func (f *Filter) match(e *entry) bool {
 		return false
 	}
 	for k, v := range f.Labels {
-		if got, ok := e.meta.Labels[k]; !ok || got != v {
+		if got, ok := e.meta().Labels[k]; !ok || got != v {
 			return false
 		}
 	}
@@ -188,7 +188,7 @@ func (r *Registry) Inspect(id handle.ID) (Info, []Pin, error) {
 	}
 	info := e.info(r.handleOf(e))
 	r.judge(&info)
-	return info, append([]Pin(nil), e.pins...), nil
+	return info, e.pins(), nil
 }
 
 // WatchAll subscribes to every event of every object, or only those of the

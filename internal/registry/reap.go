@@ -23,6 +23,7 @@ func (r *Registry) reap(id handle.ID) {
 // reapLocked removes a collected object and publishes its COLLECTED event.
 // The caller holds s.mu and has seen e's weak pointer go nil.
 func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
+	unpinned := e.unpinnedSince() // before stateSince changes
 	delete(s.m, e.id)
 	s.index.Delete(e)
 	s.leaks.setWeak(e, false)
@@ -33,6 +34,6 @@ func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
 	e.state = Collected
 	e.stateSince = now.UnixNano()
 	ev := r.event(e, r.handleOf(e), EventCollected, "", now)
-	ev.UnpinnedFor = time.Duration(now.UnixNano() - e.unpinnedAt)
+	ev.UnpinnedFor = time.Duration(now.UnixNano() - unpinned)
 	r.emit(ev)
 }
