@@ -20,7 +20,8 @@ func (r *Registry) ResolvePin(id handle.ID, by Holder) (obj Object, already bool
 		return Object{}, false, err
 	}
 	e := s.m[id]
-	obj = Object{Data: p.data, More: p.more, Info: info}
+	obj = Object{Info: info}
+	obj.Data, obj.More = e.bytes(p)
 	obj.crc, obj.crcKnown = e.checksum()
 	s.mu.Unlock()
 	r.counters.hits.Add(1)

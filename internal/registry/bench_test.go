@@ -285,36 +285,42 @@ func BenchmarkMemoryPerObject(b *testing.B) {
 		n    = 1 << 20
 		size = 100
 	)
-	for _, pinned := range []bool{true, false} {
-		name := "weak"
-		if pinned {
-			name = "pinned"
-		}
-		b.Run(name, func(b *testing.B) {
-			for range b.N {
-				heap, strays := memoryPerObject(b, n, size, pinned)
-				perObj := float64(heap)/n - float64(16*cap(strays))/n
-				b.ReportMetric(perObj, "heapB/obj")
-				b.ReportMetric(perObj-size, "overheadB/obj")
-				runtime.KeepAlive(strays)
+	for _, owned := range []bool{true, false} {
+		for _, pinned := range []bool{true, false} {
+			name := "boxed/"
+			if owned {
+				name = "owned/" // as registryd runs: Config.OwnedPayloads
 			}
-		})
+			if pinned {
+				name += "pinned"
+			} else {
+				name += "weak"
+			}
+			b.Run(name, func(b *testing.B) {
+				for range b.N {
+					heap, strays := memoryPerObject(b, n, size, Config{OwnedPayloads: owned, WatchHistory: -1}, pinned)
+					perObj := float64(heap)/n - float64(16*cap(strays))/n
+					b.ReportMetric(perObj, "heapB/obj")
+					b.ReportMetric(perObj-size, "overheadB/obj")
+					runtime.KeepAlive(strays)
+				}
+			})
+		}
 	}
 }
 
 // memoryPerObject fills a fresh registry with n objects of size bytes and
 // returns the heap bytes it and they added, with the strays that keep the
 // WEAK ones alive.
-func memoryPerObject(b *testing.B, n, size int, pinned bool) (uint64, []any) {
+func memoryPerObject(b *testing.B, n, size int, cfg Config, pinned bool) (uint64, []any) {
 	b.Helper()
 	var strays []any
 	if !pinned {
 		strays = make([]any, 0, n)
 	}
-	runtime.GC()
 	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	r := newRegistry(b, Config{WatchHistory: -1})
+	settle(&before)
+	r := newRegistry(b, cfg)
 	by := newHolder(r)
 	holder := &by
 	if !pinned {
@@ -378,4 +384,21 @@ func BenchmarkResolveHitSpread(b *testing.B) {
 			}
 		}
 	})
+}
+
+// settle collects until the heap stops shrinking, so that what earlier
+// benchmarks left (objects whose cleanups were still to run, and then
+// their entries) is gone before a measurement starts, and reads it.
+func settle(ms *runtime.MemStats) {
+	runtime.GC()
+	runtime.ReadMemStats(ms)
+	for range 20 {
+		last := ms.HeapAlloc
+		runtime.Gosched() // the cleanup goroutine's turn
+		runtime.GC()
+		runtime.ReadMemStats(ms)
+		if ms.HeapAlloc >= last-last/1000 {
+			return
+		}
+	}
 }

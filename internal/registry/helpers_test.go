@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"runtime"
 	"runtime/debug"
 	"sync/atomic"
@@ -11,6 +12,11 @@ import (
 
 	"github.com/weakref/registry/internal/handle"
 )
+
+// ownedPayloads runs every test with Config.OwnedPayloads, as registryd
+// runs: go test -args -registry.owned. Tests that give one buffer to many
+// Puts break the promise it makes; the others must pass either way.
+var ownedPayloads = flag.Bool("registry.owned", false, "run the tests with Config.OwnedPayloads")
 
 // testEpoch and testNode are the codec settings of every test registry.
 const (
@@ -35,6 +41,9 @@ func newRegistry(t testing.TB, cfg Config) *Registry {
 	t.Helper()
 	if cfg.Codec == nil {
 		cfg.Codec = newCodec(t)
+	}
+	if *ownedPayloads {
+		cfg.OwnedPayloads = true
 	}
 	r := New(cfg)
 	t.Cleanup(r.Close)

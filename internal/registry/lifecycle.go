@@ -4,6 +4,7 @@ import (
 	"maps"
 	"runtime"
 	"time"
+	"unsafe"
 	"weak"
 
 	"github.com/weakref/registry/internal/handle"
@@ -47,7 +48,13 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	}
 	now := r.now()
 	nowNano := now.UnixNano()
-	p := &payload{data: pl.Data, more: pl.More}
+	var p *payload
+	direct := r.cfg.OwnedPayloads && len(pl.More) == 0 && len(pl.Data) >= directMin
+	if direct {
+		p = &pl.Data[0]
+	} else {
+		p = (*payload)(unsafe.Pointer(&box{data: pl.Data, more: pl.More}))
+	}
 	id, mac := r.codec.Mint(handle.Object)
 	h := r.codec.FormatMAC(handle.Object, id, mac)
 	e := &entry{
@@ -60,6 +67,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		state:      Weak,
 		stateSince: nowNano,
 		charged:    charged,
+		direct:     direct,
 	}
 	if kept.ContentType != "" || kept.Labels != nil || kept.Linger != 0 {
 		e.extra().meta = kept
@@ -166,7 +174,8 @@ func (r *Registry) Resolve(h string) (Object, error) {
 // handle is h, and releases s's read lock, which the caller holds.
 func (r *Registry) resolved(s *shard, e *entry, p *payload, h string) Object {
 	e.accessed.Store(r.now().UnixNano())
-	obj := Object{Data: p.data, More: p.more, Info: e.info(h)}
+	obj := Object{Info: e.info(h)}
+	obj.Data, obj.More = e.bytes(p)
 	obj.crc, obj.crcKnown = e.checksum()
 	s.mu.RUnlock()
 	r.counters.hits.Add(1)

@@ -312,10 +312,10 @@ func TestRegistryHoldsNothingAfterEverythingIsCollected(t *testing.T) {
 }
 
 // TestPayloadIsPaddedOutOfCrowdedSpans guards the padding that keeps
-// weak.Make and AddCleanup cheap (see payload).
+// weak.Make and AddCleanup cheap (see box).
 func TestPayloadIsPaddedOutOfCrowdedSpans(t *testing.T) {
-	if got := unsafe.Sizeof(payload{}); got != 128 {
-		t.Fatalf("payload is %d bytes, want 128", got)
+	if got := unsafe.Sizeof(box{}); got != 128 {
+		t.Fatalf("box is %d bytes, want 128", got)
 	}
 }
 

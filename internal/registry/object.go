@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"sync/atomic"
 	"time"
+	"unsafe"
 	"weak"
 
 	"github.com/weakref/registry/internal/handle"
@@ -36,18 +37,33 @@ func (s State) String() string {
 	return "UNKNOWN"
 }
 
-// payload is the value the registry holds weakly. It is a struct holding a
-// slice (a pointer), never a bare small value: Go's tiny allocator packs
-// pointer-free allocations of 16 bytes or less together, and such a block
-// is freed only when all its neighbours are, so a weak pointer to it might
-// never go nil.
+// payload is what the registry holds weakly, and what its weak pointer and
+// cleanup attach to: an allocation named by a pointer to its first byte
+// (see entry.bytes). It is one of two things.
 //
-// It is padded to 128 bytes. The runtime keeps each span's weak handles
-// and cleanups in a list sorted by address and walks it on every insert, so
-// the cost of weak.Make and AddCleanup grows with the objects per span: at
-// the bare 24 bytes, 341 share an 8 KiB span and that walk was half of
-// Put's time (BenchmarkPut 4.9 µs; 2.9 µs padded to 128 bytes).
-type payload struct {
+// The bytes' own allocation, when Config.OwnedPayloads says every payload
+// is one and it is one slice of at least directMin bytes: then an object
+// costs nothing for its payload but its bytes.
+//
+// Otherwise a box: a struct holding the slices. Never a bare small value:
+// Go's tiny allocator packs pointer-free allocations of 16 bytes or less
+// together, and such a block is freed only when all its neighbours are, so
+// a weak pointer to it might never go nil; and never bytes that other
+// objects or callers may share, which would keep it alive.
+type payload = byte
+
+// directMin is the least payload held by its own allocation. Far above
+// the tiny allocator's 16 bytes: the runtime keeps each span's weak
+// handles and cleanups in a list sorted by address and walks it on every
+// insert, so the cost of weak.Make and AddCleanup grows with the objects
+// per span (see box), and 64-byte objects share a span 128 to one.
+const directMin = 64
+
+// box holds a payload's slices for the weak pointer to name. It is padded
+// to 128 bytes: at the bare 48 bytes, 170 would share an 8 KiB span, and at
+// 24 bytes, 341 did and that walk was half of Put's time (BenchmarkPut 4.9
+// µs; 2.9 µs padded to 128 bytes).
+type box struct {
 	data []byte
 	more [][]byte // the rest of an uploaded object, in order
 	_    [128 - 48]byte
@@ -185,9 +201,10 @@ type entry struct {
 	id  handle.ID
 	mac handle.MAC // the tag of its handle: with id, the handle (Registry.handleOf)
 
-	state State     // guarded by the shard's mu
-	leak  leakFlags // guarded by its shard's leak book's mu
-	npins uint32    // guarded by the shard's mu: pins held, pin0 first
+	state  State     // guarded by the shard's mu
+	leak   leakFlags // guarded by its shard's leak book's mu
+	direct bool      // immutable: the payload is the bytes' own allocation, not a box
+	npins  uint32    // guarded by the shard's mu: pins held, pin0 first
 
 	// The soft cache's. cached says it holds the object; removed is set,
 	// under the shard's lock, when the object is deleted, so that the
@@ -412,6 +429,15 @@ func (e *entry) pinIndex(lease handle.ID) int {
 		}
 	}
 	return -1
+}
+
+// bytes returns the slices of p, e's payload.
+func (e *entry) bytes(p *payload) (data []byte, more [][]byte) {
+	if e.direct {
+		return unsafe.Slice(p, e.size), nil
+	}
+	b := (*box)(unsafe.Pointer(p))
+	return b.data, b.more
 }
 
 // value returns the payload if the object is still alive, strongly or

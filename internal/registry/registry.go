@@ -72,6 +72,14 @@ type Config struct {
 	// while one is running or waiting share the next one. Zero: only the
 	// four times.
 	CollectMinInterval time.Duration
+	// OwnedPayloads promises that every payload given to Put and
+	// PutPayload is an allocation of its own, which nothing else keeps
+	// (a gRPC request's bytes are). The registry then attaches the weak
+	// pointer and cleanup of a payload in one slice of at least 64 bytes
+	// straight to it rather than to a box around it, saving 128 bytes an
+	// object. A payload that breaks the promise is not unsafe: it is only
+	// collected once nothing at all holds its allocation.
+	OwnedPayloads bool
 	// SoftCacheBytes, when positive, keeps the most recently resolved
 	// objects strongly held, up to this many payload bytes, so that an
 	// unpinned object in use is not collected between two resolves. The
