@@ -18,6 +18,11 @@
 //	registrybench -mode stream -addr 127.0.0.1:7699 -size 64MiB -c 1
 //	registrybench -mode download -addr 127.0.0.1:7600 -size 64MiB -c 1
 //	registrybench -mode transfer -addr 127.0.0.1:7600 -size 1GiB
+//
+// At scale: -objects N first puts N pinned objects, then resolves them at
+// random (registryd --max-pins-per-lease=0 --max-pinned-bytes=0).
+//
+//	registrybench -mode resolve -objects 10000000 -size 100 -c 64
 package main
 
 import (
@@ -58,6 +63,7 @@ func run() error {
 	flag.Var(&size, "size", "payload `size`, such as 512, 64MiB or 1GiB")
 	flag.Var(&chunk, "chunk", "for stream: bytes per message, as Download sends them")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile to `file`")
+	objects := flag.Int("objects", 0, "for resolve: first put this many objects, pinned, and resolve them at random (see fill)")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -100,7 +106,7 @@ func run() error {
 		return err
 	}
 	defer cc.Close()
-	call, err := setup(*mode, cc, payload, *conc)
+	call, err := setup(*mode, cc, payload, *conc, *objects)
 	if err != nil {
 		return err
 	}
@@ -139,9 +145,19 @@ func (s *echoServer) StreamingOutputCall(req *testpb.StreamingOutputCallRequest,
 
 // setup prepares what mode needs on the server and returns the call to
 // repeat.
-func setup(mode string, cc *grpc.ClientConn, payload []byte, conc int) (caller, error) {
+func setup(mode string, cc *grpc.ClientConn, payload []byte, conc, objects int) (caller, error) {
 	ctx := context.Background()
 	rs := registryv1.NewRegistryServiceClient(cc)
+	if objects > 0 {
+		if mode != "resolve" {
+			return nil, errors.New("-objects is for -mode resolve")
+		}
+		handles, err := fill(ctx, rs, payload, objects, conc)
+		if err != nil {
+			return nil, err
+		}
+		return resolveAny(rs, handles, conc), nil
+	}
 	switch mode {
 	case "echo":
 		tc := testpb.NewTestServiceClient(cc)
