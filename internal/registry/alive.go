@@ -13,7 +13,7 @@ import (
 func (r *Registry) ResolvePin(id handle.ID, by Holder) (obj Object, already bool, err error) {
 	s := r.shard(id)
 	s.mu.Lock()
-	info, already, p, err := r.pinLocked(s, id, by)
+	info, already, p, err := r.pinLocked(s, id, "", by)
 	if err != nil {
 		s.mu.Unlock()
 		r.counters.miss(err)

@@ -258,20 +258,30 @@ func (r *Registry) gone(id handle.ID) error {
 // nothing, when by pins it already. Errors: ErrCollected, ErrDeleted, a
 // *LimitError for PINNED_BYTES_LIMIT.
 func (r *Registry) Pin(id handle.ID, by Holder) (info Info, already bool, err error) {
+	return r.PinParsed(id, "", by)
+}
+
+// PinParsed is Pin for a caller that has the handle: h, the string Parse
+// accepted for id, which the answer and the events then carry instead of
+// a handle made again (a string formatted and allocated per call). "" is
+// Pin.
+func (r *Registry) PinParsed(id handle.ID, h string, by Holder) (info Info, already bool, err error) {
 	s := r.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	info, already, _, err = r.pinLocked(s, id, by)
+	info, already, _, err = r.pinLocked(s, id, h, by)
 	return info, already, err
 }
 
-// pinLocked is Pin under s.mu, also returning the payload it holds.
-func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, already bool, p *payload, err error) {
+// pinLocked is PinParsed under s.mu, also returning the payload it holds.
+func (r *Registry) pinLocked(s *shard, id handle.ID, h string, by Holder) (info Info, already bool, p *payload, err error) {
 	e := s.m[id]
 	if e == nil {
 		return Info{}, false, nil, r.gone(id)
 	}
-	h := r.handleOf(e)
+	if h == "" {
+		h = r.handleOf(e)
+	}
 	if e.pinIndex(by.ID) >= 0 {
 		return e.info(h), true, e.strong, nil
 	}
@@ -325,6 +335,12 @@ func (r *Registry) Unpin(id handle.ID, by Holder) (info Info, pinned bool, err e
 // (LINGERING) at least handoff after by lets go, once no lease pins it,
 // so that another holder has time to pin it. The caller caps handoff.
 func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) (info Info, pinned bool, err error) {
+	return r.UnpinHandoffParsed(id, "", by, handoff)
+}
+
+// UnpinHandoffParsed is UnpinHandoff for a caller that has the handle, as
+// PinParsed is Pin.
+func (r *Registry) UnpinHandoffParsed(id handle.ID, h string, by Holder, handoff time.Duration) (info Info, pinned bool, err error) {
 	s := r.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -332,7 +348,9 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 	if e == nil {
 		return Info{}, false, r.gone(id)
 	}
-	h := r.handleOf(e)
+	if h == "" {
+		h = r.handleOf(e)
+	}
 	i := e.pinIndex(by.ID)
 	if i < 0 {
 		// A single-object answer: by's unpin of an object collected and

@@ -88,3 +88,40 @@ func sameError(got, want error) bool {
 	}
 	return errors.Is(got, want) || reflect.TypeOf(got) == reflect.TypeOf(want) && reflect.DeepEqual(got, want)
 }
+
+// TestParsedCallsCarryTheHandle: PinParsed and UnpinHandoffParsed answer,
+// and publish, with the handle the caller parsed, which is the one Pin,
+// Unpin and Stat make again from what the entry keeps.
+func TestParsedCallsCarryTheHandle(t *testing.T) {
+	r := newRegistry(t, Config{})
+	keeper, by := newHolder(r), newHolder(r)
+	info, _ := put(t, r, 100, 1, Meta{}, &keeper)
+	sub, err := r.WatchAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	for _, parsed := range []bool{true, false} {
+		h := ""
+		if parsed {
+			h = info.Handle
+		}
+		pinned, _, err := r.PinParsed(info.ID, h, by)
+		if err != nil || pinned.Handle != info.Handle || pinned.Pins != 2 {
+			t.Fatalf("PinParsed(%q) = %+v, %v; want 2 pins under %q", h, pinned, err, info.Handle)
+		}
+		if ev := nextEvent(t, sub); ev.Kind != EventPinned || ev.Handle != info.Handle {
+			t.Fatalf("after PinParsed(%q): %+v, want PINNED of %q", h, ev, info.Handle)
+		}
+		unpinned, ok, err := r.UnpinHandoffParsed(info.ID, h, by, 0)
+		if err != nil || !ok || unpinned.Handle != info.Handle || unpinned.Pins != 1 {
+			t.Fatalf("UnpinHandoffParsed(%q) = %+v, %v, %v; want 1 pin under %q", h, unpinned, ok, err, info.Handle)
+		}
+		if ev := nextEvent(t, sub); ev.Kind != EventUnpinned || ev.Handle != info.Handle {
+			t.Fatalf("after UnpinHandoffParsed(%q): %+v, want UNPINNED of %q", h, ev, info.Handle)
+		}
+	}
+	if st, err := r.StatID(info.ID); err != nil || st.Handle != info.Handle {
+		t.Fatalf("StatID = %+v, %v; want the handle %q", st, err, info.Handle)
+	}
+}
