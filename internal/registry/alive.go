@@ -19,7 +19,7 @@ func (r *Registry) ResolvePin(id handle.ID, by Holder) (obj Object, already bool
 		r.counters.miss(err)
 		return Object{}, false, err
 	}
-	e := s.m[id]
+	e := s.m.get(id)
 	obj = Object{Info: info}
 	obj.Data, obj.More = e.bytes(p)
 	obj.crc, obj.crcKnown = e.checksum()

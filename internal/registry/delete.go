@@ -22,7 +22,7 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 		return info, pins, ErrPinned
 	}
 	now := r.now()
-	delete(s.m, id)
+	s.m.del(id)
 	s.index.Delete(e)
 	s.leaks.setWeak(e, false)
 	r.tombs.add(id)

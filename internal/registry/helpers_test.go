@@ -136,7 +136,7 @@ func (r *Registry) mapLen() int {
 	for i := range r.shards {
 		s := &r.shards[i]
 		s.mu.RLock()
-		n += len(s.m)
+		n += s.m.len()
 		s.mu.RUnlock()
 	}
 	return n
@@ -147,8 +147,7 @@ func (r *Registry) inMap(id handle.ID) bool {
 	s := r.shard(id)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	_, ok := s.m[id]
-	return ok
+	return s.m.get(id) != nil
 }
 
 // assertHoldsNothing checks that the registry's bookkeeping is empty: no
@@ -241,7 +240,7 @@ func (r *Registry) payloadOf(id handle.ID) *payload {
 	s := r.shard(id)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e := s.m[id]
+	e := s.m.get(id)
 	if e == nil {
 		return nil // collected, and reaped, already
 	}

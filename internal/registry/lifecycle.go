@@ -82,7 +82,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 
 	s := r.shard(id)
 	s.mu.Lock()
-	s.m[id] = e
+	s.m.put(e)
 	s.index.ReplaceOrInsert(e)
 	r.counters.puts.Add(1)
 	switch {
@@ -142,7 +142,7 @@ func (r *Registry) Resolve(h string) (Object, error) {
 	if id, mac, ok := r.codec.Split(handle.Object, h); ok {
 		s := r.shard(id)
 		s.mu.RLock()
-		if e := s.m[id]; e != nil && e.issued(mac) {
+		if e := s.m.get(id); e != nil && e.issued(mac) {
 			if p := e.value(); p != nil {
 				return r.resolved(s, e, p, h), nil
 			}
@@ -156,7 +156,7 @@ func (r *Registry) Resolve(h string) (Object, error) {
 	}
 	s := r.shard(id)
 	s.mu.RLock()
-	e := s.m[id]
+	e := s.m.get(id)
 	var p *payload
 	if e != nil {
 		p = e.value()
@@ -192,7 +192,7 @@ func (r *Registry) RecordChecksum(id handle.ID, crc uint32) {
 	s := r.shard(id)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if e := s.m[id]; e != nil {
+	if e := s.m.get(id); e != nil {
 		e.crc.Store(uint64(crc) | crcKnown)
 	}
 }
@@ -239,7 +239,7 @@ func (r *Registry) stat(id handle.ID, h string) (Info, error) {
 // collector's mark keeps that one object alive for the cycle; no scan may
 // call it (see Filter.match).
 func (r *Registry) live(s *shard, id handle.ID) (*entry, error) {
-	e := s.m[id]
+	e := s.m.get(id)
 	if e == nil || e.value() == nil {
 		return nil, r.gone(id)
 	}
@@ -275,7 +275,7 @@ func (r *Registry) PinParsed(id handle.ID, h string, by Holder) (info Info, alre
 
 // pinLocked is PinParsed under s.mu, also returning the payload it holds.
 func (r *Registry) pinLocked(s *shard, id handle.ID, h string, by Holder) (info Info, already bool, p *payload, err error) {
-	e := s.m[id]
+	e := s.m.get(id)
 	if e == nil {
 		return Info{}, false, nil, r.gone(id)
 	}
@@ -344,7 +344,7 @@ func (r *Registry) UnpinHandoffParsed(id handle.ID, h string, by Holder, handoff
 	s := r.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.m[id]
+	e := s.m.get(id)
 	if e == nil {
 		return Info{}, false, r.gone(id)
 	}

@@ -32,7 +32,7 @@ func (r *Registry) endLinger(id handle.ID) {
 	s := r.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.m[id]
+	e := s.m.get(id)
 	if e == nil || e.state != Lingering {
 		return
 	}

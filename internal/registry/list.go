@@ -228,7 +228,7 @@ func (r *Registry) Watch(ids []handle.ID) (*Subscription, error) {
 		// watch will see it (a collected one's COLLECTED comes with its
 		// reap): judge by the map, not by the weak pointer, whose Value
 		// would keep the object alive through a collection's mark.
-		if e := s.m[id]; e != nil {
+		if e := s.m.get(id); e != nil {
 			// Under the shard lock no change to e can slip between this
 			// CURRENT event and the subscription.
 			r.events.watch(sub, id, r.event(e, r.handleOf(e), EventCurrent, "", now))
@@ -268,8 +268,7 @@ func (r *Registry) WatchFrom(ids []handle.ID, from uint64) (*Subscription, error
 		}
 	}
 	return r.events.subscribeFrom(from, nil, uniqueIDs(ids), func(id handle.ID) bool {
-		_, ok := r.shard(id).m[id] // an object leaves its map as its final event is published
-		return ok
+		return r.shard(id).m.get(id) != nil // an object leaves its map as its final event is published
 	})
 }
 

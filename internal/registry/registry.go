@@ -126,10 +126,10 @@ type Registry struct {
 // shard is one slice of the object map.
 type shard struct {
 	mu    sync.RWMutex
-	m     map[handle.ID]*entry  // guarded by mu
+	m     entryTable            // guarded by mu
 	index *btree.BTreeG[*entry] // guarded by mu: m's entries in ID order, for List
 	leaks leakBook              // its own lock: the soft cache changes it too
-	_     [40]byte              // keep neighbouring shards' locks off one cache line
+	_     [8]byte               // 128 bytes: neighbouring shards' locks on cache lines of their own
 }
 
 // New returns an empty registry.
@@ -160,7 +160,6 @@ func New(cfg Config) *Registry {
 	}
 	r.reapFn = r.reap
 	for i := range r.shards {
-		r.shards[i].m = make(map[handle.ID]*entry)
 		r.shards[i].index = newIndex()
 		r.shards[i].leaks.init(cfg.LeakGCCycles)
 	}
@@ -194,7 +193,7 @@ func (r *Registry) Parse(h string) (handle.ID, error) {
 	if id, mac, ok := r.codec.Split(handle.Object, h); ok {
 		s := r.shard(id)
 		s.mu.RLock()
-		e := s.m[id]
+		e := s.m.get(id)
 		hit := e != nil && e.issued(mac)
 		s.mu.RUnlock()
 		if hit {
