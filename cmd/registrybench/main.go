@@ -26,6 +26,11 @@
 // connections and prints the RSS of registryd's process -pid per stream;
 // -mode idle-streams does the same to the baseline (see leases.go and
 // bench/leases.sh).
+//
+// At scale: -objects N first puts N pinned objects, then resolves them at
+// random (registryd --max-pins-per-lease=0 --max-pinned-bytes=0).
+//
+//	registrybench -mode resolve -objects 10000000 -size 100 -c 64
 package main
 
 import (
@@ -74,6 +79,7 @@ func run() error {
 	flag.BoolVar(&hold.collect, "collect", false, "for leases: force a collection (a GC) and read the RSS once more")
 	batch := flag.Int("batch", 100, "for batch-resolve and batch-pin: objects per call (see batch.go)")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile to `file`")
+	objects := flag.Int("objects", 0, "for resolve: first put this many objects, pinned, and resolve them at random (see fill)")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -136,7 +142,7 @@ func run() error {
 			return err
 		}
 		defer cc.Close()
-		if call, err = setup(*mode, cc, payload, *conc); err != nil {
+		if call, err = setup(*mode, cc, payload, *conc, *objects); err != nil {
 			return err
 		}
 	}
@@ -175,9 +181,19 @@ func (s *echoServer) StreamingOutputCall(req *testpb.StreamingOutputCallRequest,
 
 // setup prepares what mode needs on the server and returns the call to
 // repeat.
-func setup(mode string, cc *grpc.ClientConn, payload []byte, conc int) (caller, error) {
+func setup(mode string, cc *grpc.ClientConn, payload []byte, conc, objects int) (caller, error) {
 	ctx := context.Background()
 	rs := registryv1.NewRegistryServiceClient(cc)
+	if objects > 0 {
+		if mode != "resolve" {
+			return nil, errors.New("-objects is for -mode resolve")
+		}
+		handles, err := fill(ctx, rs, payload, objects, conc)
+		if err != nil {
+			return nil, err
+		}
+		return resolveAny(rs, handles, conc), nil
+	}
 	switch mode {
 	case "echo":
 		tc := testpb.NewTestServiceClient(cc)

@@ -96,6 +96,10 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 		WatchBuffer:               cfg.watchBuffer,
 		WatchHistory:              cmp.Or(cfg.watchHistory, -1), // the registry reads 0 as its default, the flag as none
 		Observe:                   obs.Registry(),
+		// Every payload the server puts is a request's or an upload
+		// chunk's bytes, which protobuf decodes into an allocation of
+		// their own and nothing keeps after the call.
+		OwnedPayloads: true,
 	})
 	leases := lease.New(lease.Config{
 		Codec:                codec,

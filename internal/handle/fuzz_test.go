@@ -1,6 +1,7 @@
 package handle_test
 
 import (
+	"crypto/subtle"
 	"errors"
 	"strings"
 	"testing"
@@ -76,6 +77,53 @@ func FuzzFormatParse(f *testing.F) {
 		}
 		if got, err := c.Parse(other, other.Prefix()+h[len(k.Prefix()):]); !errors.Is(err, handle.ErrUnknown) {
 			t.Fatalf("Parse(%v) of a %v handle under the %v prefix = %x, %v; want ErrUnknown", other, k, other, got, err)
+		}
+	})
+}
+
+// FuzzSplitAgreesWithParse checks the fast way to recognise a handle
+// against the MAC: Split, then comparing the tag with the one kept for
+// the ID (as a registry keeps it for each live object), accepts exactly
+// the strings Parse accepts, with the same ID. The seeds are valid
+// handles, each altered in every byte, and handles of another node, run
+// and kind under the same key.
+func FuzzSplitAgreesWithParse(f *testing.F) {
+	c := fuzzCodec(f)
+	others := []*handle.Codec{
+		newCodec(f, handle.Config{Node: 8, Epoch: 12345}),
+		newCodec(f, handle.Config{Node: 7, Epoch: 12346}),
+	}
+	for _, id := range fuzzIDs {
+		for _, k := range kinds {
+			h := c.Format(k, id)
+			f.Add(h, uint8(k))
+			f.Add(h, uint8((k+1)%3))
+			for i := range len(h) {
+				for _, d := range []byte{1, 0x20} {
+					b := []byte(h)
+					b[i] ^= d
+					f.Add(string(b), uint8(k))
+				}
+			}
+			for _, o := range others {
+				f.Add(o.Format(k, id), uint8(k))
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, s string, kind uint8) {
+		k := handle.Kind(kind % 3)
+		id, mac, ok := c.Split(k, s)
+		kept := c.MAC(k, id)
+		fast := ok && subtle.ConstantTimeCompare(mac[:], kept[:]) == 1
+		got, err := c.Parse(k, s)
+		if fast != (err == nil) {
+			t.Fatalf("%v handle %q: Split and the kept tag say %v, Parse says %v", k, s, fast, err)
+		}
+		if fast && got != id {
+			t.Fatalf("%v handle %q: Split read %x, Parse %x", k, s, id, got)
+		}
+		if fast && c.FormatMAC(k, id, mac) != s {
+			t.Fatalf("%v handle %q: FormatMAC gives %q", k, s, c.FormatMAC(k, id, mac))
 		}
 	})
 }

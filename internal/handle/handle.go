@@ -21,10 +21,17 @@ import (
 	"hash"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // ID is the random part of a handle: what the registry keys its maps by.
 type ID [16]byte
+
+// MAC is the tag a handle carries: the truncated HMAC, under the server
+// key, of its kind and of everything before it. A registry keeps it, with
+// the ID, instead of the handle's string: the two give the string back
+// (FormatMAC) without the key, and recognise it (Split).
+type MAC [macLen]byte
 
 // Kind is what a handle names. It is covered by the MAC, so an object
 // handle can never pass for a lease id or the reverse.
@@ -161,24 +168,80 @@ func (c *Codec) Node() uint16 { return c.node }
 
 // New mints a fresh handle of kind k.
 func (c *Codec) New(k Kind) (ID, string) {
+	id, mac := c.Mint(k)
+	return id, c.FormatMAC(k, id, mac)
+}
+
+// Mint mints a fresh handle of kind k and returns its parts: FormatMAC
+// makes the string of them.
+func (c *Codec) Mint(k Kind) (ID, MAC) {
 	var id ID
 	rand.Read(id[:]) // never fails (crypto/rand since Go 1.24)
-	return id, c.Format(k, id)
+	return id, c.MAC(k, id)
 }
 
 // Format returns the handle of kind k for id, as New returned it.
 func (c *Codec) Format(k Kind, id ID) string {
+	return c.FormatMAC(k, id, c.MAC(k, id))
+}
+
+// MAC returns the tag the handle of kind k for id carries.
+func (c *Codec) MAC(k Kind, id ID) MAC {
+	var raw [offMAC]byte
+	c.header(raw[:], id)
+	var mac MAC
+	c.sum(k, raw[:], mac[:0])
+	return mac
+}
+
+// FormatMAC returns the handle of kind k for id whose tag is mac, as
+// MAC computed it. It computes no MAC: it only encodes.
+func (c *Codec) FormatMAC(k Kind, id ID, mac MAC) string {
 	var raw [rawLen]byte
-	raw[offVersion] = version
-	binary.BigEndian.PutUint16(raw[offNode:], c.node)
-	putUint48(raw[offEpoch:], c.epoch)
-	copy(raw[offID:], id[:])
-	c.sum(k, raw[:offMAC], raw[offMAC:offMAC])
+	c.header(raw[:], id)
+	copy(raw[offMAC:], mac[:])
 	prefix := k.Prefix()
 	out := make([]byte, len(prefix)+EncodedLen)
 	copy(out, prefix)
 	enc.Encode(out[len(prefix):], raw[:])
-	return string(out)
+	// out is never written again: the string may be it, which saves a
+	// copy and an allocation on every handle made.
+	return unsafe.String(&out[0], len(out))
+}
+
+// header writes the body of a handle of this run for id into raw.
+func (c *Codec) header(raw []byte, id ID) {
+	raw[offVersion] = version
+	binary.BigEndian.PutUint16(raw[offNode:], c.node)
+	putUint48(raw[offEpoch:], c.epoch)
+	copy(raw[offID:], id[:])
+}
+
+// Split reads s as a handle of kind k of this format, node and run, and
+// returns its ID and the tag it carries, WITHOUT verifying the tag: ok is
+// false when s is not shaped so, and then only Parse can say why.
+//
+// It is the first half of the fast way to recognise a handle the caller
+// keeps the tag of (a registry's live object): a tag equal, in constant
+// time, to the one kept for the ID proves s is the very handle issued for
+// it (see the registry's Parse). Anything else goes to Parse, whose
+// answer Split never changes.
+func (c *Codec) Split(k Kind, s string) (id ID, mac MAC, ok bool) {
+	prefix := k.Prefix()
+	if len(s) != len(prefix)+EncodedLen || s[:len(prefix)] != prefix {
+		return ID{}, MAC{}, false
+	}
+	var src [EncodedLen]byte // a copy on the stack: []byte(s) would allocate
+	copy(src[:], s[len(prefix):])
+	var raw [rawLen]byte
+	n, err := enc.Decode(raw[:], src[:])
+	if err != nil || n != rawLen || raw[offVersion] != version ||
+		binary.BigEndian.Uint16(raw[offNode:]) != c.node || uint48(raw[offEpoch:]) != c.epoch {
+		return ID{}, MAC{}, false
+	}
+	copy(id[:], raw[offID:offMAC])
+	copy(mac[:], raw[offMAC:])
+	return id, mac, true
 }
 
 // Parse verifies s as a handle of kind k issued by this node in this run

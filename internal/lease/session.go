@@ -119,7 +119,7 @@ func (s *Session) pinLocked(h string) Result {
 			return Result{Handle: h, Outcome: Failed, Err: err}
 		}
 	}
-	info, already, err := m.reg.Pin(id, l.holder)
+	info, already, err := m.reg.PinParsed(id, h, l.holder)
 	switch {
 	case err != nil:
 		return Result{Handle: h, Outcome: Failed, Err: err}
@@ -158,7 +158,7 @@ func (s *Session) Unpin(handles []string, handoff time.Duration) ([]Result, erro
 			continue
 		}
 		delete(l.pins, id)
-		info, pinned, err := m.reg.UnpinHandoff(id, l.holder, handoff)
+		info, pinned, err := m.reg.UnpinHandoffParsed(id, h, l.holder, handoff)
 		switch {
 		case err != nil: // force-deleted under us: the pin is gone all the same
 			out[i] = Result{Handle: h, Outcome: Unpinned}

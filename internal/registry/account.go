@@ -118,14 +118,11 @@ func (r *Registry) releaseStrong(size int64, a *account) {
 	}
 }
 
-// takeCharge returns the account p's bytes are charged to and forgets it:
-// the caller releases it. The caller holds p's object's shard lock.
-func takeCharge(p *payload) *account {
-	if p == nil {
-		return nil
-	}
-	a := p.charged
-	p.charged = nil
+// takeCharge returns the account e's bytes are charged to and forgets it:
+// the caller releases it. The caller holds e's shard lock.
+func takeCharge(e *entry) *account {
+	a := e.charged
+	e.charged = nil
 	return a
 }
 

@@ -157,7 +157,7 @@ func (r *Registry) entryOf(id handle.ID) *entry {
 	s := r.shard(id)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.m[id]
+	return s.m.get(id)
 }
 
 // TestEveryChargeIsReleasedExactlyOnce: identities put, pin, unpin with

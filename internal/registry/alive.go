@@ -13,14 +13,15 @@ import (
 func (r *Registry) ResolvePin(id handle.ID, by Holder) (obj Object, already bool, err error) {
 	s := r.shard(id)
 	s.mu.Lock()
-	info, already, p, err := r.pinLocked(s, id, by)
+	info, already, p, err := r.pinLocked(s, id, "", by)
 	if err != nil {
 		s.mu.Unlock()
 		r.counters.miss(err)
 		return Object{}, false, err
 	}
-	e := s.m[id]
-	obj = Object{Data: p.data, More: p.more, Info: info}
+	e := s.m.get(id)
+	obj = Object{Info: info}
+	obj.Data, obj.More = e.bytes(p)
 	obj.crc, obj.crcKnown = e.checksum()
 	s.mu.Unlock()
 	r.counters.hits.Add(1)

@@ -271,3 +271,151 @@ func BenchmarkListPage(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMemoryPerObject puts 1M objects of 100 bytes, each its own
+// allocation as an upload's would be, and reports what the heap holds per
+// object after a collection: heapB/obj in all, overheadB/obj beyond the
+// 100 payload bytes (the payload's size-class rounding, 112 bytes, counts
+// as overhead). WEAK objects are kept alive from outside, as strays would
+// be, so that the collector leaves them; the 16 bytes per object of the
+// slice that keeps them are not counted. It runs once, however long -
+// only under -bench: go test -run '^$' -bench MemoryPerObject -benchtime 1x.
+func BenchmarkMemoryPerObject(b *testing.B) {
+	const (
+		n    = 1 << 20
+		size = 100
+	)
+	for _, owned := range []bool{true, false} {
+		for _, pinned := range []bool{true, false} {
+			name := "boxed/"
+			if owned {
+				name = "owned/" // as registryd runs: Config.OwnedPayloads
+			}
+			if pinned {
+				name += "pinned"
+			} else {
+				name += "weak"
+			}
+			b.Run(name, func(b *testing.B) {
+				for range b.N {
+					heap, strays := memoryPerObject(b, n, size, Config{OwnedPayloads: owned, WatchHistory: -1}, pinned)
+					perObj := float64(heap)/n - float64(16*cap(strays))/n
+					b.ReportMetric(perObj, "heapB/obj")
+					b.ReportMetric(perObj-size, "overheadB/obj")
+					runtime.KeepAlive(strays)
+				}
+			})
+		}
+	}
+}
+
+// memoryPerObject fills a fresh registry with n objects of size bytes and
+// returns the heap bytes it and they added, with the strays that keep the
+// WEAK ones alive.
+func memoryPerObject(b *testing.B, n, size int, cfg Config, pinned bool) (uint64, []any) {
+	b.Helper()
+	var strays []any
+	if !pinned {
+		strays = make([]any, 0, n)
+	}
+	var before, after runtime.MemStats
+	settle(&before)
+	r := newRegistry(b, cfg)
+	by := newHolder(r)
+	holder := &by
+	if !pinned {
+		holder = nil
+	}
+	for i := range n {
+		data := newPayload(size, byte(i))
+		info, err := r.Put(data, Meta{}, holder)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !pinned {
+			strays = append(strays, r.payloadRef(info.ID))
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	var alive int64
+	for _, k := range r.Stats().Objects {
+		alive += k
+	}
+	if alive != int64(n) {
+		b.Fatalf("%d objects alive after the collection, want %d", alive, n)
+	}
+	runtime.KeepAlive(r)
+	return after.HeapAlloc - before.HeapAlloc, strays
+}
+
+// BenchmarkResolveHitSerial is ResolveHit on one goroutine: the cost of a
+// hit without the two cores fighting over one shard lock's reader count
+// and one entry's access time.
+func BenchmarkResolveHitSerial(b *testing.B) {
+	r := newRegistry(b, Config{})
+	by := newHolder(r)
+	info, _ := put(b, r, benchSize, 1, Meta{}, &by)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.Resolve(info.Handle); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkResolveHitSpread gives each goroutine its own object, as many
+// clients resolving many objects do: they meet only on the counters.
+func BenchmarkResolveHitSpread(b *testing.B) {
+	r := newRegistry(b, Config{})
+	by := newHolder(r)
+	var seed atomic.Int32
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		info, err := r.Put(newPayload(benchSize, byte(seed.Add(1))), Meta{}, &by)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		for pb.Next() {
+			if _, err := r.Resolve(info.Handle); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// settle collects until the heap stops shrinking, so that what earlier
+// benchmarks left (objects whose cleanups were still to run, and then
+// their entries) is gone before a measurement starts, and reads it.
+func settle(ms *runtime.MemStats) {
+	runtime.GC()
+	runtime.ReadMemStats(ms)
+	for range 20 {
+		last := ms.HeapAlloc
+		runtime.Gosched() // the cleanup goroutine's turn
+		runtime.GC()
+		runtime.ReadMemStats(ms)
+		if ms.HeapAlloc >= last-last/1000 {
+			return
+		}
+	}
+}
+
+// BenchmarkPinUnpinParsed is PinUnpin as a lease session calls it, with
+// the handle it parsed: the answers carry it, none is made again.
+func BenchmarkPinUnpinParsed(b *testing.B) {
+	r := newRegistry(b, Config{})
+	keeper, by := newHolder(r), newHolder(r)
+	info, _ := put(b, r, benchSize, 1, Meta{}, &keeper)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := r.PinParsed(info.ID, info.Handle, by); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := r.UnpinHandoffParsed(info.ID, info.Handle, by, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

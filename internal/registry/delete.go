@@ -15,19 +15,20 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	if err != nil {
 		return Info{}, nil, err
 	}
-	info := e.info()
-	if len(e.pins) > 0 && !force {
-		return info, append([]Pin(nil), e.pins...), ErrPinned
+	h := r.handleOf(e)
+	info := e.info(h)
+	pins := e.pins()
+	if len(pins) > 0 && !force {
+		return info, pins, ErrPinned
 	}
-	pins := e.pins
 	now := r.now()
-	delete(s.m, id)
+	s.m.del(id)
 	s.index.Delete(e)
 	s.leaks.setWeak(e, false)
 	r.tombs.add(id)
 	r.counters.add(e.state, -1, -e.size)
 	if e.strong != nil { // pinned or lingering
-		r.releaseStrong(e.charge(), takeCharge(e.strong))
+		r.releaseStrong(e.charge(), takeCharge(e))
 	}
 	r.accounts.release(e.owner)
 	r.counters.pins.Add(-int64(len(pins)))
@@ -37,9 +38,10 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	if r.cache != nil {
 		r.cache.remove(e)
 	}
-	e.strong, e.pins = nil, nil
+	e.strong = nil
+	e.clearPins()
 	e.state = Deleted
 	e.stateSince = now.UnixNano()
-	r.publish(e, EventDeleted, "", now)
+	r.publish(e, h, EventDeleted, "", now)
 	return info, pins, nil
 }

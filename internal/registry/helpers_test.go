@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"runtime"
 	"runtime/debug"
 	"sync/atomic"
@@ -11,6 +12,11 @@ import (
 
 	"github.com/weakref/registry/internal/handle"
 )
+
+// ownedPayloads runs every test with Config.OwnedPayloads, as registryd
+// runs: go test -args -registry.owned. Tests that give one buffer to many
+// Puts break the promise it makes; the others must pass either way.
+var ownedPayloads = flag.Bool("registry.owned", false, "run the tests with Config.OwnedPayloads")
 
 // testEpoch and testNode are the codec settings of every test registry.
 const (
@@ -35,6 +41,9 @@ func newRegistry(t testing.TB, cfg Config) *Registry {
 	t.Helper()
 	if cfg.Codec == nil {
 		cfg.Codec = newCodec(t)
+	}
+	if *ownedPayloads {
+		cfg.OwnedPayloads = true
 	}
 	r := New(cfg)
 	t.Cleanup(r.Close)
@@ -127,7 +136,7 @@ func (r *Registry) mapLen() int {
 	for i := range r.shards {
 		s := &r.shards[i]
 		s.mu.RLock()
-		n += len(s.m)
+		n += s.m.len()
 		s.mu.RUnlock()
 	}
 	return n
@@ -138,8 +147,7 @@ func (r *Registry) inMap(id handle.ID) bool {
 	s := r.shard(id)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	_, ok := s.m[id]
-	return ok
+	return s.m.get(id) != nil
 }
 
 // assertHoldsNothing checks that the registry's bookkeeping is empty: no
@@ -232,9 +240,15 @@ func (r *Registry) payloadOf(id handle.ID) *payload {
 	s := r.shard(id)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e := s.m[id]
+	e := s.m.get(id)
 	if e == nil {
 		return nil // collected, and reaped, already
 	}
 	return e.value()
+}
+
+// payloadRef returns what keeps id's object alive, as a stray reference
+// would: the allocation its weak pointer names.
+func (r *Registry) payloadRef(id handle.ID) any {
+	return r.payloadOf(id)
 }

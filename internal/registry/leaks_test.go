@@ -35,11 +35,12 @@ func (r *Registry) bruteSuspectedLeaks() int64 {
 	for i := range r.shards {
 		s := &r.shards[i]
 		s.mu.RLock()
-		for _, e := range s.m {
+		s.m.each(func(e *entry) bool {
 			if e.state == Weak && !e.cached.Load() && now-e.weakSince.Load() >= n {
 				count++
 			}
-		}
+			return true
+		})
 		s.mu.RUnlock()
 	}
 	return count

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"runtime"
 	"time"
+	"unsafe"
 	"weak"
 
 	"github.com/weakref/registry/internal/handle"
@@ -47,19 +48,29 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	}
 	now := r.now()
 	nowNano := now.UnixNano()
-	p := &payload{data: pl.Data, more: pl.More, charged: charged}
-	id, h := r.codec.New(handle.Object)
+	var p *payload
+	direct := r.cfg.OwnedPayloads && len(pl.More) == 0 && len(pl.Data) >= directMin
+	if direct {
+		p = &pl.Data[0]
+	} else {
+		p = (*payload)(unsafe.Pointer(&box{data: pl.Data, more: pl.More}))
+	}
+	id, mac := r.codec.Mint(handle.Object)
+	h := r.codec.FormatMAC(handle.Object, id, mac)
 	e := &entry{
 		id:         id,
-		handle:     h,
+		mac:        mac,
 		size:       size,
-		meta:       kept,
 		created:    nowNano,
 		weak:       weak.Make(p),
 		owner:      r.accounts.acquire(owner),
 		state:      Weak,
 		stateSince: nowNano,
-		unpinnedAt: nowNano,
+		charged:    charged,
+		direct:     direct,
+	}
+	if kept.ContentType != "" || kept.Labels != nil || kept.Linger != 0 {
+		e.extra().meta = kept
 	}
 	e.accessed.Store(nowNano)
 	if pl.CRCKnown {
@@ -67,36 +78,36 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	}
 	// The cleanup's argument is the ID, never p: a cleanup that reached its
 	// object would keep it alive forever.
-	runtime.AddCleanup(p, r.reap, id)
+	runtime.AddCleanup(p, r.reapFn, id)
 
 	s := r.shard(id)
 	s.mu.Lock()
-	s.m[id] = e
+	s.m.put(e)
 	s.index.ReplaceOrInsert(e)
 	r.counters.puts.Add(1)
 	switch {
 	case by != nil:
 		e.strong = p
 		e.state = Pinned
-		e.pins = append(e.pins, Pin{Lease: by.ID, LeaseID: by.LeaseID, Since: now})
+		e.addPin(pinSlot{lease: by.ID, leaseID: by.LeaseID, since: nowNano})
 		r.counters.add(Pinned, 1, size)
 		r.counters.pins.Add(1)
 		// CREATED reports the pinned state: the object is never WEAK.
-		r.publish(e, EventCreated, "", now)
-		r.publish(e, EventPinned, by.LeaseID, now)
+		r.publish(e, h, EventCreated, "", now)
+		r.publish(e, h, EventPinned, by.LeaseID, now)
 	case meta.Linger > 0:
 		e.strong = p
 		r.startLinger(e, now, meta.Linger)
 		r.counters.add(Lingering, 1, size)
-		r.publish(e, EventCreated, "", now)
-		r.publish(e, EventLingering, "", now)
+		r.publish(e, h, EventCreated, "", now)
+		r.publish(e, h, EventLingering, "", now)
 	default:
 		r.counters.add(Weak, 1, size)
 		s.leaks.setWeak(e, true)
-		r.publish(e, EventCreated, "", now)
-		r.publish(e, EventWeak, "", now)
+		r.publish(e, h, EventCreated, "", now)
+		r.publish(e, h, EventWeak, "", now)
 	}
-	info := e.info()
+	info := e.info(h)
 	s.mu.Unlock()
 	runtime.KeepAlive(p) // p must not be collected before it is in the map
 	return info, nil
@@ -122,15 +133,30 @@ func (o Object) Payload() Payload {
 
 // Resolve returns the object's bytes and metadata. Errors: those of Parse,
 // ErrCollected, ErrDeleted.
+//
+// A hit costs no MAC: the handle is recognised by the tag its live entry
+// keeps (entry.issued), and its answer carries h itself, the very string
+// Put issued. Everything else is verified by the MAC first, so that each
+// miss is classified as it always was.
 func (r *Registry) Resolve(h string) (Object, error) {
-	id, err := r.Parse(h)
+	if id, mac, ok := r.codec.Split(handle.Object, h); ok {
+		s := r.shard(id)
+		s.mu.RLock()
+		if e := s.m.get(id); e != nil && e.issued(mac) {
+			if p := e.value(); p != nil {
+				return r.resolved(s, e, p, h), nil
+			}
+		}
+		s.mu.RUnlock()
+	}
+	id, err := r.codec.Parse(handle.Object, h)
 	if err != nil {
 		r.counters.miss(err)
 		return Object{}, err
 	}
 	s := r.shard(id)
 	s.mu.RLock()
-	e := s.m[id]
+	e := s.m.get(id)
 	var p *payload
 	if e != nil {
 		p = e.value()
@@ -141,15 +167,22 @@ func (r *Registry) Resolve(h string) (Object, error) {
 		r.counters.miss(err)
 		return Object{}, err
 	}
+	return r.resolved(s, e, p, h), nil
+}
+
+// resolved answers a Resolve of e, whose payload p is alive and whose
+// handle is h, and releases s's read lock, which the caller holds.
+func (r *Registry) resolved(s *shard, e *entry, p *payload, h string) Object {
 	e.accessed.Store(r.now().UnixNano())
-	obj := Object{Data: p.data, More: p.more, Info: e.info()}
+	obj := Object{Info: e.info(h)}
+	obj.Data, obj.More = e.bytes(p)
 	obj.crc, obj.crcKnown = e.checksum()
 	s.mu.RUnlock()
 	r.counters.hits.Add(1)
 	if r.cache != nil {
 		obj.Info.SoftCached = r.cache.touch(e, p)
 	}
-	return obj, nil
+	return obj
 }
 
 // RecordChecksum remembers the CRC-32C of a live object's payload, as a
@@ -159,7 +192,7 @@ func (r *Registry) RecordChecksum(id handle.ID, crc uint32) {
 	s := r.shard(id)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if e := s.m[id]; e != nil {
+	if e := s.m.get(id); e != nil {
 		e.crc.Store(uint64(crc) | crcKnown)
 	}
 }
@@ -170,11 +203,18 @@ func (r *Registry) Stat(h string) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	return r.StatID(id)
+	// Parse accepts only the very string issued for id: the answer may
+	// carry h rather than make it again.
+	return r.stat(id, h)
 }
 
 // StatID is Stat for a parsed handle.
 func (r *Registry) StatID(id handle.ID) (Info, error) {
+	return r.stat(id, "")
+}
+
+// stat is Stat of id, whose handle is h, or is made again when h is "".
+func (r *Registry) stat(id handle.ID, h string) (Info, error) {
 	s := r.shard(id)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -182,7 +222,10 @@ func (r *Registry) StatID(id handle.ID) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	info := e.info()
+	if h == "" {
+		h = r.handleOf(e)
+	}
+	info := e.info(h)
 	r.judge(&info)
 	return info, nil
 }
@@ -196,7 +239,7 @@ func (r *Registry) StatID(id handle.ID) (Info, error) {
 // collector's mark keeps that one object alive for the cycle; no scan may
 // call it (see Filter.match).
 func (r *Registry) live(s *shard, id handle.ID) (*entry, error) {
-	e := s.m[id]
+	e := s.m.get(id)
 	if e == nil || e.value() == nil {
 		return nil, r.gone(id)
 	}
@@ -215,21 +258,32 @@ func (r *Registry) gone(id handle.ID) error {
 // nothing, when by pins it already. Errors: ErrCollected, ErrDeleted, a
 // *LimitError for PINNED_BYTES_LIMIT.
 func (r *Registry) Pin(id handle.ID, by Holder) (info Info, already bool, err error) {
+	return r.PinParsed(id, "", by)
+}
+
+// PinParsed is Pin for a caller that has the handle: h, the string Parse
+// accepted for id, which the answer and the events then carry instead of
+// a handle made again (a string formatted and allocated per call). "" is
+// Pin.
+func (r *Registry) PinParsed(id handle.ID, h string, by Holder) (info Info, already bool, err error) {
 	s := r.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	info, already, _, err = r.pinLocked(s, id, by)
+	info, already, _, err = r.pinLocked(s, id, h, by)
 	return info, already, err
 }
 
-// pinLocked is Pin under s.mu, also returning the payload it holds.
-func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, already bool, p *payload, err error) {
-	e := s.m[id]
+// pinLocked is PinParsed under s.mu, also returning the payload it holds.
+func (r *Registry) pinLocked(s *shard, id handle.ID, h string, by Holder) (info Info, already bool, p *payload, err error) {
+	e := s.m.get(id)
 	if e == nil {
 		return Info{}, false, nil, r.gone(id)
 	}
+	if h == "" {
+		h = r.handleOf(e)
+	}
 	if e.pinIndex(by.ID) >= 0 {
-		return e.info(), true, e.strong, nil
+		return e.info(h), true, e.strong, nil
 	}
 	now := r.now()
 	p = e.strong // pinned or lingering
@@ -251,7 +305,7 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, alre
 			if err != nil {
 				return Info{}, false, nil, err
 			}
-			p.charged = a
+			e.charged = a
 		}
 		r.counters.move(e.state, Pinned, e.size)
 		e.stopLinger()
@@ -261,11 +315,11 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, by Holder) (info Info, alre
 		e.stateSince = now.UnixNano()
 		s.leaks.setWeak(e, false)
 	}
-	e.pins = append(e.pins, Pin{Lease: by.ID, LeaseID: by.LeaseID, Since: now})
+	e.addPin(pinSlot{lease: by.ID, leaseID: by.LeaseID, since: now.UnixNano()})
 	e.accessed.Store(now.UnixNano())
 	r.counters.pins.Add(1)
-	r.publish(e, EventPinned, by.LeaseID, now)
-	return e.info(), false, p, nil
+	r.publish(e, h, EventPinned, by.LeaseID, now)
+	return e.info(h), false, p, nil
 }
 
 // Unpin removes by's pin from the object. It reports pinned=false,
@@ -281,12 +335,21 @@ func (r *Registry) Unpin(id handle.ID, by Holder) (info Info, pinned bool, err e
 // (LINGERING) at least handoff after by lets go, once no lease pins it,
 // so that another holder has time to pin it. The caller caps handoff.
 func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) (info Info, pinned bool, err error) {
+	return r.UnpinHandoffParsed(id, "", by, handoff)
+}
+
+// UnpinHandoffParsed is UnpinHandoff for a caller that has the handle, as
+// PinParsed is Pin.
+func (r *Registry) UnpinHandoffParsed(id handle.ID, h string, by Holder, handoff time.Duration) (info Info, pinned bool, err error) {
 	s := r.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.m[id]
+	e := s.m.get(id)
 	if e == nil {
 		return Info{}, false, r.gone(id)
+	}
+	if h == "" {
+		h = r.handleOf(e)
 	}
 	i := e.pinIndex(by.ID)
 	if i < 0 {
@@ -295,41 +358,42 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 		if e.value() == nil {
 			return Info{}, false, ErrCollected
 		}
-		return e.info(), false, nil
+		return e.info(h), false, nil
 	}
 	now := r.now()
-	if until := now.Add(handoff); handoff > 0 && until.After(e.handoffUntil) {
-		e.handoffUntil = until
+	if until := now.Add(handoff); handoff > 0 && until.After(e.extra().handoffUntil) {
+		e.x.handoffUntil = until
 	}
-	e.pins = append(e.pins[:i], e.pins[i+1:]...)
+	e.removePin(i)
 	r.counters.pins.Add(-1)
-	if len(e.pins) > 0 {
-		r.publish(e, EventUnpinned, by.LeaseID, now)
-		return e.info(), true, nil
+	if e.npins > 0 {
+		r.publish(e, h, EventUnpinned, by.LeaseID, now)
+		return e.info(h), true, nil
 	}
 	// The last pin went: change state first, so that the UNPINNED event
 	// already tells the state after it, then say LINGERING or WEAK.
-	e.pins = nil
 	e.stateSince = now.UnixNano()
-	e.unpinnedAt = now.UnixNano()
-	until := now.Add(e.meta.Linger)
-	if e.handoffUntil.After(until) {
-		until = e.handoffUntil
+	until := now.Add(e.meta().Linger)
+	if e.x != nil {
+		e.x.unpinnedAt = e.stateSince
+		if e.x.handoffUntil.After(until) {
+			until = e.x.handoffUntil
+		}
 	}
 	if d := until.Sub(now); d > 0 {
 		r.counters.move(Pinned, Lingering, e.size)
 		r.startLinger(e, now, d)
-		r.publish(e, EventUnpinned, by.LeaseID, now)
-		r.publish(e, EventLingering, "", now)
-		return e.info(), true, nil
+		r.publish(e, h, EventUnpinned, by.LeaseID, now)
+		r.publish(e, h, EventLingering, "", now)
+		return e.info(h), true, nil
 	}
 	r.counters.move(Pinned, Weak, e.size)
-	r.releaseStrong(e.charge(), takeCharge(e.strong))
+	r.releaseStrong(e.charge(), takeCharge(e))
 	faultUnpinned(e.strong)
 	e.strong = nil // from here the GC decides
 	e.state = Weak
 	s.leaks.setWeak(e, true)
-	r.publish(e, EventUnpinned, by.LeaseID, now)
-	r.publish(e, EventWeak, "", now)
-	return e.info(), true, nil
+	r.publish(e, h, EventUnpinned, by.LeaseID, now)
+	r.publish(e, h, EventWeak, "", now)
+	return e.info(h), true, nil
 }

@@ -312,9 +312,17 @@ func TestRegistryHoldsNothingAfterEverythingIsCollected(t *testing.T) {
 }
 
 // TestPayloadIsPaddedOutOfCrowdedSpans guards the padding that keeps
-// weak.Make and AddCleanup cheap (see payload).
+// weak.Make and AddCleanup cheap (see box).
 func TestPayloadIsPaddedOutOfCrowdedSpans(t *testing.T) {
-	if got := unsafe.Sizeof(payload{}); got != 128 {
-		t.Fatalf("payload is %d bytes, want 128", got)
+	if got := unsafe.Sizeof(box{}); got != 128 {
+		t.Fatalf("box is %d bytes, want 128", got)
+	}
+}
+
+// TestEntryLayout guards the size of an entry, which every object pays
+// for: 176 bytes is a size class, and one field more would cost 16.
+func TestEntryLayout(t *testing.T) {
+	if got := unsafe.Sizeof(entry{}); got != 176 {
+		t.Fatalf("entry is %d bytes, want 176", got)
 	}
 }

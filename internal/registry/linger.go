@@ -11,17 +11,18 @@ import (
 func (r *Registry) startLinger(e *entry, now time.Time, d time.Duration) {
 	e.state = Lingering
 	e.stateSince = now.UnixNano()
-	e.lingerUntil = now.Add(d)
+	x := e.extra()
+	x.lingerUntil = now.Add(d)
 	id := e.id // the timer must not reach the payload
-	e.lingerTimer = time.AfterFunc(d, func() { r.endLinger(id) })
+	x.lingerTimer = time.AfterFunc(d, func() { r.endLinger(id) })
 }
 
 // stopLinger stops e's linger timer, if any. The caller holds e's shard
 // lock.
 func (e *entry) stopLinger() {
-	if e.lingerTimer != nil {
-		e.lingerTimer.Stop()
-		e.lingerTimer = nil
+	if e.x != nil && e.x.lingerTimer != nil {
+		e.x.lingerTimer.Stop()
+		e.x.lingerTimer = nil
 	}
 }
 
@@ -31,21 +32,21 @@ func (r *Registry) endLinger(id handle.ID) {
 	s := r.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.m[id]
+	e := s.m.get(id)
 	if e == nil || e.state != Lingering {
 		return
 	}
 	now := r.now()
-	if left := e.lingerUntil.Sub(now); left > 0 {
-		e.lingerTimer = time.AfterFunc(left, func() { r.endLinger(id) }) // a clock that runs slow
+	if left := e.x.lingerUntil.Sub(now); left > 0 {
+		e.x.lingerTimer = time.AfterFunc(left, func() { r.endLinger(id) }) // a clock that runs slow
 		return
 	}
-	e.lingerTimer = nil
+	e.x.lingerTimer = nil
 	r.counters.move(Lingering, Weak, e.size)
-	r.releaseStrong(e.charge(), takeCharge(e.strong))
+	r.releaseStrong(e.charge(), takeCharge(e))
 	e.strong = nil // from here the GC decides
 	e.state = Weak
 	e.stateSince = now.UnixNano()
 	s.leaks.setWeak(e, true)
-	r.publish(e, EventWeak, "", now)
+	r.publish(e, r.handleOf(e), EventWeak, "", now)
 }

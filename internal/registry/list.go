@@ -28,7 +28,7 @@ func (f *Filter) match(e *entry) bool {
 		return false
 	}
 	for k, v := range f.Labels {
-		if got, ok := e.meta.Labels[k]; !ok || got != v {
+		if got, ok := e.meta().Labels[k]; !ok || got != v {
 			return false
 		}
 	}
@@ -131,7 +131,7 @@ func (r *Registry) List(f Filter, pageToken string, limit int) ([]Info, string, 
 			examined++
 			last = e.id
 			if f.match(e) {
-				info := e.info()
+				info := e.info(r.handleOf(e))
 				r.judge(&info)
 				if !f.SuspectedLeaks || info.SuspectedLeak {
 					page = append(page, info)
@@ -186,9 +186,9 @@ func (r *Registry) Inspect(id handle.ID) (Info, []Pin, error) {
 	if err != nil {
 		return Info{}, nil, err
 	}
-	info := e.info()
+	info := e.info(r.handleOf(e))
 	r.judge(&info)
-	return info, append([]Pin(nil), e.pins...), nil
+	return info, e.pins(), nil
 }
 
 // WatchAll subscribes to every event of every object, or only those of the
@@ -228,10 +228,10 @@ func (r *Registry) Watch(ids []handle.ID) (*Subscription, error) {
 		// watch will see it (a collected one's COLLECTED comes with its
 		// reap): judge by the map, not by the weak pointer, whose Value
 		// would keep the object alive through a collection's mark.
-		if e := s.m[id]; e != nil {
+		if e := s.m.get(id); e != nil {
 			// Under the shard lock no change to e can slip between this
 			// CURRENT event and the subscription.
-			r.events.watch(sub, id, r.event(e, EventCurrent, "", now))
+			r.events.watch(sub, id, r.event(e, r.handleOf(e), EventCurrent, "", now))
 			s.mu.RUnlock()
 			continue
 		}
@@ -268,8 +268,7 @@ func (r *Registry) WatchFrom(ids []handle.ID, from uint64) (*Subscription, error
 		}
 	}
 	return r.events.subscribeFrom(from, nil, uniqueIDs(ids), func(id handle.ID) bool {
-		_, ok := r.shard(id).m[id] // an object leaves its map as its final event is published
-		return ok
+		return r.shard(id).m.get(id) != nil // an object leaves its map as its final event is published
 	})
 }
 

@@ -1,9 +1,10 @@
 package registry
 
 import (
-	"container/list"
+	"crypto/subtle"
 	"sync/atomic"
 	"time"
+	"unsafe"
 	"weak"
 
 	"github.com/weakref/registry/internal/handle"
@@ -36,26 +37,36 @@ func (s State) String() string {
 	return "UNKNOWN"
 }
 
-// payload is the value the registry holds weakly. It is a struct holding a
-// slice (a pointer), never a bare small value: Go's tiny allocator packs
-// pointer-free allocations of 16 bytes or less together, and such a block
-// is freed only when all its neighbours are, so a weak pointer to it might
-// never go nil.
+// payload is what the registry holds weakly, and what its weak pointer and
+// cleanup attach to: an allocation named by a pointer to its first byte
+// (see entry.bytes). It is one of two things.
 //
-// It is padded to 128 bytes. The runtime keeps each span's weak handles
-// and cleanups in a list sorted by address and walks it on every insert, so
-// the cost of weak.Make and AddCleanup grows with the objects per span: at
-// the bare 24 bytes, 341 share an 8 KiB span and that walk was half of
-// Put's time (BenchmarkPut 4.9 µs; 2.9 µs padded to 128 bytes).
+// The bytes' own allocation, when Config.OwnedPayloads says every payload
+// is one and it is one slice of at least directMin bytes: then an object
+// costs nothing for its payload but its bytes.
 //
-// charged is the account its bytes are charged to while it is strongly
-// held on a lease's behalf (nil when WEAK, or charged to no identity): it
-// lives in the padding, so it costs an object nothing.
-type payload struct {
-	data    []byte
-	more    [][]byte // the rest of an uploaded object, in order
-	charged *account // guarded by its object's shard lock
-	_       [128 - 56]byte
+// Otherwise a box: a struct holding the slices. Never a bare small value:
+// Go's tiny allocator packs pointer-free allocations of 16 bytes or less
+// together, and such a block is freed only when all its neighbours are, so
+// a weak pointer to it might never go nil; and never bytes that other
+// objects or callers may share, which would keep it alive.
+type payload = byte
+
+// directMin is the least payload held by its own allocation. Far above
+// the tiny allocator's 16 bytes: the runtime keeps each span's weak
+// handles and cleanups in a list sorted by address and walks it on every
+// insert, so the cost of weak.Make and AddCleanup grows with the objects
+// per span (see box), and 64-byte objects share a span 128 to one.
+const directMin = 64
+
+// box holds a payload's slices for the weak pointer to name. It is padded
+// to 128 bytes: at the bare 48 bytes, 170 would share an 8 KiB span, and at
+// 24 bytes, 341 did and that walk was half of Put's time (BenchmarkPut 4.9
+// µs; 2.9 µs padded to 128 bytes).
+type box struct {
+	data []byte
+	more [][]byte // the rest of an uploaded object, in order
+	_    [128 - 48]byte
 }
 
 // Payload is an object's bytes: Data, then each slice of More in order.
@@ -130,7 +141,7 @@ func (m *objectMeta) metaBytes() int64 {
 
 // charge is what e costs against the limits on strongly held bytes: its
 // payload and its metadata.
-func (e *entry) charge() int64 { return e.size + e.meta.metaBytes() }
+func (e *entry) charge() int64 { return e.size + e.meta().metaBytes() }
 
 // Info is an object's metadata at one moment.
 type Info struct {
@@ -180,23 +191,61 @@ type Holder struct {
 // entry is the registry's record of one live object. The registry must
 // never hold a strong pointer to the payload of an unpinned object by
 // accident: only strong does, and only while the object is pinned.
+//
+// It is laid out for a million of them: what every object needs is
+// inline, packed into 176 bytes (a size class; TestEntryLayout keeps it
+// there), and what few objects need (metadata, a second pin, linger and
+// hand-off) is in x, allocated the first time it is needed.
 type entry struct {
 	// Immutable after Put.
-	id       handle.ID
-	handle   string
-	size     int64
-	meta     objectMeta
-	created  int64 // unix nanoseconds
-	accessed atomic.Int64
-	weak     weak.Pointer[payload]
-	owner    *account // who put it; one reference, given back when it goes
+	id  handle.ID
+	mac handle.MAC // the tag of its handle: with id, the handle (Registry.handleOf)
+
+	state  State     // guarded by the shard's mu
+	leak   leakFlags // guarded by its shard's leak book's mu
+	direct bool      // immutable: the payload is the bytes' own allocation, not a box
+	npins  uint32    // guarded by the shard's mu: pins held, pin0 first
+
+	// The soft cache's. cached says it holds the object; removed is set,
+	// under the shard's lock, when the object is deleted, so that the
+	// cache does not take it in afterwards.
+	cached  atomic.Bool
+	removed atomic.Bool
+
+	// Immutable after Put.
+	size    int64
+	created int64    // unix nanoseconds
+	owner   *account // who put it; one reference, given back when it goes
+	weak    weak.Pointer[payload]
+
+	accessed atomic.Int64 // unix nanoseconds
 
 	// Guarded by the shard's mu.
-	strong      *payload // non-nil exactly while the object is pinned or lingering
-	pins        []Pin    // at most one per lease; few per object in practice
-	state       State
-	stateSince  int64       // unix nanoseconds
-	unpinnedAt  int64       // unix nanoseconds of the last pinned -> unpinned change
+	strong     *payload // non-nil exactly while the object is pinned or lingering
+	charged    *account // who its strongly held bytes are charged to, while they are; nil: no identity
+	stateSince int64    // unix nanoseconds
+	pin0       pinSlot  // the oldest pin, when npins > 0; the others are x.pins
+	x          *entryExtra
+
+	// weakSince is the GC clock when its weak age last started: when it
+	// became WEAK, or left the soft cache while WEAK. Written under its
+	// shard's leak book's mu; read anywhere.
+	weakSince atomic.Uint64
+
+	// crc is the payload's CRC-32C with bit 32 set once known; 0 before.
+	crc atomic.Uint64
+}
+
+// entryExtra is the part of an entry few objects need, out of line.
+// Guarded by the shard's mu; written only under its write lock, so a
+// reader holding the read lock may follow e.x.
+type entryExtra struct {
+	meta objectMeta // immutable after Put
+	pins []pinSlot  // the pins after pin0, oldest first
+	// unpinnedAt is when its last pin went (or when it was put): kept
+	// here only once the entry has an x, for it is stateSince until the
+	// object first lingers (see entry.unpinnedSince).
+	unpinnedAt  int64
 	lingerTimer *time.Timer // while LINGERING: ends it
 	// The deadlines are times from Config.Now, which carry the monotonic
 	// clock's reading (time.Now's do): they are compared and subtracted
@@ -204,23 +253,99 @@ type entry struct {
 	// shortens them. Only their display is wall time.
 	lingerUntil  time.Time // while LINGERING, when it becomes WEAK
 	handoffUntil time.Time // a lease that let go asked to hold it until then
+}
 
-	// weakSince is the GC clock when its weak age last started: when it
-	// became WEAK, or left the soft cache while WEAK. Written under its
-	// shard's leak book's mu; read anywhere.
-	weakSince atomic.Uint64
-	leak      leakFlags // guarded by its shard's leak book's mu
+// pinSlot is one lease's pin as an entry keeps it: Pin, with its time in
+// unix nanoseconds.
+type pinSlot struct {
+	lease   handle.ID
+	leaseID string
+	since   int64
+}
 
-	// The soft cache's. cached says it holds the object; removed is set,
-	// under the shard's lock, when the object is deleted, so that the
-	// cache does not take it in afterwards. cacheElem is guarded by the
-	// cache's mu.
-	cached    atomic.Bool
-	removed   atomic.Bool
-	cacheElem *list.Element
+func (p *pinSlot) pin() Pin {
+	return Pin{Lease: p.lease, LeaseID: p.leaseID, Since: time.Unix(0, p.since)}
+}
 
-	// crc is the payload's CRC-32C with bit 32 set once known; 0 before.
-	crc atomic.Uint64
+// extra returns e.x, allocating it. The caller holds the shard's write
+// lock.
+func (e *entry) extra() *entryExtra {
+	if e.x == nil {
+		// Until now the last unpin (or Put) was at stateSince, or the
+		// object is pinned and the next unpin sets it.
+		e.x = &entryExtra{unpinnedAt: e.stateSince}
+	}
+	return e.x
+}
+
+// meta returns what the caller said about the object at Put.
+func (e *entry) meta() *objectMeta {
+	if e.x == nil {
+		return &noMeta
+	}
+	return &e.x.meta
+}
+
+var noMeta objectMeta // never written
+
+// unpinnedSince returns when its last pin went, or when it was put.
+func (e *entry) unpinnedSince() int64 {
+	if e.x == nil {
+		return e.stateSince
+	}
+	return e.x.unpinnedAt
+}
+
+// addPin adds a pin, the newest. The caller holds the shard's write lock.
+func (e *entry) addPin(p pinSlot) {
+	if e.npins == 0 {
+		e.pin0 = p
+	} else {
+		x := e.extra()
+		x.pins = append(x.pins, p)
+	}
+	e.npins++
+}
+
+// removePin removes the pin at index i (see pinIndex). The caller holds
+// the shard's write lock.
+func (e *entry) removePin(i int) {
+	e.npins--
+	if i == 0 {
+		e.pin0 = pinSlot{}
+		if e.npins == 0 {
+			return
+		}
+		e.pin0 = e.x.pins[0]
+		i = 1
+	}
+	x := e.x
+	copy(x.pins[i-1:], x.pins[i:])
+	x.pins[len(x.pins)-1] = pinSlot{}
+	x.pins = x.pins[:len(x.pins)-1] // its array stays: a second pin comes and goes
+}
+
+// clearPins drops every pin. The caller holds the shard's write lock.
+func (e *entry) clearPins() {
+	e.npins, e.pin0 = 0, pinSlot{}
+	if e.x != nil {
+		e.x.pins = nil
+	}
+}
+
+// pins returns a copy of its pins, oldest first.
+func (e *entry) pins() []Pin {
+	if e.npins == 0 {
+		return nil
+	}
+	out := make([]Pin, 0, e.npins)
+	out = append(out, e.pin0.pin())
+	if e.npins > 1 {
+		for i := range e.x.pins {
+			out = append(out, e.x.pins[i].pin())
+		}
+	}
+	return out
 }
 
 const crcKnown = 1 << 32
@@ -230,9 +355,23 @@ func (e *entry) checksum() (uint32, bool) {
 	return uint32(v), v&crcKnown != 0
 }
 
-// info returns the entry's metadata. The caller holds the shard's lock.
-func (e *entry) info() Info {
-	in := e.baseInfo()
+// issued reports whether mac, the tag of a handle of this run carrying e's
+// ID (handle.Codec.Split), is the tag of e's handle: whether the handle is
+// the very one Put issued for e. That is as safe as verifying its MAC: the
+// string equal to a handle we issued is one we issued, and both are the
+// same bytes (base64 of 39 bytes has no spare bits, so no second spelling).
+// The comparison takes constant time, so that timing does not tell a
+// forger how much of a guessed tag is right; that the ID is present at
+// all, which the map lookup's timing might tell, gives nothing away, since
+// an ID is 128 random bits nobody finds without the handle.
+func (e *entry) issued(mac handle.MAC) bool {
+	return subtle.ConstantTimeCompare(e.mac[:], mac[:]) == 1
+}
+
+// info returns the entry's metadata; h is its handle. The caller holds
+// the shard's lock.
+func (e *entry) info(h string) Info {
+	in := e.baseInfo(h)
 	if e.state == Weak {
 		since := e.weakSince.Load()
 		in.WeakGCCycles = int64(gcNow() - since) // the clock never goes back
@@ -240,19 +379,19 @@ func (e *entry) info() Info {
 	return in
 }
 
-func (e *entry) baseInfo() Info {
+func (e *entry) baseInfo(h string) Info {
 	return Info{
 		ID:          e.id,
-		Handle:      e.handle,
+		Handle:      h,
 		Size:        e.size,
-		ContentType: e.meta.ContentType,
-		Labels:      e.meta.Labels,
+		ContentType: e.meta().ContentType,
+		Labels:      e.meta().Labels,
 		State:       e.state,
-		Pins:        len(e.pins),
+		Pins:        int(e.npins),
 		Created:     time.Unix(0, e.created),
 		Accessed:    time.Unix(0, e.accessed.Load()),
 		StateSince:  time.Unix(0, e.stateSince),
-		Linger:      e.meta.Linger,
+		Linger:      e.meta().Linger,
 		Owner:       e.ownerName(),
 		LingerUntil: e.lingerUntilTime(),
 		SoftCached:  e.cached.Load(),
@@ -270,17 +409,35 @@ func (e *entry) lingerUntilTime() time.Time {
 	if e.state != Lingering {
 		return time.Time{}
 	}
-	return e.lingerUntil
+	return e.x.lingerUntil
 }
 
-// pinIndex returns the index of lease's pin, or -1.
+// pinIndex returns the index of lease's pin, or -1: 0 is pin0, i is
+// x.pins[i-1].
 func (e *entry) pinIndex(lease handle.ID) int {
-	for i := range e.pins {
-		if e.pins[i].Lease == lease {
-			return i
+	if e.npins == 0 {
+		return -1
+	}
+	if e.pin0.lease == lease {
+		return 0
+	}
+	if e.npins > 1 {
+		for i := range e.x.pins {
+			if e.x.pins[i].lease == lease {
+				return i + 1
+			}
 		}
 	}
 	return -1
+}
+
+// bytes returns the slices of p, e's payload.
+func (e *entry) bytes(p *payload) (data []byte, more [][]byte) {
+	if e.direct {
+		return unsafe.Slice(p, e.size), nil
+	}
+	b := (*box)(unsafe.Pointer(p))
+	return b.data, b.more
 }
 
 // value returns the payload if the object is still alive, strongly or

@@ -137,7 +137,7 @@ func (r *Registry) countAlive(ids []handle.ID) int {
 	for _, id := range ids {
 		s := r.shard(id)
 		s.mu.RLock()
-		if e := s.m[id]; e != nil && e.value() != nil {
+		if e := s.m.get(id); e != nil && e.value() != nil {
 			alive++
 		}
 		s.mu.RUnlock()

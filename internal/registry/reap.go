@@ -15,7 +15,7 @@ func (r *Registry) reap(id handle.ID) {
 	// The runtime queues the cleanup only once the payload is unreachable,
 	// so its weak pointer is nil: there is nothing to check but that the
 	// entry is still there (Delete may have removed it) and unpinned.
-	if e := s.m[id]; e != nil && e.strong == nil {
+	if e := s.m.get(id); e != nil && e.strong == nil {
 		r.reapLocked(s, e, r.now())
 	}
 }
@@ -23,7 +23,8 @@ func (r *Registry) reap(id handle.ID) {
 // reapLocked removes a collected object and publishes its COLLECTED event.
 // The caller holds s.mu and has seen e's weak pointer go nil.
 func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
-	delete(s.m, e.id)
+	unpinned := e.unpinnedSince() // before stateSince changes
+	s.m.del(e.id)
 	s.index.Delete(e)
 	s.leaks.setWeak(e, false)
 	r.counters.add(e.state, -1, -e.size)
@@ -32,7 +33,7 @@ func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
 	r.counters.collectedBytes.Add(e.size)
 	e.state = Collected
 	e.stateSince = now.UnixNano()
-	ev := r.event(e, EventCollected, "", now)
-	ev.UnpinnedFor = time.Duration(now.UnixNano() - e.unpinnedAt)
+	ev := r.event(e, r.handleOf(e), EventCollected, "", now)
+	ev.UnpinnedFor = time.Duration(now.UnixNano() - unpinned)
 	r.emit(ev)
 }

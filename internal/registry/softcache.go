@@ -18,8 +18,9 @@ type softCache struct {
 	max  int64
 	book func(*entry) *leakBook // the leak book of an entry's shard
 
-	mu    sync.Mutex // guards lru, bytes and every entry's cacheElem
-	lru   list.List  // of *cached, most recently resolved first
+	mu    sync.Mutex               // guards lru, elems and bytes
+	lru   list.List                // of *cached, most recently resolved first
+	elems map[*entry]*list.Element // the cached entries' elements in lru: kept here, not in every entry
 	bytes int64
 
 	hits      atomic.Int64
@@ -33,7 +34,7 @@ type cached struct {
 }
 
 func newSoftCache(limit int64, book func(*entry) *leakBook) *softCache {
-	return &softCache{max: limit, book: book}
+	return &softCache{max: limit, book: book, elems: make(map[*entry]*list.Element)}
 }
 
 // touch records that e was resolved: it moves to the front, or comes in,
@@ -43,8 +44,8 @@ func newSoftCache(limit int64, book func(*entry) *leakBook) *softCache {
 func (c *softCache) touch(e *entry, p *payload) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e.cacheElem != nil {
-		c.lru.MoveToFront(e.cacheElem)
+	if el := c.elems[e]; el != nil {
+		c.lru.MoveToFront(el)
 		c.hits.Add(1)
 		return true
 	}
@@ -54,7 +55,7 @@ func (c *softCache) touch(e *entry, p *payload) bool {
 	for c.bytes+e.size > c.max {
 		c.evictLocked(c.lru.Back())
 	}
-	e.cacheElem = c.lru.PushFront(&cached{e: e, p: p})
+	c.elems[e] = c.lru.PushFront(&cached{e: e, p: p})
 	c.bytes += e.size
 	e.cached.Store(true)
 	c.book(e).setCached(e, true)
@@ -65,8 +66,8 @@ func (c *softCache) touch(e *entry, p *payload) bool {
 func (c *softCache) remove(e *entry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e.cacheElem != nil {
-		c.dropLocked(e.cacheElem)
+	if el := c.elems[e]; el != nil {
+		c.dropLocked(el)
 	}
 }
 
@@ -79,7 +80,7 @@ func (c *softCache) dropLocked(el *list.Element) {
 	it := el.Value.(*cached)
 	c.lru.Remove(el)
 	c.bytes -= it.e.size
-	it.e.cacheElem = nil
+	delete(c.elems, it.e)
 	it.e.cached.Store(false)
 	c.book(it.e).setCached(it.e, false) // a WEAK object's weak age starts now
 }

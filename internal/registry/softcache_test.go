@@ -24,11 +24,11 @@ func checkSoftCache(t testing.TB, r *Registry) {
 	for el := c.lru.Front(); el != nil; el = el.Next() {
 		it := el.Value.(*cached)
 		sum += it.e.size
-		if it.e.cacheElem != el || !it.e.cached.Load() {
-			t.Fatalf("cached %s: cacheElem %p (element %p), cached %v", it.e.handle, it.e.cacheElem, el, it.e.cached.Load())
+		if c.elems[it.e] != el || !it.e.cached.Load() {
+			t.Fatalf("cached %x: element %p (in the list %p), cached %v", it.e.id, c.elems[it.e], el, it.e.cached.Load())
 		}
 		if it.e.removed.Load() {
-			t.Fatalf("cache holds %s, which was deleted", it.e.handle)
+			t.Fatalf("cache holds %x, which was deleted", it.e.id)
 		}
 	}
 	if sum != c.bytes || c.bytes > c.max {
