@@ -14,6 +14,8 @@ type CollectReport struct {
 	Duration   time.Duration
 	HeapBefore uint64
 	HeapAfter  uint64
+
+	gcTook time.Duration // of Duration, runtime.GC's part: for benchmarks
 }
 
 // cleanupWait bounds how long Collect waits for the runtime to run the
@@ -109,8 +111,10 @@ func (r *Registry) collectNow() CollectReport {
 	// runtime.GC blocks until a complete cycle, sweep included, has run:
 	// every unreachable payload's cleanup is queued by then.
 	runtime.GC()
+	gcTook := time.Since(start)
 	awaitCleanups(time.Now().Add(cleanupWait))
 	return CollectReport{
+		gcTook:     gcTook,
 		Objects:    r.counters.collected.Load() - objects0,
 		Bytes:      r.counters.collectedBytes.Load() - bytes0,
 		Duration:   time.Since(start),
