@@ -24,7 +24,7 @@ func (r *Registry) reap(id handle.ID) {
 // The caller holds s.mu and has seen e's weak pointer go nil.
 func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
 	delete(s.m, e.id)
-	s.index.Delete(e)
+	s.index.Delete(itemOf(e))
 	s.leaks.setWeak(e, false)
 	r.counters.add(e.state, -1, -e.size)
 	r.accounts.release(e.owner)

@@ -117,10 +117,10 @@ type Registry struct {
 // shard is one slice of the object map.
 type shard struct {
 	mu    sync.RWMutex
-	m     map[handle.ID]*entry  // guarded by mu
-	index *btree.BTreeG[*entry] // guarded by mu: m's entries in ID order, for List
-	leaks leakBook              // its own lock: the soft cache changes it too
-	_     [40]byte              // keep neighbouring shards' locks off one cache line
+	m     map[handle.ID]*entry     // guarded by mu
+	index *btree.BTreeG[indexItem] // guarded by mu: m's entries in ID order, for List
+	leaks leakBook                 // its own lock: the soft cache changes it too
+	_     [40]byte                 // keep neighbouring shards' locks off one cache line
 }
 
 // New returns an empty registry.
