@@ -113,6 +113,7 @@ func (r *Registry) collectNow() CollectReport {
 	runtime.GC()
 	gcTook := time.Since(start)
 	awaitCleanups(time.Now().Add(cleanupWait))
+	r.awaitReaps()
 	return CollectReport{
 		gcTook:     gcTook,
 		Objects:    r.counters.collected.Load() - objects0,

@@ -71,7 +71,7 @@ func newIndex() *btree.BTreeG[indexItem] { return btree.NewG(indexDegree, itemLe
 
 // listHold is how many entries List examines under one hold of a shard's
 // read lock: a long filtered page must not keep a writer, such as the
-// cleanup goroutine reaping what the collector took, waiting.
+// goroutine reaping what the collector took, waiting.
 const listHold = 64
 
 // listScanFactor bounds the entries a filtered List examines per page, as

@@ -1,22 +1,166 @@
 package registry
 
 import (
+	"cmp"
+	"encoding/binary"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/weakref/registry/internal/handle"
 )
 
+// Reaping runs in batches. The runtime's cleanup for a collected payload
+// only queues the object's ID; a drain goroutine, started when the queue
+// stops being empty, takes what has queued and reaps it shard by shard,
+// taking each shard's lock and the event hub's once for its part of the
+// batch. At a million objects the per-object locking and the cleanup's
+// own work were a third of a forced collection; and the one goroutine
+// the runtime runs cleanups on (GOMAXPROCS/4 of them, at least one: see
+// runtime/mcleanup.go) now only appends an ID, so the drain runs beside
+// it on another core.
+//
+// Collect waits for the drain as well as for the cleanups (awaitReaps),
+// so that its report and Stats right after it stay exact.
+
+// reapQueue holds the IDs of collected objects not yet reaped.
+type reapQueue struct {
+	mu       sync.Mutex
+	idle     *sync.Cond  // signalled, with mu, when a drain ends
+	ids      []handle.ID // guarded by mu: queued, in the order they came
+	draining bool        // guarded by mu: a drain goroutine runs
+}
+
+// reapBatchKeep is the largest batch buffer kept for the next drain; a
+// larger one, from a collection of millions, goes back to the collector.
+const reapBatchKeep = 1 << 14
+
 // reap is the cleanup run by the Go runtime after the collector took the
-// payload of object id. It runs on a runtime goroutine: it must be quick.
+// payload of object id. It runs on the runtime's cleanup goroutine: it
+// queues id and, if no drain runs, starts one.
 func (r *Registry) reap(id handle.ID) {
-	s := r.shard(id)
+	q := &r.reaps
+	q.mu.Lock()
+	q.ids = append(q.ids, id)
+	start := !q.draining
+	q.draining = true
+	q.mu.Unlock()
+	if start {
+		go r.drainReaps()
+	}
+}
+
+// drainReaps reaps batches until the queue is empty, then ends.
+func (r *Registry) drainReaps() {
+	q := &r.reaps
+	var spare, sorted []handle.ID
+	for {
+		q.mu.Lock()
+		batch := q.ids
+		if len(batch) == 0 {
+			q.draining = false
+			q.idle.Broadcast()
+			q.mu.Unlock()
+			return
+		}
+		q.ids = spare[:0]
+		q.mu.Unlock()
+
+		// Group the batch by shard in one pass and one buffer.
+		var start [shardCount + 1]int
+		for _, id := range batch {
+			start[id[0]&(shardCount-1)+1]++ // as Registry.shard
+		}
+		for i := range shardCount {
+			start[i+1] += start[i]
+		}
+		sorted = slices.Grow(sorted[:0], len(batch))[:len(batch)]
+		at := start
+		for _, id := range batch {
+			i := id[0] & (shardCount - 1)
+			sorted[at[i]] = id
+			at[i]++
+		}
+		now := r.now()
+		for i := range shardCount {
+			if ids := sorted[start[i]:start[i+1]]; len(ids) > 0 {
+				r.reapShard(&r.shards[i], ids, now)
+			}
+		}
+		spare, sorted = keepBatch(batch), keepBatch(sorted)
+	}
+}
+
+// keepBatch returns b emptied for reuse, or nil when it is too large to
+// keep.
+func keepBatch(b []handle.ID) []handle.ID {
+	if cap(b) > reapBatchKeep {
+		return nil
+	}
+	return b[:0]
+}
+
+// reapChunk is how many of a shard's batch reapShard looks up before it
+// reaps them: a few hundred entries stay in cache between the passes.
+const reapChunk = 128
+
+// reapShard reaps the objects ids of shard s, taking its lock once per
+// chunk: a batch of a million must not keep a shard's readers waiting for
+// its whole part. The IDs are taken in order, so that consecutive B-tree deletes walk
+// the same nodes while they are in cache. Each chunk is first looked up
+// and its entries' strong pointers read in tight loops of their own: at
+// a million objects every entry is a cache miss, and loops that do
+// nothing else let the processor wait for many of them at once, where
+// reapLocked's work between them would serialise the waits.
+func (r *Registry) reapShard(s *shard, ids []handle.ID, now time.Time) {
+	slices.SortFunc(ids, compareIDs)
+	for len(ids) > 0 {
+		part := ids[:min(len(ids), reapChunk)]
+		ids = ids[len(part):]
+		r.reapChunk(s, part, now)
+	}
+}
+
+// reapChunk reaps ids, at most reapChunk of them, under s.mu.
+func (r *Registry) reapChunk(s *shard, ids []handle.ID, now time.Time) {
+	var chunk [reapChunk]*entry // on the stack: the chunk's entries
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// The runtime queues the cleanup only once the payload is unreachable,
-	// so its weak pointer is nil: there is nothing to check but that the
-	// entry is still there (Delete may have removed it) and unpinned.
-	if e := s.m[id]; e != nil && e.strong == nil {
-		r.reapLocked(s, e, r.now())
+	found := chunk[:0]
+	for _, id := range ids {
+		found = append(found, s.m[id])
+	}
+	dead := chunk[:0] // filtered in place
+	for _, e := range found {
+		// The runtime queues the cleanup only once the payload is
+		// unreachable, so its weak pointer is nil: there is nothing to
+		// check but that the entry is still there (Delete, or a Pin that
+		// found it gone, may have removed it) and unpinned.
+		if e != nil && e.strong == nil {
+			dead = append(dead, e)
+		}
+	}
+	for _, e := range dead {
+		r.reapLocked(s, e, now)
+	}
+}
+
+// compareIDs orders IDs bytewise, as the index does.
+func compareIDs(a, b handle.ID) int {
+	if c := cmp.Compare(binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(b[:8])); c != 0 {
+		return c
+	}
+	return cmp.Compare(binary.BigEndian.Uint64(a[8:]), binary.BigEndian.Uint64(b[8:]))
+}
+
+// awaitReaps waits until every reap queued so far has run. The caller
+// has waited for the cleanups that queue them.
+func (r *Registry) awaitReaps() {
+	q := &r.reaps
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.draining {
+		q.idle.Wait()
 	}
 }
 

@@ -80,10 +80,10 @@ type Config struct {
 	// Observe, when set, is called with every event the registry
 	// publishes (never CURRENT), numbered, in the order of Seq for each
 	// object. It is called synchronously, with the object's shard lock
-	// held, on the goroutine that made the change or on the runtime's
-	// cleanup goroutine: it must be quick, must not block, and must not
-	// call the Registry. It exists for metrics and tracing; nil costs
-	// nothing.
+	// held, on the goroutine that made the change or on the one that
+	// reaps collected objects: it must be quick, must not block, and
+	// must not call the Registry. It exists for metrics and tracing; nil
+	// costs nothing.
 	Observe func(Event)
 }
 
@@ -106,6 +106,7 @@ type Registry struct {
 
 	counters counters
 	forced   forcedCollections
+	reaps    reapQueue
 
 	// held is the strongly held bytes (see Config.MaxPinnedBytes), changed
 	// only by reserveStrong and releaseStrong; accounts are the owners'
@@ -149,6 +150,7 @@ func New(cfg Config) *Registry {
 		events:  newHub(cfg.WatchBuffer, cfg.WatchHistory, cfg.MaxWatchers),
 		tombs:   newTombstones(cfg.Tombstones),
 	}
+	r.reaps.idle = sync.NewCond(&r.reaps.mu)
 	for i := range r.shards {
 		r.shards[i].m = make(map[handle.ID]*entry)
 		r.shards[i].index = newIndex()
