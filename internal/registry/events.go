@@ -204,14 +204,21 @@ func (h *hub) publish(ev Event) uint64 {
 			h.next = 0
 		}
 	}
-	for s := range h.all {
-		h.deliver(s, ev)
+	// Most events have no subscriber: skip the maps' iteration and
+	// hashing when they are empty, which is most of an unwatched
+	// publish's cost.
+	if len(h.all) > 0 {
+		for s := range h.all {
+			h.deliver(s, ev)
+		}
 	}
-	for s := range h.byID[ev.ID] {
-		h.deliver(s, ev)
-	}
-	if ev.State == Collected || ev.State == Deleted {
-		delete(h.byID, ev.ID) // nothing more will happen to it
+	if len(h.byID) > 0 {
+		for s := range h.byID[ev.ID] {
+			h.deliver(s, ev)
+		}
+		if ev.State == Collected || ev.State == Deleted {
+			delete(h.byID, ev.ID) // nothing more will happen to it
+		}
 	}
 	return ev.Seq
 }
