@@ -18,6 +18,9 @@
 //	registrybench -mode stream -addr 127.0.0.1:7699 -size 64MiB -c 1
 //	registrybench -mode download -addr 127.0.0.1:7600 -size 64MiB -c 1
 //	registrybench -mode transfer -addr 127.0.0.1:7600 -size 1GiB
+//
+// -mode fill puts -n WEAK objects and stops: a forced collection of them
+// can then be timed with registryctl collect (see fill.go).
 package main
 
 import (
@@ -50,7 +53,7 @@ func main() {
 type caller func(ctx context.Context, w int) error
 
 func run() error {
-	mode := flag.String("mode", "resolve", "echo-serve | echo | put | resolve | resolve-collected | stat | pin-unpin | stream | download | transfer")
+	mode := flag.String("mode", "resolve", "echo-serve | echo | put | fill | resolve | resolve-collected | stat | pin-unpin | stream | download | transfer")
 	addr := flag.String("addr", "127.0.0.1:7600", "target address (for echo-serve: where to listen)")
 	conc := flag.Int("c", 16, "concurrent callers")
 	dur := flag.Duration("d", 5*time.Second, "how long to drive the load")
@@ -90,6 +93,9 @@ func run() error {
 		s := grpc.NewServer()
 		testpb.RegisterTestServiceServer(s, &echoServer{payload: payload})
 		return s.Serve(lis)
+	}
+	if *mode == "fill" {
+		return fill(*addr, payload, *conc, *fillCount, *dur)
 	}
 	if *mode == "stream" || *mode == "download" {
 		return throughput(*mode, *addr, payload, int(chunk), *conc, *dur)

@@ -82,7 +82,7 @@ func TestCollectStartsAfterItsCall(t *testing.T) {
 // Value, so none of them may keep an object alive through the cycle.
 func TestCollectAgreesWithObserversRunning(t *testing.T) {
 	const weakN, pinnedN = 20_000, 500
-	noAutoGC(t) // so that Collect, not the runtime, takes them
+	noAutoGC(t)               // so that Collect, not the runtime, takes them
 	var observed atomic.Int64 // COLLECTED events, as a metrics pipeline counts them
 	r := newRegistry(t, Config{
 		WatchBuffer: 2 * (weakN + pinnedN),
