@@ -192,6 +192,21 @@ func newHub(buffer, history, maxWatchers int) *hub {
 func (h *hub) publish(ev Event) uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.publishLocked(ev)
+}
+
+// publishAll publishes evs in order under one hold of h.mu, as a reap of
+// many objects does, and sets their sequence numbers.
+func (h *hub) publishAll(evs []Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := range evs {
+		evs[i].Seq = h.publishLocked(evs[i])
+	}
+}
+
+// publishLocked is publish with h.mu held.
+func (h *hub) publishLocked(ev Event) uint64 {
 	h.seq++
 	ev.Seq = h.seq
 	if h.histCap > 0 {

@@ -140,9 +140,11 @@ func (r *Registry) reapChunk(s *shard, ids []handle.ID, now time.Time) {
 			dead = append(dead, e)
 		}
 	}
-	for _, e := range dead {
-		r.reapLocked(s, e, now)
+	var evs [reapChunk]Event // on the stack: one hub lock for the chunk
+	for i, e := range dead {
+		evs[i] = r.collectedLocked(s, e, now)
 	}
+	r.emitAll(evs[:len(dead)])
 }
 
 // compareIDs orders IDs bytewise, as the index does.
@@ -167,6 +169,23 @@ func (r *Registry) awaitReaps() {
 // reapLocked removes a collected object and publishes its COLLECTED event.
 // The caller holds s.mu and has seen e's weak pointer go nil.
 func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
+	r.emit(r.collectedLocked(s, e, now))
+}
+
+// emitAll is emit for events of one shard's objects, in order. The caller
+// holds that shard's lock.
+func (r *Registry) emitAll(evs []Event) {
+	r.events.publishAll(evs)
+	if r.observe != nil {
+		for i := range evs {
+			r.observe(evs[i])
+		}
+	}
+}
+
+// collectedLocked removes a collected object and returns its COLLECTED
+// event, for the caller to publish before it lets go of s.mu.
+func (r *Registry) collectedLocked(s *shard, e *entry, now time.Time) Event {
 	delete(s.m, e.id)
 	s.index.Delete(itemOf(e))
 	s.leaks.setWeak(e, false)
@@ -178,5 +197,5 @@ func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
 	e.stateSince = now.UnixNano()
 	ev := r.event(e, EventCollected, "", now)
 	ev.UnpinnedFor = time.Duration(now.UnixNano() - e.unpinnedAt)
-	r.emit(ev)
+	return ev
 }
