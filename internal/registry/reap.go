@@ -25,10 +25,11 @@ import (
 
 // reapQueue holds the IDs of collected objects not yet reaped.
 type reapQueue struct {
-	mu       sync.Mutex
-	idle     *sync.Cond  // signalled, with mu, when a drain ends
-	ids      []handle.ID // guarded by mu: queued, in the order they came
-	draining bool        // guarded by mu: a drain goroutine runs
+	mu  sync.Mutex
+	ids []handle.ID // guarded by mu: queued, in the order they came
+	// idle is, while a drain goroutine runs, the channel it closes as it
+	// ends; nil when none runs. Guarded by mu.
+	idle chan struct{}
 }
 
 // reapBatchKeep is the largest batch buffer kept for the next drain; a
@@ -42,8 +43,10 @@ func (r *Registry) reap(id handle.ID) {
 	q := &r.reaps
 	q.mu.Lock()
 	q.ids = append(q.ids, id)
-	start := !q.draining
-	q.draining = true
+	start := q.idle == nil
+	if start {
+		q.idle = make(chan struct{})
+	}
 	q.mu.Unlock()
 	if start {
 		go r.drainReaps()
@@ -58,8 +61,8 @@ func (r *Registry) drainReaps() {
 		q.mu.Lock()
 		batch := q.ids
 		if len(batch) == 0 {
-			q.draining = false
-			q.idle.Broadcast()
+			close(q.idle)
+			q.idle = nil
 			q.mu.Unlock()
 			return
 		}
@@ -155,14 +158,21 @@ func compareIDs(a, b handle.ID) int {
 	return cmp.Compare(binary.BigEndian.Uint64(a[8:]), binary.BigEndian.Uint64(b[8:]))
 }
 
-// awaitReaps waits until every reap queued so far has run. The caller
-// has waited for the cleanups that queue them.
-func (r *Registry) awaitReaps() {
+// awaitReaps waits until every reap queued so far has run, or until
+// deadline. The caller has waited for the cleanups that queue them.
+func (r *Registry) awaitReaps(deadline time.Time) {
 	q := &r.reaps
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	for q.draining {
-		q.idle.Wait()
+	idle := q.idle
+	q.mu.Unlock()
+	if idle == nil {
+		return
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-t.C:
 	}
 }
 

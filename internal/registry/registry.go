@@ -150,7 +150,6 @@ func New(cfg Config) *Registry {
 		events:  newHub(cfg.WatchBuffer, cfg.WatchHistory, cfg.MaxWatchers),
 		tombs:   newTombstones(cfg.Tombstones),
 	}
-	r.reaps.idle = sync.NewCond(&r.reaps.mu)
 	for i := range r.shards {
 		r.shards[i].m = make(map[handle.ID]*entry)
 		r.shards[i].index = newIndex()
