@@ -23,18 +23,23 @@ import (
 // Collect waits for the drain as well as for the cleanups (awaitReaps),
 // so that its report and Stats right after it stay exact.
 
-// reapQueue holds the IDs of collected objects not yet reaped.
+// reapQueue holds the IDs of collected objects not yet reaped, in
+// blocks of reapBlock: a queue of a million grows by blocks, not by
+// copying a slice of millions again and again (which cost 80 bytes of
+// allocation per object), and a drain gives the blocks back.
 type reapQueue struct {
-	mu  sync.Mutex
-	ids []handle.ID // guarded by mu: queued, in the order they came
+	mu     sync.Mutex
+	blocks [][]handle.ID // guarded by mu: queued, in the order they came
+	free   [][]handle.ID // guarded by mu: empty blocks, at most reapFree
 	// idle is, while a drain goroutine runs, the channel it closes as it
 	// ends; nil when none runs. Guarded by mu.
 	idle chan struct{}
 }
 
-// reapBatchKeep is the largest batch buffer kept for the next drain; a
-// larger one, from a collection of millions, goes back to the collector.
-const reapBatchKeep = 1 << 14
+const (
+	reapBlock = 1024 // IDs per block: 16 KiB
+	reapFree  = 64   // empty blocks kept between drains: 1 MiB
+)
 
 // reap is the cleanup run by the Go runtime after the collector took the
 // payload of object id. It runs on the runtime's cleanup goroutine: it
@@ -42,7 +47,12 @@ const reapBatchKeep = 1 << 14
 func (r *Registry) reap(id handle.ID) {
 	q := &r.reaps
 	q.mu.Lock()
-	q.ids = append(q.ids, id)
+	n := len(q.blocks)
+	if n == 0 || len(q.blocks[n-1]) == reapBlock {
+		q.blocks = append(q.blocks, q.newBlock())
+		n++
+	}
+	q.blocks[n-1] = append(q.blocks[n-1], id)
 	start := q.idle == nil
 	if start {
 		q.idle = make(chan struct{})
@@ -53,36 +63,54 @@ func (r *Registry) reap(id handle.ID) {
 	}
 }
 
+// newBlock returns an empty block. q.mu is held.
+func (q *reapQueue) newBlock() []handle.ID {
+	if n := len(q.free); n > 0 {
+		b := q.free[n-1]
+		q.free[n-1] = nil
+		q.free = q.free[:n-1]
+		return b
+	}
+	return make([]handle.ID, 0, reapBlock)
+}
+
 // drainReaps reaps batches until the queue is empty, then ends.
 func (r *Registry) drainReaps() {
 	q := &r.reaps
-	var spare, sorted []handle.ID
+	var spare [][]handle.ID
+	var sorted []handle.ID // the batch grouped by shard; goes with the drain
 	for {
 		q.mu.Lock()
-		batch := q.ids
+		batch := q.blocks
 		if len(batch) == 0 {
 			close(q.idle)
 			q.idle = nil
 			q.mu.Unlock()
 			return
 		}
-		q.ids = spare[:0]
+		q.blocks = spare[:0]
 		q.mu.Unlock()
 
 		// Group the batch by shard in one pass and one buffer.
 		var start [shardCount + 1]int
-		for _, id := range batch {
-			start[id[0]&(shardCount-1)+1]++ // as Registry.shard
+		total := 0
+		for _, b := range batch {
+			total += len(b)
+			for _, id := range b {
+				start[id[0]&(shardCount-1)+1]++ // as Registry.shard
+			}
 		}
 		for i := range shardCount {
 			start[i+1] += start[i]
 		}
-		sorted = slices.Grow(sorted[:0], len(batch))[:len(batch)]
+		sorted = slices.Grow(sorted[:0], total)[:total]
 		at := start
-		for _, id := range batch {
-			i := id[0] & (shardCount - 1)
-			sorted[at[i]] = id
-			at[i]++
+		for _, b := range batch {
+			for _, id := range b {
+				i := id[0] & (shardCount - 1)
+				sorted[at[i]] = id
+				at[i]++
+			}
 		}
 		now := r.now()
 		for i := range shardCount {
@@ -90,17 +118,17 @@ func (r *Registry) drainReaps() {
 				r.reapShard(&r.shards[i], ids, now)
 			}
 		}
-		spare, sorted = keepBatch(batch), keepBatch(sorted)
-	}
-}
 
-// keepBatch returns b emptied for reuse, or nil when it is too large to
-// keep.
-func keepBatch(b []handle.ID) []handle.ID {
-	if cap(b) > reapBatchKeep {
-		return nil
+		q.mu.Lock()
+		for i, b := range batch {
+			if len(q.free) < reapFree {
+				q.free = append(q.free, b[:0])
+			}
+			batch[i] = nil
+		}
+		q.mu.Unlock()
+		spare = batch
 	}
-	return b[:0]
 }
 
 // reapChunk is how many of a shard's batch reapShard looks up before it
