@@ -13,7 +13,7 @@ import (
 // The split reports how much of it was the runtime's cycle (runtime.GC,
 // mark and sweep) and how much the cleanups and reaps after it.
 func BenchmarkCollectAtScale(b *testing.B) {
-	for _, n := range []int{100_000, 1_000_000} {
+	for _, n := range []int{10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("objects=%d", n), func(b *testing.B) {
 			noAutoGC(b) // so that Collect, not the runtime, takes them
 			r := newRegistry(b, Config{})
