@@ -31,6 +31,9 @@
 // random (registryd --max-pins-per-lease=0 --max-pinned-bytes=0).
 //
 //	registrybench -mode resolve -objects 10000000 -size 100 -c 64
+//
+// -mode fill-weak puts -n WEAK objects and stops: a forced collection of them
+// can then be timed with registryctl collect (see fillweak.go).
 package main
 
 import (
@@ -64,7 +67,7 @@ func main() {
 type caller func(ctx context.Context, w int) error
 
 func run() error {
-	mode := flag.String("mode", "resolve", "echo-serve | echo | put | resolve | resolve-collected | stat | pin-unpin | batch-resolve | batch-pin | etcd-get | etcd-put | stream | download | transfer | leases | idle-streams")
+	mode := flag.String("mode", "resolve", "echo-serve | echo | put | fill-weak | resolve | resolve-collected | stat | pin-unpin | batch-resolve | batch-pin | etcd-get | etcd-put | stream | download | transfer | leases | idle-streams")
 	addr := flag.String("addr", "127.0.0.1:7600", "target address (for echo-serve: where to listen)")
 	conc := flag.Int("c", 16, "concurrent callers")
 	dur := flag.Duration("d", 5*time.Second, "how long to drive the load")
@@ -73,7 +76,7 @@ func run() error {
 	flag.Var(&chunk, "chunk", "for stream: bytes per message, as Download sends them")
 	var hold holdParams
 	flag.IntVar(&hold.pid, "pid", 0, "for leases and idle-streams: the server's process id, whose RSS is read")
-	flag.IntVar(&hold.streams, "n", 1000, "for leases and idle-streams: streams to hold")
+	flag.IntVar(&hold.streams, "n", 1000, "for leases and idle-streams: streams to hold; for fill-weak: objects to put")
 	flag.IntVar(&hold.conns, "conns", 16, "for leases and idle-streams: connections to spread them over")
 	flag.IntVar(&hold.pins, "pins", 4, "for leases: objects each lease pins")
 	flag.BoolVar(&hold.collect, "collect", false, "for leases: force a collection (a GC) and read the RSS once more")
@@ -120,6 +123,9 @@ func run() error {
 		s := grpc.NewServer()
 		testpb.RegisterTestServiceServer(s, &echoServer{payload: payload})
 		return s.Serve(lis)
+	}
+	if *mode == "fill-weak" {
+		return fillWeak(*addr, payload, *conc, hold.streams, *dur)
 	}
 	if *mode == "stream" || *mode == "download" {
 		return throughput(*mode, *addr, payload, int(chunk), *conc, *dur)

@@ -3,8 +3,11 @@ package registry
 import (
 	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/weakref/registry/internal/handle"
 )
 
 // forcedGCs reads how many collections the process has forced so far.
@@ -69,5 +72,121 @@ func TestCollectStartsAfterItsCall(t *testing.T) {
 		if _, err := r.Stat(info.Handle); err == nil {
 			t.Fatalf("round %d: an object WEAK before Collect was asked survived the collection it got", i)
 		}
+	}
+}
+
+// TestCollectAgreesWithObserversRunning: a forced collection reaps every
+// WEAK object, and only those, while Stats, a List pager, an event
+// watcher and a metrics observer run beside it; once it returns, all of
+// them agree on what it took. Observers never call a weak pointer's
+// Value, so none of them may keep an object alive through the cycle.
+func TestCollectAgreesWithObserversRunning(t *testing.T) {
+	const weakN, pinnedN = 20_000, 500
+	noAutoGC(t)               // so that Collect, not the runtime, takes them
+	var observed atomic.Int64 // COLLECTED events, as a metrics pipeline counts them
+	r := newRegistry(t, Config{
+		WatchBuffer: 2 * (weakN + pinnedN),
+		Observe: func(ev Event) {
+			if ev.Kind == EventCollected {
+				observed.Add(1)
+			}
+		},
+	})
+	by := newHolder(r)
+	data := newPayload(100, 1)
+	weakIDs := make(map[handle.ID]bool, weakN)
+	for i := range weakN + pinnedN {
+		holder := &by
+		if i%(weakN/pinnedN+1) != 0 {
+			holder = nil
+		}
+		info, err := r.Put(data, Meta{}, holder)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if holder == nil {
+			weakIDs[info.ID] = false
+		}
+	}
+	pinned := int64(weakN + pinnedN - len(weakIDs))
+	sub, err := r.WatchAll(EventCollected)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // a scraper
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				r.Stats()
+			}
+		}
+	})
+	wg.Go(func() { // a pager, round and round
+		token := ""
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, next, err := r.List(Filter{}, token, 100)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			token = next
+		}
+	})
+	before := r.Stats()
+	rep := r.Collect()
+	close(stop)
+	wg.Wait()
+
+	st := r.Stats()
+	if rep.Objects != int64(len(weakIDs)) || st.Collected-before.Collected != rep.Objects {
+		t.Errorf("Collect freed %d, stats count %d more collected; want %d", rep.Objects, st.Collected-before.Collected, len(weakIDs))
+	}
+	if st.Objects[Weak] != 0 || st.Objects[Pinned] != pinned {
+		t.Errorf("after Collect stats hold %d WEAK and %d PINNED, want 0 and %d", st.Objects[Weak], st.Objects[Pinned], pinned)
+	}
+	if got := observed.Load(); got != rep.Objects {
+		t.Errorf("the observer saw %d COLLECTED events, want %d", got, rep.Objects)
+	}
+	var lastSeq uint64
+	for range rep.Objects {
+		ev := nextEvent(t, sub)
+		if seen, ok := weakIDs[ev.ID]; !ok || seen {
+			t.Fatalf("COLLECTED event for %v: a WEAK object's first? %v, %v", ev.ID, ok, !seen)
+		}
+		if ev.Seq <= lastSeq {
+			t.Fatalf("event sequence %d after %d", ev.Seq, lastSeq)
+		}
+		weakIDs[ev.ID], lastSeq = true, ev.Seq
+	}
+	noEvent(t, sub)
+	listed, token := 0, ""
+	for {
+		page, next, err := r.List(Filter{}, token, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range page {
+			if in.State != Pinned {
+				t.Errorf("List shows %v %v after Collect", in.ID, in.State)
+			}
+		}
+		listed += len(page)
+		if token = next; token == "" {
+			break
+		}
+	}
+	if int64(listed) != pinned || r.mapLen() != listed {
+		t.Errorf("List shows %d objects and the maps hold %d, want %d pinned", listed, r.mapLen(), pinned)
 	}
 }

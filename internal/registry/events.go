@@ -192,6 +192,21 @@ func newHub(buffer, history, maxWatchers int) *hub {
 func (h *hub) publish(ev Event) uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.publishLocked(ev)
+}
+
+// publishAll publishes evs in order under one hold of h.mu, as a reap of
+// many objects does, and sets their sequence numbers.
+func (h *hub) publishAll(evs []Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := range evs {
+		evs[i].Seq = h.publishLocked(evs[i])
+	}
+}
+
+// publishLocked is publish with h.mu held.
+func (h *hub) publishLocked(ev Event) uint64 {
 	h.seq++
 	ev.Seq = h.seq
 	if h.histCap > 0 {
@@ -204,14 +219,21 @@ func (h *hub) publish(ev Event) uint64 {
 			h.next = 0
 		}
 	}
-	for s := range h.all {
-		h.deliver(s, ev)
+	// Most events have no subscriber: skip the maps' iteration and
+	// hashing when they are empty, which is most of an unwatched
+	// publish's cost.
+	if len(h.all) > 0 {
+		for s := range h.all {
+			h.deliver(s, ev)
+		}
 	}
-	for s := range h.byID[ev.ID] {
-		h.deliver(s, ev)
-	}
-	if ev.State == Collected || ev.State == Deleted {
-		delete(h.byID, ev.ID) // nothing more will happen to it
+	if len(h.byID) > 0 {
+		for s := range h.byID[ev.ID] {
+			h.deliver(s, ev)
+		}
+		if ev.State == Collected || ev.State == Deleted {
+			delete(h.byID, ev.ID) // nothing more will happen to it
+		}
 	}
 	return ev.Seq
 }

@@ -88,10 +88,10 @@ type Config struct {
 	// Observe, when set, is called with every event the registry
 	// publishes (never CURRENT), numbered, in the order of Seq for each
 	// object. It is called synchronously, with the object's shard lock
-	// held, on the goroutine that made the change or on the runtime's
-	// cleanup goroutine: it must be quick, must not block, and must not
-	// call the Registry. It exists for metrics and tracing; nil costs
-	// nothing.
+	// held, on the goroutine that made the change or on the one that
+	// reaps collected objects: it must be quick, must not block, and
+	// must not call the Registry. It exists for metrics and tracing; nil
+	// costs nothing.
 	Observe func(Event)
 }
 
@@ -115,6 +115,7 @@ type Registry struct {
 
 	counters counters
 	forced   forcedCollections
+	reaps    reapQueue
 
 	// held is the strongly held bytes (see Config.MaxPinnedBytes), changed
 	// only by reserveStrong and releaseStrong; accounts are the owners'
@@ -126,10 +127,10 @@ type Registry struct {
 // shard is one slice of the object map.
 type shard struct {
 	mu    sync.RWMutex
-	m     entryTable            // guarded by mu
-	index *btree.BTreeG[*entry] // guarded by mu: m's entries in ID order, for List
-	leaks leakBook              // its own lock: the soft cache changes it too
-	_     [8]byte               // 128 bytes: neighbouring shards' locks on cache lines of their own
+	m     entryTable               // guarded by mu
+	index *btree.BTreeG[indexItem] // guarded by mu: m's entries in ID order, for List
+	leaks leakBook                 // its own lock: the soft cache changes it too
+	_     [8]byte                  // 128 bytes: neighbouring shards' locks on cache lines of their own
 }
 
 // New returns an empty registry.
