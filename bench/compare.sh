@@ -10,12 +10,12 @@
 #
 # Usage: bench/compare.sh [seconds-per-run] [payload-bytes] [rounds] [registryd flags...]
 # Environment: CONC (concurrency levels, default "1 16 64"), BATCH (handles
-# per batch-resolve, default 100), LARGE (Download size, default 64MiB; "" skips it),
+# per batch-resolve, default 1000), LARGE (Download size, default 64MiB; "" skips it),
 # PORTS (the first of six loopback ports it listens on, default 17600).
 set -euo pipefail
 secs=${1:-3} size=${2:-100} rounds=${3:-3}
 shift $(( $# > 3 ? 3 : $# ))
-conc=${CONC:-1 16 64} batch=${BATCH:-100} large=${LARGE-64MiB} p=${PORTS:-17600}
+conc=${CONC:-1 16 64} batch=${BATCH:-1000} large=${LARGE-64MiB} p=${PORTS:-17600}
 reg=127.0.0.1:$p echo=127.0.0.1:$((p + 1)) echo_large=127.0.0.1:$((p + 2)) etcd=127.0.0.1:$((p + 3)) redis_port=$((p + 5))
 cd "$(dirname "$0")/.."
 . bench/lib.sh
