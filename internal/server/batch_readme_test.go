@@ -34,22 +34,7 @@ func (e *env) batchResolve(t *testing.T, req *registryv1.BatchResolveRequest) []
 // BatchStat: "BatchResolve" for the call as a whole, "BatchResolve
 // result" for one handle's answer within it.
 func addBatchProvokers(add func(reason string, code codes.Code, rpc string, f provoker)) {
-	handles := map[string]func(w *world) string{
-		ReasonHandleMalformed: func(*world) string { return "obj_short" },
-		ReasonHandleUnknown: func(w *world) string {
-			h := []byte(w.weak)
-			if h[len(h)-1] == 'A' { // the last character holds MAC bits only
-				h[len(h)-1] = 'B'
-			} else {
-				h[len(h)-1] = 'A'
-			}
-			return string(h)
-		},
-		ReasonHandleForeignNode: func(w *world) string { return w.otherNode(handle.Object) },
-		ReasonRestarted:         func(w *world) string { return w.otherRun(handle.Object) },
-		ReasonCollected:         func(w *world) string { return w.collected },
-		ReasonDeleted:           func(w *world) string { return w.deleted },
-	}
+	handles := badObjectHandles()
 	for reason, h := range handles {
 		code := catalog[registryv1.ErrorReason(registryv1.ErrorReason_value[reason])].code
 		add(reason, code, "BatchResolve result", func(t *testing.T, w *world) answer {

@@ -172,26 +172,7 @@ func provokers() map[string]provocation {
 			return resultAnswer(w.bystander.unpin(h)[0])
 		},
 	}
-	handles := map[string]func(w *world) string{
-		ReasonHandleMalformed: func(w *world) string {
-			h := []byte(w.weak)
-			h[len("obj_")] = 'B' // the format version's character
-			return string(h)
-		},
-		ReasonHandleUnknown: func(w *world) string {
-			h := []byte(w.weak)
-			if h[len(h)-1] == 'A' { // the last character holds MAC bits only
-				h[len(h)-1] = 'B'
-			} else {
-				h[len(h)-1] = 'A'
-			}
-			return string(h)
-		},
-		ReasonHandleForeignNode: func(w *world) string { return w.otherNode(handle.Object) },
-		ReasonRestarted:         func(w *world) string { return w.otherRun(handle.Object) },
-		ReasonCollected:         func(w *world) string { return w.collected },
-		ReasonDeleted:           func(w *world) string { return w.deleted },
-	}
+	handles := badObjectHandles()
 	for reason, h := range handles {
 		code := catalog[registryv1.ErrorReason(registryv1.ErrorReason_value[reason])].code
 		for rpc, call := range handleCalls {
@@ -665,3 +646,28 @@ func TestREADMEErrorTableIsTrue(t *testing.T) {
 }
 
 var testKey = bytes.Clone([]byte("0123456789abcdef0123456789abcdef"))
+
+// badObjectHandles gives, for each reason a handle alone can provoke, how
+// to make such a handle in w.
+func badObjectHandles() map[string]func(w *world) string {
+	return map[string]func(w *world) string{
+		ReasonHandleMalformed: func(w *world) string {
+			h := []byte(w.weak)
+			h[len("obj_")] = 'B' // the format version's character
+			return string(h)
+		},
+		ReasonHandleUnknown: func(w *world) string {
+			h := []byte(w.weak)
+			if h[len(h)-1] == 'A' { // the last character holds MAC bits only
+				h[len(h)-1] = 'B'
+			} else {
+				h[len(h)-1] = 'A'
+			}
+			return string(h)
+		},
+		ReasonHandleForeignNode: func(w *world) string { return w.otherNode(handle.Object) },
+		ReasonRestarted:         func(w *world) string { return w.otherRun(handle.Object) },
+		ReasonCollected:         func(w *world) string { return w.collected },
+		ReasonDeleted:           func(w *world) string { return w.deleted },
+	}
+}
