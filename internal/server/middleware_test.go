@@ -37,20 +37,7 @@ func (panicky) StreamingOutputCall(*testpb.StreamingOutputCallRequest, grpc.Serv
 // with a reason, is logged with its stack, and the server keeps serving.
 func TestPanicBecomesInternalError(t *testing.T) {
 	var logs testlog.Buffer
-	gs := grpc.NewServer(serverOptions(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, newIdentityLimits(Limits{}), newInflight())...)
-	testpb.RegisterTestServiceServer(gs, panicky{})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(lis)
-	defer gs.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	tc := testpb.NewTestServiceClient(conn)
+	tc := servePanicky(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 
 	for i := range 2 { // twice: the server survived the first
 		_, err := tc.UnaryCall(ctxT(t), &testpb.SimpleRequest{})
@@ -151,20 +138,7 @@ func TestRequestLinesAreFailedAndSlowCalls(t *testing.T) {
 func TestFailedCallIsLoggedAtWarn(t *testing.T) {
 	var logs testlog.Buffer
 	cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-	gs := grpc.NewServer(serverOptions(cfg, newIdentityLimits(Limits{}), newInflight())...)
-	testpb.RegisterTestServiceServer(gs, panicky{})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(lis)
-	defer gs.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_, err = testpb.NewTestServiceClient(conn).UnaryCall(ctxT(t), &testpb.SimpleRequest{})
+	_, err := servePanicky(t, cfg).UnaryCall(ctxT(t), &testpb.SimpleRequest{})
 	wantStatus(t, err, codes.Internal, ReasonInternal)
 	line := waitLogLine(t, &logs, "grpc.method=UnaryCall")
 	for _, want := range []string{"level=ERROR", "grpc.code=Internal", "grpc.method_type=unary", "peer.address=127.0.0.1:", "grpc.time_ms="} {
@@ -214,4 +188,24 @@ func TestSlowWatcherIsDropped(t *testing.T) {
 	if st := e.reg.Stats(); st.Watchers != 0 {
 		t.Fatalf("%d watchers left after the drop", st.Watchers)
 	}
+}
+
+// servePanicky serves panicky{} on loopback behind the server's
+// interceptors as cfg sets them up, until t ends, and returns a client.
+func servePanicky(t *testing.T, cfg Config) testpb.TestServiceClient {
+	t.Helper()
+	gs := grpc.NewServer(serverOptions(cfg, newIdentityLimits(Limits{}), newInflight())...)
+	testpb.RegisterTestServiceServer(gs, panicky{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return testpb.NewTestServiceClient(conn)
 }
