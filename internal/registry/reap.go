@@ -249,7 +249,7 @@ func (r *Registry) emitAll(evs []Event) {
 	r.events.publishAll(evs)
 	if r.observe != nil {
 		for i := range evs {
-			r.observe(evs[i])
+			r.observe(evs[i].withHandle())
 		}
 	}
 }
@@ -267,7 +267,8 @@ func (r *Registry) collectedLocked(s *shard, e *entry, now time.Time) Event {
 	r.counters.collectedBytes.Add(e.size)
 	e.state = Collected
 	e.stateSince = now.UnixNano()
-	ev := r.event(e, r.handleOf(e), EventCollected, "", now)
+	ev := r.event(e, "", EventCollected, "", now)
+	ev.codec, ev.mac = r.codec, e.mac // the handle, formatted if delivered
 	ev.UnpinnedFor = time.Duration(now.UnixNano() - unpinned)
 	return ev
 }
