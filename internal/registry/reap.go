@@ -100,11 +100,13 @@ func (r *Registry) drainReaps() {
 				start[id[0]&(shardCount-1)+1]++ // as Registry.shard
 			}
 		}
+		largest := 0 // the largest shard's part: sortIDs's scratch
 		for i := range shardCount {
+			largest = max(largest, start[i+1])
 			start[i+1] += start[i]
 		}
+		scratch = slices.Grow(scratch[:0], largest)[:largest]
 		sorted = slices.Grow(sorted[:0], total)[:total]
-		scratch = slices.Grow(scratch[:0], total)[:total]
 		at := start
 		for _, b := range batch {
 			for _, id := range b {
@@ -116,7 +118,7 @@ func (r *Registry) drainReaps() {
 		now := r.now()
 		for i := range shardCount {
 			if ids := sorted[start[i]:start[i+1]]; len(ids) > 0 {
-				r.reapShard(&r.shards[i], ids, scratch[start[i]:start[i+1]], now)
+				r.reapShard(&r.shards[i], ids, scratch[:len(ids)], now)
 			}
 		}
 
@@ -172,6 +174,7 @@ func (r *Registry) reapChunk(s *shard, ids []handle.ID, now time.Time) {
 			dead = append(dead, e)
 		}
 	}
+	s.leaks.leaveWeak(dead)  // one book lock for the chunk
 	var evs [reapChunk]Event // on the stack: one hub lock for the chunk
 	for i, e := range dead {
 		evs[i] = r.collectedLocked(s, e, now)
@@ -240,6 +243,7 @@ func (r *Registry) awaitReaps(deadline time.Time) {
 // reapLocked removes a collected object and publishes its COLLECTED event.
 // The caller holds s.mu and has seen e's weak pointer go nil.
 func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
+	s.leaks.setWeak(e, false)
 	r.emit(r.collectedLocked(s, e, now))
 }
 
@@ -255,12 +259,12 @@ func (r *Registry) emitAll(evs []Event) {
 }
 
 // collectedLocked removes a collected object and returns its COLLECTED
-// event, for the caller to publish before it lets go of s.mu.
+// event, for the caller to publish before it lets go of s.mu. The caller
+// has taken e out of the leak book (leaveWeak or setWeak).
 func (r *Registry) collectedLocked(s *shard, e *entry, now time.Time) Event {
 	unpinned := e.unpinnedSince() // before stateSince changes
 	s.m.del(e.id)
 	s.index.Delete(itemOf(e))
-	s.leaks.setWeak(e, false)
 	r.counters.add(e.state, -1, -e.size)
 	r.accounts.release(e.owner)
 	r.counters.collected.Add(1)
