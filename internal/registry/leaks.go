@@ -60,6 +60,21 @@ func (b *leakBook) fold(now uint64) {
 func (b *leakBook) setWeak(e *entry, weak bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.setWeakLocked(e, weak)
+}
+
+// leaveWeak is setWeak(e, false) for each of es under one hold of b.mu,
+// as a reap of a chunk does: a lock per object was a tenth of the reap.
+func (b *leakBook) leaveWeak(es []*entry) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, e := range es {
+		b.setWeakLocked(e, false)
+	}
+}
+
+// setWeakLocked is setWeak with b.mu held.
+func (b *leakBook) setWeakLocked(e *entry, weak bool) {
 	if e.leak.weak == weak {
 		return
 	}

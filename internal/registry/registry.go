@@ -222,7 +222,7 @@ func (r *Registry) publish(e *entry, h string, kind EventKind, lease string, now
 func (r *Registry) emit(ev Event) {
 	ev.Seq = r.events.publish(ev)
 	if r.observe != nil {
-		r.observe(ev)
+		r.observe(ev.withHandle())
 	}
 }
 
