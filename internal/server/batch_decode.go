@@ -1,6 +1,7 @@
 package server
 
 import (
+	"strings"
 	"unicode/utf8"
 	"unsafe"
 
@@ -9,25 +10,24 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
-	"github.com/weakref/registry/internal/bufpool"
 )
 
 // A batch request's thousand handles cost protobuf-go a thousand string
 // allocations and the growth of their slice, by copies, to a thousand:
 // under BatchResolve, decoding the request was a fifth of registryd's
 // CPU, more than resolving the handles. decodeBatch decodes the two batch
-// requests itself: it counts the handles first, then copies all their
-// bytes into one buffer that every handle's string shares, so a request
-// costs two allocations whatever its length.
+// requests itself: it copies the request once, counts the handles, and
+// makes each a substring of that copy, so a request costs two
+// allocations whatever its length.
 //
 // It answers only what it is sure of, a message of the request's own
 // fields with valid UTF-8, as protobuf-go would decode it; anything else
 // (an unknown field, a wrong wire type, a truncated varint) it leaves to
 // protobuf-go, which decodes or refuses it as it always did.
 //
-// The handles share their buffer: one kept beyond the call (none is: an
-// answer copies what it says of a handle into its own message) keeps the
-// whole request's handles alive.
+// The handles share the request's copy: one kept beyond the call (none
+// is: an answer copies what it says of a handle into its own message)
+// keeps the whole request alive.
 
 // decodeBatch decodes data into v if v is a batch request decodeBatch
 // knows and data is plain; it reports whether it did. When it did not, v
@@ -41,19 +41,21 @@ func decodeBatch(data mem.BufferSlice, v any) bool {
 	default:
 		return false
 	}
-	var b []byte
-	if len(data) == 1 {
-		b = data[0].ReadOnlyData()
-	} else {
-		buf := data.MaterializeToBuffer(bufpool.Default)
-		defer buf.Free() // the handles are copied out of it
-		b = buf.ReadOnlyData()
+	// One copy of the request, which the handles share: gRPC reuses its
+	// buffers once Unmarshal returns. A Builder grown to size neither
+	// clears its buffer first nor copies it again for String.
+	var sb strings.Builder
+	sb.Grow(data.Len())
+	for _, buf := range data {
+		sb.Write(buf.ReadOnlyData())
 	}
+	all := sb.String()
+	b := unsafe.Slice(unsafe.StringData(all), len(all)) // read only
 	req, ok := scanBatch(b, withLease)
 	if !ok {
 		return false
 	}
-	hs := req.fill(b)
+	hs := req.fill(all, b)
 	switch m := v.(type) {
 	case *registryv1.BatchResolveRequest:
 		proto.Reset(m)
@@ -119,15 +121,13 @@ func scanBatch(b []byte, withLease bool) (batchScan, bool) {
 	return sc, true
 }
 
-// fill returns the handles of b, which scanBatch found plain, in one
-// buffer they share.
-func (sc batchScan) fill(b []byte) []string {
+// fill returns the handles of b, which scanBatch found plain: substrings
+// of all, whose bytes b are.
+func (sc batchScan) fill(all string, b []byte) []string {
 	if sc.handles == 0 {
 		return nil
 	}
 	hs := make([]string, 0, sc.handles)
-	buf := make([]byte, sc.bytes)
-	off := 0
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		b = b[n:]
@@ -137,18 +137,11 @@ func (sc batchScan) fill(b []byte) []string {
 			continue
 		}
 		v, k := protowire.ConsumeBytes(b)
+		if num == fieldHandles {
+			start := len(all) - len(b) + k - len(v)
+			hs = append(hs, all[start:start+len(v)])
+		}
 		b = b[k:]
-		if num != fieldHandles {
-			continue
-		}
-		if len(v) == 0 {
-			hs = append(hs, "")
-			continue
-		}
-		copy(buf[off:], v)
-		// buf is never written again: the strings may share it.
-		hs = append(hs, unsafe.String(&buf[off], len(v)))
-		off += len(v)
 	}
 	return hs
 }
