@@ -139,10 +139,19 @@ func (s *registryService) BatchResolve(ctx context.Context, req *registryv1.Batc
 	// otherwise allocate a thousand times for the results alone.
 	slab := make([]registryv1.BatchResolveResult, len(hs))
 	out := &registryv1.BatchResolveResponse{Results: make([]*registryv1.BatchResolveResult, len(hs))}
+	for i := range slab {
+		out.Results[i] = &slab[i]
+	}
+	if leaseID == "" {
+		// The registry's batch: one clock read, no metadata copy unless
+		// the answer or the span wants it (see registry.ResolveMany).
+		s.reg.ResolveMany(hs, b.withInfo || b.span != nil, func(i int, obj *registry.Object, err error) {
+			b.answer(hs[i], &slab[i], obj, err)
+		})
+		return out, nil
+	}
 	for i, h := range hs {
-		r := &slab[i]
-		b.one(h, r)
-		out.Results[i] = r
+		b.one(h, &slab[i])
 	}
 	return out, nil
 }
@@ -162,12 +171,28 @@ type batchResolver struct {
 	span     trace.Span // the call's span if it records, else nil
 }
 
-// one answers h into r.
+// one answers h into r, with the lease.
 func (b *batchResolver) one(h string, r *registryv1.BatchResolveResult) {
 	obj, info, err := b.resolve(h)
+	b.record(h, r, &obj, info, err)
+}
+
+// answer answers h into r without a lease, from obj or err as
+// registry.ResolveMany gave them.
+func (b *batchResolver) answer(h string, r *registryv1.BatchResolveResult, obj *registry.Object, err error) {
+	var pi *registryv1.ObjectInfo
+	if err == nil {
+		pi = b.info(obj.Info)
+		err = b.fits(obj.Info.Size, pi)
+	}
+	b.record(h, r, obj, pi, err)
+}
+
+// record puts h's answer, obj with info or err, into r and counts its size.
+func (b *batchResolver) record(h string, r *registryv1.BatchResolveResult, obj *registry.Object, info *registryv1.ObjectInfo, err error) {
 	b.left--
 	if b.span != nil {
-		b.event(h, obj, err)
+		b.event(h, *obj, err)
 	}
 	if err != nil {
 		r.Error = handleError(err)
@@ -209,22 +234,11 @@ func (b *batchResolver) fits(size int64, pi *registryv1.ObjectInfo) error {
 	return nil
 }
 
-// resolve resolves h as Resolve would, and refuses an object the answer
-// cannot carry; it returns the metadata the answer carries, if any. With
-// a lease it refuses before pinning, so that a refused handle is left
+// resolve resolves h with the lease as Resolve would, and refuses an
+// object the answer cannot carry; it returns the metadata the answer
+// carries, if any. It refuses before pinning, so that a refused handle is left
 // unpinned, as Resolve leaves it.
 func (b *batchResolver) resolve(h string) (registry.Object, *registryv1.ObjectInfo, error) {
-	if b.leaseID == "" {
-		obj, err := b.s.reg.Resolve(h)
-		if err != nil {
-			return registry.Object{}, nil, err
-		}
-		pi := b.info(obj.Info)
-		if err := b.fits(obj.Info.Size, pi); err != nil {
-			return registry.Object{}, nil, err
-		}
-		return obj, pi, nil
-	}
 	// An object's size never changes, so a Stat tells whether its answer
 	// fits before the pin (the metadata after the pin is a few bytes
 	// longer at most: batchSlack). A Stat that fails says nothing:

@@ -58,6 +58,9 @@ func newDecodeCodec() *decodeCodec {
 }
 
 func (c *decodeCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if decodeBatch(data, v) {
+		return nil
+	}
 	err := c.CodecV2.Unmarshal(data, v)
 	if err == nil {
 		return nil
