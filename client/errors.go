@@ -50,6 +50,11 @@ var (
 	ErrLeaseRevoked = errors.New("registry: lease revoked")
 	// ErrUnavailable: registryd cannot be reached, or is shutting down.
 	ErrUnavailable = errors.New("registry: registryd unavailable")
+	// ErrNodeUnavailable: the handle belongs to a node of the cluster that
+	// is not a live member now. Its objects are not replicated: they answer
+	// again if the node comes back in the same run, and REGISTRY_RESTARTED
+	// if it restarted.
+	ErrNodeUnavailable = errors.New("registry: the handle's node is unavailable")
 	// ErrTooSlow: the server ended a stream this client did not read fast
 	// enough (a watch that fell behind its events, a stream whose answers
 	// went unread).
@@ -114,6 +119,7 @@ var reasonKinds = map[registryv1.ErrorReason]error{
 	registryv1.ErrorReason_IDENTITY_STREAM_LIMIT:       ErrLimit,
 	registryv1.ErrorReason_RATE_LIMITED:                ErrLimit,
 	registryv1.ErrorReason_RESPONSE_TOO_LARGE:          ErrLimit,
+	registryv1.ErrorReason_NODE_UNAVAILABLE:            ErrNodeUnavailable,
 }
 
 // reasons is reasonKinds by the reason's name, as ErrorInfo carries it.

@@ -179,6 +179,7 @@ var exitCodes = map[registryv1.ErrorReason]int{
 	registryv1.ErrorReason_IDENTITY_STREAM_LIMIT:       exitError,
 	registryv1.ErrorReason_RATE_LIMITED:                exitError,
 	registryv1.ErrorReason_RESPONSE_TOO_LARGE:          exitError,
+	registryv1.ErrorReason_NODE_UNAVAILABLE:            exitUnavailable,
 }
 
 // reasonExits is exitCodes by the reason's name, as ErrorInfo carries it.

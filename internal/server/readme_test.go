@@ -70,6 +70,7 @@ var notProvoked = map[string]string{
 	ReasonStreamStalled:    "the lease stream's send timeout, tested with the lease stream",
 	ReasonInternal:         "a bug: TestPanicBecomesInternalError provokes one",
 	ReasonLeaseTakenOver:   "told by revoked, not sent as a status (see the README row)",
+	ReasonNodeUnavailable:  "only a registryd in a cluster knows which nodes are live: the membership's tests provoke it",
 }
 
 // answer is what a call answered: a status's code and reason, or a pin

@@ -44,7 +44,8 @@ const (
 	ErrorReason_HANDLE_UNKNOWN ErrorReason = 2
 	// NOT_FOUND: a handle issued by another node sharing the key (as a
 	// lease_id where a live lease is needed: FAILED_PRECONDITION). Metadata
-	// `node`.
+	// `node`; in a cluster also `owner_addr`, the owner's advertised
+	// address, where a client may ask again (Redis Cluster's MOVED).
 	ErrorReason_HANDLE_FOREIGN_NODE ErrorReason = 3
 	// NOT_FOUND: a handle, lease id or watch sequence of an earlier run of
 	// registryd (as a lease_id where a live lease is needed:
@@ -183,6 +184,12 @@ const (
 	// server's message limit), `want` (the size the answer would have
 	// reached). Resolve it alone, in a smaller batch, or with Download.
 	ErrorReason_RESPONSE_TOO_LARGE ErrorReason = 47
+	// UNAVAILABLE: the handle belongs to a node of the cluster that is not a
+	// live member now (crashed, stopped, or cut off from etcd longer than its
+	// lease's TTL). Its objects are not replicated: if the node comes back
+	// in the same run they answer again; if it restarted they answer
+	// REGISTRY_RESTARTED. Metadata `node`.
+	ErrorReason_NODE_UNAVAILABLE ErrorReason = 48
 )
 
 // Enum value maps for ErrorReason.
@@ -236,6 +243,7 @@ var (
 		45: "IDENTITY_STREAM_LIMIT",
 		46: "RATE_LIMITED",
 		47: "RESPONSE_TOO_LARGE",
+		48: "NODE_UNAVAILABLE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":    0,
@@ -286,6 +294,7 @@ var (
 		"IDENTITY_STREAM_LIMIT":       45,
 		"RATE_LIMITED":                46,
 		"RESPONSE_TOO_LARGE":          47,
+		"NODE_UNAVAILABLE":            48,
 	}
 )
 
@@ -320,7 +329,7 @@ var File_registry_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_registry_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"\x1eregistry/v1/error_reason.proto\x12\vregistry.v1*\xd3\b\n" +
+	"\x1eregistry/v1/error_reason.proto\x12\vregistry.v1*\xe9\b\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10HANDLE_MALFORMED\x10\x01\x12\x12\n" +
@@ -370,7 +379,8 @@ const file_registry_v1_error_reason_proto_rawDesc = "" +
 	"\x1bIDENTITY_UPLOAD_BYTES_LIMIT\x10,\x12\x19\n" +
 	"\x15IDENTITY_STREAM_LIMIT\x10-\x12\x10\n" +
 	"\fRATE_LIMITED\x10.\x12\x16\n" +
-	"\x12RESPONSE_TOO_LARGE\x10/B8Z6github.com/weakref/registry/gen/registry/v1;registryv1b\x06proto3"
+	"\x12RESPONSE_TOO_LARGE\x10/\x12\x14\n" +
+	"\x10NODE_UNAVAILABLE\x100B8Z6github.com/weakref/registry/gen/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_registry_v1_error_reason_proto_rawDescOnce sync.Once
