@@ -37,12 +37,13 @@ type testCluster struct {
 
 type testNode struct {
 	*testServer
-	tag   uint16
-	epoch uint64
-	lease clientv3.LeaseID // the etcd lease its registration hangs on; 0: not registered
+	tag       uint16
+	epoch     uint64
+	lease     clientv3.LeaseID // the etcd lease its registration hangs on; 0: not registered
+	advertise string           // the address registered, if not addr (a proxy's)
 }
 
-func newCluster(t *testing.T, tags ...uint16) *testCluster {
+func newCluster(t testing.TB, tags ...uint16) *testCluster {
 	t.Helper()
 	e := etcdtest.Start(t)
 	tc := &testCluster{name: "c" + strconv.Itoa(len(tags)), etcd: e, ec: e.Client(t), nodes: map[uint16]*testNode{}}
@@ -59,7 +60,7 @@ func newCluster(t *testing.T, tags ...uint16) *testCluster {
 }
 
 // start starts a node with tag and a new epoch and registers it.
-func (tc *testCluster) start(t *testing.T, tag uint16) {
+func (tc *testCluster) start(t testing.TB, tag uint16) {
 	t.Helper()
 	epoch := tc.epoch.Add(1)
 	n := &testNode{
@@ -71,7 +72,7 @@ func (tc *testCluster) start(t *testing.T, tag uint16) {
 }
 
 // register writes n's endpoint under an etcd lease of its own.
-func (tc *testCluster) register(t *testing.T, n *testNode) {
+func (tc *testCluster) register(t testing.TB, n *testNode) {
 	t.Helper()
 	ctx := ctxT(t)
 	grant, err := tc.ec.Grant(ctx, 60)
@@ -79,7 +80,11 @@ func (tc *testCluster) register(t *testing.T, n *testNode) {
 		t.Fatal(err)
 	}
 	m := cluster.Member{Node: n.tag, Epoch: n.epoch, Version: "test", Started: time.Now()}
-	if err := tc.em.AddEndpoint(ctx, cluster.NodeKey(tc.name, n.tag), m.Endpoint(n.addr), clientv3.WithLease(grant.ID)); err != nil {
+	addr := n.addr
+	if n.advertise != "" {
+		addr = n.advertise
+	}
+	if err := tc.em.AddEndpoint(ctx, cluster.NodeKey(tc.name, n.tag), m.Endpoint(addr), clientv3.WithLease(grant.ID)); err != nil {
 		t.Fatal(err)
 	}
 	n.lease = grant.ID
@@ -96,7 +101,7 @@ func (tc *testCluster) leave(t *testing.T, n *testNode) {
 }
 
 // dial returns a client of the cluster target, closed when t ends.
-func (tc *testCluster) dial(t *testing.T, opts ...client.Option) *client.Client {
+func (tc *testCluster) dial(t testing.TB, opts ...client.Option) *client.Client {
 	t.Helper()
 	c, err := client.Dial(cluster.Target(tc.name), append([]client.Option{client.WithEtcd(clientv3.Config{
 		Endpoints: tc.etcd.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
@@ -434,6 +439,60 @@ func TestClusterNodeLeavingFailsOnlyItsHandlesAndReportsItsPins(t *testing.T) {
 	}
 }
 
+func TestClusterDroppedConnectionResumesOnlyThatNodesPart(t *testing.T) {
+	tc := newCluster(t, 1, 2, 3)
+	// Node 2 is reached through a proxy that plays the network failing.
+	n2 := tc.nodes[2]
+	px := newProxy(t, n2.addr)
+	tc.leave(t, n2)
+	n2.advertise = px.Addr()
+	tc.register(t, n2)
+	c := tc.dial(t)
+	ctx := ctxT(t)
+	lost := make(chan client.LostPins, 4)
+	l, err := c.Lease(ctx, client.Grace(30*time.Second), client.OnLostPins(func(lp client.LostPins) { lost <- lp }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(ctx)
+	var handles []string
+	for i := range 6 {
+		info, err := c.Put(ctx, []byte{byte(i)}, client.PinnedBy(l))
+		if err != nil {
+			t.Fatal(err)
+		}
+		handles = append(handles, info.Handle)
+	}
+	ids := l.NodeLeases()
+	px.Drop()
+	waitFor(t, "node 2's part resumed", func() bool { return l.Resumes() == 1 })
+	rs, err := l.Pin(ctx, handles...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rs {
+		if r.Outcome != client.OutcomeAlreadyPinned {
+			t.Fatalf("Pin %d after the drop = %+v, want already pinned: the resumed part kept its pins", i, r)
+		}
+	}
+	for _, n := range tc.nodes {
+		n.collect(t)
+	}
+	for i, h := range handles {
+		if data, _, err := c.Resolve(ctx, h); err != nil || data[0] != byte(i) {
+			t.Fatalf("object %d after the drop and collections: %v", i, err)
+		}
+	}
+	if got := l.NodeLeases(); !maps.Equal(got, ids) {
+		t.Fatalf("NodeLeases after the drop = %v, want the same %v", got, ids)
+	}
+	select {
+	case lp := <-lost:
+		t.Fatalf("pins reported lost after a drop within the grace: %+v", lp)
+	default:
+	}
+}
+
 func TestClusterRestartedNodeAnswersRestarted(t *testing.T) {
 	tc := newCluster(t, 1, 2)
 	c := tc.dial(t)
@@ -575,4 +634,11 @@ func TestClusterClientKeepsRoutingWhileEtcdIsAway(t *testing.T) {
 	// The watch is made again: a node that leaves is seen.
 	tc.leave(t, tc.nodes[1])
 	waitFor(t, "node 1 gone after etcd came back", func() bool { return slices.Equal(c.Nodes(), []uint16{2}) })
+}
+
+// BenchmarkClusterResolve is BenchmarkResolve through a cluster target of
+// one node: the difference is what routing costs a call.
+func BenchmarkClusterResolve(b *testing.B) {
+	c := newCluster(b, 1).dial(b, client.WithoutTracing())
+	benchResolve(b, c)
 }

@@ -113,7 +113,7 @@ func startServer(t *testing.T, maxGrace time.Duration, key string, maxMessage in
 	return startServerCodec(t, maxGrace, handle.Config{Key: []byte(key)}, maxMessage)
 }
 
-func startServerCodec(t *testing.T, maxGrace time.Duration, hc handle.Config, maxMessage int) *testServer {
+func startServerCodec(t testing.TB, maxGrace time.Duration, hc handle.Config, maxMessage int) *testServer {
 	t.Helper()
 	srv, addr, err := serveCodec(maxGrace, hc, maxMessage)
 	if err != nil {
@@ -143,7 +143,7 @@ func (s *testServer) collect(t *testing.T) {
 	}
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
