@@ -167,9 +167,9 @@ const batchesInFlight = 4
 // a small message limit) is split as its metadata `max` says.
 //
 // The handles are grouped by index and the answers merged by index, so
-// that a batch spanning the nodes of a cluster (issue 17) needs only
-// another grouping here: by the node tag each handle carries, then in
-// chunks; each group goes to its node and the merge is unchanged.
+// that a batch spanning the nodes of a cluster needs only another
+// grouping before it: by the node tag each handle carries (router.byNode),
+// each node's handles then going through its own Client's eachGroup.
 func (c *Client) eachGroup(ctx context.Context, handles []string, call func(context.Context, []int) ([]int, error)) error {
 	if len(handles) == 0 {
 		return nil
