@@ -228,8 +228,29 @@ func (r *router) route(ctx context.Context, h string) (*node, error) {
 	return nil, nodeUnavailable(tag)
 }
 
-// live reports whether n is still the table's node for its tag.
-func (r *router) live(n *node) bool { return r.table.Load().nodes[n.tag] == n }
+// leftBy says how n left the table, if it did: gone (no live node of its
+// tag), or restarted (its tag is live again with another epoch). A
+// stream on n's connection that ended because it was closed ended for
+// that reason, which is the truth to report.
+func (r *router) leftBy(n *node) (gone, restarted bool) {
+	switch cur := r.table.Load().nodes[n.tag]; cur {
+	case n:
+		return false, false
+	case nil:
+		return true, false
+	default:
+		return false, cur.member.Epoch != n.member.Epoch
+	}
+}
+
+// nodeRestarted is the error of a stream of node tag's earlier run.
+func nodeRestarted(tag uint16) *Error {
+	return &Error{
+		Code: codes.NotFound, Reason: reasonRestarted, kind: ErrRestarted,
+		Message:  "node " + strconv.Itoa(int(tag)) + " restarted: what it held went with that run",
+		Metadata: map[string]string{"node": strconv.Itoa(int(tag))},
+	}
+}
 
 // place picks the node a new object goes to: the preferred node if it is
 // live, else the next live node in round robin, by tag.
@@ -295,4 +316,7 @@ func (r *router) close() error {
 	return errors.Join(errs...)
 }
 
-var reasonNodeUnavailable = registryv1.ErrorReason_NODE_UNAVAILABLE.String()
+var (
+	reasonNodeUnavailable = registryv1.ErrorReason_NODE_UNAVAILABLE.String()
+	reasonRestarted       = registryv1.ErrorReason_REGISTRY_RESTARTED.String()
+)

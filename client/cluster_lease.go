@@ -27,8 +27,9 @@ type LostPins struct {
 	// grace it keeps a dropped lease for).
 	Handles []string
 	// Err is why: an *Error matching ErrNodeUnavailable if the node left
-	// the cluster, else the node lease's *LeaseError (ErrLeaseLost,
-	// ErrLeaseRevoked, ErrRestarted).
+	// the cluster, else a *LeaseError: ErrRestarted if the node came back
+	// as a new run before the part could resume, or the node lease's own
+	// end (ErrLeaseLost, ErrLeaseRevoked, ErrRestarted).
 	Err error
 }
 
@@ -110,12 +111,19 @@ func (cl *clusterLease) ended(p *leasePart, err error) {
 	}
 	p.pins = nil
 	closed := cl.closed
+	var id string
+	if p.l != nil { // nil if it ended before on stored it
+		id = p.l.ID()
+	}
 	cl.mu.Unlock()
 	if closed || cl.cfg.onLost == nil {
 		return
 	}
-	if !cl.r.live(p.n) {
+	switch gone, restarted := cl.r.leftBy(p.n); {
+	case gone:
 		err = nodeUnavailable(p.n.tag)
+	case restarted:
+		err = &LeaseError{LeaseID: id, Kind: ErrRestarted, Err: nodeRestarted(p.n.tag)}
 	}
 	cl.cfg.onLost(LostPins{Node: p.n.tag, Handles: lost, Err: err})
 }

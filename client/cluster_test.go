@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -634,6 +635,142 @@ func TestClusterClientKeepsRoutingWhileEtcdIsAway(t *testing.T) {
 	// The watch is made again: a node that leaves is seen.
 	tc.leave(t, tc.nodes[1])
 	waitFor(t, "node 1 gone after etcd came back", func() bool { return slices.Equal(c.Nodes(), []uint16{2}) })
+}
+
+func TestClusterNodeRestartedInPlaceReportsItsPinsRestarted(t *testing.T) {
+	tc := newCluster(t, 1, 2)
+	// Node 2 is reached through a proxy, so that it can vanish as a
+	// crashed process does: connections cut and refused, no goodbye.
+	n2 := tc.nodes[2]
+	px := newProxy(t, n2.addr)
+	tc.leave(t, n2)
+	n2.advertise = px.Addr()
+	tc.register(t, n2)
+	c := tc.dial(t)
+	ctx := ctxT(t)
+	lost := make(chan client.LostPins, 4)
+	l, err := c.Lease(ctx, client.Grace(30*time.Second), client.OnLostPins(func(lp client.LostPins) { lost <- lp }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(ctx)
+	var on2 []string
+	for i := range 4 {
+		info, err := c.Put(ctx, []byte{byte(i)}, client.PinnedBy(l))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if nodeOf(t, info.Handle) == 2 {
+			on2 = append(on2, info.Handle)
+		}
+	}
+	w, err := c.Watch(ctx, on2...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	px.SetRefuse(true)
+	px.Drop()
+	// A new run of node 2 takes over its registration before the old
+	// one's expired: the same key, another address and epoch.
+	lease := n2.lease
+	tc.start(t, 2)
+	if _, err := tc.ec.Revoke(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	var lp client.LostPins
+	select {
+	case lp = <-lost:
+	case <-ctx.Done():
+		t.Fatal("no pins reported lost after node 2 restarted")
+	}
+	slices.Sort(lp.Handles)
+	if lp.Node != 2 || !slices.Equal(lp.Handles, slices.Sorted(slices.Values(on2))) || !errors.Is(lp.Err, client.ErrRestarted) {
+		t.Fatalf("lost = %+v, want node 2's %v, ErrRestarted", lp, on2)
+	}
+	for {
+		_, err := w.Recv()
+		if err != nil {
+			if !errors.Is(err, client.ErrRestarted) {
+				t.Fatalf("watch of node 2's objects after its restart: %v, want ErrRestarted", err)
+			}
+			break
+		}
+	}
+	if _, _, err := c.Resolve(ctx, on2[0]); !errors.Is(err, client.ErrRestarted) {
+		t.Fatalf("Resolve of the old run's handle: %v, want ErrRestarted", err)
+	}
+}
+
+func TestClusterBadRequestsOnALeaseChangeNothingElse(t *testing.T) {
+	tc := newCluster(t, 1, 2, 3)
+	c := tc.dial(t)
+	ctx := ctxT(t)
+	l, err := c.Lease(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(ctx)
+	var handles []string
+	for i := range 3 {
+		info, err := c.Put(ctx, []byte{byte(i)}, client.PinnedBy(l))
+		if err != nil {
+			t.Fatal(err)
+		}
+		handles = append(handles, info.Handle)
+	}
+	up, err := c.Upload(ctx, strings.NewReader("uploaded"), 8, client.PinnedBy(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	handles = append(handles, up.Handle)
+	ids := l.NodeLeases()
+	stranger := strangerHandle(t, 9)
+
+	rs, err := l.Pin(ctx, "obj_malformed", stranger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(rs[0].Err, client.ErrMalformedHandle) || rs[0].Outcome != client.OutcomeFailed {
+		t.Fatalf("Pin of a malformed handle = %+v", rs[0])
+	}
+	wantNodeUnavailable(t, "Pin of node 9's handle", rs[1].Err, 9)
+	_, _, err = l.Resolve(ctx, stranger)
+	wantNodeUnavailable(t, "Lease.Resolve of node 9's handle", err, 9)
+	got, err := l.ResolveMany(ctx, []string{stranger, handles[0]})
+	if err != nil || got[1].Err != nil {
+		t.Fatalf("Lease.ResolveMany = %+v, %v", got, err)
+	}
+	wantNodeUnavailable(t, "Lease.ResolveMany of node 9's handle", got[0].Err, 9)
+	if rs, err := l.Unpin(ctx, stranger); err != nil || !errors.Is(rs[0].Err, client.ErrNodeUnavailable) {
+		t.Fatalf("Unpin of node 9's handle = %+v, %v", rs, err)
+	}
+
+	// Nothing else changed: the same parts, every pin still there.
+	if got := l.NodeLeases(); !maps.Equal(got, ids) {
+		t.Fatalf("NodeLeases = %v, want %v", got, ids)
+	}
+	for _, n := range tc.nodes {
+		n.collect(t)
+	}
+	for _, h := range handles {
+		if info, err := c.Stat(ctx, h); err != nil || info.PinCount != 1 {
+			t.Fatalf("%s after the bad requests: %+v, %v", h, info, err)
+		}
+	}
+
+	// A cluster's lease names no lease to a client of one address.
+	single, err := client.Dial(tc.nodes[1].addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer single.Close()
+	if _, err := single.Put(ctx, []byte("x"), client.PinnedBy(l)); err == nil {
+		t.Fatal("Put PinnedBy a cluster's lease through a single address: no error")
+	}
+	if n, err := l.Close(ctx); err != nil || n != len(handles) {
+		t.Fatalf("Close = %d, %v; want %d", n, err, len(handles))
+	}
 }
 
 // BenchmarkClusterResolve is BenchmarkResolve through a cluster target of

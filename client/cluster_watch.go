@@ -86,8 +86,14 @@ func (r *router) watch(ctx context.Context, handles []string, opts []WatchOption
 func (w *Watcher) pump(r *router, n *node, part *Watcher) {
 	for {
 		ev, err := part.Recv()
-		if err != nil && !errors.Is(err, io.EOF) && w.ctx.Err() == nil && !r.live(n) {
-			err = nodeUnavailable(n.tag) // its connection was closed as it left
+		if err != nil && !errors.Is(err, io.EOF) && w.ctx.Err() == nil {
+			// Its connection was closed as the node left, or restarted.
+			switch gone, restarted := r.leftBy(n); {
+			case gone:
+				err = nodeUnavailable(n.tag)
+			case restarted:
+				err = nodeRestarted(n.tag)
+			}
 		}
 		select {
 		case w.merge.items <- watchItem{ev: ev, err: err}:
