@@ -9,10 +9,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
@@ -91,10 +93,17 @@ func dialCluster(target string, o options) (*Client, error) {
 	default:
 		return nil, fmt.Errorf("registry: cluster target %s needs WithEtcd or WithEtcdClient", target)
 	}
+	em, err := endpoints.NewManager(r.etcd, cluster.NodesTarget(name))
+	if err != nil {
+		if r.ownEtcd {
+			_ = r.etcd.Close()
+		}
+		return nil, err
+	}
 	r.table.Store(&table{nodes: map[uint16]*node{}})
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	go r.follow(ctx)
+	go r.follow(ctx, em)
 	return &Client{opts: o, cl: r}, nil
 }
 
@@ -102,12 +111,8 @@ func dialCluster(target string, o options) (*Client, error) {
 // channel that closes (etcd unreachable, the watch compacted) is made
 // again, with backoff; meanwhile the table stays as it was, so that the
 // nodes keep being used while only etcd is away.
-func (r *router) follow(ctx context.Context) {
+func (r *router) follow(ctx context.Context, em endpoints.Manager) {
 	defer close(r.done)
-	em, err := endpoints.NewManager(r.etcd, cluster.NodesTarget(r.name))
-	if err != nil { // only for an empty target
-		panic(err)
-	}
 	retry := newBackoff(defaultBackoff)
 	for {
 		if !wait(retry.next(), ctx.Done()) {
@@ -283,6 +288,34 @@ func (c *Client) Nodes() []uint16 {
 		return nil
 	}
 	return slices.Clone(c.cl.table.Load().tags)
+}
+
+// Member is a live node of a cluster, as the client sees it now.
+type Member struct {
+	Node    uint16 // its tag, the one its handles carry
+	Addr    string // its advertised address
+	Epoch   uint64 // its run
+	Version string // its build of registryd
+	Started time.Time
+	// Conn is the client's connection to it, for its AdminService or its
+	// health; closed when the node leaves.
+	Conn *grpc.ClientConn
+}
+
+// Members returns the cluster's live nodes, by tag, as this client sees
+// them now; nil for a client of a single address.
+func (c *Client) Members() []Member {
+	if c.cl == nil {
+		return nil
+	}
+	t := c.cl.table.Load()
+	out := make([]Member, 0, len(t.tags))
+	for _, tag := range t.tags {
+		n := t.nodes[tag]
+		out = append(out, Member{Node: tag, Addr: n.addr, Epoch: n.member.Epoch, Version: n.member.Version,
+			Started: n.member.Started, Conn: n.c.conn})
+	}
+	return out
 }
 
 // WaitForNodes waits within ctx until the client has read the cluster's

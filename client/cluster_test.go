@@ -223,6 +223,53 @@ func TestClusterPutsLandOnEveryNodeAndResolveThroughTheCluster(t *testing.T) {
 	if got := c.Nodes(); !slices.Equal(got, []uint16{1, 2, 3}) {
 		t.Fatalf("Nodes = %v", got)
 	}
+	for _, m := range c.Members() {
+		n := tc.nodes[m.Node]
+		if m.Addr != n.addr || m.Epoch != n.epoch || m.Version != "test" || m.Conn == nil {
+			t.Fatalf("member %+v, want node %d at %s, epoch %d", m, n.tag, n.addr, n.epoch)
+		}
+	}
+}
+
+func TestClusterLeaseOpensOnePartPerNodeUnderConcurrentPins(t *testing.T) {
+	tc := newCluster(t, 1, 2, 3)
+	c := tc.dial(t)
+	ctx := ctxT(t)
+	var handles []string
+	for i := range 24 {
+		info, err := c.Put(ctx, []byte{byte(i)}, client.Linger(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		handles = append(handles, info.Handle)
+	}
+	l, err := c.Lease(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			rs, err := l.Pin(ctx, handles[g*3:g*3+3]...)
+			for _, r := range rs {
+				if err == nil && r.Outcome != client.OutcomePinned {
+					err = fmt.Errorf("%s: %v %w", r.Handle, r.Outcome, r.Err)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ids := l.NodeLeases(); len(ids) != 3 {
+		t.Fatalf("NodeLeases = %v, want one per node", ids)
+	}
+	if n, err := l.Close(ctx); err != nil || n != len(handles) {
+		t.Fatalf("Close = %d, %v; want %d: every pin on a part Close knew", n, err, len(handles))
+	}
 }
 
 func TestClusterPreferNodePlacesThePut(t *testing.T) {
