@@ -643,6 +643,25 @@ func TestDialOfAClusterTarget(t *testing.T) {
 	}
 }
 
+func TestClusterClientOfTheCallersEtcdLeavesItOpen(t *testing.T) {
+	tc := newCluster(t, 1)
+	c, err := client.Dial(cluster.Target(tc.name), client.WithEtcdClient(tc.ec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	info, err := c.Put(ctx, []byte("x"), client.Linger(time.Minute))
+	if err != nil || nodeOf(t, info.Handle) != 1 {
+		t.Fatalf("Put = %v, %v", info.Handle, err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.ec.Get(ctx, "anything"); err != nil {
+		t.Fatalf("the caller's etcd client after Close: %v", err)
+	}
+}
+
 func TestClusterCallsWaitForTheFirstListWithinTheirContext(t *testing.T) {
 	tc := newCluster(t, 1)
 	tc.etcd.Stop()
