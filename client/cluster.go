@@ -115,7 +115,7 @@ func (r *router) follow(ctx context.Context, em endpoints.Manager) {
 	defer close(r.done)
 	retry := newBackoff(defaultBackoff)
 	for {
-		if !wait(retry.next(), ctx.Done()) {
+		if !wait(retry.next(), ctx.Done()) || ctx.Err() != nil {
 			return
 		}
 		wctx, cancel := context.WithCancel(ctx)

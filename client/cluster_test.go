@@ -423,7 +423,18 @@ func TestClusterNodeLeavingFailsOnlyItsHandlesAndReportsItsPins(t *testing.T) {
 		t.Fatalf("Put on node 2: %v, %v", kept.Handle, err)
 	}
 
+	w, err := c.Watch(ctx, slices.Concat(byNode[1], byNode[2], byNode[3])...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
 	tc.leave(t, tc.nodes[2])
+	for {
+		if _, err := w.Recv(); err != nil {
+			wantNodeUnavailable(t, "the watch when node 2 left", err, 2)
+			break
+		}
+	}
 	var lp client.LostPins
 	select {
 	case lp = <-lost:

@@ -12,6 +12,9 @@ import (
 // each resuming by itself as a single address's does, merged: Recv
 // returns each node's events in that node's order, and the nodes' events
 // interleaved as they arrive. Sequences and epochs are each node's own.
+// A part that ends other than with io.EOF ends the whole watch with its
+// error: ErrNodeUnavailable if its node left the cluster, ErrRestarted if
+// the node came back as a new run; watch the other handles anew.
 
 // errWatchSpansNodes: a sequence to resume from is one node's.
 var errWatchSpansNodes = errors.New("registry: FromSequence and ResumeAfter resume one node's watch: watch the handles of each node apart")

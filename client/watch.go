@@ -122,6 +122,11 @@ func ResumeAfter(ev Event) WatchOption {
 // last one returned, so the objects whose CURRENT event had not arrived
 // report only their changes from then on.
 //
+// A cluster's Watcher merges one such watch per node of its handles: each
+// node's events come in that node's order and with its sequences, and a
+// node that leaves the cluster (or restarts) ends the whole watch with
+// ErrNodeUnavailable (or ErrRestarted).
+//
 // Recv must not be called from more than one goroutine at once; Close,
 // LastSequence and Resumes may be called from any.
 type Watcher struct {
