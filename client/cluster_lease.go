@@ -51,9 +51,11 @@ type clusterLease struct {
 // leasePart is a cluster lease's lease on one node.
 type leasePart struct {
 	n *node
-	// opening is held while l opens, so that concurrent calls open one
-	// lease per node. Lock order: opening, then clusterLease.mu.
-	opening sync.Mutex
+	// opening is held (a token in it) while l opens, so that concurrent
+	// calls open one lease per node; a channel, so that a call waiting
+	// for another's opening gives up when its own context ends. Lock
+	// order: opening, then clusterLease.mu.
+	opening chan struct{}
 	l       *Lease              // nil until open; set under opening and clusterLease.mu
 	pins    map[string]struct{} // the handles l pins; nil once ended
 }
@@ -74,13 +76,17 @@ func (cl *clusterLease) on(ctx context.Context, n *node) (*leasePart, error) {
 	if p == nil || p.n != n {
 		// None yet, or one on a connection to the node that has gone: its
 		// end is reported when its lease sees it.
-		p = &leasePart{n: n, pins: map[string]struct{}{}}
+		p = &leasePart{n: n, pins: map[string]struct{}{}, opening: make(chan struct{}, 1)}
 		cl.parts[n.tag] = p
 	}
 	cl.mu.Unlock()
 
-	p.opening.Lock()
-	defer p.opening.Unlock()
+	select {
+	case p.opening <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-p.opening }()
 	if p.l != nil {
 		return p, nil
 	}
@@ -245,9 +251,16 @@ func (cl *clusterLease) close(ctx context.Context, handoff time.Duration, done c
 	)
 	for _, p := range parts {
 		wg.Go(func() {
-			p.opening.Lock()
+			select { // wait for an opening under way
+			case p.opening <- struct{}{}:
+			case <-ctx.Done():
+				mu.Lock()
+				errs = append(errs, ctx.Err())
+				mu.Unlock()
+				return
+			}
 			l := p.l
-			p.opening.Unlock()
+			<-p.opening
 			if l == nil {
 				return
 			}
