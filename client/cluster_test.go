@@ -673,6 +673,32 @@ func TestClusterClientOfTheCallersEtcdLeavesItOpen(t *testing.T) {
 	}
 }
 
+func TestClusterOfNoLiveNodeFailsEachCallAsUnavailable(t *testing.T) {
+	tc := newCluster(t)
+	c := tc.dial(t)
+	ctx := ctxT(t)
+	if err := c.WaitForNodes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Put(ctx, []byte("x")); !errors.Is(err, client.ErrUnavailable) {
+		t.Fatalf("Put with no live node: %v, want ErrUnavailable", err)
+	}
+	stranger := strangerHandle(t, 4)
+	_, _, err := c.Resolve(ctx, stranger)
+	wantNodeUnavailable(t, "Resolve with no live node", err, 4)
+	got, err := c.ResolveMany(ctx, []string{stranger, "obj_malformed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantNodeUnavailable(t, "ResolveMany with no live node", got[0].Err, 4)
+	if !errors.Is(got[1].Err, client.ErrUnavailable) {
+		t.Fatalf("ResolveMany of a malformed handle with no node to ask: %v, want ErrUnavailable", got[1].Err)
+	}
+	if _, err := c.Watch(ctx, stranger); !errors.Is(err, client.ErrNodeUnavailable) {
+		t.Fatalf("Watch with no live node: %v", err)
+	}
+}
+
 func TestClusterCallsWaitForTheFirstListWithinTheirContext(t *testing.T) {
 	tc := newCluster(t, 1)
 	tc.etcd.Stop()
