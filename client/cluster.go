@@ -129,11 +129,14 @@ func (r *router) follow(ctx context.Context, em endpoints.Manager) {
 		// returns, unless the list is empty: what is there now is the
 		// list, and a change that came after an empty one is a list too.
 		var first []*endpoints.Update
+		open := true
 		select {
-		case first = <-ch:
+		case first, open = <-ch:
 		default:
 		}
-		r.apply(first, true)
+		if open { // a channel closed at once read nothing: keep the table
+			r.apply(first, true)
+		}
 		for ups := range ch {
 			r.apply(ups, false)
 		}
