@@ -673,6 +673,41 @@ func TestClusterClientOfTheCallersEtcdLeavesItOpen(t *testing.T) {
 	}
 }
 
+func TestClusterWatchLostToCompactionIsMadeAgainFromTheList(t *testing.T) {
+	tc := newCluster(t, 1, 2, 3)
+	// The client reaches etcd through a proxy, to be cut off from it while
+	// the membership changes and etcd compacts those changes away: its
+	// watch cannot resume and must be made again from the list.
+	px := newProxy(t, strings.TrimPrefix(tc.etcd.Endpoint(), "http://"))
+	c, err := client.Dial(cluster.Target(tc.name), client.WithEtcd(clientv3.Config{
+		Endpoints: []string{px.Addr()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := ctxT(t)
+	if err := c.WaitForNodes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	px.SetRefuse(true)
+	px.Drop()
+	tc.leave(t, tc.nodes[2])
+	tc.start(t, 4)
+	resp, err := tc.ec.Get(ctx, "any")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.ec.Compact(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	px.SetRefuse(false)
+	waitFor(t, "the table made again", func() bool { return slices.Equal(c.Nodes(), []uint16{1, 3, 4}) })
+	if _, err := c.Put(ctx, []byte("x"), client.PreferNode(4), client.Linger(time.Minute)); err != nil {
+		t.Fatalf("Put on the node that joined meanwhile: %v", err)
+	}
+}
+
 func TestClusterOfNoLiveNodeFailsEachCallAsUnavailable(t *testing.T) {
 	tc := newCluster(t)
 	c := tc.dial(t)
