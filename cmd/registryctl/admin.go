@@ -20,8 +20,17 @@ func (a *app) statsCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "stats",
 		Short: "Show objects and bytes by state, leases, limits and GC figures",
-		Args:  cobra.NoArgs,
+		Long: `Show registryd's figures: objects and bytes by state, leases, pins,
+watchers, calls, collections, limits and the garbage collector.
+
+With --cluster, every node's counters and their sum, one row a node: the
+figures that are one node's own (limits, GC) are in each node's own
+'stats' (-w json carries them all).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if a.clusterMode() {
+				return a.clusterStats(cmd.Context())
+			}
 			st, err := adminCall(cmd.Context(), a, "stats", registryv1.AdminServiceClient.GetStats, &registryv1.GetStatsRequest{})
 			if err != nil {
 				return err

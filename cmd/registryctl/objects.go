@@ -17,6 +17,7 @@ import (
 
 	"github.com/weakref/registry/client"
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/handle"
 )
 
 func (a *app) putCommand() *cobra.Command {
@@ -159,6 +160,9 @@ bounds the wait for the first bytes and any later stall.`,
 		Args:              exactArgs(1, "one HANDLE"),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.route(cmd.Context(), handle.Object, args[0]); err != nil {
+				return err
+			}
 			if a.output != "table" {
 				rc, err := a.registry()
 				if err != nil {
@@ -238,48 +242,60 @@ func (a *app) lsCommand() *cobra.Command {
 			if limit < 0 {
 				return usagef("--limit must be 0 (all) or more, got %d", limit)
 			}
-			ac, err := a.admin()
-			if err != nil {
-				return err
-			}
-			all := &registryv1.ListObjectsResponse{}
-			for {
-				req.PageSize = 500
-				if limit > 0 {
-					req.PageSize = int32(min(limit-len(all.Objects), 500))
+			var (
+				all   *registryv1.ListObjectsResponse
+				nodes []member
+				errs  []error
+			)
+			if a.clusterMode() {
+				if nodes, all, errs, err = a.clusterLs(cmd.Context(), req, limit); err != nil {
+					return err
 				}
-				ctx, cancel := a.callCtx(cmd.Context())
-				page, err := ac.ListObjects(ctx, req)
-				cancel()
+			} else {
+				ac, err := a.admin()
 				if err != nil {
+					return err
+				}
+				if all, err = a.listAll(cmd.Context(), ac, req, limit); err != nil {
 					return opErr("ls", err)
 				}
-				all.Objects = append(all.Objects, page.GetObjects()...)
-				all.NextPageToken = page.GetNextPageToken()
-				if all.NextPageToken == "" || (limit > 0 && len(all.Objects) >= limit) {
-					break
-				}
-				req.PageToken = all.NextPageToken
+			}
+			partial := a.partial(nodes, errs, "the list")
+			more := all.NextPageToken != ""
+			if a.clusterMode() {
+				all.NextPageToken = "" // a page token is one node's: none resumes a listing of many
 			}
 			if a.output == "table" && len(all.Objects) == 0 {
 				fmt.Fprintln(a.stderr, "No objects.")
-				return nil
+				return partial
 			}
 			now := time.Now()
-			return a.emit(all, func(w io.Writer) {
-				row(w, "HANDLE", "STATE", "PINS", "SIZE", "TYPE", "AGE", "LABELS")
+			err = a.emit(all, func(w io.Writer) {
+				head := []any{"HANDLE", "STATE", "PINS", "SIZE", "TYPE", "AGE", "LABELS"}
+				if a.clusterMode() {
+					head = append([]any{"NODE"}, head...)
+				}
+				row(w, head...)
 				for _, o := range all.Objects {
 					state := stateName(o.GetState())
 					if o.GetSuspectedLeak() {
 						state += " (leak?)"
 					}
-					row(w, o.GetHandle(), state, o.GetPinCount(), size(o.GetSize()),
-						orDash(o.GetContentType()), age(o.GetCreateTime(), now), labelString(o.GetLabels()))
+					cells := []any{o.GetHandle(), state, o.GetPinCount(), size(o.GetSize()),
+						orDash(o.GetContentType()), age(o.GetCreateTime(), now), labelString(o.GetLabels())}
+					if a.clusterMode() {
+						cells = append([]any{nodeColumn(handle.Object, o.GetHandle())}, cells...)
+					}
+					row(w, cells...)
 				}
-				if all.NextPageToken != "" {
+				if more {
 					fmt.Fprintf(a.stderr, "more objects than --limit %d; raise it, or use 0 for all\n", limit)
 				}
 			})
+			if err != nil {
+				return err
+			}
+			return partial
 		},
 	}
 	f := cmd.Flags()
@@ -290,6 +306,30 @@ func (a *app) lsCommand() *cobra.Command {
 	f.BoolVar(&leaks, "suspect-leaks", false, "only suspected leaks: weak objects that survived too many garbage collections")
 	_ = cmd.RegisterFlagCompletionFunc("state", cobra.FixedCompletions([]string{"pinned", "lingering", "weak"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// listAll reads req's pages from one registryd, up to limit objects (0:
+// all); NextPageToken says whether there were more.
+func (a *app) listAll(ctx context.Context, ac registryv1.AdminServiceClient, req *registryv1.ListObjectsRequest, limit int) (*registryv1.ListObjectsResponse, error) {
+	all := &registryv1.ListObjectsResponse{}
+	for {
+		req.PageSize = 500
+		if limit > 0 {
+			req.PageSize = int32(min(limit-len(all.Objects), 500))
+		}
+		cctx, cancel := a.callCtx(ctx)
+		page, err := ac.ListObjects(cctx, req)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		all.Objects = append(all.Objects, page.GetObjects()...)
+		all.NextPageToken = page.GetNextPageToken()
+		if all.NextPageToken == "" || (limit > 0 && len(all.Objects) >= limit) {
+			return all, nil
+		}
+		req.PageToken = all.NextPageToken
+	}
 }
 
 // parseState parses --state; "" means any.
@@ -314,6 +354,9 @@ func (a *app) inspectCommand() *cobra.Command {
 		Args:              exactArgs(1, "one HANDLE"),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.route(cmd.Context(), handle.Object, args[0]); err != nil {
+				return err
+			}
 			resp, err := adminCall(cmd.Context(), a, args[0], registryv1.AdminServiceClient.InspectObject,
 				&registryv1.InspectObjectRequest{Handle: args[0]})
 			if err != nil {
@@ -371,6 +414,9 @@ uses it. --force deletes it anyway and releases those pins.`,
 		Args:              exactArgs(1, "one HANDLE"),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.route(cmd.Context(), handle.Object, args[0]); err != nil {
+				return err
+			}
 			ac, err := a.admin()
 			if err != nil {
 				return err
