@@ -14,6 +14,7 @@
 #     nodes in one cluster, and registryctl's cluster ls and stats of them.
 #
 # Usage: bench/cluster.sh [steady-seconds] [ttl]
+# RUNS="3:100 1000:1000" (the default) is the NODES:WATCHERS of each run.
 set -euo pipefail
 secs=${1:-20} ttl=${2:-10s}
 cd "$(dirname "$0")/.."
@@ -26,12 +27,13 @@ build
 go build -o "$work/registryctl" ./cmd/registryctl
 etcd --version | head -1
 start_etcd "$etcd_port" "$peer_port"
+etcd_pid=${pids[0]}
 start_echo "$echo_addr" "$size"
 
-for run in "3 100" "1000 1000"; do
-  read -r nodes watchers <<<"$run"
+for run in ${RUNS:-3:100 1000:1000}; do
+  nodes=${run%%:*} watchers=${run##*:}
   "$work/registrybench" -mode etcd-members -etcd "$etcd_url" -etcd-metrics "$etcd_url/metrics" \
-    -n "$nodes" -watchers "$watchers" -ttl "$ttl" -d "${secs}s" -conn-addr "$echo_addr"
+    -n "$nodes" -watchers "$watchers" -ttl "$ttl" -d "${secs}s" -conn-addr "$echo_addr" -pid "$etcd_pid"
 done
 for nodes in 3 1000; do
   "$work/registrybench" -mode placement -n "$nodes" -objects 1000000

@@ -84,7 +84,7 @@ func run() error {
 	flag.Var(&size, "size", "payload `size`, such as 512, 64MiB or 1GiB")
 	flag.Var(&chunk, "chunk", "for stream: bytes per message, as Download sends them")
 	var hold holdParams
-	flag.IntVar(&hold.pid, "pid", 0, "for leases and idle-streams: the server's process id, whose RSS is read")
+	flag.IntVar(&hold.pid, "pid", 0, "for leases and idle-streams: the server's process id, whose RSS is read; for etcd-members: etcd's, whose CPU and RSS are read")
 	flag.IntVar(&hold.streams, "n", 1000, "for leases and idle-streams: streams to hold; for fill-weak: objects to put; for etcd-members and placement: nodes")
 	flag.IntVar(&hold.conns, "conns", 16, "for leases and idle-streams: connections to spread them over")
 	flag.IntVar(&hold.pins, "pins", 4, "for leases: objects each lease pins")
@@ -127,7 +127,7 @@ func run() error {
 	hold.addr, hold.hold = *addr, *dur
 	switch *mode {
 	case "etcd-members":
-		mp.etcd, mp.nodes, mp.steady = strings.Split(*etcdURLs, ","), hold.streams, *dur
+		mp.etcd, mp.nodes, mp.steady, mp.pid = strings.Split(*etcdURLs, ","), hold.streams, *dur, hold.pid
 		return etcdMembers(mp)
 	case "placement":
 		return placement(hold.streams, *objects, *conc)

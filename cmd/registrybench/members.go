@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -47,6 +48,8 @@ import (
 //	                    grpc.ClientConn
 //	conn_bytes_node     with -conn-addr, the heap a connected ClientConn
 //	                    adds (to a server in another process)
+//	etcd_cpu_cores      with -pid (etcd's), the CPU etcd spent in the
+//	                    steady state, in cores; etcd_rss its RSS after
 //	deregister_all      revoking every lease, as nodes shutting down do
 //
 // The nodes share -node-clients etcd clients and the watchers
@@ -66,6 +69,7 @@ type membersParams struct {
 	changes      int
 	conc         int
 	connAddr     string
+	pid          int // etcd's process, whose CPU and RSS are read, or 0
 }
 
 func etcdMembers(p membersParams) error {
@@ -138,12 +142,19 @@ func etcdMembers(p membersParams) error {
 		}()
 	}
 	time.Sleep(p.ttl) // one TTL: every lease's renewals are in their rhythm
-	r0, m0, t0 := renewals.Load(), scrapeKeepalives(p.metrics), time.Now()
+	r0, m0, c0, t0 := renewals.Load(), scrapeKeepalives(p.metrics), cpuTicks(p.pid), time.Now()
 	time.Sleep(p.steady)
-	r1, m1, el := renewals.Load(), scrapeKeepalives(p.metrics), time.Since(t0).Seconds()
+	r1, m1, c1, el := renewals.Load(), scrapeKeepalives(p.metrics), cpuTicks(p.pid), time.Since(t0).Seconds()
 	fmt.Printf("keepalive_rps=%.1f keepalive_rps_per_node=%.3f", float64(r1-r0)/el, float64(r1-r0)/el/float64(p.nodes))
 	if m0 >= 0 && m1 >= 0 {
 		fmt.Printf(" etcd_keepalive_rps=%.1f", (m1-m0)/el)
+	}
+	if c0 >= 0 && c1 >= 0 {
+		// Linux counts CPU time in ticks of 1/100 s (USER_HZ).
+		fmt.Printf(" etcd_cpu_cores=%.4f", float64(c1-c0)/100/el)
+	}
+	if r, err := rss(p.pid); p.pid > 0 && err == nil {
+		fmt.Printf(" etcd_rss=%d", r)
 	}
 	fmt.Println()
 
@@ -159,11 +170,14 @@ func etcdMembers(p membersParams) error {
 	}
 	fmt.Printf("db_size=%d db_size_in_use=%d etcd_version=%s\n", st.DbSize, st.DbSizeInUse, st.Version)
 
+	// The routing table is measured once the keepalives have stopped, so
+	// that their answers do not count in its heap: the leases outlive them
+	// by two thirds of their TTL at least, plenty for one listing.
+	stopKeep()
 	if err := routingTable(ctx, admin, p); err != nil {
 		return err
 	}
 
-	stopKeep()
 	start = time.Now()
 	if err := each(p.nodes, p.conc, func(i int) error {
 		_, err := ncs[i%len(ncs)].Revoke(ctx, leases[i])
@@ -407,6 +421,30 @@ func heapAfterGC() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// cpuTicks is the user and system CPU time of process pid, in ticks; -1
+// without a pid or a Linux /proc.
+func cpuTicks(pid int) int64 {
+	if pid <= 0 {
+		return -1
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// The fields after the command's ")": state is field 3, utime 14,
+	// stime 15.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return -1
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return u + s
 }
 
 // scrapeKeepalives reads how many LeaseKeepAlive messages etcd has
