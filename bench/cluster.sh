@@ -25,7 +25,7 @@ etcd_port=${ETCD_PORT:-23791} peer_port=${ETCD_PEER_PORT:-23801} echo_addr=${ECH
 etcd_url=http://127.0.0.1:$etcd_port
 build
 go build -o "$work/registryctl" ./cmd/registryctl
-etcd --version | head -1
+etcd --version | sed -n 1p # all of it read: head would end etcd by SIGPIPE, and pipefail the script
 start_etcd "$etcd_port" "$peer_port"
 etcd_pid=${pids[0]}
 start_echo "$echo_addr" "$size"
