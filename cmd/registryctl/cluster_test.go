@@ -291,11 +291,52 @@ func TestClusterRoutesHandleCommandsToTheirNode(t *testing.T) {
 	if strings.Join(order, " ") != strings.Join([]string{h3, h1, h2}, " ") {
 		t.Errorf("stat rows %v, want the order given", order)
 	}
+	// rm of a pinned object is refused by its node, naming the lease that
+	// pins it, and deletes nothing anywhere.
+	if code, _, errOut := runCtl(t, c.args("rm", h1)...); code != exitError || !strings.Contains(errOut, "refusing to delete: pinned by 1 lease: "+c.nodes[0].keeper.LeaseID) {
+		t.Errorf("rm of pinned %s: exit %d, %s", h1, code, errOut)
+	}
+	if got := c.objectCounts(); got[0] != 1 || got[1] != 1 || got[2] != 1 {
+		t.Errorf("after a refused rm: objects per node %v, want [1 1 1]", got)
+	}
 	if code, out, errOut := runCtl(t, c.args("rm", "--force", h1)...); code != exitOK || !strings.Contains(out, "deleted "+h1) {
 		t.Errorf("rm %s: exit %d, %q, %s", h1, code, out, errOut)
 	}
 	if got := c.objectCounts(); got[0] != 0 || got[1] != 1 || got[2] != 1 {
 		t.Errorf("after rm of node 1's object: objects per node %v, want [0 1 1]", got)
+	}
+}
+
+func TestClusterRevokesALeaseOnItsNode(t *testing.T) {
+	c := startCluster(t, 1, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := client.Dial(c.nodes[1].addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	l, err := cl.Lease(ctx, client.LeaseName("victim"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(ctx)
+	if _, err := l.Pin(ctx, c.nodes[1].put(t, "held")); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCtl(t, c.args("leases", "revoke", l.ID())...)
+	if code != exitOK || !strings.Contains(out, "revoked "+l.ID()+"; released 1 pin") {
+		t.Fatalf("leases revoke: exit %d, %q, %s", code, out, errOut)
+	}
+	// A lease id of a node etcd does not list: NODE_UNAVAILABLE.
+	codec, err := handle.NewCodec(handle.Config{Key: testKey, Node: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, gone := codec.New(handle.Lease)
+	code, _, errOut = runCtl(t, c.args("leases", "revoke", gone)...)
+	if code != exitUnavailable || !strings.Contains(errOut, "node 9 is not a live member") || !strings.Contains(errOut, "NODE_UNAVAILABLE") {
+		t.Errorf("leases revoke of node 9's lease: exit %d, %s", code, errOut)
 	}
 }
 
@@ -460,6 +501,10 @@ func TestClusterWatchMergesTheNodes(t *testing.T) {
 
 func TestClusterCommandLines(t *testing.T) {
 	c := startCluster(t, 1, 2)
+	// A cluster whose node is off loopback, where a token would go in
+	// clear text; it is refused before any connection is made.
+	offLoopback := &testCluster{name: "offloop", etcd: c.etcd}
+	offLoopback.register(t, 4, "registry.example.org:7600", 1)
 	target := cluster.Target(c.name)
 	tests := []struct {
 		name string
@@ -477,6 +522,7 @@ func TestClusterCommandLines(t *testing.T) {
 		{"gc", nil, []string{"--cluster", target, "--etcd-endpoints", c.etcd.Endpoint(), "gc"}, exitUsage, "gc with --cluster"},
 		{"cluster ls without cluster", nil, []string{"cluster", "ls"}, exitUsage, "cluster ls needs --cluster"},
 		{"from across nodes", nil, []string{"--cluster", target, "--etcd-endpoints", c.etcd.Endpoint(), "watch", "--from", "3"}, exitUsage, "--from resumes one node's watch"},
+		{"token in clear to a node off loopback", nil, []string{"--cluster", "offloop", "--etcd-endpoints", c.etcd.Endpoint(), "--token", "s3cret", "cluster", "ls"}, exitUsage, "--token would be sent in clear text to registry.example.org:7600"},
 		{"etcd unreachable", nil, []string{"--cluster", target, "--etcd-endpoints", "http://" + deadAddr(t), "--timeout", "1s", "cluster", "ls"}, exitUnavailable, "cannot read cluster test's nodes from etcd"},
 	}
 	for _, tt := range tests {
