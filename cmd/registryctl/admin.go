@@ -136,9 +136,14 @@ func (a *app) gcCommand() *cobra.Command {
 		Short: "Run the garbage collector now and show what it freed",
 		Long: `Run registryd's Go garbage collector now. Unpinned objects that nothing
 else references are collected; their handles then answer "collected".
-Pinned objects are never collected.`,
+Pinned objects are never collected.
+
+With --cluster, every node collects at once, one row a node.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if a.clusterMode() {
+				return a.clusterGC(cmd.Context())
+			}
 			resp, err := adminCall(cmd.Context(), a, "gc", registryv1.AdminServiceClient.Collect, &registryv1.CollectRequest{})
 			if err != nil {
 				return err

@@ -518,8 +518,9 @@ func TestClusterCommandLines(t *testing.T) {
 		{"bad name", nil, []string{"--cluster", "a/b", "stats"}, exitUsage, `cluster name "a/b"`},
 		{"bad target", nil, []string{"--cluster", "etcd:///other/x", "stats"}, exitUsage, "want etcd:///registry/NAME"},
 		{"no endpoints", nil, []string{"--cluster", "x", "--etcd-endpoints", " , ", "stats"}, exitUsage, "--etcd-endpoints is empty"},
-		{"put", nil, []string{"--cluster", target, "--etcd-endpoints", c.etcd.Endpoint(), "put"}, exitUsage, "put with --cluster: a put needs one node"},
-		{"gc", nil, []string{"--cluster", target, "--etcd-endpoints", c.etcd.Endpoint(), "gc"}, exitUsage, "gc with --cluster"},
+		{"health", nil, []string{"--cluster", target, "--etcd-endpoints", c.etcd.Endpoint(), "health"}, exitUsage, "health with --cluster: 'registryctl cluster ls' shows every node's health"},
+		{"put --node without cluster", nil, []string{"put", "--node", "1", "-"}, exitUsage, "--node picks a node of a --cluster"},
+		{"put --node out of range", nil, []string{"--cluster", target, "--etcd-endpoints", c.etcd.Endpoint(), "put", "--node", "70000", "-"}, exitUsage, "--node 70000: want a node tag"},
 		{"cluster ls without cluster", nil, []string{"cluster", "ls"}, exitUsage, "cluster ls needs --cluster"},
 		{"from across nodes", nil, []string{"--cluster", target, "--etcd-endpoints", c.etcd.Endpoint(), "watch", "--from", "3"}, exitUsage, "--from resumes one node's watch"},
 		{"token in clear to a node off loopback", nil, []string{"--cluster", "offloop", "--etcd-endpoints", c.etcd.Endpoint(), "--token", "s3cret", "cluster", "ls"}, exitUsage, "--token would be sent in clear text to registry.example.org:7600"},
@@ -541,5 +542,60 @@ func TestClusterCommandLines(t *testing.T) {
 	}
 	if code, msg, a := runWith(env, "--addr", c.nodes[1].addr, "stats"); code != exitOK || a.clusterMode() {
 		t.Errorf("--addr over REGISTRYCTL_CLUSTER: exit %d, %s, cluster mode %v", code, msg, a.clusterMode())
+	}
+}
+
+func TestClusterPutPlacesOnANode(t *testing.T) {
+	c := startCluster(t, 1, 2)
+	c.nodes[0].put(t, strings.Repeat("x", 100)) // node 1 holds more bytes
+
+	put := func(args ...string) (int, string, string) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code := run(context.Background(), c.args(append([]string{"put", "--linger", "1m"}, args...)...), strings.NewReader("payload"), &out, &errb)
+		return code, strings.TrimSpace(out.String()), errb.String()
+	}
+	code, h, errOut := put()
+	if tag, ok := handle.NodeOf(handle.Object, h); code != exitOK || !ok || tag != 2 {
+		t.Fatalf("put: exit %d, handle %q of node %d, %s; want node 2, which held fewer bytes", code, h, tag, errOut)
+	}
+	code, h, errOut = put("--node", "1")
+	if tag, ok := handle.NodeOf(handle.Object, h); code != exitOK || !ok || tag != 1 {
+		t.Fatalf("put --node 1: exit %d, handle %q of node %d, %s", code, h, tag, errOut)
+	}
+	before := c.objectCounts()
+	code, h, errOut = put("--node", "7")
+	if code != exitUnavailable || h != "" || !strings.Contains(errOut, "node 7 is not a live member of cluster test") || !strings.Contains(errOut, "NODE_UNAVAILABLE") {
+		t.Errorf("put --node 7: exit %d, %q, %s; want NODE_UNAVAILABLE and no handle", code, h, errOut)
+	}
+	if got := c.objectCounts(); got[0] != before[0] || got[1] != before[1] {
+		t.Errorf("put --node 7 stored something: objects per node %v, were %v", got, before)
+	}
+}
+
+func TestClusterGCCollectsOnEveryNode(t *testing.T) {
+	c := startCluster(t, 1, 2)
+	for _, n := range c.nodes {
+		if _, err := n.reg.Put([]byte("weak and unreferenced"), registry.Meta{}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out, errOut := runCtl(t, c.args("gc")...)
+	if code != exitOK || tableRow(out, "1") == nil || tableRow(out, "2") == nil || tableRow(out, "all") == nil {
+		t.Fatalf("gc: exit %d:\n%s%s", code, out, errOut)
+	}
+	// The evidence: each node collected its object, and says so.
+	for _, tag := range []string{"1", "2"} {
+		if r := tableRow(out, tag); len(r) < 3 || r[2] != "1" {
+			t.Errorf("gc: node %s row %q, want 1 object collected", tag, r)
+		}
+	}
+	if r := tableRow(out, "all"); r[2] != "2" {
+		t.Errorf("gc: total row %q, want 2 objects collected", r)
+	}
+	for _, n := range c.nodes {
+		if weak := n.reg.Stats().Objects[registry.Weak]; weak != 0 {
+			t.Errorf("node %d holds %d weak objects after gc", n.tag, weak)
+		}
 	}
 }

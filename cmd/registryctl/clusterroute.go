@@ -22,8 +22,6 @@ import (
 // notInCluster are the commands that need one registryd: with --cluster,
 // they say which to use instead.
 var notInCluster = map[string]string{
-	"put":     "a put needs one node: pick one from 'registryctl cluster ls' and give its address with --addr",
-	"gc":      "gc forces a collection on one node: give its address with --addr ('registryctl cluster ls' lists them)",
 	"health":  "'registryctl cluster ls' shows every node's health",
 	"version": "'registryctl cluster ls' shows every node's version; 'version --client' shows registryctl's",
 }

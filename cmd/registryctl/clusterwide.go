@@ -206,3 +206,114 @@ func nodeColumn(k handle.Kind, id string) string {
 	}
 	return "-"
 }
+
+// nodeCollect is one node's part of a collection across the cluster.
+type nodeCollect struct {
+	Node    uint16          `json:"node"`
+	Addr    string          `json:"addr"`
+	Error   string          `json:"error,omitempty"`
+	Collect json.RawMessage `json:"collect,omitempty"`
+}
+
+// clusterGC forces a collection on every node at once.
+func (a *app) clusterGC(ctx context.Context) error {
+	nodes, err := a.members(ctx)
+	if err != nil {
+		return err
+	}
+	all, errs, err := fanOut(ctx, a, nodes, func(ctx context.Context, cl *client.Client, _ member) (*registryv1.CollectResponse, error) {
+		ctx, cancel := a.callCtx(ctx)
+		defer cancel()
+		return registryv1.NewAdminServiceClient(cl.Conn()).Collect(ctx, &registryv1.CollectRequest{})
+	})
+	if err != nil {
+		return err
+	}
+	if a.output != "table" {
+		out := struct {
+			Cluster string        `json:"cluster"`
+			Nodes   []nodeCollect `json:"nodes"`
+		}{Cluster: a.clusterName, Nodes: make([]nodeCollect, len(nodes))}
+		for i, n := range nodes {
+			out.Nodes[i] = nodeCollect{Node: n.tag, Addr: n.addr}
+			if errs[i] != nil {
+				out.Nodes[i].Error = a.describeAt(n.addr, errs[i])
+				continue
+			}
+			if out.Nodes[i].Collect, err = jsonOptions.Marshal(all[i]); err != nil {
+				return err
+			}
+		}
+		raw, err := json.Marshal(out)
+		if err != nil {
+			return err
+		}
+		if err := encodeJSON(a.stdout, raw, a.output, false); err != nil {
+			return err
+		}
+	} else {
+		tw := newTable(a.stdout)
+		row(tw, "NODE", "ADDRESS", "COLLECTED", "BYTES", "TOOK", "HEAP")
+		var objects, bytes int64
+		for i, n := range nodes {
+			r := all[i]
+			if r == nil {
+				row(tw, n.tag, n.addr, "not answering", "-", "-", "-")
+				continue
+			}
+			objects += r.GetCollectedObjects()
+			bytes += r.GetCollectedBytes()
+			row(tw, n.tag, n.addr, r.GetCollectedObjects(), size(r.GetCollectedBytes()), r.GetDuration().AsDuration().Round(time.Microsecond),
+				size(int64(r.GetHeapBeforeBytes()))+" -> "+size(int64(r.GetHeapAfterBytes())))
+		}
+		row(tw, "all", "-", objects, size(bytes), "-", "-")
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	return a.partial(nodes, errs, "the collection")
+}
+
+// placeNode picks the node a put goes to: tag's with --node, else the
+// node holding the fewest bytes (pinned, lingering and weak, from each
+// node's GetStats) among those that answer, the lowest tag on a tie. A
+// single put can afford asking every node; the Go client places its own
+// puts by its own policy.
+func (a *app) placeNode(ctx context.Context, tag int) error {
+	nodes, err := a.members(ctx)
+	if err != nil {
+		return err
+	}
+	if tag >= 0 {
+		for _, n := range nodes {
+			if int(n.tag) == tag {
+				a.addr = n.addr
+				return nil
+			}
+		}
+		return a.nodeUnavailable(uint16(tag))
+	}
+	all, _, err := fanOut(ctx, a, nodes, func(ctx context.Context, cl *client.Client, _ member) (*registryv1.GetStatsResponse, error) {
+		ctx, cancel := a.callCtx(ctx)
+		defer cancel()
+		return registryv1.NewAdminServiceClient(cl.Conn()).GetStats(ctx, &registryv1.GetStatsRequest{})
+	})
+	if err != nil {
+		return err
+	}
+	best, least := -1, int64(0)
+	for i, st := range all {
+		if st == nil {
+			continue
+		}
+		b := st.GetBytes()
+		if held := b.GetPinned() + b.GetLingering() + b.GetWeak(); best < 0 || held < least {
+			best, least = i, held
+		}
+	}
+	if best < 0 {
+		return &cmdError{msg: fmt.Sprintf("no node of cluster %s answers; nowhere to put", a.clusterName), code: exitUnavailable}
+	}
+	a.addr = nodes[best].addr
+	return nil
+}

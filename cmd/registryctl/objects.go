@@ -26,6 +26,7 @@ func (a *app) putCommand() *cobra.Command {
 		labels      []string
 		hold        bool
 		linger      time.Duration
+		node        int
 		lf          leaseFlags
 	)
 	cmd := &cobra.Command{
@@ -41,6 +42,9 @@ lease that pins the object from the moment it is stored and keeps it until
 interrupted (Ctrl-C), then closes the lease. With --linger, the object
 stays strongly held that long after its last pin goes (or after it is
 stored, without --hold), so that another process has time to pin it.
+
+With --cluster, the object goes to the node --node names, or else to the
+node that holds the fewest bytes now (each node's stats are asked).
 
 --timeout bounds the wait for registryd's answers and any stall while the
 bytes move; a large put may take as long as it needs while they do.`,
@@ -58,6 +62,17 @@ bytes move; a large put may take as long as it needs while they do.`,
 			}
 			if !hold && (lf.grace != 0 || lf.handoff != 0 || cmd.Flags().Changed("client-name")) {
 				return usagef("--grace, --handoff and --client-name need --hold")
+			}
+			if cmd.Flags().Changed("node") && !a.clusterMode() {
+				return usagef("--node picks a node of a --cluster; without one, --addr names the registryd")
+			}
+			if node < -1 || node > 65535 {
+				return usagef("--node %d: want a node tag, 0 to 65535", node)
+			}
+			if a.clusterMode() {
+				if err := a.placeNode(cmd.Context(), node); err != nil {
+					return opErr("put", err)
+				}
 			}
 			name := "-"
 			if len(args) == 1 {
@@ -94,6 +109,7 @@ bytes move; a large put may take as long as it needs while they do.`,
 	f.StringArrayVarP(&labels, "label", "l", nil, "a label key=value (repeatable)")
 	f.BoolVar(&hold, "hold", false, "pin the object under a lease until interrupted")
 	f.DurationVar(&linger, "linger", 0, "keep the object strongly held this long after its last pin goes (capped by the server's --max-linger)")
+	f.IntVar(&node, "node", -1, "with --cluster, the tag of the node to put on (default: the node holding the fewest bytes)")
 	lf.register(cmd, "with --hold, ")
 	return cmd
 }
