@@ -130,7 +130,7 @@ func run() error {
 		mp.etcd, mp.nodes, mp.steady, mp.pid = strings.Split(*etcdURLs, ","), hold.streams, *dur, hold.pid
 		return etcdMembers(mp)
 	case "placement":
-		return placement(hold.streams, *objects, *conc)
+		return placement(os.Stdout, hold.streams, *objects, *conc)
 	case "leases":
 		return holdLeases(hold, payload)
 	case "idle-streams":

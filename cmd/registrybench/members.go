@@ -70,6 +70,7 @@ type membersParams struct {
 	conc         int
 	connAddr     string
 	pid          int // etcd's process, whose CPU and RSS are read, or 0
+	out          io.Writer
 }
 
 func etcdMembers(p membersParams) error {
@@ -80,6 +81,9 @@ func etcdMembers(p membersParams) error {
 		return errors.New("-ttl: 2s or more (etcd's least TTL is its election timeout's)")
 	case p.changes < 1:
 		return errors.New("-changes: 1 or more")
+	}
+	if p.out == nil {
+		p.out = os.Stdout
 	}
 	p.nodeClients = max(1, min(p.nodeClients, p.nodes))
 	p.watchClients = max(1, min(p.watchClients, max(p.watchers, 1)))
@@ -98,7 +102,7 @@ func etcdMembers(p membersParams) error {
 	if _, err := admin.Delete(ctx, prefix, clientv3.WithPrefix()); err != nil {
 		return fmt.Errorf("etcd at %v: %w", p.etcd, err)
 	}
-	fmt.Printf("etcd-members nodes=%d watchers=%d ttl=%s node_clients=%d watch_clients=%d cluster=%s\n",
+	fmt.Fprintf(p.out, "etcd-members nodes=%d watchers=%d ttl=%s node_clients=%d watch_clients=%d cluster=%s\n",
 		p.nodes, p.watchers, p.ttl, p.nodeClients, p.watchClients, p.cluster)
 
 	ncs := make([]*clientv3.Client, p.nodeClients)
@@ -145,24 +149,24 @@ func etcdMembers(p membersParams) error {
 	}
 	regAll := time.Since(start)
 	slices.Sort(lat)
-	fmt.Printf("register_all=%s register_p50=%s register_p99=%s\n", round(regAll), round(pctOf(lat, 0.5)), round(pctOf(lat, 0.99)))
+	fmt.Fprintf(p.out, "register_all=%s register_p50=%s register_p99=%s\n", round(regAll), round(pctOf(lat, 0.5)), round(pctOf(lat, 0.99)))
 
 	time.Sleep(p.ttl) // one TTL: every lease's renewals are in their rhythm
 	r0, m0, c0, t0 := renewals.Load(), scrapeKeepalives(p.metrics), cpuTicks(p.pid), time.Now()
 	time.Sleep(p.steady)
 	r1, m1, c1, el := renewals.Load(), scrapeKeepalives(p.metrics), cpuTicks(p.pid), time.Since(t0).Seconds()
-	fmt.Printf("keepalive_rps=%.1f keepalive_rps_per_node=%.3f", float64(r1-r0)/el, float64(r1-r0)/el/float64(p.nodes))
+	fmt.Fprintf(p.out, "keepalive_rps=%.1f keepalive_rps_per_node=%.3f", float64(r1-r0)/el, float64(r1-r0)/el/float64(p.nodes))
 	if m0 >= 0 && m1 >= 0 {
-		fmt.Printf(" etcd_keepalive_rps=%.1f", (m1-m0)/el)
+		fmt.Fprintf(p.out, " etcd_keepalive_rps=%.1f", (m1-m0)/el)
 	}
 	if c0 >= 0 && c1 >= 0 {
 		// Linux counts CPU time in ticks of 1/100 s (USER_HZ).
-		fmt.Printf(" etcd_cpu_cores=%.4f", float64(c1-c0)/100/el)
+		fmt.Fprintf(p.out, " etcd_cpu_cores=%.4f", float64(c1-c0)/100/el)
 	}
 	if r, err := rss(p.pid); p.pid > 0 && err == nil {
-		fmt.Printf(" etcd_rss=%d", r)
+		fmt.Fprintf(p.out, " etcd_rss=%d", r)
 	}
-	fmt.Printf(" leases_lost=%d\n", lost.Load())
+	fmt.Fprintf(p.out, " leases_lost=%d\n", lost.Load())
 
 	if p.watchers > 0 {
 		if err := watchFanout(ctx, p, newClient); err != nil {
@@ -174,7 +178,7 @@ func etcdMembers(p membersParams) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("db_size=%d db_size_in_use=%d etcd_version=%s\n", st.DbSize, st.DbSizeInUse, st.Version)
+	fmt.Fprintf(p.out, "db_size=%d db_size_in_use=%d etcd_version=%s\n", st.DbSize, st.DbSizeInUse, st.Version)
 
 	// The routing table is measured once the keepalives have stopped, so
 	// that their answers do not count in its heap: the leases outlive them
@@ -198,7 +202,7 @@ func etcdMembers(p membersParams) error {
 	}); err != nil {
 		return err
 	}
-	fmt.Printf("deregister_all=%s expired_before=%d\n", round(time.Since(start)), expired.Load())
+	fmt.Fprintf(p.out, "deregister_all=%s expired_before=%d\n", round(time.Since(start)), expired.Load())
 	left, err := admin.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return err
@@ -298,7 +302,7 @@ func watchFanout(ctx context.Context, p membersParams, newClient func() (*client
 			return errors.New("watchers did not list the nodes within a minute")
 		}
 	}
-	fmt.Printf("watch_initial=%s\n", round(time.Since(start)))
+	fmt.Fprintf(p.out, "watch_initial=%s\n", round(time.Since(start)))
 	// The watch itself starts after the list: give etcd's watch streams
 	// a moment to be in place before the first change.
 	time.Sleep(500 * time.Millisecond)
@@ -339,7 +343,7 @@ func watchFanout(ctx context.Context, p membersParams, newClient func() (*client
 	}
 	slices.Sort(each)
 	slices.Sort(last)
-	fmt.Printf("fanout_p50=%s fanout_p99=%s fanout_max=%s fanout_all_p50=%s changes=%d\n",
+	fmt.Fprintf(p.out, "fanout_p50=%s fanout_p99=%s fanout_max=%s fanout_all_p50=%s changes=%d\n",
 		round(pctOf(each, 0.5)), round(pctOf(each, 0.99)), round(each[len(each)-1]), round(pctOf(last, 0.5)), p.changes)
 	return nil
 }
@@ -387,7 +391,7 @@ func routingTable(ctx context.Context, c *clientv3.Client, p membersParams) erro
 	}
 	after := heapAfterGC()
 	entries := reps * len(eps)
-	fmt.Printf("route_bytes_node=%d route_nodes=%d\n", (int64(after)-int64(before))/int64(max(entries, 1)), len(eps))
+	fmt.Fprintf(p.out, "route_bytes_node=%d route_nodes=%d\n", (int64(after)-int64(before))/int64(max(entries, 1)), len(eps))
 	for _, table := range tables {
 		for _, e := range table {
 			_ = e.conn.Close()
@@ -421,7 +425,7 @@ func routingTable(ctx context.Context, c *clientv3.Client, p membersParams) erro
 		cancel()
 	}
 	after = heapAfterGC()
-	fmt.Printf("conn_bytes_node=%d conns=%d\n", (int64(after)-int64(before))/k, k)
+	fmt.Fprintf(p.out, "conn_bytes_node=%d conns=%d\n", (int64(after)-int64(before))/k, k)
 	for _, cc := range conns {
 		_ = cc.Close()
 	}

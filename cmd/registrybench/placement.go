@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -22,7 +23,7 @@ import (
 //	random        a node drawn uniformly for each put
 //	two-choices   of two nodes drawn at random, the one with fewer bytes
 //	              (the client knows each node's bytes, from GetStats)
-func placement(nodes, objects, clients int) error {
+func placement(w io.Writer, nodes, objects, clients int) error {
 	if nodes < 1 || objects < 1 || clients < 1 {
 		return fmt.Errorf("-n, -objects and -c must be positive")
 	}
@@ -54,7 +55,7 @@ func placement(nodes, objects, clients int) error {
 			return a
 		}},
 	}
-	fmt.Printf("placement nodes=%d objects=%d clients=%d sizes=lognormal(median=4KiB,sigma=1.5)\n", nodes, objects, clients)
+	fmt.Fprintf(w, "placement nodes=%d objects=%d clients=%d sizes=lognormal(median=4KiB,sigma=1.5)\n", nodes, objects, clients)
 	for _, p := range policies {
 		count := make([]float64, nodes)
 		bytes := make([]float64, nodes)
@@ -65,7 +66,7 @@ func placement(nodes, objects, clients int) error {
 		}
 		cMax, cMin, cCV := spread(count)
 		bMax, bMin, bCV := spread(bytes)
-		fmt.Printf("%s objects_max/mean=%.3f objects_min/mean=%.3f objects_cv=%.4f bytes_max/mean=%.3f bytes_min/mean=%.3f bytes_cv=%.4f\n",
+		fmt.Fprintf(w, "%s objects_max/mean=%.3f objects_min/mean=%.3f objects_cv=%.4f bytes_max/mean=%.3f bytes_min/mean=%.3f bytes_cv=%.4f\n",
 			p.name, cMax, cMin, cCV, bMax, bMin, bCV)
 	}
 	return nil
