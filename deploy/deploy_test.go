@@ -45,16 +45,19 @@ const (
 // loadProject loads docker-compose.yaml with the Compose Specification's
 // own loader, as docker compose does: schema validation, normalisation,
 // consistency checks, paths resolved against the repository root.
-func loadProject(t *testing.T) *types.Project {
+func loadProject(t *testing.T, more ...cli.ProjectOptionsFn) *types.Project {
 	t.Helper()
 	opts, err := cli.NewProjectOptions(
 		[]string{filepath.Join(repoRoot, "docker-compose.yaml")},
-		cli.WithWorkingDirectory(repoRoot),
-		cli.WithName("registry-test"),
-		// An empty environment and no .env file: the project is what the
-		// file says, whatever this machine's environment holds, and a
-		// ${VAR:-default} takes its default as on a fresh machine.
-		cli.WithEnv(nil),
+		append([]cli.ProjectOptionsFn{
+			cli.WithWorkingDirectory(repoRoot),
+			cli.WithName("registry-test"),
+			// An empty environment and no .env file: the project is what
+			// the file says, whatever this machine's environment holds,
+			// and a ${VAR:-default} takes its default as on a fresh
+			// machine.
+			cli.WithEnv(nil),
+		}, more...)...,
 	)
 	if err != nil {
 		t.Fatalf("compose options: %v", err)

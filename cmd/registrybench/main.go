@@ -34,6 +34,15 @@
 //
 // -mode fill-weak puts -n WEAK objects and stops: a forced collection of them
 // can then be timed with registryctl collect (see fillweak.go).
+//
+// The cluster's capacity model (docs/CLUSTER.md, bench/cluster.sh): -mode
+// etcd-members registers -n simulated nodes in the etcd at -etcd as
+// registryd does, watched by -watchers clients (see members.go); -mode
+// placement spreads -objects puts over -n nodes by each placement policy
+// (see placement.go).
+//
+//	registrybench -mode etcd-members -etcd http://127.0.0.1:2379 -n 1000 -watchers 1000
+//	registrybench -mode placement -n 1000 -objects 10000000
 package main
 
 import (
@@ -67,7 +76,7 @@ func main() {
 type caller func(ctx context.Context, w int) error
 
 func run() error {
-	mode := flag.String("mode", "resolve", "echo-serve | echo | put | fill-weak | resolve | resolve-collected | stat | pin-unpin | batch-resolve | batch-pin | etcd-get | etcd-put | stream | download | transfer | leases | idle-streams")
+	mode := flag.String("mode", "resolve", "echo-serve | echo | put | fill-weak | resolve | resolve-collected | stat | pin-unpin | batch-resolve | batch-pin | etcd-get | etcd-put | stream | download | transfer | leases | idle-streams | etcd-members | placement")
 	addr := flag.String("addr", "127.0.0.1:7600", "target address (for echo-serve: where to listen)")
 	conc := flag.Int("c", 16, "concurrent callers")
 	dur := flag.Duration("d", 5*time.Second, "how long to drive the load")
@@ -75,14 +84,23 @@ func run() error {
 	flag.Var(&size, "size", "payload `size`, such as 512, 64MiB or 1GiB")
 	flag.Var(&chunk, "chunk", "for stream: bytes per message, as Download sends them")
 	var hold holdParams
-	flag.IntVar(&hold.pid, "pid", 0, "for leases and idle-streams: the server's process id, whose RSS is read")
-	flag.IntVar(&hold.streams, "n", 1000, "for leases and idle-streams: streams to hold; for fill-weak: objects to put")
+	flag.IntVar(&hold.pid, "pid", 0, "for leases and idle-streams: the server's process id, whose RSS is read; for etcd-members: etcd's, whose CPU and RSS are read")
+	flag.IntVar(&hold.streams, "n", 1000, "for leases and idle-streams: streams to hold; for fill-weak: objects to put; for etcd-members and placement: nodes")
 	flag.IntVar(&hold.conns, "conns", 16, "for leases and idle-streams: connections to spread them over")
 	flag.IntVar(&hold.pins, "pins", 4, "for leases: objects each lease pins")
 	flag.BoolVar(&hold.collect, "collect", false, "for leases: force a collection (a GC) and read the RSS once more")
 	batch := flag.Int("batch", 100, "for batch-resolve and batch-pin: objects per call (see batch.go)")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile to `file`")
-	objects := flag.Int("objects", 0, "for resolve: first put this many objects, pinned, and resolve them at random (see fill)")
+	objects := flag.Int("objects", 0, "for resolve: first put this many objects, pinned, and resolve them at random (see fill); for placement: puts to place")
+	mp := membersParams{cluster: "bench", conc: 32}
+	etcdURLs := flag.String("etcd", "http://127.0.0.1:2379", "for etcd-members: etcd's client URLs, comma-separated")
+	flag.StringVar(&mp.metrics, "etcd-metrics", "", "for etcd-members: etcd's Prometheus `URL` (http://127.0.0.1:2379/metrics), to count the keepalives etcd received")
+	flag.IntVar(&mp.watchers, "watchers", 100, "for etcd-members: clients watching the nodes")
+	flag.IntVar(&mp.nodeClients, "node-clients", 100, "for etcd-members: etcd clients the simulated nodes share")
+	flag.IntVar(&mp.watchClients, "watch-clients", 100, "for etcd-members: etcd clients the watchers share")
+	flag.DurationVar(&mp.ttl, "ttl", 10*time.Second, "for etcd-members: the nodes' etcd lease TTL (registryd --etcd-ttl)")
+	flag.IntVar(&mp.changes, "changes", 10, "for etcd-members: membership changes whose fan-out is timed")
+	flag.StringVar(&mp.connAddr, "conn-addr", "", "for etcd-members: a gRPC server (echo-serve) in another process, to measure a connected ClientConn's heap")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -108,6 +126,11 @@ func run() error {
 
 	hold.addr, hold.hold = *addr, *dur
 	switch *mode {
+	case "etcd-members":
+		mp.etcd, mp.nodes, mp.steady, mp.pid = strings.Split(*etcdURLs, ","), hold.streams, *dur, hold.pid
+		return etcdMembers(mp)
+	case "placement":
+		return placement(os.Stdout, hold.streams, *objects, *conc)
 	case "leases":
 		return holdLeases(hold, payload)
 	case "idle-streams":

@@ -20,8 +20,17 @@ func (a *app) statsCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "stats",
 		Short: "Show objects and bytes by state, leases, limits and GC figures",
-		Args:  cobra.NoArgs,
+		Long: `Show registryd's figures: objects and bytes by state, leases, pins,
+watchers, calls, collections, limits and the garbage collector.
+
+With --cluster, every node's counters and their sum, one row a node: the
+figures that are one node's own (limits, GC) are in each node's own
+'stats' (-w json carries them all).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if a.clusterMode() {
+				return a.clusterStats(cmd.Context())
+			}
 			st, err := adminCall(cmd.Context(), a, "stats", registryv1.AdminServiceClient.GetStats, &registryv1.GetStatsRequest{})
 			if err != nil {
 				return err
@@ -127,9 +136,14 @@ func (a *app) gcCommand() *cobra.Command {
 		Short: "Run the garbage collector now and show what it freed",
 		Long: `Run registryd's Go garbage collector now. Unpinned objects that nothing
 else references are collected; their handles then answer "collected".
-Pinned objects are never collected.`,
+Pinned objects are never collected.
+
+With --cluster, every node collects at once, one row a node.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if a.clusterMode() {
+				return a.clusterGC(cmd.Context())
+			}
 			resp, err := adminCall(cmd.Context(), a, "gc", registryv1.AdminServiceClient.Collect, &registryv1.CollectRequest{})
 			if err != nil {
 				return err

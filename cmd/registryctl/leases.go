@@ -12,6 +12,7 @@ import (
 
 	"github.com/weakref/registry/client"
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/handle"
 )
 
 func (a *app) holdCommand() *cobra.Command {
@@ -31,6 +32,9 @@ when every failure is a handle not found (collected, deleted, unknown).`,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if err := a.routeAll(ctx, "hold", args); err != nil {
+				return err
+			}
 			l, err := a.openLease(ctx, lf.name, lf.grace)
 			if err != nil {
 				return opErr("open lease", err)
@@ -103,17 +107,31 @@ func (a *app) leasesLsCommand() *cobra.Command {
 		Short: "List live leases, attached to a stream or waiting out their grace",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := adminCall(cmd.Context(), a, "leases ls", registryv1.AdminServiceClient.ListLeases, &registryv1.ListLeasesRequest{})
-			if err != nil {
+			var (
+				resp  *registryv1.ListLeasesResponse
+				nodes []member
+				errs  []error
+				err   error
+			)
+			if a.clusterMode() {
+				if nodes, resp, errs, err = a.clusterLeases(cmd.Context()); err != nil {
+					return err
+				}
+			} else if resp, err = adminCall(cmd.Context(), a, "leases ls", registryv1.AdminServiceClient.ListLeases, &registryv1.ListLeasesRequest{}); err != nil {
 				return err
 			}
+			partial := a.partial(nodes, errs, "the list")
 			if a.output == "table" && len(resp.GetLeases()) == 0 {
 				fmt.Fprintln(a.stderr, "No leases.")
-				return nil
+				return partial
 			}
 			now := time.Now()
-			return a.emit(resp, func(w io.Writer) {
-				row(w, "LEASE", "CLIENT", "IDENTITY", "PEER", "PINS", "STATUS", "GRACE", "AGE")
+			err = a.emit(resp, func(w io.Writer) {
+				head := []any{"LEASE", "CLIENT", "IDENTITY", "PEER", "PINS", "STATUS", "GRACE", "AGE"}
+				if a.clusterMode() {
+					head = append([]any{"NODE"}, head...)
+				}
+				row(w, head...)
 				for _, l := range resp.GetLeases() {
 					st := "attached"
 					if !l.GetAttached() {
@@ -123,9 +141,17 @@ func (a *app) leasesLsCommand() *cobra.Command {
 					if g := l.GetGrace().AsDuration(); g > 0 {
 						grace = shortDuration(g)
 					}
-					row(w, l.GetLeaseId(), orDash(l.GetClientName()), orDash(l.GetIdentity()), orDash(l.GetPeer()), l.GetPinCount(), st, grace, age(l.GetOpenTime(), now))
+					cells := []any{l.GetLeaseId(), orDash(l.GetClientName()), orDash(l.GetIdentity()), orDash(l.GetPeer()), l.GetPinCount(), st, grace, age(l.GetOpenTime(), now)}
+					if a.clusterMode() {
+						cells = append([]any{nodeColumn(handle.Lease, l.GetLeaseId())}, cells...)
+					}
+					row(w, cells...)
 				}
 			})
+			if err != nil {
+				return err
+			}
+			return partial
 		},
 	}
 }
@@ -140,6 +166,9 @@ stream, if attached, is told it was revoked, with --reason.`,
 		Args:              exactArgs(1, "one LEASE_ID"),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.route(cmd.Context(), handle.Lease, args[0]); err != nil {
+				return err
+			}
 			resp, err := adminCall(cmd.Context(), a, args[0], registryv1.AdminServiceClient.RevokeLease,
 				&registryv1.RevokeLeaseRequest{LeaseId: args[0], Reason: reason})
 			if err != nil {

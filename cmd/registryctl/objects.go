@@ -17,6 +17,7 @@ import (
 
 	"github.com/weakref/registry/client"
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
+	"github.com/weakref/registry/internal/handle"
 )
 
 func (a *app) putCommand() *cobra.Command {
@@ -25,6 +26,7 @@ func (a *app) putCommand() *cobra.Command {
 		labels      []string
 		hold        bool
 		linger      time.Duration
+		node        int
 		lf          leaseFlags
 	)
 	cmd := &cobra.Command{
@@ -40,6 +42,9 @@ lease that pins the object from the moment it is stored and keeps it until
 interrupted (Ctrl-C), then closes the lease. With --linger, the object
 stays strongly held that long after its last pin goes (or after it is
 stored, without --hold), so that another process has time to pin it.
+
+With --cluster, the object goes to the node --node names, or else to the
+node that holds the fewest bytes now (each node's stats are asked).
 
 --timeout bounds the wait for registryd's answers and any stall while the
 bytes move; a large put may take as long as it needs while they do.`,
@@ -57,6 +62,17 @@ bytes move; a large put may take as long as it needs while they do.`,
 			}
 			if !hold && (lf.grace != 0 || lf.handoff != 0 || cmd.Flags().Changed("client-name")) {
 				return usagef("--grace, --handoff and --client-name need --hold")
+			}
+			if cmd.Flags().Changed("node") && !a.clusterMode() {
+				return usagef("--node picks a node of a --cluster; without one, --addr names the registryd")
+			}
+			if node < -1 || node > 65535 {
+				return usagef("--node %d: want a node tag, 0 to 65535", node)
+			}
+			if a.clusterMode() {
+				if err := a.placeNode(cmd.Context(), node); err != nil {
+					return opErr("put", err)
+				}
 			}
 			name := "-"
 			if len(args) == 1 {
@@ -93,6 +109,7 @@ bytes move; a large put may take as long as it needs while they do.`,
 	f.StringArrayVarP(&labels, "label", "l", nil, "a label key=value (repeatable)")
 	f.BoolVar(&hold, "hold", false, "pin the object under a lease until interrupted")
 	f.DurationVar(&linger, "linger", 0, "keep the object strongly held this long after its last pin goes (capped by the server's --max-linger)")
+	f.IntVar(&node, "node", -1, "with --cluster, the tag of the node to put on (default: the node holding the fewest bytes)")
 	lf.register(cmd, "with --hold, ")
 	return cmd
 }
@@ -159,6 +176,9 @@ bounds the wait for the first bytes and any later stall.`,
 		Args:              exactArgs(1, "one HANDLE"),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.route(cmd.Context(), handle.Object, args[0]); err != nil {
+				return err
+			}
 			if a.output != "table" {
 				rc, err := a.registry()
 				if err != nil {
@@ -238,48 +258,60 @@ func (a *app) lsCommand() *cobra.Command {
 			if limit < 0 {
 				return usagef("--limit must be 0 (all) or more, got %d", limit)
 			}
-			ac, err := a.admin()
-			if err != nil {
-				return err
-			}
-			all := &registryv1.ListObjectsResponse{}
-			for {
-				req.PageSize = 500
-				if limit > 0 {
-					req.PageSize = int32(min(limit-len(all.Objects), 500))
+			var (
+				all   *registryv1.ListObjectsResponse
+				nodes []member
+				errs  []error
+			)
+			if a.clusterMode() {
+				if nodes, all, errs, err = a.clusterLs(cmd.Context(), req, limit); err != nil {
+					return err
 				}
-				ctx, cancel := a.callCtx(cmd.Context())
-				page, err := ac.ListObjects(ctx, req)
-				cancel()
+			} else {
+				ac, err := a.admin()
 				if err != nil {
+					return err
+				}
+				if all, err = a.listAll(cmd.Context(), ac, req, limit); err != nil {
 					return opErr("ls", err)
 				}
-				all.Objects = append(all.Objects, page.GetObjects()...)
-				all.NextPageToken = page.GetNextPageToken()
-				if all.NextPageToken == "" || (limit > 0 && len(all.Objects) >= limit) {
-					break
-				}
-				req.PageToken = all.NextPageToken
+			}
+			partial := a.partial(nodes, errs, "the list")
+			more := all.NextPageToken != ""
+			if a.clusterMode() {
+				all.NextPageToken = "" // a page token is one node's: none resumes a listing of many
 			}
 			if a.output == "table" && len(all.Objects) == 0 {
 				fmt.Fprintln(a.stderr, "No objects.")
-				return nil
+				return partial
 			}
 			now := time.Now()
-			return a.emit(all, func(w io.Writer) {
-				row(w, "HANDLE", "STATE", "PINS", "SIZE", "TYPE", "AGE", "LABELS")
+			err = a.emit(all, func(w io.Writer) {
+				head := []any{"HANDLE", "STATE", "PINS", "SIZE", "TYPE", "AGE", "LABELS"}
+				if a.clusterMode() {
+					head = append([]any{"NODE"}, head...)
+				}
+				row(w, head...)
 				for _, o := range all.Objects {
 					state := stateName(o.GetState())
 					if o.GetSuspectedLeak() {
 						state += " (leak?)"
 					}
-					row(w, o.GetHandle(), state, o.GetPinCount(), size(o.GetSize()),
-						orDash(o.GetContentType()), age(o.GetCreateTime(), now), labelString(o.GetLabels()))
+					cells := []any{o.GetHandle(), state, o.GetPinCount(), size(o.GetSize()),
+						orDash(o.GetContentType()), age(o.GetCreateTime(), now), labelString(o.GetLabels())}
+					if a.clusterMode() {
+						cells = append([]any{nodeColumn(handle.Object, o.GetHandle())}, cells...)
+					}
+					row(w, cells...)
 				}
-				if all.NextPageToken != "" {
+				if more {
 					fmt.Fprintf(a.stderr, "more objects than --limit %d; raise it, or use 0 for all\n", limit)
 				}
 			})
+			if err != nil {
+				return err
+			}
+			return partial
 		},
 	}
 	f := cmd.Flags()
@@ -290,6 +322,30 @@ func (a *app) lsCommand() *cobra.Command {
 	f.BoolVar(&leaks, "suspect-leaks", false, "only suspected leaks: weak objects that survived too many garbage collections")
 	_ = cmd.RegisterFlagCompletionFunc("state", cobra.FixedCompletions([]string{"pinned", "lingering", "weak"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// listAll reads req's pages from one registryd, up to limit objects (0:
+// all); NextPageToken says whether there were more.
+func (a *app) listAll(ctx context.Context, ac registryv1.AdminServiceClient, req *registryv1.ListObjectsRequest, limit int) (*registryv1.ListObjectsResponse, error) {
+	all := &registryv1.ListObjectsResponse{}
+	for {
+		req.PageSize = 500
+		if limit > 0 {
+			req.PageSize = int32(min(limit-len(all.Objects), 500))
+		}
+		cctx, cancel := a.callCtx(ctx)
+		page, err := ac.ListObjects(cctx, req)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		all.Objects = append(all.Objects, page.GetObjects()...)
+		all.NextPageToken = page.GetNextPageToken()
+		if all.NextPageToken == "" || (limit > 0 && len(all.Objects) >= limit) {
+			return all, nil
+		}
+		req.PageToken = all.NextPageToken
+	}
 }
 
 // parseState parses --state; "" means any.
@@ -314,6 +370,9 @@ func (a *app) inspectCommand() *cobra.Command {
 		Args:              exactArgs(1, "one HANDLE"),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.route(cmd.Context(), handle.Object, args[0]); err != nil {
+				return err
+			}
 			resp, err := adminCall(cmd.Context(), a, args[0], registryv1.AdminServiceClient.InspectObject,
 				&registryv1.InspectObjectRequest{Handle: args[0]})
 			if err != nil {
@@ -371,6 +430,9 @@ uses it. --force deletes it anyway and releases those pins.`,
 		Args:              exactArgs(1, "one HANDLE"),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.route(cmd.Context(), handle.Object, args[0]); err != nil {
+				return err
+			}
 			ac, err := a.admin()
 			if err != nil {
 				return err

@@ -38,12 +38,20 @@ type app struct {
 	key     string
 	token   string
 
+	cluster       string // --cluster, as given
+	etcdEndpoints string
+
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
 
-	cl  *client.Client
-	tel *telemetry.Telemetry
+	cl      *client.Client            // the client of addr
+	clients map[string]*client.Client // by address: --addr's and each node's
+	tel     *telemetry.Telemetry
+
+	clusterName string   // the cluster's name, from --cluster
+	etcdURLs    []string // --etcd-endpoints, split
+	nodes       []member // the live nodes, read from etcd on first use
 }
 
 func (a *app) rootCommand() *cobra.Command {
@@ -58,6 +66,12 @@ Use 'put --hold' or 'hold' to keep objects alive from the command line.
 
 Every global flag has an environment twin: --addr is REGISTRYCTL_ADDR,
 --timeout is REGISTRYCTL_TIMEOUT, and so on. A flag wins over its variable.
+
+With --cluster (a target etcd:///registry/NAME, or NAME), registryctl finds
+the cluster's nodes in etcd (--etcd-endpoints) and talks to each at the
+address it advertises: a command about one handle or lease goes to the
+node that issued it, ls, leases ls, stats and watch ask every node, and
+'cluster ls' lists the nodes.
 
 Exit status: 0 ok, 1 error, 2 bad usage, 3 not found (collected, deleted,
 unknown, or from an earlier run of registryd), 4 registryd unreachable or
@@ -88,6 +102,8 @@ not serving.`,
 	f.StringVar(&a.cert, "cert", "", "PEM client certificate, for mutual TLS (with --key)")
 	f.StringVar(&a.key, "key", "", "PEM private key of --cert")
 	f.StringVar(&a.token, "token", "", "bearer token sent with every call (needs TLS, except to a loopback --addr)")
+	f.StringVar(&a.cluster, "cluster", "", "a cluster of registryd nodes found in etcd, instead of --addr: etcd:///registry/NAME, or NAME")
+	f.StringVar(&a.etcdEndpoints, "etcd-endpoints", defaultEtcd, "with --cluster, etcd's client URLs, comma-separated")
 	f.VisitAll(func(fl *pflag.Flag) { fl.Usage += " (env " + envName(fl.Name) + ")" })
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 
@@ -95,6 +111,7 @@ not serving.`,
 		&cobra.Group{ID: "objects", Title: "Objects:"},
 		&cobra.Group{ID: "leases", Title: "Leases:"},
 		&cobra.Group{ID: "server", Title: "The server:"},
+		&cobra.Group{ID: "cluster", Title: "The cluster:"},
 	)
 	for _, c := range []*cobra.Command{a.putCommand(), a.getCommand(), a.statCommand(), a.lsCommand(), a.inspectCommand(), a.rmCommand(), a.watchCommand()} {
 		c.GroupID = "objects"
@@ -108,6 +125,9 @@ not serving.`,
 		c.GroupID = "server"
 		root.AddCommand(c)
 	}
+	c := a.clusterCommand()
+	c.GroupID = "cluster"
+	root.AddCommand(c)
 	return root
 }
 
@@ -157,18 +177,50 @@ func (a *app) setup(cmd *cobra.Command) error {
 	if a.cacert != "" || a.cert != "" {
 		a.tls = true
 	}
-	if a.token != "" && !a.tls && !netaddr.Loopback(a.addr) {
+	// --addr and --cluster each name the registry: a flag wins over the
+	// other's variable, and two of a kind are a mistake.
+	pf := cmd.Root().PersistentFlags()
+	addrFlag, clusterFlag := pf.Changed("addr"), pf.Changed("cluster")
+	if a.cluster != "" && addrFlag && !clusterFlag {
+		a.cluster = ""
+	}
+	if err := a.setupCluster(name, addrFlag && clusterFlag || fromEnv["addr"] && fromEnv["cluster"]); err != nil {
+		return err
+	}
+	if err := a.refuseInCluster(cmd); err != nil {
+		return err
+	}
+	if a.token != "" && !a.tls && !a.clusterMode() && !netaddr.Loopback(a.addr) {
 		return usagef("%s would be sent in clear text; use it with --tls (or --cacert), or on a loopback --addr only", name("token"))
 	}
 	return nil
 }
 
-// client returns the Go client of registryd, made on first use. Making
-// it does not contact the server: the first call does, and fails with
-// UNAVAILABLE at once if nothing listens.
+// client returns the Go client of registryd at --addr (or, with
+// --cluster, of the node route chose), made on first use. Making it does
+// not contact the server: the first call does, and fails with UNAVAILABLE
+// at once if nothing listens.
 func (a *app) client() (*client.Client, error) {
-	if a.cl != nil {
+	if a.cl != nil && a.cl == a.clients[a.addr] {
 		return a.cl, nil
+	}
+	cl, err := a.clientAt(a.addr)
+	if err != nil {
+		return nil, err
+	}
+	a.cl = cl
+	return cl, nil
+}
+
+// clientAt returns the Go client of the registryd at addr, made on first
+// use and kept for the run.
+func (a *app) clientAt(addr string) (*client.Client, error) {
+	if cl, ok := a.clients[addr]; ok {
+		return cl, nil
+	}
+	if a.token != "" && !a.tls && !netaddr.Loopback(addr) {
+		// A node's advertised address, checked as --addr is in setup.
+		return nil, usagef("--token would be sent in clear text to %s; use it with --tls (or --cacert), or on loopback nodes only", addr)
 	}
 	opts := []client.Option{
 		client.WithDialOptions(grpc.WithUserAgent("registryctl/" + strings.Fields(version.String())[0])),
@@ -183,23 +235,31 @@ func (a *app) client() (*client.Client, error) {
 	if a.token != "" {
 		opts = append(opts, client.WithToken(a.token))
 	}
-	// Traces go where the OTEL_* variables say, as registryd's do; with
-	// none set there is no tracing at all.
-	tel, err := telemetry.New(context.Background(), telemetry.Config{
-		ServiceName:    "registryctl",
-		ServiceVersion: version.String(),
-		Logger:         slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("OpenTelemetry configuration: %w", err)
+	if a.tel == nil {
+		// Traces go where the OTEL_* variables say, as registryd's do;
+		// with none set there is no tracing at all.
+		tel, err := telemetry.New(context.Background(), telemetry.Config{
+			ServiceName:    "registryctl",
+			ServiceVersion: version.String(),
+			Logger:         slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("OpenTelemetry configuration: %w", err)
+		}
+		a.tel = tel
 	}
-	a.tel = tel
-	opts = append(opts, client.WithoutTracing(), client.WithDialOptions(tel.DialOptions()...))
-	cl, err := client.Dial(a.addr, opts...)
+	opts = append(opts, client.WithoutTracing(), client.WithDialOptions(a.tel.DialOptions()...))
+	cl, err := client.Dial(addr, opts...)
 	if err != nil {
-		return nil, usagef("--addr %q: %v", a.addr, err)
+		if a.clusterMode() {
+			return nil, fmt.Errorf("node address %q: %w", addr, err)
+		}
+		return nil, usagef("--addr %q: %v", addr, err)
 	}
-	a.cl = cl
+	if a.clients == nil {
+		a.clients = map[string]*client.Client{}
+	}
+	a.clients[addr] = cl
 	return cl, nil
 }
 
@@ -238,8 +298,8 @@ func (a *app) tlsConfig() (*tls.Config, error) {
 
 // close closes the connection and flushes traces, if any.
 func (a *app) close() {
-	if a.cl != nil {
-		a.cl.Close()
+	for _, cl := range a.clients {
+		cl.Close()
 	}
 	if a.tel != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

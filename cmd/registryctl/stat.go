@@ -23,31 +23,31 @@ Stat does not count as an access.
 
 If any handle has no object, its row says why and stat exits non-zero:
 status 3 when every failure is a handle not found (collected, deleted,
-unknown).`,
+unknown), 4 when every one is a handle of a cluster node that is not live
+(NODE_UNAVAILABLE).`,
 		Example: `  registryctl stat obj_AQAB... obj_AQAC...
   registryctl ls -w json | jq -r '.objects[].handle' | xargs registryctl stat`,
 		Args:              minArgs(1, "one HANDLE or more"),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
 			ctx, cancel := a.callCtx(cmd.Context())
 			defer cancel()
-			results, err := cl.StatMany(ctx, args)
+			results, err := a.statMany(ctx, args)
 			if err != nil {
 				return opErr("stat", err)
 			}
 			out := &registryv1.BatchStatResponse{Results: make([]*registryv1.BatchStatResult, len(results))}
-			failed, notFound := 0, 0
+			failed, notFound, gone := 0, 0, 0
 			for i, r := range results {
 				out.Results[i] = &registryv1.BatchStatResult{}
 				var e *client.Error
 				if errors.As(r.Err, &e) {
 					failed++
-					if e.Code == codes.NotFound {
+					switch {
+					case e.Code == codes.NotFound:
 						notFound++
+					case e.Reason == registryv1.ErrorReason_NODE_UNAVAILABLE.String():
+						gone++
 					}
 					out.Results[i].Error = &registryv1.HandleError{Code: int32(e.Code), Reason: e.Reason, Message: e.Message, Metadata: e.Metadata}
 					continue
@@ -70,8 +70,11 @@ unknown).`,
 			}
 			if failed > 0 {
 				code := exitError
-				if notFound == failed {
+				switch failed {
+				case notFound:
 					code = exitNotFound
+				case gone:
+					code = exitUnavailable
 				}
 				return &cmdError{msg: fmt.Sprintf("%d of %d handle%s have no object", failed, len(args), plural(len(args))), code: code}
 			}

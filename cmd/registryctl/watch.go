@@ -50,7 +50,11 @@ naming the oldest one kept.`,
 			if epoch != 0 && from == 0 {
 				return usagef("--epoch goes with --from")
 			}
-			recv, err := a.startWatch(ctx, args, kinds, from, epoch)
+			start := a.startWatch
+			if a.clusterMode() {
+				start = a.clusterWatch
+			}
+			recv, err := start(ctx, args, kinds, from, epoch)
 			if err != nil {
 				return opErr("watch", err)
 			}
