@@ -99,6 +99,25 @@ func TestClusterNodeAnswersWithTheOwnersAddress(t *testing.T) {
 	_, err := clients[0].reg.Resolve(rpcCtx(t), &registryv1.ResolveRequest{Handle: handles[2]})
 	owner := dial(t, wantStatus(t, err, codes.NotFound, "HANDLE_FOREIGN_NODE").GetMetadata()["owner_addr"])
 	wantResolves(t, owner, handles[2], []byte("held by node 3"))
+
+	// A node stopped with SIGTERM leaves before it drains: its endpoint is
+	// gone at once, not a TTL later, and the others say so.
+	stopped := time.Now()
+	if code := nodes[2].stop(t); code != 0 {
+		t.Fatalf("node 3 exited %d on SIGTERM", code)
+	}
+	if got := nodeEndpoint(t, etcd, 3); got != "" {
+		t.Fatalf("node 3 stopped, its endpoint %q is still in etcd", got)
+	}
+	poll(t, clusterTTL, "node 1 answers NODE_UNAVAILABLE for the stopped node 3", func() bool {
+		_, err := clients[0].reg.Resolve(rpcCtx(t), &registryv1.ResolveRequest{Handle: handles[2]})
+		_, info := errorInfo(err)
+		return info.GetReason() == "NODE_UNAVAILABLE"
+	})
+	t.Logf("node 1 counted node 3 gone %s after its SIGTERM", time.Since(stopped).Round(time.Millisecond))
+	if !strings.Contains(nodes[2].Stderr(), `msg="left the cluster"`) {
+		t.Errorf("node 3 logged no line on leaving:\n%s", nodes[2].Stderr())
+	}
 }
 
 // TestSecondNodeWithATakenTagRefusesToStart: one line, exit status 1, and

@@ -363,6 +363,14 @@ func TestEtcdRestartKeepsTheCluster(t *testing.T) {
 	})
 }
 
+func TestJoinWithoutEtcdFailsNamingIt(t *testing.T) {
+	n := newNode(t, "http://127.0.0.1:1", 1, "127.0.0.1:7001", testKey)
+	err := n.Join(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("Join through no etcd = %v, want an error naming the endpoint", err)
+	}
+}
+
 func TestConfigIsChecked(t *testing.T) {
 	ok := Config{Endpoints: []string{"http://127.0.0.1:1"}, Cluster: "c", Addr: "127.0.0.1:7001"}
 	for _, tc := range []struct {
