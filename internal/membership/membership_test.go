@@ -12,6 +12,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/naming/endpoints"
 	"go.uber.org/goleak"
 
 	"github.com/weakref/registry/internal/cluster"
@@ -397,5 +398,31 @@ func TestConfigIsChecked(t *testing.T) {
 	}
 	if err := m.Close(context.Background()); err != nil {
 		t.Errorf("Close before Join: %v", err)
+	}
+}
+
+// TestAFreshListReplacesThePeers: when the watch is rebuilt, its list is
+// the whole truth; a node that left while it was closed is forgotten, in
+// one step.
+func TestAFreshListReplacesThePeers(t *testing.T) {
+	m, err := New(Config{Endpoints: []string{"http://127.0.0.1:1"}, Cluster: "c", Addr: "127.0.0.1:7001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	add := func(tag uint16, addr string, epoch uint64) *endpoints.Update {
+		return &endpoints.Update{Op: endpoints.Add, Key: cluster.NodeKey("c", tag), Endpoint: cluster.Member{Node: tag, Epoch: epoch}.Endpoint(addr)}
+	}
+	m.applyPeers([]*endpoints.Update{add(1, "a:1", 10), add(2, "b:1", 20), {Op: endpoints.Add, Key: "registry/c/nodes/x"}})
+	m.applyPeers([]*endpoints.Update{{Op: endpoints.Delete, Key: cluster.NodeKey("c", 1)}, add(3, "c:1", 30)})
+	if got := m.Peers(); len(got) != 2 || got[2] != (Peer{"b:1", 20}) || got[3] != (Peer{"c:1", 30}) {
+		t.Fatalf("after changes: %v", got)
+	}
+	m.replacePeers([]*endpoints.Update{add(3, "c:2", 31)})
+	if got := m.Peers(); len(got) != 1 || got[3] != (Peer{"c:2", 31}) {
+		t.Fatalf("after a fresh list: %v, want node 3's new run only", got)
+	}
+	if _, _, live := m.Lookup(2); live {
+		t.Error("node 2, absent from the fresh list, is still live")
 	}
 }
