@@ -28,6 +28,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/weakref/registry/internal/cluster"
 )
@@ -127,6 +129,13 @@ func New(cfg Config) (*Membership, error) {
 	etcd, err := clientv3.New(clientv3.Config{
 		Endpoints:   cfg.Endpoints,
 		DialTimeout: opTimeout,
+		// gRPC waits up to 2 minutes between two attempts to reconnect
+		// by default: a node cut off from etcd for a while would register
+		// again that long after etcd came back. At most half a TTL.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.TTL / 2},
+			MinConnectTimeout: opTimeout,
+		})},
 		// The membership says in its own lines what matters; the client's
 		// would repeat every retry while etcd is away.
 		Logger: zap.NewNop(),
