@@ -241,3 +241,30 @@ func TestEtcdOutageKeepsNodesServing(t *testing.T) {
 	}
 	wantResolves(t, ca, h, []byte("kept through the outage"))
 }
+
+// TestNodeRestartedAtOnceWaitsOutItsOldClaim: a node killed and started
+// again at once at the same address, as a supervisor does, finds its tag
+// still claimed by its killed run; it waits that claim out (at most a
+// TTL) and joins, where a node at another address would be refused.
+func TestNodeRestartedAtOnceWaitsOutItsOldClaim(t *testing.T) {
+	e := etcdtest.Start(t)
+	key := writeKeyFile(t)
+	first := clusterNode(t, e, key, 1)
+	addr := first.Addr
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	first.waitExit(t, stopTimeout)
+	killed := time.Now()
+	again := clusterNode(t, e, key, 1, "--addr", addr) // the later --addr wins
+	if again.Addr != addr {
+		t.Fatalf("restarted on %s, want %s", again.Addr, addr)
+	}
+	if !strings.Contains(again.Stderr(), "waiting for an earlier run's claim") {
+		t.Errorf("no line on waiting for the old claim:\n%s", again.Stderr())
+	}
+	t.Logf("joined %s after the kill (TTL %s)", time.Since(killed).Round(time.Millisecond), clusterTTL)
+	if got := nodeEndpoint(t, e.Client(t), 1); got != addr {
+		t.Fatalf("tag 1's endpoint is %q, want %s", got, addr)
+	}
+}
