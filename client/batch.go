@@ -54,6 +54,9 @@ func (c *Client) ResolveMany(ctx context.Context, handles []string, opts ...Reso
 	for _, o := range opts {
 		o(&p)
 	}
+	if c.cl != nil {
+		return c.cl.resolveMany(ctx, handles, p, nil)
+	}
 	return c.resolveMany(ctx, handles, p)
 }
 
@@ -66,12 +69,18 @@ func (l *Lease) ResolveMany(ctx context.Context, handles []string, opts ...Resol
 	for _, o := range opts {
 		o(&p)
 	}
+	if l.cl != nil {
+		return l.cl.r.resolveMany(ctx, handles, p, l.cl)
+	}
 	return l.c.resolveMany(ctx, handles, p)
 }
 
 // StatMany returns the metadata of every handle, in order, each answered
 // on its own as Stat would, in as few round trips as ResolveMany.
 func (c *Client) StatMany(ctx context.Context, handles []string) ([]Statted, error) {
+	if c.cl != nil {
+		return c.cl.statMany(ctx, handles)
+	}
 	out := make([]Statted, len(handles))
 	err := c.eachGroup(ctx, handles, func(ctx context.Context, idx []int) ([]int, error) {
 		resp, err := c.rpc.BatchStat(ctx, &registryv1.BatchStatRequest{Handles: pick(handles, idx)})
@@ -158,9 +167,9 @@ const batchesInFlight = 4
 // a small message limit) is split as its metadata `max` says.
 //
 // The handles are grouped by index and the answers merged by index, so
-// that a batch spanning the nodes of a cluster (issue 17) needs only
-// another grouping here: by the node tag each handle carries, then in
-// chunks; each group goes to its node and the merge is unchanged.
+// that a batch spanning the nodes of a cluster needs only another
+// grouping before it: by the node tag each handle carries (router.byNode),
+// each node's handles then going through its own Client's eachGroup.
 func (c *Client) eachGroup(ctx context.Context, handles []string, call func(context.Context, []int) ([]int, error)) error {
 	if len(handles) == 0 {
 		return nil

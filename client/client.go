@@ -8,6 +8,7 @@ import (
 	"math"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -26,12 +27,16 @@ import (
 	"github.com/weakref/registry/internal/netaddr"
 )
 
-// Client is a connection to one registryd. It is safe for concurrent use;
-// make one per process and share it.
+// Client is a connection to one registryd, or to every node of a cluster
+// (see Dial). It is safe for concurrent use; make one per process and
+// share it.
 type Client struct {
-	conn *grpc.ClientConn
+	conn *grpc.ClientConn // nil for a cluster
 	rpc  registryv1.RegistryServiceClient
 	opts options
+	// cl routes the calls of a cluster's client to its nodes' Clients;
+	// nil for a single address, whose calls take the path they always did.
+	cl *router
 }
 
 // Option configures Dial.
@@ -45,6 +50,8 @@ type options struct {
 	noTrace    bool
 	dial       []grpc.DialOption
 	backoff    backoffConfig
+	etcd       *clientv3.Client // a cluster's etcd, the caller's
+	etcdConfig *clientv3.Config // a cluster's etcd, Dial's to make
 }
 
 // WithTLS connects over TLS with cfg (nil: the system's roots).
@@ -87,11 +94,30 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // Dial returns a Client for the registryd at addr ("host:port"). Like
 // grpc.NewClient it does not wait for the connection: the first call
 // makes it, and fails with ErrUnavailable if nothing answers.
+//
+// addr may instead be a cluster target, "etcd:///registry/NAME", with
+// WithEtcd or WithEtcdClient saying where etcd is. The client then
+// follows the cluster's members in etcd and keeps a connection to each
+// live node (the other options apply to each); it routes every call on a
+// handle to the node that issued it, and places each Put on a node in
+// turn (see PreferNode). Dial does not wait for etcd either: a call waits
+// within its context until the client has read the members once (see
+// WaitForNodes). A handle of a node that is not a live member answers
+// ErrNodeUnavailable, without a call; a lease is a set of per-node leases
+// (see Lease).
 func Dial(addr string, opts ...Option) (*Client, error) {
 	o := options{backoff: defaultBackoff}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if isClusterTarget(addr) {
+		return dialCluster(addr, o)
+	}
+	return dialOne(addr, o)
+}
+
+// dialOne dials one registryd.
+func dialOne(addr string, o options) (*Client, error) {
 	creds := insecure.NewCredentials()
 	if o.tls != nil {
 		creds = credentials.NewTLS(o.tls)
@@ -151,12 +177,18 @@ func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]
 func (t bearerToken) RequireTransportSecurity() bool { return !t.plaintext }
 
 // Conn returns the underlying connection, for AdminService calls or the
-// health check.
+// health check; nil for a cluster, whose nodes each have their own.
 func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 
-// Close closes the connection. Leases still open end as if their holder
-// vanished: released, or kept for their grace.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close closes the connection (a cluster's: every node's, and etcd's if
+// Dial made it). Leases still open end as if their holder vanished:
+// released, or kept for their grace.
+func (c *Client) Close() error {
+	if c.cl != nil {
+		return c.cl.close()
+	}
+	return c.conn.Close()
+}
 
 // PutOption sets a property of a new object, for Put and Upload.
 type PutOption func(*putParams)
@@ -165,7 +197,9 @@ type putParams struct {
 	contentType string
 	labels      map[string]string
 	leaseID     string
+	lease       *Lease // PinnedBy's; for a cluster, leaseID is its part on the node placed
 	linger      time.Duration
+	prefer      *uint16 // PreferNode's tag
 }
 
 // ContentType sets the object's media type.
@@ -177,7 +211,12 @@ func Labels(labels map[string]string) PutOption { return func(p *putParams) { p.
 
 // PinnedBy pins the new object under l as it is stored, in one step: it is
 // never weak, not even for a moment.
-func PinnedBy(l *Lease) PutOption { return func(p *putParams) { p.leaseID = l.ID() } }
+func PinnedBy(l *Lease) PutOption { return func(p *putParams) { p.leaseID, p.lease = l.ID(), l } }
+
+// PreferNode places the new object on the cluster's node tag if it is a
+// live member, and where it would go without the option otherwise. A
+// client of a single address ignores it.
+func PreferNode(tag uint16) PutOption { return func(p *putParams) { p.prefer = &tag } }
 
 // Linger keeps the object strongly held for d after its last pin goes
 // (or, if never pinned, after it is stored) before it becomes weak; the
@@ -211,10 +250,28 @@ const maxUnaryPut = 4<<20 - 64<<10
 // you still need. Payloads too large for one message are uploaded in
 // chunks. data must not change until Put returns.
 func (c *Client) Put(ctx context.Context, data []byte, opts ...PutOption) (Info, error) {
-	if len(data) > maxUnaryPut {
-		return c.Upload(ctx, bytes.NewReader(data), int64(len(data)), opts...)
-	}
 	p := putParamsOf(opts)
+	if c.cl != nil {
+		n, part, p, err := c.cl.placePut(ctx, p)
+		if err != nil {
+			return Info{}, err
+		}
+		info, err := n.c.put(ctx, data, p)
+		if err == nil && part != nil {
+			p.lease.cl.track(part, info.Handle, true)
+		}
+		return info, err
+	}
+	return c.put(ctx, data, p)
+}
+
+func (c *Client) put(ctx context.Context, data []byte, p putParams) (Info, error) {
+	if p.lease != nil && p.leaseID == "" {
+		return Info{}, errClusterLease
+	}
+	if len(data) > maxUnaryPut {
+		return c.upload(ctx, bytes.NewReader(data), int64(len(data)), p)
+	}
 	resp, err := c.rpc.Put(ctx, &registryv1.PutRequest{
 		Data: data, ContentType: p.contentType, Labels: p.labels, LeaseId: p.leaseID, Linger: durationOrNil(p.linger),
 	})
@@ -222,7 +279,7 @@ func (c *Client) Put(ctx context.Context, data []byte, opts ...PutOption) (Info,
 	if err = fromStatus(err); errors.As(err, &e) && e.Code == codes.ResourceExhausted && e.Reason == "" {
 		// gRPC itself refused the message: the server's message limit is
 		// below ours. Nothing was stored; upload it in chunks instead.
-		return c.Upload(ctx, bytes.NewReader(data), int64(len(data)), opts...)
+		return c.upload(ctx, bytes.NewReader(data), int64(len(data)), p)
 	}
 	if err != nil {
 		return Info{}, err
@@ -234,6 +291,13 @@ func (c *Client) Put(ctx context.Context, data []byte, opts ...PutOption) (Info,
 // gives an error matching ErrCollected; never the bytes of another. An
 // object too large for one message is downloaded in chunks.
 func (c *Client) Resolve(ctx context.Context, handle string) ([]byte, Info, error) {
+	if c.cl != nil {
+		n, err := c.cl.route(ctx, handle)
+		if err != nil {
+			return nil, Info{}, err
+		}
+		return n.c.resolve(ctx, handle, "")
+	}
 	return c.resolve(ctx, handle, "")
 }
 
@@ -257,6 +321,13 @@ func (c *Client) resolve(ctx context.Context, handle, leaseID string) ([]byte, I
 // Stat returns the object's metadata without its bytes, and without
 // counting as an access.
 func (c *Client) Stat(ctx context.Context, handle string) (Info, error) {
+	if c.cl != nil {
+		n, err := c.cl.route(ctx, handle)
+		if err != nil {
+			return Info{}, err
+		}
+		return n.c.Stat(ctx, handle)
+	}
 	resp, err := c.rpc.Stat(ctx, &registryv1.StatRequest{Handle: handle})
 	if err != nil {
 		return Info{}, fromStatus(err)
@@ -345,3 +416,7 @@ func timeOf(t time.Time, ok bool) time.Time {
 }
 
 var errClosed = errors.New("registry: lease is closed")
+
+// errClusterLease: PinnedBy named a cluster's lease in a call of a client
+// of one address; it names no lease there.
+var errClusterLease = errors.New("registry: PinnedBy names a lease of a cluster's client, not of this one")

@@ -22,7 +22,9 @@ var (
 	ErrMalformedHandle = errors.New("registry: handle is malformed")
 	// ErrUnknownHandle: a well-formed handle this registry never issued.
 	ErrUnknownHandle = errors.New("registry: handle is unknown")
-	// ErrForeignNode: a handle issued by another node.
+	// ErrForeignNode: a handle issued by another node. In a cluster its
+	// Metadata["owner_addr"] is the owner's address; a cluster's Client
+	// never gets it, since it routes each handle to its node.
 	ErrForeignNode = errors.New("registry: handle is from another node")
 	// ErrRestarted: a handle or lease id from an earlier run of registryd;
 	// what it named went with that run.

@@ -7,6 +7,8 @@ import (
 	"log"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/weakref/registry/client"
 )
 
@@ -184,4 +186,49 @@ func ExampleClient_ResolveMany() {
 	// alpha
 	// beta
 	// error: true
+}
+
+// A client of a cluster routes each handle to the node that issued it,
+// and a lease pins on every node it needs; the nodes' losses are reported
+// to OnLostPins. (It needs etcd and registryd nodes, so it is not run.)
+func ExampleDial_cluster() {
+	ctx := context.Background()
+	c, err := client.Dial("etcd:///registry/prod", client.WithEtcd(clientv3.Config{Endpoints: []string{"127.0.0.1:2379"}}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	lease, err := c.Lease(ctx, client.Grace(30*time.Second), client.OnLostPins(func(lp client.LostPins) {
+		log.Printf("node %d: %d pins lost: %v", lp.Node, len(lp.Handles), lp.Err)
+	}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lease.Close(ctx)
+	var handles []string
+	for _, word := range []string{"one", "two", "three"} {
+		info, err := c.Put(ctx, []byte(word), client.PinnedBy(lease)) // each on the next node
+		if err != nil {
+			log.Fatal(err)
+		}
+		handles = append(handles, info.Handle)
+	}
+	for i, r := range must(c.ResolveMany(ctx, handles)) {
+		switch {
+		case errors.Is(r.Err, client.ErrNodeUnavailable):
+			fmt.Println(handles[i], "is on a node that is gone")
+		case r.Err != nil:
+			fmt.Println(handles[i], r.Err)
+		default:
+			fmt.Printf("%s\n", r.Data)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		log.Fatal(err)
+	}
+	return v
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,7 +54,13 @@ func serve(maxGrace time.Duration, key string) (*server.Server, string, error) {
 }
 
 func serveWith(maxGrace time.Duration, key string, maxMessage int) (*server.Server, string, error) {
-	codec, err := handle.NewCodec(handle.Config{Key: []byte(key)})
+	return serveCodec(maxGrace, handle.Config{Key: []byte(key)}, maxMessage)
+}
+
+// serveCodec is serveWith with the handles of hc: a node tag and an
+// epoch of its own, for a cluster's nodes.
+func serveCodec(maxGrace time.Duration, hc handle.Config, maxMessage int) (*server.Server, string, error) {
+	codec, err := handle.NewCodec(hc)
 	if err != nil {
 		return nil, "", err
 	}
@@ -78,6 +85,7 @@ func serveWith(maxGrace time.Duration, key string, maxMessage int) (*server.Serv
 type testServer struct {
 	addr  string
 	admin registryv1.AdminServiceClient
+	stop  func() // shuts the server down, once
 }
 
 // testKey is the MAC key of the test servers: handles from one are
@@ -102,7 +110,12 @@ func newServerWithLimits(t *testing.T, maxMessage int) *testServer {
 
 func startServer(t *testing.T, maxGrace time.Duration, key string, maxMessage int) *testServer {
 	t.Helper()
-	srv, addr, err := serveWith(maxGrace, key, maxMessage)
+	return startServerCodec(t, maxGrace, handle.Config{Key: []byte(key)}, maxMessage)
+}
+
+func startServerCodec(t testing.TB, maxGrace time.Duration, hc handle.Config, maxMessage int) *testServer {
+	t.Helper()
+	srv, addr, err := serveCodec(maxGrace, hc, maxMessage)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,13 +123,16 @@ func startServer(t *testing.T, maxGrace time.Duration, key string, maxMessage in
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		conn.Close()
+	stop := sync.OnceFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
 	})
-	return &testServer{addr: addr, admin: registryv1.NewAdminServiceClient(conn)}
+	t.Cleanup(func() {
+		conn.Close()
+		stop()
+	})
+	return &testServer{addr: addr, admin: registryv1.NewAdminServiceClient(conn), stop: stop}
 }
 
 // collect forces a collection on the server.
@@ -127,7 +143,7 @@ func (s *testServer) collect(t *testing.T) {
 	}
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx

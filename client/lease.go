@@ -23,9 +23,13 @@ import (
 // grace ran out, an operator revoked it, registryd restarted — Done is
 // closed and Err says why.
 //
+// A Lease of a cluster's client is a set of per-node leases instead: see
+// LostPins.
+//
 // A Lease is safe for concurrent use.
 type Lease struct {
 	c     *Client
+	cl    *clusterLease // a cluster's lease: the methods go to its parts
 	name  string
 	onEnd func(error)
 	id    string        // fixed at open
@@ -60,9 +64,10 @@ type pendingCall struct {
 type LeaseOption func(*leaseConfig)
 
 type leaseConfig struct {
-	name  string
-	grace time.Duration
-	onEnd func(error)
+	name   string
+	grace  time.Duration
+	onEnd  func(error)
+	onLost func(LostPins)
 }
 
 // LeaseName names the lease's holder, as operators see it in
@@ -76,15 +81,21 @@ func LeaseName(name string) LeaseOption { return func(c *leaseConfig) { c.name =
 func Grace(d time.Duration) LeaseOption { return func(c *leaseConfig) { c.grace = d } }
 
 // OnEnd calls f, on a goroutine of its own, when the lease ends other than
-// by Close; its argument is what Err returns.
+// by Close; its argument is what Err returns. A cluster's lease does not
+// end but by Close: see OnLostPins.
 func OnEnd(f func(error)) LeaseOption { return func(c *leaseConfig) { c.onEnd = f } }
 
 // Lease opens a lease. ctx bounds the opening only; the lease lives until
-// Close, or until it is lost or revoked.
+// Close, or until it is lost or revoked. A cluster's client opens nothing
+// yet: each node's part opens when first needed, and the Lease lives
+// until Close.
 func (c *Client) Lease(ctx context.Context, opts ...LeaseOption) (*Lease, error) {
 	var cfg leaseConfig
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if c.cl != nil {
+		return c.clusterLease(cfg), nil
 	}
 	l := &Lease{c: c, name: cfg.name, onEnd: cfg.onEnd, pending: make(map[uint64]*pendingCall), done: make(chan struct{}),
 		retry: newBackoff(c.opts.backoff)}
@@ -99,10 +110,21 @@ func (c *Client) Lease(ctx context.Context, opts ...LeaseOption) (*Lease, error)
 	return l, nil
 }
 
-// ID returns the lease's id ("lse_...").
+// ID returns the lease's id ("lse_..."); "" for a cluster's lease, whose
+// parts have an id each (NodeLeases).
 func (l *Lease) ID() string { return l.id }
 
-// GraceGranted returns the grace the server granted.
+// NodeLeases returns, for a cluster's lease, the id of its part on each
+// node where one is open; nil for a lease of a single address.
+func (l *Lease) NodeLeases() map[uint16]string {
+	if l.cl == nil {
+		return nil
+	}
+	return l.cl.nodeLeases()
+}
+
+// GraceGranted returns the grace the server granted; for a cluster's
+// lease, the grace asked for, which each node caps for its part.
 func (l *Lease) GraceGranted() time.Duration { return l.grace }
 
 // Done is closed when the lease has ended, by Close or otherwise.
@@ -120,6 +142,9 @@ func (l *Lease) Err() error {
 // Resumes returns how many times the lease has been resumed after its
 // connection dropped.
 func (l *Lease) Resumes() int {
+	if l.cl != nil {
+		return l.cl.resumes()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.resumes
@@ -135,7 +160,16 @@ const maxHandlesPerRequest = 1000
 // unknown, over a limit) fails alone, with an error in its result. More
 // than a thousand handles go as several requests, in order; if one of them
 // fails, the results of those before it are returned with the error.
+//
+// A cluster's lease pins each node's handles on its part there, all at
+// once; a handle of a node that is not live, or whose part cannot open,
+// fails alone.
 func (l *Lease) Pin(ctx context.Context, handles ...string) ([]PinResult, error) {
+	if l.cl != nil {
+		return l.cl.pins(ctx, handles, func(ctx context.Context, part *Lease, hs []string) ([]PinResult, error) {
+			return part.Pin(ctx, hs...)
+		})
+	}
 	return l.batches(ctx, handles, func(hs []string) *registryv1.LeaseRequest {
 		return &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Pin{Pin: &registryv1.PinHandles{Handles: hs}}}
 	}, (*registryv1.LeaseResponse).GetPinned)
@@ -172,6 +206,9 @@ func (l *Lease) batches(ctx context.Context, handles []string, req func([]string
 // in which the object could be collected. The Info it returns is the
 // object's after the pin.
 func (l *Lease) Resolve(ctx context.Context, handle string) ([]byte, Info, error) {
+	if l.cl != nil {
+		return l.cl.resolve(ctx, handle)
+	}
 	return l.c.resolve(ctx, handle, l.ID())
 }
 
@@ -179,6 +216,11 @@ func (l *Lease) Resolve(ctx context.Context, handle string) ([]byte, Info, error
 // strongly held (LINGERING) at least handoff longer, capped by the server,
 // so that a process given its handle has that long to pin it.
 func (l *Lease) UnpinWithHandoff(ctx context.Context, handoff time.Duration, handles ...string) ([]PinResult, error) {
+	if l.cl != nil {
+		return l.cl.pins(ctx, handles, func(ctx context.Context, part *Lease, hs []string) ([]PinResult, error) {
+			return part.UnpinWithHandoff(ctx, handoff, hs...)
+		})
+	}
 	return l.batches(ctx, handles, func(hs []string) *registryv1.LeaseRequest {
 		return &registryv1.LeaseRequest{Kind: &registryv1.LeaseRequest_Unpin{Unpin: &registryv1.UnpinHandles{Handles: hs, Handoff: durationOrNil(handoff)}}}
 	}, (*registryv1.LeaseResponse).GetUnpinned)
@@ -193,6 +235,9 @@ func (l *Lease) Close(ctx context.Context) (int, error) {
 // CloseWithHandoff is Close with a hand-off for every object l pins, as in
 // UnpinWithHandoff: a producer can pass handles on and leave at once.
 func (l *Lease) CloseWithHandoff(ctx context.Context, handoff time.Duration) (int, error) {
+	if l.cl != nil {
+		return l.cl.close(ctx, handoff, l.done)
+	}
 	l.mu.Lock()
 	if l.finished {
 		err := l.err

@@ -35,10 +35,28 @@ var ErrChecksum = errors.New("registry: checksum mismatch")
 // the bytes, and stores nothing if either is wrong or the upload is cut
 // off (ctx cancelled, r failing).
 func (c *Client) Upload(ctx context.Context, r io.Reader, size int64, opts ...PutOption) (Info, error) {
+	p := putParamsOf(opts)
+	if c.cl != nil {
+		n, part, p, err := c.cl.placePut(ctx, p)
+		if err != nil {
+			return Info{}, err
+		}
+		info, err := n.c.upload(ctx, r, size, p)
+		if err == nil && part != nil {
+			p.lease.cl.track(part, info.Handle, true)
+		}
+		return info, err
+	}
+	return c.upload(ctx, r, size, p)
+}
+
+func (c *Client) upload(ctx context.Context, r io.Reader, size int64, p putParams) (Info, error) {
 	if size <= 0 {
 		return Info{}, fmt.Errorf("registry: upload size must be positive, got %d", size)
 	}
-	p := putParamsOf(opts)
+	if p.lease != nil && p.leaseID == "" {
+		return Info{}, errClusterLease
+	}
 	uctx, cancel := context.WithCancel(ctx)
 	defer cancel() // an early return cuts the stream: the server stores nothing
 	stream, err := c.rpc.Upload(uctx)
@@ -94,6 +112,13 @@ func uploadError(stream registryv1.RegistryService_UploadClient, err error) erro
 // an error matching ErrChecksum if they differ: w has then received bytes
 // that must not be trusted.
 func (c *Client) Download(ctx context.Context, handle string, w io.Writer) (Info, error) {
+	if c.cl != nil {
+		n, err := c.cl.route(ctx, handle)
+		if err != nil {
+			return Info{}, err
+		}
+		return n.c.download(ctx, handle, "", w)
+	}
 	return c.download(ctx, handle, "", w)
 }
 

@@ -122,6 +122,11 @@ func ResumeAfter(ev Event) WatchOption {
 // last one returned, so the objects whose CURRENT event had not arrived
 // report only their changes from then on.
 //
+// A cluster's Watcher merges one such watch per node of its handles: each
+// node's events come in that node's order and with its sequences, and a
+// node that leaves the cluster (or restarts) ends the whole watch with
+// ErrNodeUnavailable (or ErrRestarted).
+//
 // Recv must not be called from more than one goroutine at once; Close,
 // LastSequence and Resumes may be called from any.
 type Watcher struct {
@@ -141,11 +146,16 @@ type Watcher struct {
 
 	last    atomic.Uint64
 	resumes atomic.Int64
+
+	// merge is a cluster's watch: the Watchers of its nodes, merged.
+	merge *watchMerge
 }
 
 // Watch watches the objects handles name. It returns once the watch is in
 // place: every event after that reaches it, starting with a CURRENT event
-// per object. The watch ends when ctx does, on Close, or by itself when
+// per object. A cluster's client watches each node's handles on that
+// node, and Recv merges their events; a handle of a node that is not live
+// fails the Watch with ErrNodeUnavailable. The watch ends when ctx does, on Close, or by itself when
 // every watched object has been collected or deleted. A broken stream is
 // resumed by itself (see Watcher). It is WatchWith with no option.
 func (c *Client) Watch(ctx context.Context, handles ...string) (*Watcher, error) {
@@ -155,6 +165,9 @@ func (c *Client) Watch(ctx context.Context, handles ...string) (*Watcher, error)
 // WatchWith is Watch with options, such as FromSequence to resume where an
 // earlier watch stopped.
 func (c *Client) WatchWith(ctx context.Context, handles []string, opts ...WatchOption) (*Watcher, error) {
+	if c.cl != nil {
+		return c.cl.watch(ctx, handles, opts)
+	}
 	var p watchParams
 	for _, o := range opts {
 		o(&p)
@@ -204,6 +217,9 @@ func (w *Watcher) open(handles []string) error {
 // break in the stream it mends by itself: it reconnects, with backoff,
 // until it succeeds or one of those ends it.
 func (w *Watcher) Recv() (Event, error) {
+	if w.merge != nil {
+		return w.recvMerged()
+	}
 	for w.err == nil {
 		m, err := w.stream.Recv()
 		if err == nil {
@@ -298,7 +314,16 @@ func (w *Watcher) LastSequence() uint64 { return w.last.Load() }
 
 // Resumes returns how many times the watch reconnected after its stream
 // broke.
-func (w *Watcher) Resumes() int { return int(w.resumes.Load()) }
+func (w *Watcher) Resumes() int {
+	if w.merge != nil {
+		total := 0
+		for _, part := range w.merge.parts {
+			total += part.Resumes()
+		}
+		return total
+	}
+	return int(w.resumes.Load())
+}
 
 // Close ends the watch. Recv then returns an error matching
 // context.Canceled.

@@ -260,6 +260,11 @@ func (lc *leaseClient) try(req *registryv1.LeaseRequest) (*registryv1.LeaseRespo
 	lc.next++
 	req.RequestId = lc.next
 	if err := lc.stream.Send(req); err != nil {
+		if errors.Is(err, io.EOF) {
+			// The server ended the stream first (a limit refuses it at
+			// once): gRPC keeps its status for Recv.
+			_, err = lc.stream.Recv()
+		}
 		return nil, err
 	}
 	resp, err := lc.stream.Recv()
