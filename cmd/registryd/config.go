@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -17,7 +18,9 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/weakref/registry/internal/cluster"
 	"github.com/weakref/registry/internal/handle"
+	"github.com/weakref/registry/internal/membership"
 	"github.com/weakref/registry/internal/netaddr"
 	"github.com/weakref/registry/internal/server"
 )
@@ -76,6 +79,28 @@ type config struct {
 	tlsCert     string
 	tlsKey      string
 	tlsClientCA string
+	// Cluster: on iff cluster is set, with etcdEndpoints (membership).
+	etcdEndpoints []string
+	cluster       string
+	advertiseAddr string // "": --addr's host with the port listened on
+	etcdTTL       time.Duration
+}
+
+// urlList is a flag of comma-separated URLs: --etcd-endpoints a,b.
+type urlList []string
+
+func (l *urlList) String() string { return strings.Join(*l, ",") }
+
+func (l *urlList) Set(s string) error {
+	var urls []string
+	for _, u := range strings.Split(s, ",") {
+		if u = strings.TrimSpace(u); u == "" {
+			return errors.New("want URLs separated by commas, such as http://10.0.0.1:2379,http://10.0.0.2:2379, with none empty")
+		}
+		urls = append(urls, u)
+	}
+	*l = urls
+	return nil
 }
 
 // onOff is a boolean flag that also takes "on" and "off":
@@ -206,6 +231,10 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM `file` of the server certificate: serve gRPC, and --metrics-addr, over TLS (with --tls-key; re-read every --reload-interval and on SIGHUP)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM `file` of --tls-cert's private key, in the same directory")
 	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "PEM `file` of the CAs that sign client certificates: mutual TLS, every client must present one (needs --tls-cert)")
+	fs.Var((*urlList)(&c.etcdEndpoints), "etcd-endpoints", "etcd's client `URLs`, comma separated: with --cluster, this node joins that cluster (see docs/CLUSTER.md)")
+	fs.StringVar(&c.cluster, "cluster", "", "`name` of the cluster to join in etcd (1-64 letters, digits, '.', '_', '-'); needs --etcd-endpoints and a shared --key-file")
+	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "`host:port` at which peers and clients reach this node, published in etcd (default: --addr, when it names a host rather than every address)")
+	fs.DurationVar(&c.etcdTTL, "etcd-ttl", membership.DefaultTTL, "TTL of this node's etcd lease, whole seconds from 2s to 5m: a node that stops renewing it (crashed, cut off) is counted gone this long after")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Printf("Usage: registryd [flags]\n\nServes the object registry over gRPC. Every flag --some-name may also be\nset as the environment variable %sSOME_NAME; a flag wins over its variable.\n\nFlags:\n", envPrefix)
@@ -295,10 +324,50 @@ func parseConfig(args []string) (*config, error) {
 	if c.authFile == "" && (c.authAllowPlaintext || c.authzPolicy != "") {
 		return nil, errors.New("--auth-allow-plaintext and --authz-policy (REGISTRYD_AUTH_ALLOW_PLAINTEXT, REGISTRYD_AUTHZ_POLICY) need --auth-file (REGISTRYD_AUTH_FILE): without it authentication is off")
 	}
+	if err := c.checkCluster(set); err != nil {
+		return nil, err
+	}
 	if c.maxObjectBytes <= 0 || c.maxMessageBytes <= 0 {
 		return nil, errors.New("--max-object-bytes and --max-message-bytes (REGISTRYD_MAX_OBJECT_BYTES, REGISTRYD_MAX_MESSAGE_BYTES) must be positive")
 	}
 	return c, nil
+}
+
+// checkCluster checks the cluster flags: all or none, a name etcd's keys
+// can hold, a TTL etcd takes, and an address peers can reach.
+func (c *config) checkCluster(set map[string]bool) error {
+	if (c.cluster == "") != (len(c.etcdEndpoints) == 0) {
+		return errors.New("--cluster and --etcd-endpoints (REGISTRYD_CLUSTER, REGISTRYD_ETCD_ENDPOINTS) go together")
+	}
+	if c.cluster == "" {
+		if set["advertise-addr"] || set["etcd-ttl"] {
+			return errors.New("--advertise-addr and --etcd-ttl (REGISTRYD_ADVERTISE_ADDR, REGISTRYD_ETCD_TTL) need --cluster and --etcd-endpoints")
+		}
+		return nil
+	}
+	if err := cluster.CheckName(c.cluster); err != nil {
+		return fmt.Errorf("--cluster (REGISTRYD_CLUSTER): %w", err)
+	}
+	if err := membership.CheckTTL(c.etcdTTL); err != nil {
+		return fmt.Errorf("--etcd-ttl (REGISTRYD_ETCD_TTL) %w", err)
+	}
+	if c.advertiseAddr != "" {
+		host, port, err := net.SplitHostPort(c.advertiseAddr)
+		if err != nil || wildcard(host) || port == "" || port == "0" {
+			return fmt.Errorf("--advertise-addr (REGISTRYD_ADVERTISE_ADDR) %q: want the host:port peers and clients reach this node at, with a host and a port", c.advertiseAddr)
+		}
+		return nil
+	}
+	if host, _, err := net.SplitHostPort(c.addr); err != nil || wildcard(host) {
+		return fmt.Errorf("--addr %q listens on every address, and peers need one to reach this node at: set --advertise-addr (REGISTRYD_ADVERTISE_ADDR)", c.addr)
+	}
+	return nil
+}
+
+// wildcard reports whether host names every address (or none).
+func wildcard(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || ip != nil && ip.IsUnspecified()
 }
 
 // Defaults of the limits per identity. Measured on a 2-core machine, a

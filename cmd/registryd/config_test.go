@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -174,6 +175,34 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 					t.Fatalf("tls flags: %+v", c)
 				}
 			}},
+		{"no cluster by default, a 10s TTL when there is one", nil, nil, func(t *testing.T, c *config) {
+			if c.cluster != "" || c.etcdEndpoints != nil || c.advertiseAddr != "" || c.etcdTTL != 10*time.Second {
+				t.Fatalf("cluster defaults: %+v", c)
+			}
+		}},
+		{"cluster from env", nil, map[string]string{"REGISTRYD_CLUSTER": "prod", "REGISTRYD_ETCD_ENDPOINTS": "http://10.0.0.1:2379, http://10.0.0.2:2379",
+			"REGISTRYD_ADVERTISE_ADDR": "node1.example:7600", "REGISTRYD_ETCD_TTL": "5s"}, func(t *testing.T, c *config) {
+			if c.cluster != "prod" || !slices.Equal(c.etcdEndpoints, []string{"http://10.0.0.1:2379", "http://10.0.0.2:2379"}) ||
+				c.advertiseAddr != "node1.example:7600" || c.etcdTTL != 5*time.Second {
+				t.Fatalf("cluster env: %+v", c)
+			}
+		}},
+		{"cluster flags win over env", []string{"--cluster=b", "--etcd-endpoints=127.0.0.1:2379", "--advertise-addr=10.0.0.9:7600", "--etcd-ttl=3s"},
+			map[string]string{"REGISTRYD_CLUSTER": "a", "REGISTRYD_ETCD_ENDPOINTS": "http://x:1", "REGISTRYD_ADVERTISE_ADDR": "y:2", "REGISTRYD_ETCD_TTL": "9s"},
+			func(t *testing.T, c *config) {
+				if c.cluster != "b" || !slices.Equal(c.etcdEndpoints, []string{"127.0.0.1:2379"}) || c.advertiseAddr != "10.0.0.9:7600" || c.etcdTTL != 3*time.Second {
+					t.Fatalf("cluster flags: %+v", c)
+				}
+			}},
+		{"advertise address defaults to a host --addr", []string{"--cluster=c", "--etcd-endpoints=http://127.0.0.1:2379", "--addr=10.1.2.3:0"}, nil,
+			func(t *testing.T, c *config) {
+				if c.advertiseAddr != "" || c.addr != "10.1.2.3:0" {
+					t.Fatalf("advertise: %+v", c)
+				}
+				if got := advertised(c.addr, &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 7609}); got != "10.1.2.3:7609" {
+					t.Fatalf("advertised = %q, want --addr's host and the port listened on", got)
+				}
+			}},
 		{"plain byte counts", []string{"--max-pinned-bytes=0", "--max-message-bytes=1048576"}, nil, func(t *testing.T, c *config) {
 			if c.maxPinnedBytes != 0 || c.maxMessageBytes != 1<<20 {
 				t.Fatalf("sizes: %+v", c)
@@ -236,6 +265,21 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		{"client CA without TLS", []string{"--tls-client-ca=ca.pem"}, nil, "--tls-client-ca"},
 		{"client CA env without TLS", nil, map[string]string{"REGISTRYD_TLS_CLIENT_CA": "ca.pem"}, "needs --tls-cert"},
 		{"cert without key", []string{"--tls-cert=c.pem"}, nil, "go together"},
+		{"cluster without etcd", []string{"--cluster=c"}, nil, "--cluster and --etcd-endpoints (REGISTRYD_CLUSTER, REGISTRYD_ETCD_ENDPOINTS) go together"},
+		{"etcd without a cluster", nil, map[string]string{"REGISTRYD_ETCD_ENDPOINTS": "http://127.0.0.1:2379"}, "go together"},
+		{"empty etcd endpoint", []string{"--cluster=c", "--etcd-endpoints=http://a:1,,http://b:2"}, nil, "-etcd-endpoints: want URLs separated by commas"},
+		{"bad cluster name", []string{"--cluster=a/b", "--etcd-endpoints=http://a:1"}, nil, "--cluster (REGISTRYD_CLUSTER)"},
+		{"TTL too short", []string{"--cluster=c", "--etcd-endpoints=http://a:1", "--advertise-addr=a:1", "--etcd-ttl=1s"}, nil, "--etcd-ttl (REGISTRYD_ETCD_TTL) 1s: want whole seconds from 2s to 5m"},
+		{"TTL too long", nil, map[string]string{"REGISTRYD_CLUSTER": "c", "REGISTRYD_ETCD_ENDPOINTS": "http://a:1", "REGISTRYD_ADVERTISE_ADDR": "a:1", "REGISTRYD_ETCD_TTL": "6m"}, "--etcd-ttl"},
+		{"TTL in fractions", []string{"--cluster=c", "--etcd-endpoints=http://a:1", "--advertise-addr=a:1", "--etcd-ttl=2500ms"}, nil, "whole seconds"},
+		{"wildcard addr without advertise", []string{"--cluster=c", "--etcd-endpoints=http://a:1", "--addr=0.0.0.0:7600"}, nil, "set --advertise-addr (REGISTRYD_ADVERTISE_ADDR)"},
+		{"empty-host addr without advertise", []string{"--cluster=c", "--etcd-endpoints=http://a:1", "--addr=:7600"}, nil, "listens on every address"},
+		{"IPv6 wildcard without advertise", []string{"--cluster=c", "--etcd-endpoints=http://a:1", "--addr=[::]:7600"}, nil, "--advertise-addr"},
+		{"wildcard advertise", []string{"--cluster=c", "--etcd-endpoints=http://a:1", "--advertise-addr=0.0.0.0:7600"}, nil, "--advertise-addr (REGISTRYD_ADVERTISE_ADDR) \"0.0.0.0:7600\""},
+		{"advertise without a port", []string{"--cluster=c", "--etcd-endpoints=http://a:1", "--advertise-addr=node1"}, nil, "--advertise-addr"},
+		{"advertise port 0", []string{"--cluster=c", "--etcd-endpoints=http://a:1", "--advertise-addr=node1:0"}, nil, "--advertise-addr"},
+		{"advertise without a cluster", []string{"--advertise-addr=node1:7600"}, nil, "need --cluster"},
+		{"TTL without a cluster", nil, map[string]string{"REGISTRYD_ETCD_TTL": "5s"}, "need --cluster"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -385,5 +429,21 @@ func TestMetricsWarningIsForNonLoopbackAddresses(t *testing.T) {
 		if got := isLoopback(a); got != tt.want {
 			t.Errorf("isLoopback(%s) = %v, want %v", tt.addr, got, tt.want)
 		}
+	}
+}
+
+func TestClusterNeedsASharedKey(t *testing.T) {
+	t.Setenv("REGISTRYD_KEY", "")
+	cfg, err := parseConfig([]string{"--cluster=c", "--etcd-endpoints=http://127.0.0.1:1", "--telemetry=off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	_, err = build(cfg, slog.New(slog.NewTextHandler(&log, nil)))
+	if err == nil || !strings.Contains(err.Error(), "--key-file or REGISTRYD_KEY") {
+		t.Fatalf("build of a cluster node without a key = %v, want an error naming --key-file", err)
+	}
+	if log.Len() != 0 {
+		t.Errorf("it logged besides the error:\n%s", log.String())
 	}
 }

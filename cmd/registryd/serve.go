@@ -13,9 +13,10 @@ import (
 	"time"
 )
 
-// serve listens on --addr, and on --metrics-addr if set, and serves until
-// SIGINT or SIGTERM; then it shuts down gracefully within
-// --shutdown-timeout. A second signal kills at once.
+// serve listens on --addr, joins --cluster if set, listens on
+// --metrics-addr if set, and serves until SIGINT or SIGTERM; then it
+// leaves the cluster and shuts down gracefully within --shutdown-timeout.
+// A second signal kills at once.
 func (d *daemon) serve() error {
 	cfg, log := d.cfg, d.log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -24,6 +25,15 @@ func (d *daemon) serve() error {
 	lis, err := lc.Listen(ctx, "tcp", cfg.addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another registryd running? choose another --addr)", cfg.addr, err)
+	}
+	if d.view != nil {
+		// Listen, join, serve: the node is registered only once it can
+		// answer, and one refused never serves.
+		if err := d.join(ctx, lis); err != nil {
+			lis.Close()
+			return err
+		}
+		defer d.leave()
 	}
 	serveErr := make(chan error, 2)
 	var metrics *http.Server
@@ -77,8 +87,12 @@ func (d *daemon) serve() error {
 		defer d.policy.Close()
 	}
 	go func() { serveErr <- d.srv.Serve(lis) }()
-	log.Info("registryd serving", "addr", lis.Addr().String(), "epoch", d.codec.Epoch(), "node", d.codec.Node(), "tracing", d.tel.Tracing(),
-		"tls", d.tls != nil, "mtls", d.tls != nil && d.tls.MutualTLS(), "auth", d.auth != nil)
+	attrs := []any{"addr", lis.Addr().String(), "epoch", d.codec.Epoch(), "node", d.codec.Node(), "tracing", d.tel.Tracing(),
+		"tls", d.tls != nil, "mtls", d.tls != nil && d.tls.MutualTLS(), "auth", d.auth != nil}
+	if d.member != nil {
+		attrs = append(attrs, "cluster", cfg.cluster, "advertise_addr", d.advertise)
+	}
+	log.Info("registryd serving", attrs...)
 
 	for wait := true; wait; {
 		select {
@@ -92,6 +106,9 @@ func (d *daemon) serve() error {
 	}
 	stop() // a second signal kills at once
 	log.Info("shutting down", "timeout", cfg.shutdownTimeout)
+	// Leave first: peers and clients stop sending here while the calls
+	// already here drain.
+	d.leave()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
 	if err := d.srv.Shutdown(sctx); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -12,8 +13,10 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/weakref/registry/internal/auth"
+	"github.com/weakref/registry/internal/cluster"
 	"github.com/weakref/registry/internal/handle"
 	"github.com/weakref/registry/internal/lease"
+	"github.com/weakref/registry/internal/membership"
 	"github.com/weakref/registry/internal/netaddr"
 	"github.com/weakref/registry/internal/observe"
 	"github.com/weakref/registry/internal/registry"
@@ -35,6 +38,13 @@ type daemon struct {
 	auth   *auth.Authenticator
 	policy *authz.FileWatcherInterceptor
 	tls    *tlsconfig.Source // nil: plaintext
+	// In a cluster: the view of the peers the codec's answers use, the
+	// key's fingerprint, and, once joined, the membership and the address
+	// it published. view is nil outside a cluster.
+	view      *peerView
+	keyID     string
+	member    *membership.Membership
+	advertise string
 }
 
 // build wires the pieces from cfg: the handle codec, telemetry and its
@@ -45,10 +55,19 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if random && cfg.cluster != "" {
+		return nil, errors.New("--cluster needs the handle key every node of the cluster shares, or each answers HANDLE_UNKNOWN for the others' handles: set --key-file or REGISTRYD_KEY")
+	}
 	if random {
 		log.Warn("no key configured: using a random one, so handles from this run mean nothing to the next (set --key-file or REGISTRYD_KEY)")
 	}
-	codec, err := handle.NewCodec(handle.Config{Key: key, Node: uint16(cfg.node)})
+	var view *peerView
+	var peers server.Peers // nil outside a cluster: not a nil *peerView
+	if cfg.cluster != "" {
+		view = &peerView{}
+		peers = view
+	}
+	codec, err := handle.NewCodec(handle.Config{Key: key, Node: uint16(cfg.node), Foreign: server.ClusterAnswers(peers)})
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +84,7 @@ func build(cfg *config, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{cfg: cfg, log: log, codec: codec, tel: tel}
+	d := &daemon{cfg: cfg, log: log, codec: codec, tel: tel, view: view, keyID: cluster.KeyID(key)}
 	defer func() {
 		if err != nil {
 			d.flushTelemetry()

@@ -17,6 +17,9 @@
 package cluster
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -112,6 +115,24 @@ type Member struct {
 	Version string `json:"version"`
 	// Started is when the node's run began.
 	Started time.Time `json:"started"`
+	// KeyID is the fingerprint of the node's handle MAC key (KeyID), so
+	// that a node with another key, whose handles every other node would
+	// answer HANDLE_UNKNOWN, refuses to join rather than serve them.
+	KeyID string `json:"key_id,omitempty"`
+}
+
+// keyIDLabel is what KeyID MACs: a fixed string, so the fingerprint says
+// nothing of the key but whether two are the same.
+const keyIDLabel = "registry cluster key fingerprint v1"
+
+// KeyID is the fingerprint of a handle MAC key: the first 8 bytes of
+// HMAC-SHA256(key, a fixed label), in hex. It reveals nothing of the key
+// (finding a key from it is finding an HMAC key from one output), and two
+// nodes share a key exactly when, but for a 2^-64 chance, they share it.
+func KeyID(key []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(keyIDLabel))
+	return hex.EncodeToString(m.Sum(nil)[:8])
 }
 
 // Endpoint is m's endpoint at addr, the node's advertised address.

@@ -1,7 +1,10 @@
 package cluster_test
 
 import (
+	"bytes"
+	"encoding/hex"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,7 +51,7 @@ func TestKeysCarryTheirTag(t *testing.T) {
 }
 
 func TestMemberSurvivesTheEndpointsEncoding(t *testing.T) {
-	m := cluster.Member{Node: 7, Epoch: 1 << 40, Version: "v1", Started: time.Date(2026, 12, 2, 3, 4, 5, 0, time.UTC)}
+	m := cluster.Member{Node: 7, Epoch: 1 << 40, Version: "v1", Started: time.Date(2026, 12, 2, 3, 4, 5, 0, time.UTC), KeyID: cluster.KeyID([]byte("k"))}
 	// The endpoints package stores Endpoint as JSON and decodes the
 	// metadata into a map[string]any.
 	b, err := json.Marshal(m.Endpoint("127.0.0.1:7000"))
@@ -60,7 +63,20 @@ func TestMemberSurvivesTheEndpointsEncoding(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := cluster.MemberOf(ep)
-	if err != nil || !got.Started.Equal(m.Started) || got.Node != m.Node || got.Epoch != m.Epoch || got.Version != m.Version {
+	if err != nil || !got.Started.Equal(m.Started) || got.Node != m.Node || got.Epoch != m.Epoch || got.Version != m.Version || got.KeyID != m.KeyID {
 		t.Fatalf("MemberOf = %+v, %v; want %+v", got, err, m)
+	}
+}
+
+func TestKeyIDTellsKeysApartAndHidesThem(t *testing.T) {
+	a, b := []byte("0123456789abcdef0123456789abcdef"), []byte("0123456789abcdef0123456789abcdeF")
+	if cluster.KeyID(a) != cluster.KeyID(bytes.Clone(a)) {
+		t.Error("one key, two fingerprints")
+	}
+	if cluster.KeyID(a) == cluster.KeyID(b) {
+		t.Error("two keys, one fingerprint")
+	}
+	if id := cluster.KeyID(a); len(id) != 16 || strings.Contains(id, hex.EncodeToString(a[:4])) {
+		t.Errorf("KeyID = %q, want 16 hex digits that do not show the key", id)
 	}
 }

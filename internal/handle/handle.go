@@ -108,6 +108,10 @@ func (e *RestartedError) Error() string {
 type ForeignNodeError struct {
 	// Node is the tag of the node that issued the handle.
 	Node uint16
+	// Epoch is the run of that node that issued it: in a cluster, a
+	// node that knows its peer's current run can tell a handle of an
+	// earlier one.
+	Epoch uint64
 }
 
 func (e *ForeignNodeError) Error() string {
@@ -124,14 +128,22 @@ type Config struct {
 	// Epoch identifies this run; it must differ between runs. Zero means
 	// the current time in milliseconds since the Unix epoch.
 	Epoch uint64
+	// Foreign, when set, is what Parse answers for a genuine handle of
+	// another node instead of the *ForeignNodeError it is given: a node
+	// of a cluster knows whether that node is live and where it is
+	// (internal/server.ClusterAnswers). The error it returns should wrap
+	// the one it is given. It runs only on that miss, never for a handle
+	// of this node. nil: the *ForeignNodeError.
+	Foreign func(*ForeignNodeError) error
 }
 
 // Codec mints and parses handles for one run of one node. It is safe for
 // concurrent use.
 type Codec struct {
-	node  uint16
-	epoch uint64
-	macs  sync.Pool // of *macState: HMAC setup costs more than the MAC itself
+	node    uint16
+	epoch   uint64
+	foreign func(*ForeignNodeError) error // Config.Foreign
+	macs    sync.Pool                     // of *macState: HMAC setup costs more than the MAC itself
 }
 
 // macState is a reusable HMAC with its input and output buffers, so that
@@ -155,7 +167,7 @@ func NewCodec(cfg Config) (*Codec, error) {
 		return nil, fmt.Errorf("epoch %d does not fit in 48 bits", epoch)
 	}
 	key := append([]byte(nil), cfg.Key...)
-	c := &Codec{node: cfg.Node, epoch: epoch}
+	c := &Codec{node: cfg.Node, epoch: epoch, foreign: cfg.Foreign}
 	c.macs.New = func() any { return &macState{h: hmac.New(sha256.New, key)} }
 	return c, nil
 }
@@ -264,7 +276,11 @@ func (c *Codec) Parse(k Kind, s string) (ID, error) {
 		return ID{}, ErrUnknown
 	}
 	if node := binary.BigEndian.Uint16(raw[offNode:]); node != c.node {
-		return ID{}, &ForeignNodeError{Node: node}
+		fe := &ForeignNodeError{Node: node, Epoch: uint48(raw[offEpoch:])}
+		if c.foreign != nil {
+			return ID{}, c.foreign(fe)
+		}
+		return ID{}, fe
 	}
 	if epoch := uint48(raw[offEpoch:]); epoch != c.epoch {
 		return ID{}, &RestartedError{Issued: epoch, Current: c.epoch}

@@ -3,6 +3,7 @@ package handle_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -180,9 +181,9 @@ func TestParseRejects(t *testing.T) {
 		{name: "different key and epoch", kind: handle.Object, in: foreignKeyOldObj, want: handle.ErrUnknown},
 		{name: "same key earlier epoch", kind: handle.Object, in: oldObj, wantRestarted: &handle.RestartedError{Issued: epoch - 5, Current: epoch}},
 		{name: "same key earlier epoch lease", kind: handle.Lease, in: oldLse, wantRestarted: &handle.RestartedError{Issued: epoch - 5, Current: epoch}},
-		{name: "same key other node", kind: handle.Object, in: foreignObj, wantForeign: &handle.ForeignNodeError{Node: node + 1}},
+		{name: "same key other node", kind: handle.Object, in: foreignObj, wantForeign: &handle.ForeignNodeError{Node: node + 1, Epoch: epoch}},
 		// The node is checked before the epoch.
-		{name: "same key other node and epoch", kind: handle.Object, in: foreignOldObj, wantForeign: &handle.ForeignNodeError{Node: 300}},
+		{name: "same key other node and epoch", kind: handle.Object, in: foreignOldObj, wantForeign: &handle.ForeignNodeError{Node: 300, Epoch: epoch + 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -227,6 +228,33 @@ func TestTypedErrorsSayWhatHappened(t *testing.T) {
 	fe := &handle.ForeignNodeError{Node: 42}
 	if got := fe.Error(); !strings.Contains(got, "42") {
 		t.Errorf("ForeignNodeError.Error() = %q, want it to name the node", got)
+	}
+}
+
+func TestForeignHookAnswersOnlyForAnotherNodesHandle(t *testing.T) {
+	var asked []handle.ForeignNodeError
+	errCluster := errors.New("the cluster's answer")
+	c := newCodec(t, handle.Config{Node: 1, Epoch: 10, Foreign: func(fe *handle.ForeignNodeError) error {
+		asked = append(asked, *fe)
+		return fmt.Errorf("%w: %w", errCluster, fe)
+	}})
+	_, own := c.New(handle.Object)
+	if _, err := c.Parse(handle.Object, own); err != nil {
+		t.Fatalf("Parse of its own handle: %v", err)
+	}
+	_, old := newCodec(t, handle.Config{Node: 1, Epoch: 9}).New(handle.Object)
+	var re *handle.RestartedError
+	if _, err := c.Parse(handle.Object, old); !errors.As(err, &re) {
+		t.Fatalf("Parse of an earlier run's handle = %v, want *RestartedError", err)
+	}
+	_, other := newCodec(t, handle.Config{Node: 2, Epoch: 11}).New(handle.Lease)
+	_, err := c.Parse(handle.Lease, other)
+	var fe *handle.ForeignNodeError
+	if !errors.Is(err, errCluster) || !errors.As(err, &fe) || fe.Node != 2 {
+		t.Fatalf("Parse of another node's handle = %v, want the hook's answer wrapping node 2", err)
+	}
+	if len(asked) != 1 || asked[0] != (handle.ForeignNodeError{Node: 2, Epoch: 11}) {
+		t.Fatalf("hook asked %+v, want once, for node 2 epoch 11", asked)
 	}
 }
 

@@ -56,6 +56,7 @@ func addBatchProvokers(add func(reason string, code codes.Code, rpc string, f pr
 	leaseIDs := map[string]func(w *world) string{
 		ReasonLeaseMalformed:    func(*world) string { return "lse_x" },
 		ReasonHandleForeignNode: func(w *world) string { return w.otherNode(handle.Lease) },
+		ReasonNodeUnavailable:   func(w *world) string { return w.goneNode(handle.Lease) },
 		ReasonRestarted:         func(w *world) string { return w.otherRun(handle.Lease) },
 		ReasonLeaseNotFound:     func(w *world) string { _, id := w.e.codec.New(handle.Lease); return id },
 	}

@@ -70,6 +70,7 @@ type envOptions struct {
 	leakCycles  int                  // registry.Config.LeakGCCycles; default 0, off
 	auth        *auth.Authenticator  // default: none, authentication off
 	authz       *authz.FileWatcherInterceptor
+	peers       Peers // the cluster's other nodes; default: none, a single node
 }
 
 // testIdentityHeader names, in a test's request metadata, the identity the
@@ -110,7 +111,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 	if o.limits != nil {
 		limits = *o.limits
 	}
-	codec, err := handle.NewCodec(handle.Config{Key: []byte("0123456789abcdef0123456789abcdef")})
+	codec, err := handle.NewCodec(handle.Config{Key: []byte("0123456789abcdef0123456789abcdef"), Foreign: ClusterAnswers(o.peers)})
 	if err != nil {
 		t.Fatal(err)
 	}

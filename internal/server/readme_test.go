@@ -70,7 +70,6 @@ var notProvoked = map[string]string{
 	ReasonStreamStalled:    "the lease stream's send timeout, tested with the lease stream",
 	ReasonInternal:         "a bug: TestPanicBecomesInternalError provokes one",
 	ReasonLeaseTakenOver:   "told by revoked, not sent as a status (see the README row)",
-	ReasonNodeUnavailable:  "only a registryd in a cluster knows which nodes are live: the membership's tests provoke it",
 }
 
 // answer is what a call answered: a status's code and reason, or a pin
@@ -214,6 +213,7 @@ func provokers() map[string]provocation {
 	leaseIDs := map[string]func(w *world) string{
 		ReasonLeaseMalformed:    func(w *world) string { return "lse_x" },
 		ReasonHandleForeignNode: func(w *world) string { return w.otherNode(handle.Lease) },
+		ReasonNodeUnavailable:   func(w *world) string { return w.goneNode(handle.Lease) },
 		ReasonRestarted:         func(w *world) string { return w.otherRun(handle.Lease) },
 		ReasonLeaseNotFound: func(w *world) string {
 			_, id := w.e.codec.New(handle.Lease) // genuine, never opened
@@ -566,15 +566,39 @@ func everyRPCMalformed(t *testing.T, w *world) answer {
 }
 
 // otherNode is a genuine handle of kind k issued by another node that
-// shares this one's key.
-func (w *world) otherNode(k handle.Kind) string {
-	c, err := handle.NewCodec(handle.Config{Key: testKey, Node: w.e.codec.Node() + 1, Epoch: w.e.codec.Epoch()})
+// shares this one's key: live, in the walk's cluster (walkPeers).
+func (w *world) otherNode(k handle.Kind) string { return w.nodeHandle(k, w.e.codec.Node()+1) }
+
+// goneNode is a genuine handle of kind k issued by a node of the walk's
+// cluster that is not live now (walkPeers).
+func (w *world) goneNode(k handle.Kind) string { return w.nodeHandle(k, w.e.codec.Node()+2) }
+
+func (w *world) nodeHandle(k handle.Kind, node uint16) string {
+	c, err := handle.NewCodec(handle.Config{Key: testKey, Node: node, Epoch: w.e.codec.Epoch()})
 	if err != nil {
 		panic(err)
 	}
 	_, h := c.New(k)
 	return h
 }
+
+// fakePeers is a cluster as a membership would see it: the nodes in the
+// map are live.
+type fakePeers map[uint16]fakePeer
+
+type fakePeer struct {
+	addr  string
+	epoch uint64
+}
+
+func (p fakePeers) Lookup(node uint16) (string, uint64, bool) {
+	peer, ok := p[node]
+	return peer.addr, peer.epoch, ok
+}
+
+// walkPeers is the walk's cluster, seen from node 0 (the test codec's):
+// node 1 is live, node 2 is not.
+var walkPeers = fakePeers{1: {addr: "127.0.0.1:7601"}}
 
 // otherRun is a genuine handle of kind k issued by an earlier run.
 func (w *world) otherRun(k handle.Kind) string {
@@ -614,7 +638,7 @@ func TestREADMEErrorTableIsTrue(t *testing.T) {
 			}
 			used[key] = true
 			t.Run(strings.ReplaceAll(key, " ", "_"), func(t *testing.T) {
-				w := newWorldWith(t, envOptions{limits: walkLimits(), watchBuffer: 4})
+				w := newWorldWith(t, envOptions{limits: walkLimits(), watchBuffer: 4, peers: walkPeers})
 				if got, want := pr.provoke(t, w), (answer{row.code, row.reason}); got != want {
 					t.Errorf("%s answered %v %q, README says %v %q", rpc, got.code, got.reason, want.code, want.reason)
 				}
@@ -638,7 +662,7 @@ func TestREADMEErrorTableIsTrue(t *testing.T) {
 	for _, key := range unlisted {
 		pr := all[key]
 		t.Run("unlisted_"+strings.ReplaceAll(key, " ", "_"), func(t *testing.T) {
-			w := newWorldWith(t, envOptions{limits: walkLimits(), watchBuffer: 4})
+			w := newWorldWith(t, envOptions{limits: walkLimits(), watchBuffer: 4, peers: walkPeers})
 			if got := pr.provoke(t, w); got == pr.want {
 				t.Errorf("the server answers %s, and README's table does not say so", key)
 			}
@@ -667,6 +691,7 @@ func badObjectHandles() map[string]func(w *world) string {
 			return string(h)
 		},
 		ReasonHandleForeignNode: func(w *world) string { return w.otherNode(handle.Object) },
+		ReasonNodeUnavailable:   func(w *world) string { return w.goneNode(handle.Object) },
 		ReasonRestarted:         func(w *world) string { return w.otherRun(handle.Object) },
 		ReasonCollected:         func(w *world) string { return w.collected },
 		ReasonDeleted:           func(w *world) string { return w.deleted },

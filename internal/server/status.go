@@ -174,6 +174,8 @@ func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]s
 	var (
 		restarted *handle.RestartedError
 		foreign   *handle.ForeignNodeError
+		owner     *OwnerError
+		gone      *NodeUnavailableError
 		limit     *registry.LimitError
 		label     *registry.LabelError
 		notLive   *lease.NotLiveError
@@ -206,6 +208,13 @@ func classify(err error, kind handle.Kind) (registryv1.ErrorReason, map[string]s
 			return registryv1.ErrorReason_LEASE_NOT_FOUND, nil
 		}
 		return registryv1.ErrorReason_HANDLE_UNKNOWN, nil
+	case errors.As(err, &gone):
+		return registryv1.ErrorReason_NODE_UNAVAILABLE, map[string]string{"node": strconv.Itoa(int(gone.Foreign.Node))}
+	case errors.As(err, &owner):
+		return registryv1.ErrorReason_HANDLE_FOREIGN_NODE, map[string]string{
+			"node":       strconv.Itoa(int(owner.Foreign.Node)),
+			"owner_addr": owner.Addr,
+		}
 	case errors.As(err, &restarted):
 		return registryv1.ErrorReason_REGISTRY_RESTARTED, map[string]string{
 			"handle_epoch":     strconv.FormatUint(restarted.Issued, 10),

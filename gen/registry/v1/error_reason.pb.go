@@ -49,8 +49,10 @@ const (
 	ErrorReason_HANDLE_FOREIGN_NODE ErrorReason = 3
 	// NOT_FOUND: a handle, lease id or watch sequence of an earlier run of
 	// registryd (as a lease_id where a live lease is needed:
-	// FAILED_PRECONDITION). Metadata `handle_epoch` (the run that issued it),
-	// `current_epoch`, `epoch_start_time`.
+	// FAILED_PRECONDITION). In a cluster another node says it too of a
+	// handle of a live node's earlier run. Metadata `handle_epoch` (the run
+	// that issued it), `current_epoch` (of the node that issued it),
+	// `epoch_start_time`.
 	ErrorReason_REGISTRY_RESTARTED ErrorReason = 4
 	// NOT_FOUND: no lease pinned the object and the garbage collector took
 	// it.
@@ -184,8 +186,8 @@ const (
 	// server's message limit), `want` (the size the answer would have
 	// reached). Resolve it alone, in a smaller batch, or with Download.
 	ErrorReason_RESPONSE_TOO_LARGE ErrorReason = 47
-	// UNAVAILABLE: the handle belongs to a node of the cluster that is not a
-	// live member now (crashed, stopped, or cut off from etcd longer than its
+	// UNAVAILABLE: the handle (or lease id) belongs to a node of the cluster
+	// that is not a live member now (crashed, stopped, or cut off from etcd longer than its
 	// lease's TTL). Its objects are not replicated: if the node comes back
 	// in the same run they answer again; if it restarted they answer
 	// REGISTRY_RESTARTED. Metadata `node`.
