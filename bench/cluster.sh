@@ -10,8 +10,8 @@
 #     routing table per node. Run for 3 and for 1,000 nodes.
 #  2. registrybench -mode placement: a million puts over 3 and 1,000 nodes
 #     by round robin, random and two-choices placement.
-#  3. When registryd has the cluster flags (--etcd-endpoints), three real
-#     nodes in one cluster, and registryctl's cluster ls and stats of them.
+#  3. Three real registryd nodes in one cluster, and registryctl's cluster ls
+#     and stats of them.
 #
 # Usage: bench/cluster.sh [steady-seconds] [ttl]
 # RUNS="3:100 1000:1000" (the default) is the NODES:WATCHERS of each run.
@@ -39,10 +39,6 @@ for nodes in 3 1000; do
   "$work/registrybench" -mode placement -n "$nodes" -objects 1000000
 done
 
-if ! "$work/registryd" --help 2>&1 | grep -q -- --etcd-endpoints; then
-  echo "registryd has no --etcd-endpoints yet: no run of three real nodes"
-  exit 0
-fi
 head -c 32 /dev/urandom >"$work/cluster.key"
 for tag in 1 2 3; do
   addr=127.0.0.1:$((27600 + tag))

@@ -172,7 +172,7 @@ func (a *app) route(ctx context.Context, k handle.Kind, id string) error {
 // not list: the status a registryd of the cluster answers for it, so that
 // it reads and exits the same whoever noticed.
 func (a *app) nodeUnavailable(tag uint16) error {
-	msg := fmt.Sprintf("node %d is not a live member of cluster %s: the node that owns it is not a live member of the cluster; retry when it rejoins (its objects are not replicated)",
+	msg := fmt.Sprintf("node %d is not a live member of cluster %s: retry when it rejoins (its objects are not replicated)",
 		tag, a.clusterName)
 	st, err := status.New(codes.Unavailable, msg).WithDetails(&errdetails.ErrorInfo{
 		Reason:   registryv1.ErrorReason_NODE_UNAVAILABLE.String(),

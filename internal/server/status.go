@@ -140,7 +140,7 @@ var catalog = map[registryv1.ErrorReason]reasonInfo{
 	registryv1.ErrorReason_IDENTITY_STREAM_LIMIT:       {codes.ResourceExhausted, "close streams you no longer need, or ask for a higher --identity-max-streams"},
 	registryv1.ErrorReason_RATE_LIMITED:                {codes.ResourceExhausted, "slow down, and retry after the RetryInfo delay"},
 	registryv1.ErrorReason_RESPONSE_TOO_LARGE:          {codes.ResourceExhausted, "resolve it alone, in a smaller batch, or with Download"},
-	registryv1.ErrorReason_NODE_UNAVAILABLE:            {codes.Unavailable, "the node that owns it is not a live member of the cluster; retry when it rejoins (its objects are not replicated)"},
+	registryv1.ErrorReason_NODE_UNAVAILABLE:            {codes.Unavailable, "retry when it rejoins (its objects are not replicated)"},
 }
 
 // validUTF8 makes md's values UTF-8: metadata may echo client input, and
