@@ -80,3 +80,23 @@ func TestKeyIDTellsKeysApartAndHidesThem(t *testing.T) {
 		t.Errorf("KeyID = %q, want 16 hex digits that do not show the key", id)
 	}
 }
+
+// FuzzNameOfTarget: whatever a target string holds, NameOfTarget either
+// refuses it or returns a valid name whose Target reads back to it.
+func FuzzNameOfTarget(f *testing.F) {
+	for _, s := range []string{"etcd:///registry/prod", "etcd://a/registry/x", "etcd:///registry/", "etcd:///registry/a/b", "dns:///x", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		name, err := cluster.NameOfTarget(target)
+		if err != nil {
+			return
+		}
+		if err := cluster.CheckName(name); err != nil {
+			t.Fatalf("NameOfTarget(%q) = %q, which CheckName refuses: %v", target, name, err)
+		}
+		if back, err := cluster.NameOfTarget(cluster.Target(name)); err != nil || back != name {
+			t.Fatalf("Target(%q) reads back as %q, %v", name, back, err)
+		}
+	})
+}

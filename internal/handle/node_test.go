@@ -1,6 +1,7 @@
 package handle_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -34,4 +35,31 @@ func TestNodeOfRefusesWhatIsNotShapedLikeAHandle(t *testing.T) {
 			t.Errorf("%s: NodeOf(%q) = %d, true; want false", name, s, node)
 		}
 	}
+}
+
+// FuzzNodeOfAgreesWithParse: for any string, NodeOf's tag is the one
+// Parse reports, whenever Parse finds a genuine handle of some node.
+func FuzzNodeOfAgreesWithParse(f *testing.F) {
+	ours := newCodec(f, handle.Config{Node: 7, Epoch: 12345})
+	theirs := newCodec(f, handle.Config{Node: 9, Epoch: 12345})
+	for _, c := range []*handle.Codec{ours, theirs} {
+		_, s := c.New(handle.Object)
+		f.Add(s)
+	}
+	f.Add("obj_")
+	f.Fuzz(func(t *testing.T, s string) {
+		node, shaped := handle.NodeOf(handle.Object, s)
+		_, err := ours.Parse(handle.Object, s)
+		var foreign *handle.ForeignNodeError
+		switch {
+		case err == nil:
+			if !shaped || node != 7 {
+				t.Fatalf("Parse took %q as ours, NodeOf says %d, %v", s, node, shaped)
+			}
+		case errors.As(err, &foreign):
+			if !shaped || node != foreign.Node {
+				t.Fatalf("Parse says %q is node %d's, NodeOf says %d, %v", s, foreign.Node, node, shaped)
+			}
+		}
+	})
 }
