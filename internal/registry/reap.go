@@ -42,9 +42,12 @@ const (
 )
 
 // reap is the cleanup run by the Go runtime after the collector took the
-// payload of object id. It runs on the runtime's cleanup goroutine: it
-// queues id and, if no drain runs, starts one.
-func (r *Registry) reap(id handle.ID) {
+// payload of e. It runs on the runtime's cleanup goroutine: it queues e's
+// ID and, if no drain runs, starts one. The drain finds the entry by its
+// ID, as it may no longer be in its map (Delete, or a Pin that found it
+// gone, removed it).
+func (r *Registry) reap(e *entry) {
+	id := e.id // immutable
 	q := &r.reaps
 	q.mu.Lock()
 	n := len(q.blocks)

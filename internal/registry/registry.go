@@ -110,8 +110,8 @@ type Registry struct {
 	shards  [shardCount]shard
 	events  *hub
 	tombs   *tombstones
-	cache   *softCache      // nil when off
-	reapFn  func(handle.ID) // r.reap, made once: a method value per Put costs 16 bytes an object
+	cache   *softCache   // nil when off
+	reapFn  func(*entry) // r.reap, made once: a method value per Put costs 16 bytes an object
 
 	counters counters
 	forced   forcedCollections
