@@ -17,7 +17,7 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	}
 	h := r.handleOf(e)
 	info := e.info(h)
-	pins := e.pins()
+	pins := r.pins(e)
 	if len(pins) > 0 && !force {
 		return info, pins, ErrPinned
 	}
@@ -34,7 +34,7 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	r.counters.pins.Add(-int64(len(pins)))
 	r.counters.deleted.Add(1)
 	e.stopLinger()
-	e.removed.Store(true)
+	e.set(flagRemoved, true)
 	if r.cache != nil {
 		r.cache.remove(e)
 	}

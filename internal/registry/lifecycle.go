@@ -66,15 +66,19 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		owner:      r.accounts.acquire(owner),
 		state:      Weak,
 		stateSince: nowNano,
-		charged:    charged,
-		direct:     direct,
+	}
+	if direct {
+		e.flags.Store(uint32(flagDirect))
+	}
+	if charged != nil {
+		e.setCharge(charged) // a charge to its owner's account is implied
 	}
 	if kept.ContentType != "" || kept.Labels != nil || kept.Linger != 0 {
 		e.extra().meta = kept
 	}
 	e.accessed.Store(nowNano)
 	if pl.CRCKnown {
-		e.crc.Store(uint64(pl.CRC32C) | crcKnown)
+		e.setChecksum(pl.CRC32C)
 	}
 	// The cleanup's argument is e, never p: a cleanup that reached its
 	// object would keep it alive forever, and e reaches p only through
@@ -92,7 +96,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	case by != nil:
 		e.strong = p
 		e.state = Pinned
-		e.addPin(pinSlot{lease: by.ID, leaseID: by.LeaseID, since: nowNano})
+		e.addPin(pinSlot{lease: by.ID, since: nowNano})
 		r.counters.add(Pinned, 1, size)
 		r.counters.pins.Add(1)
 		// CREATED reports the pinned state: the object is never WEAK.
@@ -196,7 +200,7 @@ func (r *Registry) RecordChecksum(id handle.ID, crc uint32) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if e := s.m.get(id); e != nil {
-		e.crc.Store(uint64(crc) | crcKnown)
+		e.setChecksum(crc)
 	}
 }
 
@@ -308,7 +312,7 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, h string, by Holder) (info 
 			if err != nil {
 				return Info{}, false, nil, err
 			}
-			e.charged = a
+			e.setCharge(a)
 		}
 		r.counters.move(e.state, Pinned, e.size)
 		e.stopLinger()
@@ -318,7 +322,7 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, h string, by Holder) (info 
 		e.stateSince = now.UnixNano()
 		s.leaks.setWeak(e, false)
 	}
-	e.addPin(pinSlot{lease: by.ID, leaseID: by.LeaseID, since: now.UnixNano()})
+	e.addPin(pinSlot{lease: by.ID, since: now.UnixNano()})
 	e.accessed.Store(now.UnixNano())
 	r.counters.pins.Add(1)
 	r.publish(e, h, EventPinned, by.LeaseID, now)

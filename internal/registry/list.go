@@ -205,7 +205,7 @@ func (r *Registry) Inspect(id handle.ID) (Info, []Pin, error) {
 	}
 	info := e.info(r.handleOf(e))
 	r.judge(&info)
-	return info, e.pins(), nil
+	return info, r.pins(e), nil
 }
 
 // WatchAll subscribes to every event of every object, or only those of the
