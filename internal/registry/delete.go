@@ -23,7 +23,6 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	}
 	now := r.now()
 	s.m.del(id)
-	s.index.Delete(itemOf(e))
 	s.leaks.setWeak(e, false)
 	r.tombs.add(id)
 	r.counters.add(e.state, -1, -e.size)

@@ -90,7 +90,6 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	s := r.shard(id)
 	s.mu.Lock()
 	s.m.put(e)
-	s.index.ReplaceOrInsert(itemOf(e))
 	r.counters.puts.Add(1)
 	switch {
 	case by != nil:
