@@ -122,9 +122,7 @@ func (r *Registry) releaseStrong(size int64, a *account) {
 // the caller releases it. The caller holds e's shard lock.
 func takeCharge(e *entry) *account {
 	a := e.chargedTo()
-	if e.x != nil {
-		e.x.chargeSet, e.x.charged = false, nil
-	}
+	e.dropCharge()
 	return a
 }
 

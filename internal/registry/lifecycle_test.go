@@ -322,10 +322,15 @@ func TestPayloadIsPaddedOutOfCrowdedSpans(t *testing.T) {
 }
 
 // TestEntryLayout guards the size of an entry, which every object pays
-// for: 128 bytes is a size class, and one field more would cost 16.
+// for, and of its side struct, which objects with metadata, more than one
+// pin or a linger pay for: 128 bytes is a size class, and one field more
+// would cost 16.
 func TestEntryLayout(t *testing.T) {
 	if got := unsafe.Sizeof(entry{}); got != 128 {
 		t.Fatalf("entry is %d bytes, want 128", got)
+	}
+	if got := unsafe.Sizeof(entryExtra{}); got != 128 {
+		t.Fatalf("entryExtra is %d bytes, want 128", got)
 	}
 }
 

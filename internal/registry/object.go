@@ -261,6 +261,12 @@ const (
 	flagLeakWeak
 	flagLeakCached
 	flagLeakCounted
+	// Guarded by the shard's mu. flagPin0InX: pin0 was taken at
+	// x.unpinnedAt, not at stateSince (see entry.pin0Since).
+	// flagChargeInX: while the object is strongly held its bytes are
+	// charged to x.charged, not to its owner (see entry.chargedTo).
+	flagPin0InX
+	flagChargeInX
 )
 
 // has reports whether e's flag f is set.
@@ -281,19 +287,14 @@ func (e *entry) set(f entryFlag, on bool) {
 type entryExtra struct {
 	meta objectMeta // immutable after Put
 	pins []pinSlot  // the pins after pin0, oldest first
-	// unpinnedAt is when its last pin went (or when it was put): kept
-	// here only once the entry has an x, for it is stateSince until the
-	// object first lingers (see entry.unpinnedSince).
-	unpinnedAt int64
-	// pin0Since is when pin0 was taken, when pin0Set; otherwise it was
-	// taken as the object became PINNED, at stateSince (see
-	// entry.pin0Since).
-	pin0Since int64
-	pin0Set   bool
-	// chargeSet says that while the object is strongly held its bytes are
-	// charged to charged, not to its owner (see entry.chargedTo).
-	chargeSet   bool
-	charged     *account
+	// unpinnedAt is, while no pin is held, when its last pin went (or
+	// when it was put): kept here only once the entry has an x, for it is
+	// stateSince until the object first lingers (see
+	// entry.unpinnedSince). While a pin is held and flagPin0InX, it is
+	// when pin0 was taken instead (see entry.pin0Since): one word for two
+	// times never needed at once keeps x at 128 bytes, a size class.
+	unpinnedAt  int64
+	charged     *account    // while flagChargeInX: who its bytes are charged to; nil, nobody
 	lingerTimer *time.Timer // while LINGERING: ends it
 	// The deadlines are times from Config.Now, which carry the monotonic
 	// clock's reading (time.Now's do): they are compared and subtracted
@@ -344,8 +345,8 @@ func (e *entry) unpinnedSince() int64 {
 // pin0Since returns when the oldest pin was taken. The caller holds the
 // shard's lock and npins > 0.
 func (e *entry) pin0Since() int64 {
-	if e.x != nil && e.x.pin0Set {
-		return e.x.pin0Since
+	if e.has(flagPin0InX) {
+		return e.x.unpinnedAt
 	}
 	return e.stateSince
 }
@@ -358,10 +359,8 @@ func (e *entry) addPin(p pinSlot) {
 		// stateSince changes only while no pin is held (an object with a
 		// pin is PINNED), so it keeps pin0's time unless they differ.
 		if p.since != e.stateSince {
-			x := e.extra()
-			x.pin0Since, x.pin0Set = p.since, true
-		} else if e.x != nil {
-			e.x.pin0Set = false
+			e.extra().unpinnedAt = p.since // read again only once no pin is held, and set then
+			e.set(flagPin0InX, true)
 		}
 	} else {
 		x := e.extra()
@@ -377,14 +376,13 @@ func (e *entry) removePin(i int) {
 	if i == 0 {
 		e.pin0 = handle.ID{}
 		if e.npins == 0 {
-			if e.x != nil {
-				e.x.pin0Set = false
-			}
+			e.set(flagPin0InX, false) // the caller sets unpinnedAt
 			return
 		}
 		x := e.x
 		e.pin0 = x.pins[0].lease
-		x.pin0Since, x.pin0Set = x.pins[0].since, true
+		x.unpinnedAt = x.pins[0].since
+		e.set(flagPin0InX, true)
 		i = 1
 	}
 	x := e.x
@@ -396,8 +394,9 @@ func (e *entry) removePin(i int) {
 // clearPins drops every pin. The caller holds the shard's write lock.
 func (e *entry) clearPins() {
 	e.npins, e.pin0 = 0, handle.ID{}
+	e.set(flagPin0InX, false)
 	if e.x != nil {
-		e.x.pins, e.x.pin0Set = nil, false
+		e.x.pins = nil
 	}
 }
 
@@ -426,7 +425,7 @@ func (r *Registry) pin(lease handle.ID, since int64) Pin {
 // chargedTo returns the account e's strongly held bytes are charged to,
 // nil for none. The caller holds the shard's lock and e.strong is set.
 func (e *entry) chargedTo() *account {
-	if e.x != nil && e.x.chargeSet {
+	if e.has(flagChargeInX) {
 		return e.x.charged
 	}
 	return e.ownerCharge()
@@ -446,13 +445,20 @@ func (e *entry) ownerCharge() *account {
 // reserveStrong returned. The caller holds the shard's write lock.
 func (e *entry) setCharge(a *account) {
 	if a == e.ownerCharge() {
-		if e.x != nil {
-			e.x.chargeSet, e.x.charged = false, nil
-		}
+		e.dropCharge()
 		return
 	}
-	x := e.extra()
-	x.chargeSet, x.charged = true, a
+	e.extra().charged = a
+	e.set(flagChargeInX, true)
+}
+
+// dropCharge forgets a charge kept in x. The caller holds the shard's
+// write lock.
+func (e *entry) dropCharge() {
+	if e.has(flagChargeInX) {
+		e.x.charged = nil
+		e.set(flagChargeInX, false)
+	}
 }
 
 func (e *entry) checksum() (uint32, bool) {
