@@ -183,7 +183,10 @@ type Pin struct {
 // Holder names the lease that pins or unpins.
 type Holder struct {
 	ID handle.ID
-	// LeaseID is the lease's handle string.
+	// LeaseID is the lease's handle string, as the registry's codec made
+	// it for ID (Codec.New(handle.Lease)): events carry it as given, and
+	// the pins Inspect and Delete return carry it made again from ID, for
+	// an entry keeps only a pin's lease ID.
 	LeaseID string
 	// Identity owns the lease: its pins of WEAK objects are charged to it.
 	Identity string
