@@ -121,8 +121,8 @@ func (r *Registry) releaseStrong(size int64, a *account) {
 // takeCharge returns the account e's bytes are charged to and forgets it:
 // the caller releases it. The caller holds e's shard lock.
 func takeCharge(e *entry) *account {
-	a := e.charged
-	e.charged = nil
+	a := e.chargedTo()
+	e.dropCharge()
 	return a
 }
 

@@ -66,7 +66,7 @@ func (r *Registry) hit(id handle.ID, mac handle.MAC, h string, now int64, withIn
 	if withInfo {
 		obj.Info = e.info(h)
 	} else {
-		obj.Info = Info{ID: e.id, Handle: h, Size: e.size, SoftCached: e.cached.Load()}
+		obj.Info = Info{ID: e.id, Handle: h, Size: e.size, SoftCached: e.has(flagCached)}
 	}
 	obj.Data, obj.More = e.bytes(p)
 	obj.crc, obj.crcKnown = e.checksum()

@@ -17,13 +17,12 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	}
 	h := r.handleOf(e)
 	info := e.info(h)
-	pins := e.pins()
+	pins := r.pins(e)
 	if len(pins) > 0 && !force {
 		return info, pins, ErrPinned
 	}
 	now := r.now()
 	s.m.del(id)
-	s.index.Delete(itemOf(e))
 	s.leaks.setWeak(e, false)
 	r.tombs.add(id)
 	r.counters.add(e.state, -1, -e.size)
@@ -34,7 +33,7 @@ func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	r.counters.pins.Add(-int64(len(pins)))
 	r.counters.deleted.Add(1)
 	e.stopLinger()
-	e.removed.Store(true)
+	e.set(flagRemoved, true)
 	if r.cache != nil {
 		r.cache.remove(e)
 	}

@@ -2,7 +2,10 @@ package registry
 
 import (
 	"errors"
+	"runtime"
 	"testing"
+	"time"
+	"weak"
 
 	"github.com/weakref/registry/internal/handle"
 )
@@ -121,5 +124,48 @@ func TestDeleteOfUnknownIDSaysCollected(t *testing.T) {
 	id, _ := r.codec.New(handle.Object)
 	if _, _, err := r.Delete(id, true); !errors.Is(err, ErrCollected) {
 		t.Fatalf("Delete of an ID never put: %v; want ErrCollected", err)
+	}
+}
+
+// TestDeletedObjectsPayloadIsCollected: a deleted entry stays reachable
+// from its payload's cleanup, whose argument it is, until the collector
+// takes the payload; so Delete must leave it no strong pointer to the
+// payload, or the cleanup would keep the payload alive for ever. Whatever
+// the object's state when deleted, its bytes are collected once nothing
+// else holds them.
+func TestDeletedObjectsPayloadIsCollected(t *testing.T) {
+	tests := []struct {
+		name   string
+		pinned bool
+		linger time.Duration
+	}{
+		{name: "weak"},
+		{name: "pinned, force-deleted", pinned: true},
+		{name: "lingering", linger: time.Hour},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRegistry(t, Config{})
+			by := newHolder(r)
+			var holder *Holder
+			if tt.pinned {
+				holder = &by
+			}
+			data := newPayload(256, 7)
+			bytesOf := weak.Make(&data[0]) // the bytes' own allocation, boxed or not
+			info, err := r.Put(data, Meta{Linger: tt.linger}, holder)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data = nil
+			if _, _, err := r.Delete(info.ID, true); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 10*time.Second, "the deleted object's bytes were not collected", func() bool {
+				runtime.GC()
+				return bytesOf.Value() == nil
+			})
+			wantGone(t, r, info.Handle, ErrDeleted)
+		})
 	}
 }

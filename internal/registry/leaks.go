@@ -75,13 +75,13 @@ func (b *leakBook) leaveWeak(es []*entry) {
 
 // setWeakLocked is setWeak with b.mu held.
 func (b *leakBook) setWeakLocked(e *entry, weak bool) {
-	if e.leak.weak == weak {
+	if e.has(flagLeakWeak) == weak {
 		return
 	}
-	e.leak.weak = weak
+	e.set(flagLeakWeak, weak)
 	now := gcNow() // read under mu: never behind b.at, read under mu before
 	if weak {
-		e.weakSince.Store(now) // its weak age starts, cached or not
+		e.weakSince.Store(uint32(now)) // its weak age starts, cached or not
 	}
 	b.update(e, now)
 }
@@ -91,14 +91,14 @@ func (b *leakBook) setWeakLocked(e *entry, weak bool) {
 func (b *leakBook) setCached(e *entry, cached bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if e.leak.cached == cached {
+	if e.has(flagLeakCached) == cached {
 		return
 	}
-	e.leak.cached = cached
+	e.set(flagLeakCached, cached)
 	now := gcNow()
-	if !cached && e.leak.weak {
+	if !cached && e.has(flagLeakWeak) {
 		// Nothing held it but the cache: its age starts now.
-		e.weakSince.Store(now)
+		e.weakSince.Store(uint32(now))
 	}
 	b.update(e, now)
 }
@@ -106,11 +106,11 @@ func (b *leakBook) setCached(e *entry, cached bool) {
 // update counts e in or out as its flags now say; now is the GC clock,
 // read under b.mu. b.mu is held.
 func (b *leakBook) update(e *entry, now uint64) {
-	want := e.leak.weak && !e.leak.cached && b.n > 0
-	if want == e.leak.counted {
+	want := e.has(flagLeakWeak) && !e.has(flagLeakCached) && b.n > 0
+	if want == e.has(flagLeakCounted) {
 		return
 	}
-	e.leak.counted = want
+	e.set(flagLeakCounted, want)
 	b.fold(now)
 	if want {
 		// The caller has just set e.weakSince to now: it changes only as
@@ -119,10 +119,12 @@ func (b *leakBook) update(e *entry, now uint64) {
 		b.ring[now%b.n]++
 		return
 	}
-	if s := e.weakSince.Load(); s+b.n <= b.at {
+	// Its age in cycles, from the low 32 bits weakSince keeps: at is
+	// never behind the tick it started.
+	if age := uint64(uint32(b.at) - e.weakSince.Load()); age >= b.n {
 		b.old--
 	} else {
-		b.ring[s%b.n]--
+		b.ring[(b.at-age)%b.n]--
 	}
 }
 
@@ -136,12 +138,4 @@ func (b *leakBook) suspected() int64 {
 	defer b.mu.Unlock()
 	b.fold(gcNow())
 	return b.old
-}
-
-// leakFlags are an entry's standing in its shard's leak book, guarded by
-// the book's mu.
-type leakFlags struct {
-	weak    bool // its state is WEAK
-	cached  bool // the soft cache holds it
-	counted bool // the book counts it: weak, not cached, and counting on
 }

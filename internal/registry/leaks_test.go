@@ -36,7 +36,7 @@ func (r *Registry) bruteSuspectedLeaks() int64 {
 		s := &r.shards[i]
 		s.mu.RLock()
 		s.m.each(func(e *entry) bool {
-			if e.state == Weak && !e.cached.Load() && now-e.weakSince.Load() >= n {
+			if e.state == Weak && !e.has(flagCached) && uint64(uint32(now)-e.weakSince.Load()) >= n {
 				count++
 			}
 			return true
@@ -80,6 +80,51 @@ func TestEvictedObjectIsNotASuspectedLeak(t *testing.T) {
 	}
 	if n := r.Stats().SuspectedLeaks; n != 1 {
 		t.Fatalf("two collections after the eviction: Stats.SuspectedLeaks = %d, want 1", n)
+	}
+	runtime.KeepAlive(stray)
+}
+
+// TestWeakAgeCountsAcrossTheClockWrap: an entry keeps its weak age's
+// start as the GC clock's low 32 bits; an age that spans the clock's
+// passing 2^32 is still counted from its start, and the leak book counts
+// the entry out of the right tick when it is pinned.
+func TestWeakAgeCountsAcrossTheClockWrap(t *testing.T) {
+	noAutoGC(t)
+	const wrap = 1 << 32
+	if now := gcNow(); now < wrap-2 {
+		gcTicks.CompareAndSwap(now, wrap-2) // forward only: no test runs beside this one
+	}
+	if now := gcNow(); now >= wrap {
+		t.Skipf("the GC clock is at %d, past the wrap this test crosses", now)
+	}
+	r := newRegistry(t, Config{LeakGCCycles: 3})
+	info, _ := put(t, r, 100, 1, Meta{}, nil)
+	stray := r.payloadOf(info.ID) // kept: a leak to count
+	start := gcNow()
+	awaitGCTicks(t, r, start, 3)
+	in, _, err := r.Inspect(info.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ran := int64(gcNow() - start); in.WeakGCCycles < 3 || in.WeakGCCycles > ran || !in.SuspectedLeak {
+		t.Fatalf("across the wrap: %d weak GC cycles (the clock ran %d), suspected %v; want at least 3, a suspected leak", in.WeakGCCycles, ran, in.SuspectedLeak)
+	}
+	if n := r.Stats().SuspectedLeaks; n != 1 {
+		t.Fatalf("across the wrap: Stats.SuspectedLeaks = %d, want 1", n)
+	}
+	by := newHolder(r)
+	if _, _, err := r.Pin(info.ID, by); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.Stats().SuspectedLeaks; n != 0 {
+		t.Fatalf("pinned: Stats.SuspectedLeaks = %d, want 0", n)
+	}
+	if _, _, err := r.Unpin(info.ID, by); err != nil {
+		t.Fatal(err)
+	}
+	in, _, _ = r.Inspect(info.ID)
+	if n := r.Stats().SuspectedLeaks; n != 0 || in.SuspectedLeak || in.WeakGCCycles != 0 {
+		t.Fatalf("weak again: Stats.SuspectedLeaks = %d, suspected %v, %d weak GC cycles; want 0, its age restarted", n, in.SuspectedLeak, in.WeakGCCycles)
 	}
 	runtime.KeepAlive(stray)
 }

@@ -66,30 +66,36 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		owner:      r.accounts.acquire(owner),
 		state:      Weak,
 		stateSince: nowNano,
-		charged:    charged,
-		direct:     direct,
+	}
+	if direct {
+		e.flags.Store(uint32(flagDirect))
+	}
+	if charged != nil {
+		e.setCharge(charged) // a charge to its owner's account is implied
 	}
 	if kept.ContentType != "" || kept.Labels != nil || kept.Linger != 0 {
 		e.extra().meta = kept
 	}
 	e.accessed.Store(nowNano)
 	if pl.CRCKnown {
-		e.crc.Store(uint64(pl.CRC32C) | crcKnown)
+		e.setChecksum(pl.CRC32C)
 	}
-	// The cleanup's argument is the ID, never p: a cleanup that reached its
-	// object would keep it alive forever.
-	runtime.AddCleanup(p, r.reapFn, id)
+	// The cleanup's argument is e, never p: a cleanup that reached its
+	// object would keep it alive forever, and e reaches p only through
+	// strong, which is nil whenever the object is unpinned (while it is
+	// pinned, p is alive anyway). A pointer costs the runtime an 8-byte
+	// box for the argument where the 16-byte ID took 16.
+	runtime.AddCleanup(p, r.reapFn, e)
 
 	s := r.shard(id)
 	s.mu.Lock()
 	s.m.put(e)
-	s.index.ReplaceOrInsert(itemOf(e))
 	r.counters.puts.Add(1)
 	switch {
 	case by != nil:
 		e.strong = p
 		e.state = Pinned
-		e.addPin(pinSlot{lease: by.ID, leaseID: by.LeaseID, since: nowNano})
+		e.addPin(pinSlot{lease: by.ID, since: nowNano})
 		r.counters.add(Pinned, 1, size)
 		r.counters.pins.Add(1)
 		// CREATED reports the pinned state: the object is never WEAK.
@@ -193,7 +199,7 @@ func (r *Registry) RecordChecksum(id handle.ID, crc uint32) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if e := s.m.get(id); e != nil {
-		e.crc.Store(uint64(crc) | crcKnown)
+		e.setChecksum(crc)
 	}
 }
 
@@ -305,7 +311,7 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, h string, by Holder) (info 
 			if err != nil {
 				return Info{}, false, nil, err
 			}
-			e.charged = a
+			e.setCharge(a)
 		}
 		r.counters.move(e.state, Pinned, e.size)
 		e.stopLinger()
@@ -315,7 +321,7 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, h string, by Holder) (info 
 		e.stateSince = now.UnixNano()
 		s.leaks.setWeak(e, false)
 	}
-	e.addPin(pinSlot{lease: by.ID, leaseID: by.LeaseID, since: now.UnixNano()})
+	e.addPin(pinSlot{lease: by.ID, since: now.UnixNano()})
 	e.accessed.Store(now.UnixNano())
 	r.counters.pins.Add(1)
 	r.publish(e, h, EventPinned, by.LeaseID, now)

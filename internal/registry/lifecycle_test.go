@@ -2,10 +2,12 @@ package registry
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 	"unsafe"
 
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 )
 
@@ -320,9 +322,154 @@ func TestPayloadIsPaddedOutOfCrowdedSpans(t *testing.T) {
 }
 
 // TestEntryLayout guards the size of an entry, which every object pays
-// for: 176 bytes is a size class, and one field more would cost 16.
+// for, and of its side struct, which objects with metadata, more than one
+// pin or a linger pay for: 128 bytes is a size class, and one field more
+// would cost 16.
 func TestEntryLayout(t *testing.T) {
-	if got := unsafe.Sizeof(entry{}); got != 176 {
-		t.Fatalf("entry is %d bytes, want 176", got)
+	if got := unsafe.Sizeof(entry{}); got != 128 {
+		t.Fatalf("entry is %d bytes, want 128", got)
+	}
+	if got := unsafe.Sizeof(entryExtra{}); got != 128 {
+		t.Fatalf("entryExtra is %d bytes, want 128", got)
+	}
+}
+
+// TestPinsKeepTheirLeasesAndTimes: an entry keeps its first pin's lease
+// as a bare ID and its time as the state's (see entry.pin0Since), and the
+// others in full; whichever pin goes, Inspect and Delete tell every pin
+// left with its lease's handle, as the holder gave it, and its own time.
+func TestPinsKeepTheirLeasesAndTimes(t *testing.T) {
+	type step struct {
+		pin   bool // pin, else unpin
+		by    int  // holder index
+		after time.Duration
+	}
+	tests := []struct {
+		name   string
+		pinned bool // Put pinned by holder 0
+		steps  []step
+		want   []int // holders left pinning, oldest first, by index
+	}{
+		{name: "put pinned, nothing else", pinned: true, want: []int{0}},
+		{name: "put weak, one pin", steps: []step{{true, 1, time.Second}}, want: []int{1}},
+		{name: "second pin kept after the first", pinned: true, steps: []step{{true, 1, time.Second}}, want: []int{0, 1}},
+		{name: "first pin goes, the second is first", pinned: true, steps: []step{{true, 1, time.Second}, {true, 2, time.Second}, {false, 0, time.Second}}, want: []int{1, 2}},
+		{name: "middle pin goes", pinned: true, steps: []step{{true, 1, time.Second}, {true, 2, time.Second}, {false, 1, time.Second}}, want: []int{0, 2}},
+		{name: "first goes, then a new pin", pinned: true, steps: []step{{true, 1, time.Second}, {false, 0, time.Second}, {true, 0, time.Second}}, want: []int{1, 0}},
+		{name: "all go, then pinned again", pinned: true, steps: []step{{true, 1, time.Second}, {false, 0, time.Second}, {false, 1, time.Second}, {true, 2, time.Second}}, want: []int{2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			noAutoGC(t)
+			clock := newFakeClock()
+			r := newRegistry(t, Config{Now: clock.Now})
+			hs := []Holder{newHolder(r), newHolder(r), newHolder(r)}
+			since := make([]time.Time, len(hs))
+			var first *Holder
+			if tt.pinned {
+				first = &hs[0]
+				since[0] = clock.Now()
+			}
+			info, _ := put(t, r, 100, 1, Meta{}, first)
+			for _, s := range tt.steps {
+				clock.Advance(s.after)
+				if s.pin {
+					if _, already, err := r.Pin(info.ID, hs[s.by]); err != nil || already {
+						t.Fatalf("Pin by %d: already %v, %v", s.by, already, err)
+					}
+					since[s.by] = clock.Now()
+				} else if _, pinned, err := r.Unpin(info.ID, hs[s.by]); err != nil || !pinned {
+					t.Fatalf("Unpin by %d: pinned %v, %v", s.by, pinned, err)
+				}
+			}
+			var want []Pin
+			for _, i := range tt.want {
+				want = append(want, Pin{Lease: hs[i].ID, LeaseID: hs[i].LeaseID, Since: since[i]})
+			}
+			_, pins, err := r.Inspect(info.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.EqualFunc(pins, want, pinEqual) {
+				t.Fatalf("Inspect pins = %v, want %v", pins, want)
+			}
+			_, pins, err = r.Delete(info.ID, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.EqualFunc(pins, want, pinEqual) {
+				t.Fatalf("Delete pins = %v, want %v", pins, want)
+			}
+		})
+	}
+}
+
+func pinEqual(a, b Pin) bool {
+	return a.Lease == b.Lease && a.LeaseID == b.LeaseID && a.Since.Equal(b.Since)
+}
+
+// TestChargeGoesToWhoeverMadeItStrong: an entry keeps a charge to its
+// owner's account implied and any other in its side struct; either way
+// the bytes are charged to the identity whose act made the object
+// strongly held, and given back to it when it is WEAK again.
+func TestChargeGoesToWhoeverMadeItStrong(t *testing.T) {
+	tests := []struct {
+		name   string
+		owner  string
+		pinner string // "": Put pinned by the owner's lease
+		want   string // charged, "" for no account
+	}{
+		{name: "owner's put pinned", owner: "alice", want: "alice"},
+		{name: "owner pins its weak object", owner: "alice", pinner: "alice", want: "alice"},
+		{name: "another pins it", owner: "alice", pinner: "bob", want: "bob"},
+		{name: "anonymous pins it", owner: "alice", pinner: auth.AnonymousName},
+		{name: "anonymous put", owner: auth.AnonymousName},
+		{name: "anonymous object pinned by someone", owner: auth.AnonymousName, pinner: "bob", want: "bob"},
+		{name: "no owner, pinned by someone", pinner: "bob", want: "bob"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			noAutoGC(t)
+			r := newRegistry(t, Config{})
+			const size = 100
+			owner := holderOf(r, tt.owner)
+			var info Info
+			var by Holder
+			if tt.pinner == "" {
+				info, _ = put(t, r, size, 1, Meta{Owner: tt.owner}, &owner)
+				by = owner
+			} else {
+				info, _ = put(t, r, size, 1, Meta{Owner: tt.owner}, nil)
+				by = holderOf(r, tt.pinner)
+				if _, _, err := r.Pin(info.ID, by); err != nil {
+					t.Fatal(err)
+				}
+			}
+			per := map[string]int64{"alice": 0, "bob": 0, auth.AnonymousName: 0}
+			if tt.want != "" {
+				per[tt.want] = size
+			}
+			wantHeld(t, r, size, per)
+			if _, _, err := r.Unpin(info.ID, by); err != nil {
+				t.Fatal(err)
+			}
+			per[tt.want] = 0
+			wantHeld(t, r, 0, per)
+			if _, _, err := r.Pin(info.ID, by); err != nil {
+				t.Fatal(err)
+			}
+			if tt.want != "" {
+				per[tt.want] = size
+			}
+			wantHeld(t, r, size, per)
+			if _, _, err := r.Delete(info.ID, true); err != nil {
+				t.Fatal(err)
+			}
+			per[tt.want] = 0
+			wantHeld(t, r, 0, per)
+			if n := r.accounts.count(); n != 0 {
+				t.Fatalf("%d accounts left", n)
+			}
+		})
 	}
 }

@@ -1,10 +1,6 @@
 package registry
 
 import (
-	"encoding/binary"
-
-	"github.com/google/btree"
-
 	"github.com/weakref/registry/internal/handle"
 )
 
@@ -39,36 +35,6 @@ func (f *Filter) match(e *entry) bool {
 	return true
 }
 
-// indexItem is an entry as its shard's B-tree keeps it: with the first
-// half of its ID beside the pointer, so that the comparisons of a search
-// read the tree's nodes and not an entry per step. At a million objects
-// the entries are not in cache: chasing a pointer per comparison made a
-// delete cost about 3 µs, most of a reap's time (BenchmarkCollectAtScale).
-// Two IDs share a first half with odds of 2^-64, so the entry's second
-// half is read only when an item meets itself.
-type indexItem struct {
-	hi uint64 // the ID's first 8 bytes, big-endian
-	e  *entry
-}
-
-func itemOf(e *entry) indexItem {
-	return indexItem{hi: binary.BigEndian.Uint64(e.id[:8]), e: e}
-}
-
-// itemLess orders items by ID, bytewise: the order List keeps.
-func itemLess(a, b indexItem) bool {
-	if a.hi != b.hi {
-		return a.hi < b.hi
-	}
-	return binary.BigEndian.Uint64(a.e.id[8:]) < binary.BigEndian.Uint64(b.e.id[8:])
-}
-
-// indexDegree is the B-tree's degree: nodes of 31 to 63 items of 16
-// bytes, about 21 bytes per object in all.
-const indexDegree = 32
-
-func newIndex() *btree.BTreeG[indexItem] { return btree.NewG(indexDegree, itemLess) }
-
 // listHold is how many entries List examines under one hold of a shard's
 // read lock: a long filtered page must not keep a writer, such as the
 // goroutine reaping what the collector took, waiting.
@@ -86,10 +52,10 @@ const listScanFactor = 10
 // altered one, is refused with ErrPageToken.
 //
 // A page costs O(limit), whatever the number of objects: each shard keeps
-// its IDs in a B-tree, and since an object's shard is its ID's first byte
+// its entries in ID order (entryTable), and since an object's shard is its ID's first byte
 // (modulo shardCount), the IDs that start with one byte lie together in
 // one shard's tree. A page walks the first bytes up from the token's and,
-// for each, the one tree that holds them, examining entries in ID order
+// for each, the one table that holds them, examining entries in ID order
 // and stopping at the page's end. With a filter, a page examines at most
 // listScanFactor*limit entries (and never fewer than limit+1): when it
 // reaches that bound it ends early, shorter than limit or even empty, with
@@ -124,24 +90,23 @@ func (r *Registry) List(f Filter, pageToken string, limit int) ([]Info, string, 
 	)
 	// pivot is where the walk of each first byte starts: just after the
 	// token for its first byte, then the first ID of each byte after it.
-	pivot := &entry{id: after}
+	pivot := after
 	if pageToken != "" {
-		if !incID(&pivot.id) {
+		if !incID(&pivot) {
 			return nil, "", nil // the token is the largest ID there can be
 		}
 	}
 	full := false
-	for b := int(pivot.id[0]); b < 256 && !full; {
+	for b := int(pivot[0]); b < 256 && !full; {
 		s := &r.shards[b&(shardCount-1)] // as Registry.shard
 		held, paused := 0, false
 		s.mu.RLock()
-		s.index.AscendGreaterOrEqual(itemOf(pivot), func(it indexItem) bool {
-			e := it.e
+		s.m.ascend(pivot, func(e *entry) bool {
 			if e.id[0] != byte(b) {
 				return false // the next first byte is in another shard
 			}
 			if held == listHold {
-				pivot.id, paused = e.id, true // go on from e after a pause
+				pivot, paused = e.id, true // go on from e after a pause
 				return false
 			}
 			held++
@@ -160,7 +125,7 @@ func (r *Registry) List(f Filter, pageToken string, limit int) ([]Info, string, 
 		s.mu.RUnlock()
 		if !paused {
 			if b++; b < 256 {
-				pivot.id = handle.ID{byte(b)}
+				pivot = handle.ID{byte(b)}
 			}
 		}
 	}
@@ -205,7 +170,7 @@ func (r *Registry) Inspect(id handle.ID) (Info, []Pin, error) {
 	}
 	info := e.info(r.handleOf(e))
 	r.judge(&info)
-	return info, e.pins(), nil
+	return info, r.pins(e), nil
 }
 
 // WatchAll subscribes to every event of every object, or only those of the

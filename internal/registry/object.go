@@ -7,6 +7,7 @@ import (
 	"unsafe"
 	"weak"
 
+	"github.com/weakref/registry/internal/auth"
 	"github.com/weakref/registry/internal/handle"
 )
 
@@ -182,7 +183,10 @@ type Pin struct {
 // Holder names the lease that pins or unpins.
 type Holder struct {
 	ID handle.ID
-	// LeaseID is the lease's handle string.
+	// LeaseID is the lease's handle string, as the registry's codec made
+	// it for ID (Codec.New(handle.Lease)): events carry it as given, and
+	// the pins Inspect and Delete return carry it made again from ID, for
+	// an entry keeps only a pin's lease ID.
 	LeaseID string
 	// Identity owns the lease: its pins of WEAK objects are charged to it.
 	Identity string
@@ -193,24 +197,33 @@ type Holder struct {
 // accident: only strong does, and only while the object is pinned.
 //
 // It is laid out for a million of them: what every object needs is
-// inline, packed into 176 bytes (a size class; TestEntryLayout keeps it
-// there), and what few objects need (metadata, a second pin, linger and
-// hand-off) is in x, allocated the first time it is needed.
+// inline, packed into 128 bytes (a size class; TestEntryLayout keeps it
+// there), and what few objects need (metadata, a second pin, a charge to
+// another identity than its owner's, linger and hand-off) is in x,
+// allocated the first time it is needed. To fit, the first pin keeps only
+// its lease's ID (its time is stateSince, its lease's handle is made
+// again when asked for: see pin0Since, pins), and the charge to the
+// owner's account, the usual one, is implied (see chargedTo).
 type entry struct {
 	// Immutable after Put.
 	id  handle.ID
 	mac handle.MAC // the tag of its handle: with id, the handle (Registry.handleOf)
 
-	state  State     // guarded by the shard's mu
-	leak   leakFlags // guarded by its shard's leak book's mu
-	direct bool      // immutable: the payload is the bytes' own allocation, not a box
-	npins  uint32    // guarded by the shard's mu: pins held, pin0 first
+	state State // guarded by the shard's mu
 
-	// The soft cache's. cached says it holds the object; removed is set,
-	// under the shard's lock, when the object is deleted, so that the
-	// cache does not take it in afterwards.
-	cached  atomic.Bool
-	removed atomic.Bool
+	// flags are bits of entryFlag, in one word for want of atomic bytes:
+	// each bit says which lock guards it.
+	flags atomic.Uint32
+
+	npins uint32 // guarded by the shard's mu: pins held, pin0 first
+
+	crc atomic.Uint32 // the payload's CRC-32C, once flagCRCKnown
+
+	// weakSince is the GC clock's low 32 bits when its weak age last
+	// started: when it became WEAK, or left the soft cache while WEAK
+	// (ages are read modulo 2^32 cycles: decades of collections). Written
+	// under its shard's leak book's mu; read anywhere.
+	weakSince atomic.Uint32
 
 	// Immutable after Put.
 	size    int64
@@ -222,18 +235,53 @@ type entry struct {
 
 	// Guarded by the shard's mu.
 	strong     *payload // non-nil exactly while the object is pinned or lingering
-	charged    *account // who its strongly held bytes are charged to, while they are; nil: no identity
 	stateSince int64    // unix nanoseconds
-	pin0       pinSlot  // the oldest pin, when npins > 0; the others are x.pins
 	x          *entryExtra
+	pin0       handle.ID // the oldest pin's lease, when npins > 0; the others are x.pins
+}
 
-	// weakSince is the GC clock when its weak age last started: when it
-	// became WEAK, or left the soft cache while WEAK. Written under its
-	// shard's leak book's mu; read anywhere.
-	weakSince atomic.Uint64
+// entryFlag is a bit of entry.flags. Writers of different bits hold
+// different locks, so every write is an atomic Or or And.
+type entryFlag uint32
 
-	// crc is the payload's CRC-32C with bit 32 set once known; 0 before.
-	crc atomic.Uint64
+const (
+	// flagDirect is immutable: the payload is the bytes' own allocation,
+	// not a box.
+	flagDirect entryFlag = 1 << iota
+	// The soft cache's. flagCached says it holds the object; flagRemoved
+	// is set, under the shard's lock, when the object is deleted, so that
+	// the cache does not take it in afterwards.
+	flagCached
+	flagRemoved
+	// flagCRCKnown says crc is the payload's CRC-32C: set after crc, read
+	// before it. A payload has one checksum, so two writers write the
+	// same value.
+	flagCRCKnown
+	// The entry's standing in its shard's leak book, guarded by the
+	// book's mu: its state is WEAK (flagLeakWeak), the soft cache holds
+	// it (flagLeakCached), the book counts it (flagLeakCounted: weak, not
+	// cached, and counting on).
+	flagLeakWeak
+	flagLeakCached
+	flagLeakCounted
+	// Guarded by the shard's mu. flagPin0InX: pin0 was taken at
+	// x.unpinnedAt, not at stateSince (see entry.pin0Since).
+	// flagChargeInX: while the object is strongly held its bytes are
+	// charged to x.charged, not to its owner (see entry.chargedTo).
+	flagPin0InX
+	flagChargeInX
+)
+
+// has reports whether e's flag f is set.
+func (e *entry) has(f entryFlag) bool { return entryFlag(e.flags.Load())&f != 0 }
+
+// set sets or clears e's flag f. The caller holds the lock f names.
+func (e *entry) set(f entryFlag, on bool) {
+	if on {
+		e.flags.Or(uint32(f))
+	} else {
+		e.flags.And(^uint32(f))
+	}
 }
 
 // entryExtra is the part of an entry few objects need, out of line.
@@ -242,10 +290,14 @@ type entry struct {
 type entryExtra struct {
 	meta objectMeta // immutable after Put
 	pins []pinSlot  // the pins after pin0, oldest first
-	// unpinnedAt is when its last pin went (or when it was put): kept
-	// here only once the entry has an x, for it is stateSince until the
-	// object first lingers (see entry.unpinnedSince).
+	// unpinnedAt is, while no pin is held, when its last pin went (or
+	// when it was put): kept here only once the entry has an x, for it is
+	// stateSince until the object first lingers (see
+	// entry.unpinnedSince). While a pin is held and flagPin0InX, it is
+	// when pin0 was taken instead (see entry.pin0Since): one word for two
+	// times never needed at once keeps x at 128 bytes, a size class.
 	unpinnedAt  int64
+	charged     *account    // while flagChargeInX: who its bytes are charged to; nil, nobody
 	lingerTimer *time.Timer // while LINGERING: ends it
 	// The deadlines are times from Config.Now, which carry the monotonic
 	// clock's reading (time.Now's do): they are compared and subtracted
@@ -255,16 +307,13 @@ type entryExtra struct {
 	handoffUntil time.Time // a lease that let go asked to hold it until then
 }
 
-// pinSlot is one lease's pin as an entry keeps it: Pin, with its time in
-// unix nanoseconds.
+// pinSlot is one lease's pin as an entry keeps it beyond its first: the
+// lease's ID and the pin's time in unix nanoseconds. The lease's handle
+// is made again from the ID when asked for (Registry.pins): a string per
+// pin cost every pinned object 16 bytes.
 type pinSlot struct {
-	lease   handle.ID
-	leaseID string
-	since   int64
-}
-
-func (p *pinSlot) pin() Pin {
-	return Pin{Lease: p.lease, LeaseID: p.leaseID, Since: time.Unix(0, p.since)}
+	lease handle.ID
+	since int64
 }
 
 // extra returns e.x, allocating it. The caller holds the shard's write
@@ -296,10 +345,26 @@ func (e *entry) unpinnedSince() int64 {
 	return e.x.unpinnedAt
 }
 
-// addPin adds a pin, the newest. The caller holds the shard's write lock.
+// pin0Since returns when the oldest pin was taken. The caller holds the
+// shard's lock and npins > 0.
+func (e *entry) pin0Since() int64 {
+	if e.has(flagPin0InX) {
+		return e.x.unpinnedAt
+	}
+	return e.stateSince
+}
+
+// addPin adds a pin, the newest. The caller holds the shard's write lock
+// and has set state and stateSince.
 func (e *entry) addPin(p pinSlot) {
 	if e.npins == 0 {
-		e.pin0 = p
+		e.pin0 = p.lease
+		// stateSince changes only while no pin is held (an object with a
+		// pin is PINNED), so it keeps pin0's time unless they differ.
+		if p.since != e.stateSince {
+			e.extra().unpinnedAt = p.since // read again only once no pin is held, and set then
+			e.set(flagPin0InX, true)
+		}
 	} else {
 		x := e.extra()
 		x.pins = append(x.pins, p)
@@ -312,11 +377,15 @@ func (e *entry) addPin(p pinSlot) {
 func (e *entry) removePin(i int) {
 	e.npins--
 	if i == 0 {
-		e.pin0 = pinSlot{}
+		e.pin0 = handle.ID{}
 		if e.npins == 0 {
+			e.set(flagPin0InX, false) // the caller sets unpinnedAt
 			return
 		}
-		e.pin0 = e.x.pins[0]
+		x := e.x
+		e.pin0 = x.pins[0].lease
+		x.unpinnedAt = x.pins[0].since
+		e.set(flagPin0InX, true)
 		i = 1
 	}
 	x := e.x
@@ -327,32 +396,85 @@ func (e *entry) removePin(i int) {
 
 // clearPins drops every pin. The caller holds the shard's write lock.
 func (e *entry) clearPins() {
-	e.npins, e.pin0 = 0, pinSlot{}
+	e.npins, e.pin0 = 0, handle.ID{}
+	e.set(flagPin0InX, false)
 	if e.x != nil {
 		e.x.pins = nil
 	}
 }
 
-// pins returns a copy of its pins, oldest first.
-func (e *entry) pins() []Pin {
+// pins returns a copy of e's pins, oldest first, each with its lease's
+// handle made again from its ID: the lease package names a lease by
+// codec.New(handle.Lease), the handle Format makes of its ID. The caller
+// holds e's shard lock.
+func (r *Registry) pins(e *entry) []Pin {
 	if e.npins == 0 {
 		return nil
 	}
 	out := make([]Pin, 0, e.npins)
-	out = append(out, e.pin0.pin())
+	out = append(out, r.pin(e.pin0, e.pin0Since()))
 	if e.npins > 1 {
 		for i := range e.x.pins {
-			out = append(out, e.x.pins[i].pin())
+			out = append(out, r.pin(e.x.pins[i].lease, e.x.pins[i].since))
 		}
 	}
 	return out
 }
 
-const crcKnown = 1 << 32
+func (r *Registry) pin(lease handle.ID, since int64) Pin {
+	return Pin{Lease: lease, LeaseID: r.codec.Format(handle.Lease, lease), Since: time.Unix(0, since)}
+}
+
+// chargedTo returns the account e's strongly held bytes are charged to,
+// nil for none. The caller holds the shard's lock and e.strong is set.
+func (e *entry) chargedTo() *account {
+	if e.has(flagChargeInX) {
+		return e.x.charged
+	}
+	return e.ownerCharge()
+}
+
+// ownerCharge is the account reserveStrong charges for e's owner: its
+// own, unless it is anonymous. The owner holds a reference to it, so
+// reserveStrong's acquire of the name returns this very account.
+func (e *entry) ownerCharge() *account {
+	if e.owner == nil || e.owner.name == auth.AnonymousName {
+		return nil
+	}
+	return e.owner
+}
+
+// setCharge records that e's bytes are now charged to a, which
+// reserveStrong returned. The caller holds the shard's write lock.
+func (e *entry) setCharge(a *account) {
+	if a == e.ownerCharge() {
+		e.dropCharge()
+		return
+	}
+	e.extra().charged = a
+	e.set(flagChargeInX, true)
+}
+
+// dropCharge forgets a charge kept in x. The caller holds the shard's
+// write lock.
+func (e *entry) dropCharge() {
+	if e.has(flagChargeInX) {
+		e.x.charged = nil
+		e.set(flagChargeInX, false)
+	}
+}
 
 func (e *entry) checksum() (uint32, bool) {
-	v := e.crc.Load()
-	return uint32(v), v&crcKnown != 0
+	if !e.has(flagCRCKnown) {
+		return 0, false
+	}
+	return e.crc.Load(), true
+}
+
+// setChecksum records the payload's CRC-32C.
+func (e *entry) setChecksum(crc uint32) {
+	e.crc.Store(crc)
+	e.set(flagCRCKnown, true)
 }
 
 // issued reports whether mac, the tag of a handle of this run carrying e's
@@ -374,7 +496,7 @@ func (e *entry) info(h string) Info {
 	in := e.baseInfo(h)
 	if e.state == Weak {
 		since := e.weakSince.Load()
-		in.WeakGCCycles = int64(gcNow() - since) // the clock never goes back
+		in.WeakGCCycles = int64(uint32(gcNow()) - since) // the clock never goes back
 	}
 	return in
 }
@@ -394,7 +516,7 @@ func (e *entry) baseInfo(h string) Info {
 		Linger:      e.meta().Linger,
 		Owner:       e.ownerName(),
 		LingerUntil: e.lingerUntilTime(),
-		SoftCached:  e.cached.Load(),
+		SoftCached:  e.has(flagCached),
 	}
 }
 
@@ -418,7 +540,7 @@ func (e *entry) pinIndex(lease handle.ID) int {
 	if e.npins == 0 {
 		return -1
 	}
-	if e.pin0.lease == lease {
+	if e.pin0 == lease {
 		return 0
 	}
 	if e.npins > 1 {
@@ -433,7 +555,7 @@ func (e *entry) pinIndex(lease handle.ID) int {
 
 // bytes returns the slices of p, e's payload.
 func (e *entry) bytes(p *payload) (data []byte, more [][]byte) {
-	if e.direct {
+	if e.has(flagDirect) {
 		return unsafe.Slice(p, e.size), nil
 	}
 	b := (*box)(unsafe.Pointer(p))

@@ -47,7 +47,7 @@ func TestOwnedPayloadsAttachToTheBytes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if e := r.entryOf(pinned.ID); e == nil || e.direct != tt.direct {
+			if e := r.entryOf(pinned.ID); e == nil || e.has(flagDirect) != tt.direct {
 				t.Fatalf("entry %+v: direct, want %v", e, tt.direct)
 			}
 			obj, err := r.Resolve(pinned.Handle)

@@ -42,9 +42,12 @@ const (
 )
 
 // reap is the cleanup run by the Go runtime after the collector took the
-// payload of object id. It runs on the runtime's cleanup goroutine: it
-// queues id and, if no drain runs, starts one.
-func (r *Registry) reap(id handle.ID) {
+// payload of e. It runs on the runtime's cleanup goroutine: it queues e's
+// ID and, if no drain runs, starts one. The drain finds the entry by its
+// ID, as it may no longer be in its map (Delete, or a Pin that found it
+// gone, removed it).
+func (r *Registry) reap(e *entry) {
+	id := e.id // immutable
 	q := &r.reaps
 	q.mu.Lock()
 	n := len(q.blocks)
@@ -140,8 +143,8 @@ const reapChunk = 128
 
 // reapShard reaps the objects ids of shard s, taking its lock once per
 // chunk: a batch of a million must not keep a shard's readers waiting for
-// its whole part. The IDs are taken in order, so that consecutive B-tree deletes walk
-// the same nodes while they are in cache. Each chunk is first looked up
+// its whole part. The IDs are taken in order, so that consecutive deletes
+// walk the table's slots, kept in ID order, from its start to its end. Each chunk is first looked up
 // and its entries' strong pointers read in tight loops of their own: at
 // a million objects every entry is a cache miss, and loops that do
 // nothing else let the processor wait for many of them at once, where
@@ -264,7 +267,6 @@ func (r *Registry) emitAll(evs []Event) {
 func (r *Registry) collectedLocked(s *shard, e *entry, now time.Time) Event {
 	unpinned := e.unpinnedSince() // before stateSince changes
 	s.m.del(e.id)
-	s.index.Delete(itemOf(e))
 	r.counters.add(e.state, -1, -e.size)
 	r.accounts.release(e.owner)
 	r.counters.collected.Add(1)

@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/btree"
-
 	"github.com/weakref/registry/internal/handle"
 )
 
@@ -110,8 +108,8 @@ type Registry struct {
 	shards  [shardCount]shard
 	events  *hub
 	tombs   *tombstones
-	cache   *softCache      // nil when off
-	reapFn  func(handle.ID) // r.reap, made once: a method value per Put costs 16 bytes an object
+	cache   *softCache   // nil when off
+	reapFn  func(*entry) // r.reap, made once: a method value per Put costs 16 bytes an object
 
 	counters counters
 	forced   forcedCollections
@@ -127,10 +125,9 @@ type Registry struct {
 // shard is one slice of the object map.
 type shard struct {
 	mu    sync.RWMutex
-	m     entryTable               // guarded by mu
-	index *btree.BTreeG[indexItem] // guarded by mu: m's entries in ID order, for List
-	leaks leakBook                 // its own lock: the soft cache changes it too
-	_     [8]byte                  // 128 bytes: neighbouring shards' locks on cache lines of their own
+	m     entryTable // guarded by mu: its entries, by ID and in ID order (for List)
+	leaks leakBook   // its own lock: the soft cache changes it too
+	_     [8]byte    // 128 bytes: neighbouring shards' locks on cache lines of their own
 }
 
 // New returns an empty registry.
@@ -161,7 +158,6 @@ func New(cfg Config) *Registry {
 	}
 	r.reapFn = r.reap
 	for i := range r.shards {
-		r.shards[i].index = newIndex()
 		r.shards[i].leaks.init(cfg.LeakGCCycles)
 	}
 	if cfg.SoftCacheBytes > 0 {

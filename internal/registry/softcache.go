@@ -49,7 +49,7 @@ func (c *softCache) touch(e *entry, p *payload) bool {
 		c.hits.Add(1)
 		return true
 	}
-	if e.removed.Load() || e.size > c.max {
+	if e.has(flagRemoved) || e.size > c.max {
 		return false
 	}
 	for c.bytes+e.size > c.max {
@@ -57,7 +57,7 @@ func (c *softCache) touch(e *entry, p *payload) bool {
 	}
 	c.elems[e] = c.lru.PushFront(&cached{e: e, p: p})
 	c.bytes += e.size
-	e.cached.Store(true)
+	e.set(flagCached, true)
 	c.book(e).setCached(e, true)
 	return true
 }
@@ -81,7 +81,7 @@ func (c *softCache) dropLocked(el *list.Element) {
 	c.lru.Remove(el)
 	c.bytes -= it.e.size
 	delete(c.elems, it.e)
-	it.e.cached.Store(false)
+	it.e.set(flagCached, false)
 	c.book(it.e).setCached(it.e, false) // a WEAK object's weak age starts now
 }
 

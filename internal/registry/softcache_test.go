@@ -24,10 +24,10 @@ func checkSoftCache(t testing.TB, r *Registry) {
 	for el := c.lru.Front(); el != nil; el = el.Next() {
 		it := el.Value.(*cached)
 		sum += it.e.size
-		if c.elems[it.e] != el || !it.e.cached.Load() {
-			t.Fatalf("cached %x: element %p (in the list %p), cached %v", it.e.id, c.elems[it.e], el, it.e.cached.Load())
+		if c.elems[it.e] != el || !it.e.has(flagCached) {
+			t.Fatalf("cached %x: element %p (in the list %p), cached %v", it.e.id, c.elems[it.e], el, it.e.has(flagCached))
 		}
-		if it.e.removed.Load() {
+		if it.e.has(flagRemoved) {
 			t.Fatalf("cache holds %x, which was deleted", it.e.id)
 		}
 	}
