@@ -259,6 +259,11 @@ func (lc *leaseClient) try(req *registryv1.LeaseRequest) (*registryv1.LeaseRespo
 	lc.next++
 	req.RequestId = lc.next
 	if err := lc.stream.Send(req); err != nil {
+		if errors.Is(err, io.EOF) {
+			// The server ended the stream before the request went out (a
+			// stream refused at once): its status is what Recv returns.
+			_, err = lc.stream.Recv()
+		}
 		return nil, err
 	}
 	resp, err := lc.stream.Recv()

@@ -26,24 +26,38 @@ import (
 type leaseStream = grpc.BidiStreamingServer[registryv1.LeaseRequest, registryv1.LeaseResponse]
 
 // received is one message from a lease stream: a request, or why the
-// bytes that came were not one (a *MalformedError).
+// bytes that came were not one (a *MalformedError), or the bytes
+// themselves, still to decode.
 type received struct {
 	req *registryv1.LeaseRequest
 	err error
+	raw []byte // when not nil: req and err are decoded from it
 }
 
-// served is what the receiver made of a request after open: the answer
-// the handler is to send.
+// decoded returns the request r holds, decoding it if it came raw.
+func (r received) decoded() (*registryv1.LeaseRequest, error) {
+	if r.raw == nil {
+		return r.req, r.err
+	}
+	req := &registryv1.LeaseRequest{}
+	if err := decodeRequest(r.raw, req); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// served is what the worker made of a request after open: the answer the
+// handler is to send.
 type served struct {
 	resp  *registryv1.LeaseResponse
 	done  bool // the lease was closed: the stream ends after resp
 	ended bool // the lease was ended from outside (revoked, taken over): no resp
 }
 
-// Lease serves one lease stream. After open, one goroutine receives and
-// serves each request; this one decides what is sent and when the stream
-// ends; an outbox sends, so that neither a revoke nor a client that stops
-// reading can leave this handler waiting for ever.
+// Lease serves one lease stream. After open, one goroutine receives each
+// request and has a worker serve it; this one decides what is sent and
+// when the stream ends; an outbox sends, so that neither a revoke nor a
+// client that stops reading can leave this handler waiting for ever.
 //
 // A request after open that fails as a whole (too many handles, a second
 // open, no kind, a bad field) is answered with a RequestError and changes
@@ -51,17 +65,20 @@ type served struct {
 // what happens before open, or to the stream itself, ends the stream.
 //
 // Most lease streams idle most of the time, and ten thousand of them are
-// twenty thousand parked goroutines, each with its stack. So the receiver,
-// whose stack does not hold the interceptor chain, decodes and serves the
-// requests, and this goroutine only opens the lease and then waits: the
-// depth a Pin reaches (handles, the registry, events, tracing) would
-// otherwise double this stack, under the whole chain, for as long as the
-// stream lives, since the runtime shrinks a stack only when a quarter of
-// it is enough.
+// twenty thousand parked goroutines, each with its stack, which the
+// runtime shrinks only when a quarter of it is enough: never, for these.
+// So neither does anything deep. The receiver only receives, the bytes
+// alone (see receiveFunc); this goroutine only waits; the decoding, the
+// open and every request, whose depth (handles, the registry, events,
+// tracing) would grow a stack for as long as the stream lives, run on
+// the worker, a goroutine that ends when requests stop coming. An idle
+// stream's receiver so keeps a 4 KiB stack and its handler 8 KiB, under
+// gRPC's frames and the interceptor chain.
 func (s *registryService) Lease(stream leaseStream) error {
 	ctx := stream.Context()
-	ls := &leaseServer{s: s, ctx: ctx}
-	ls.in = receive(ctx, stream, ls.serveRequest)
+	ls := &leaseServer{s: s, ctx: ctx, w: newWorker()}
+	defer ls.w.stop()
+	ls.in = receive(ctx, stream, ls.serveOnWorker)
 	first, err := ls.open()
 	if first == nil {
 		return err // no lease exists yet: ending the stream loses nothing
@@ -72,19 +89,20 @@ func (s *registryService) Lease(stream leaseStream) error {
 	defer func() { detach(ctx, ls.sess, ls.closed) }()
 	ls.out = newOutbox(stream.Send, s.stall)
 	defer ls.out.abandon()
-	if err := ls.opened(first); err != nil {
+	if ls.w.do(func() { err = ls.opened(first) }); err != nil {
 		return err
 	}
 	close(ls.in.start)
 	return ls.serve()
 }
 
-// leaseServer is one lease stream's handler. s and ctx never change;
+// leaseServer is one lease stream's handler. s, ctx and w never change;
 // sess is set before start is closed, and the receiver reads it only
 // after; out and closed are the handler goroutine's alone.
 type leaseServer struct {
 	s      *registryService
 	ctx    context.Context
+	w      *worker // runs the open and each request (see worker)
 	sess   *lease.Session
 	in     *inbox
 	out    *outbox[*registryv1.LeaseResponse]
@@ -100,14 +118,13 @@ type inbox struct {
 }
 
 // receive starts the stream's receiver goroutine. It hands the first
-// message over as it came, and once start is closed, serves each request
-// that follows with serve. It ends when Recv fails for good, which it does
+// message over as it came, and once start is closed, has serve serve each
+// request that follows. It ends when Recv fails for good, which it does
 // once the handler returns. A message that does not decode is a request
 // that failed, not the stream's end: the next one is received as usual.
 //
-// The first message is received here too, not by the handler: decoding
-// it under the whole interceptor chain would grow the handler's stack,
-// which then stays grown while the stream idles.
+// The first message is received here too, not by the handler, which
+// stays as shallow as it can: the handler has it decoded on the worker.
 func receive(ctx context.Context, stream leaseStream, serve func(received) served) *inbox {
 	in := &inbox{first: make(chan received), start: make(chan struct{}), answers: make(chan served), errs: make(chan error, 1)}
 	go in.run(ctx, stream, serve)
@@ -115,18 +132,19 @@ func receive(ctx context.Context, stream leaseStream, serve func(received) serve
 }
 
 func (in *inbox) run(ctx context.Context, stream leaseStream, serve func(received) served) {
+	recv := receiveFunc(stream)
 	first := true
 	for {
-		req, err := stream.Recv()
+		r := recv()
 		var malformed *MalformedError
-		if err != nil && !errors.As(err, &malformed) {
-			in.errs <- err
+		if r.err != nil && !errors.As(r.err, &malformed) {
+			in.errs <- r.err
 			return
 		}
 		if first {
 			first = false
 			select {
-			case in.first <- received{req, err}:
+			case in.first <- r:
 			case <-ctx.Done():
 				return
 			}
@@ -138,10 +156,36 @@ func (in *inbox) run(ctx context.Context, stream leaseStream, serve func(receive
 			continue
 		}
 		select {
-		case in.answers <- serve(received{req, err}):
+		case in.answers <- serve(r):
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// receiveFunc returns how the receiver receives from stream: through
+// registryd's chain, the bytes alone, so that decoding them, as deep as
+// serving, happens on the worker and the receiver's stack stays at its
+// first size; from any other stream (a test's), decoded by its Recv.
+func receiveFunc(stream leaseStream) func() received {
+	gs, ok := stream.(*grpc.GenericServerStream[registryv1.LeaseRequest, registryv1.LeaseResponse])
+	if !ok {
+		return func() received { req, err := stream.Recv(); return received{req: req, err: err} }
+	}
+	ds, ok := gs.ServerStream.(*decodeStream)
+	if !ok {
+		return func() received { req, err := stream.Recv(); return received{req: req, err: err} }
+	}
+	ss := ds.ServerStream
+	return func() received {
+		var raw rawRequest
+		if err := ss.RecvMsg(&raw); err != nil {
+			return received{err: err}
+		}
+		if raw.data == nil {
+			raw.data = []byte{} // an empty message: still raw, to decode
+		}
+		return received{raw: raw.data}
 	}
 }
 
@@ -151,12 +195,13 @@ func (in *inbox) run(ctx context.Context, stream leaseStream, serve func(receive
 func (ls *leaseServer) open() (*registryv1.LeaseRequest, error) {
 	ctx := ls.ctx
 	var first *registryv1.LeaseRequest
+	var err error
 	select {
 	case r := <-ls.in.first:
-		if r.err != nil {
-			return nil, r.err
+		ls.w.do(func() { first, err = r.decoded() })
+		if err != nil {
+			return nil, err
 		}
-		first = r.req
 	case err := <-ls.in.errs:
 		return nil, endOfStream(err)
 	case <-ctx.Done():
@@ -177,8 +222,8 @@ func (ls *leaseServer) open() (*registryv1.LeaseRequest, error) {
 		params.Peer = p.Addr.String()
 	}
 	params.Identity = auth.FromContext(ctx)
-	sess, err := ls.s.leases.Open(params)
-	if err != nil {
+	var sess *lease.Session
+	if ls.w.do(func() { sess, err = ls.s.leases.Open(params) }); err != nil {
 		return nil, toStatus(err, handle.Lease)
 	}
 	ls.sess = sess
@@ -236,8 +281,18 @@ func (ls *leaseServer) serve() error {
 	}
 }
 
-// serveRequest serves one request after open, on the receiver goroutine.
+// serveOnWorker serves one request after open on the worker, for the
+// receiver goroutine.
+func (ls *leaseServer) serveOnWorker(r received) (a served) {
+	ls.w.do(func() { a = ls.serveRequest(r) })
+	return a
+}
+
+// serveRequest serves one request after open.
 func (ls *leaseServer) serveRequest(r received) served {
+	if r.raw != nil {
+		r.req, r.err = r.decoded()
+	}
 	if r.err != nil {
 		// Its request_id did not decode either: the answer has 0.
 		return served{resp: &registryv1.LeaseResponse{Kind: &registryv1.LeaseResponse_Error{Error: requestError(r.err)}}}
