@@ -69,15 +69,13 @@ type served struct {
 // runtime shrinks only when a quarter of it is enough: never, for these.
 // So neither does anything deep. The receiver only receives, the bytes
 // alone (see receiveFunc); this goroutine only waits; the decoding, the
-// open and every request, whose depth (handles, the registry, events,
-// tracing) would grow a stack for as long as the stream lives, run on
-// the worker, a goroutine that ends when requests stop coming. An idle
-// stream's receiver so keeps a 4 KiB stack and its handler 8 KiB, under
-// gRPC's frames and the interceptor chain.
+// open, every request and the sends run on goroutines of a pool that
+// every stream shares (see pool). An idle stream's receiver so keeps a
+// 4 KiB stack and its handler 8 KiB, under gRPC's frames and the
+// interceptor chain.
 func (s *registryService) Lease(stream leaseStream) error {
 	ctx := stream.Context()
-	ls := &leaseServer{s: s, ctx: ctx, w: newWorker()}
-	defer ls.w.stop()
+	ls := &leaseServer{s: s, ctx: ctx, w: newWorker(&s.work)}
 	ls.in = receive(ctx, stream, ls.serveOnWorker)
 	first, err := ls.open()
 	if first == nil {
@@ -88,6 +86,7 @@ func (s *registryService) Lease(stream leaseStream) error {
 	// take-over it does nothing.
 	defer func() { detach(ctx, ls.sess, ls.closed) }()
 	ls.out = newOutbox(stream.Send, s.stall)
+	ls.out.pool = &s.work
 	defer ls.out.abandon()
 	if ls.w.do(func() { err = ls.opened(first) }); err != nil {
 		return err
@@ -102,7 +101,7 @@ func (s *registryService) Lease(stream leaseStream) error {
 type leaseServer struct {
 	s      *registryService
 	ctx    context.Context
-	w      *worker // runs the open and each request (see worker)
+	w      *worker // runs the open and each request (see pool)
 	sess   *lease.Session
 	in     *inbox
 	out    *outbox[*registryv1.LeaseResponse]

@@ -54,6 +54,10 @@ type outbox[T any] struct {
 	// lingering.
 	linger    time.Duration
 	lingering *time.Timer
+	// pool, when set, runs the sender instead of a goroutine of its own,
+	// and the sender then ends as soon as the queue is empty: the pool's
+	// goroutine is what lingers (see pool). Set before the first send.
+	pool *pool
 
 	// One timer for every Send, made by the first: it fires stall after
 	// the Send in progress began, and checks that this Send is still the
@@ -86,7 +90,11 @@ const senderLinger = time.Second
 // wake starts the sender unless one runs, or is done for good.
 func (o *outbox[T]) wake() {
 	if o.running.CompareAndSwap(false, true) {
-		go o.run()
+		if o.pool != nil {
+			o.pool.run(o.run)
+		} else {
+			go o.run()
+		}
 	}
 }
 
@@ -128,6 +136,9 @@ func (o *outbox[T]) next() (m T, ok, got bool) {
 	case m, ok = <-o.queue:
 		return m, ok, true
 	default:
+	}
+	if o.pool != nil {
+		return m, false, false
 	}
 	if o.lingering == nil {
 		o.lingering = time.NewTimer(o.linger)

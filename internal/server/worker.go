@@ -5,69 +5,73 @@ import (
 	"time"
 )
 
-// worker runs a lease stream's requests on a goroutine that lives only
-// while requests come: it starts with one and ends once none has come
-// for workerLinger.
-//
 // An idle lease stream is two parked goroutines, its handler and its
 // receiver, and the runtime keeps a goroutine's stack at the largest
 // size it needed until less than a quarter of it is in use, which a
 // goroutine parked under gRPC's frames never comes back to. Serving a
-// request goes deep (handles, the registry, events, tracing): done by
-// the receiver, as it was, it grew the receiver's stack to 8 KiB for as
-// long as the stream lived, and opening the lease did as much to the
-// handler's. On the worker that depth is paid while requests come and
-// freed with the goroutine, so the two parked ones keep the stacks they
-// started with.
-//
-// One job runs at a time, in the order given, and do waits for it: the
-// caller's logic is the same as if it ran them itself. The handler runs
-// the open, and the receiver, after it, the requests: never both at once.
-type worker struct {
-	jobs     chan func()   // unbuffered: a send succeeds only to a worker waiting for one
-	done     chan struct{} // a job has run
-	quit     chan struct{} // closed by stop
-	stopOnce sync.Once
-	linger   time.Duration
+// request goes deep (decoding, handles, the registry, events, tracing):
+// done by the receiver, as it was, it grew the receiver's stack to 8 KiB
+// (16 for some) for as long as the stream lived, and opening the lease
+// did as much to the handler's. So that work runs on a pool's goroutines
+// instead, and so do the stream's sends: the two parked goroutines keep
+// the stacks they started with, and the deep stacks are a few, shared by
+// every stream, not one or two more a stream (which, alive for a second
+// after each stream's last request, fragmented the stack memory that
+// the parked ones hold, and so cost resident memory as well).
+
+// pool runs short jobs on goroutines that every stream shares. A job
+// runs on an idle one, or on a new one when none is idle; a goroutine
+// ends once no job has come for poolLinger. So there are as many as the
+// jobs running at once, and none when nothing runs. The zero pool is
+// ready to use. Jobs may block (a Send the client's flow control holds):
+// they never wait for one another.
+type pool struct {
+	once sync.Once
+	jobs chan func() // unbuffered: a send succeeds only to an idle goroutine
 }
 
-// workerLinger is how long a worker waits for the next request before it
-// ends: longer than the gap between a busy client's requests, short
-// beside the life of an idle stream.
-const workerLinger = time.Second
+// poolLinger is how long a pool goroutine waits for another job before
+// it ends: longer than the gap between a busy stream's requests, short
+// beside the life of an idle one.
+const poolLinger = time.Second
 
-func newWorker() *worker {
-	return &worker{jobs: make(chan func()), done: make(chan struct{}), quit: make(chan struct{}), linger: workerLinger}
-}
-
-// do runs job on the worker and returns once it has run.
-func (w *worker) do(job func()) {
+// run runs job on a pool goroutine and returns at once.
+func (p *pool) run(job func()) {
+	p.once.Do(func() { p.jobs = make(chan func()) })
 	select {
-	case w.jobs <- job:
+	case p.jobs <- job:
 	default:
-		// None waits: none runs, or the one that ran is ending and takes
-		// no more jobs. Start one.
-		go w.run(job)
+		go p.serve(job)
 	}
-	<-w.done
 }
 
-func (w *worker) run(job func()) {
-	t := time.NewTimer(w.linger)
+func (p *pool) serve(job func()) {
+	t := time.NewTimer(poolLinger)
 	defer t.Stop()
 	for {
 		job()
-		w.done <- struct{}{}
-		t.Reset(w.linger)
+		t.Reset(poolLinger)
 		select {
-		case job = <-w.jobs:
+		case job = <-p.jobs:
 		case <-t.C:
-			return
-		case <-w.quit:
 			return
 		}
 	}
 }
 
-// stop ends a worker waiting for its next job at once: the stream ended.
-func (w *worker) stop() { w.stopOnce.Do(func() { close(w.quit) }) }
+// worker runs one lease stream's jobs on a pool, one at a time, in the
+// order given: do waits for each, so its caller's logic is the same as
+// if it ran them itself. The handler runs the open, and the receiver,
+// after it, the requests: never both at once.
+type worker struct {
+	pool *pool
+	done chan struct{} // a job has run
+}
+
+func newWorker(p *pool) *worker { return &worker{pool: p, done: make(chan struct{}, 1)} }
+
+// do runs job on the pool and returns once it has run.
+func (w *worker) do(job func()) {
+	w.pool.run(func() { job(); w.done <- struct{}{} })
+	<-w.done
+}

@@ -31,10 +31,10 @@ func goroutinesIn(fn string) int {
 }
 
 // TestWorkerRunsJobsInOrderOneAtATime: do returns once its job has run,
-// so jobs run in the order given and never two at once, on a worker
-// started by the first and ended by stop.
+// so a stream's jobs run in the order given and never two at once.
 func TestWorkerRunsJobsInOrderOneAtATime(t *testing.T) {
-	w := newWorker()
+	var p pool
+	w := newWorker(&p)
 	var running atomic.Int32
 	var order []int
 	for i := range 100 {
@@ -51,29 +51,39 @@ func TestWorkerRunsJobsInOrderOneAtATime(t *testing.T) {
 			t.Fatalf("job %d ran as number %d", got, i)
 		}
 	}
-	w.stop()
-	waitFor(t, 5*time.Second, "the worker ended", func() bool { return goroutinesIn("server.(*worker).run") == 0 })
 }
 
-// TestIdleWorkerEnds: a worker ends once no job came for its linger, and
-// the next job starts another.
-func TestIdleWorkerEnds(t *testing.T) {
-	w := newWorker()
-	w.linger = 10 * time.Millisecond
-	defer w.stop()
-	for round := range 3 {
-		ran := false
-		w.do(func() { ran = true })
-		if !ran {
-			t.Fatalf("round %d: the job did not run", round)
-		}
-		waitFor(t, 5*time.Second, "the idle worker ended", func() bool { return goroutinesIn("server.(*worker).run") == 0 })
+// TestPoolRunsBlockedJobsBesideOthers: a job that blocks holds its
+// goroutine only: the next runs on another.
+func TestPoolRunsBlockedJobsBesideOthers(t *testing.T) {
+	var p pool
+	release := make(chan struct{})
+	blocked := make(chan struct{})
+	p.run(func() { close(blocked); <-release })
+	<-blocked
+	ran := make(chan struct{})
+	p.run(func() { close(ran) })
+	select {
+	case <-ran:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a job waited for a blocked one")
 	}
+	close(release)
+}
+
+// TestIdlePoolEnds: with nothing to run, a pool has no goroutine.
+func TestIdlePoolEnds(t *testing.T) {
+	var p pool
+	w := newWorker(&p)
+	for range 10 {
+		w.do(func() {})
+	}
+	waitFor(t, 10*time.Second, "the idle pool's goroutines ended", func() bool { return goroutinesIn("server.(*pool).serve") == 0 })
 }
 
 // TestIdleLeaseStreamIsTwoGoroutines: once its requests are answered, an
-// idle lease stream keeps its handler and its receiver, and neither a
-// worker nor a sender: what serving and sending needed is gone with them.
+// idle lease stream keeps its handler and its receiver, nothing else:
+// what serving and sending needed ran on the pool, gone once idle.
 func TestIdleLeaseStreamIsTwoGoroutines(t *testing.T) {
 	e := newEnv(t, nil)
 	lc := e.openLease(t, "idle", 0)
@@ -81,8 +91,8 @@ func TestIdleLeaseStreamIsTwoGoroutines(t *testing.T) {
 	if r := lc.pin(h); len(r) != 1 || r[0].GetOutcome() != registryv1.PinOutcome_PIN_OUTCOME_PINNED {
 		t.Fatalf("pin: %v", r)
 	}
-	waitFor(t, 10*time.Second, "the worker and the sender ended", func() bool {
-		return goroutinesIn("server.(*worker).run") == 0 && goroutinesIn("server.(*outbox[...]).run") == 0
+	waitFor(t, 10*time.Second, "the pool's goroutines ended", func() bool {
+		return goroutinesIn("server.(*pool).serve") == 0 && goroutinesIn("server.(*outbox[...]).run") == 0
 	})
 	if n := goroutinesIn("server.(*leaseServer).serve"); n != 1 {
 		t.Errorf("%d handlers waiting in serve, want 1", n)
@@ -90,7 +100,7 @@ func TestIdleLeaseStreamIsTwoGoroutines(t *testing.T) {
 	if n := goroutinesIn("server.(*inbox).run"); n != 1 {
 		t.Errorf("%d receivers, want 1", n)
 	}
-	// And it still serves: a worker starts again for the next request.
+	// And it still serves: the pool starts again for the next request.
 	if r := lc.pin(h); len(r) != 1 || r[0].GetOutcome() != registryv1.PinOutcome_PIN_OUTCOME_ALREADY_PINNED {
 		t.Fatalf("pin again: %v", r)
 	}
