@@ -26,8 +26,22 @@ import (
 // ready to use. Jobs may block (a Send the client's flow control holds):
 // they never wait for one another.
 type pool struct {
-	once sync.Once
-	jobs chan func() // unbuffered: a send succeeds only to an idle goroutine
+	once     sync.Once
+	jobs     chan func()   // unbuffered: a send succeeds only to an idle goroutine
+	quit     chan struct{} // closed by stop
+	stopOnce sync.Once
+}
+
+func (p *pool) init() {
+	p.once.Do(func() { p.jobs, p.quit = make(chan func()), make(chan struct{}) })
+}
+
+// stop ends the idle goroutines now, and each busy one after its job;
+// jobs given later still run, each on a goroutine that ends with it. The
+// server stops its pool when it shuts down.
+func (p *pool) stop() {
+	p.init()
+	p.stopOnce.Do(func() { close(p.quit) })
 }
 
 // poolLinger is how long a pool goroutine waits for another job before
@@ -37,7 +51,7 @@ const poolLinger = time.Second
 
 // run runs job on a pool goroutine and returns at once.
 func (p *pool) run(job func()) {
-	p.once.Do(func() { p.jobs = make(chan func()) })
+	p.init()
 	select {
 	case p.jobs <- job:
 	default:
@@ -54,6 +68,8 @@ func (p *pool) serve(job func()) {
 		select {
 		case job = <-p.jobs:
 		case <-t.C:
+			return
+		case <-p.quit:
 			return
 		}
 	}

@@ -105,3 +105,20 @@ func TestIdleLeaseStreamIsTwoGoroutines(t *testing.T) {
 		t.Fatalf("pin again: %v", r)
 	}
 }
+
+// TestStoppedPoolEnds: a stopped pool's goroutines end, and a job given
+// after still runs. (Other tests' pools may linger here meanwhile: the
+// client package's leak check, right after Shutdown, is the one that
+// shows a stopped pool does not wait out its linger.)
+func TestStoppedPoolEnds(t *testing.T) {
+	var p pool
+	w := newWorker(&p)
+	w.do(func() {})
+	p.stop()
+	waitFor(t, 10*time.Second, "the stopped pool's goroutines ended", func() bool { return goroutinesIn("server.(*pool).serve") == 0 })
+	ran := false
+	w.do(func() { ran = true })
+	if !ran {
+		t.Fatal("a job after stop did not run")
+	}
+}
