@@ -31,7 +31,9 @@ const outboxSize = 16
 // is queued and ends once the queue has stayed empty for senderLinger. An
 // idle lease stream, which is most of them, so costs no goroutine (and no
 // stack) for sending, and a busy one does not start a goroutine, and grow
-// its stack, for every answer.
+// its stack, for every answer. A lease stream's outbox runs its sender on
+// the streams' pool instead, and the sender ends as soon as the queue is
+// empty: the pool's goroutines are what linger (see pool).
 //
 // After the handler returns, gRPC cancels the stream, which ends a Send
 // still in progress; the goroutine then ends too.
