@@ -56,6 +56,10 @@ type outbox[T any] struct {
 	// lingering.
 	linger    time.Duration
 	lingering *time.Timer
+	// onFail, when set, is called once stalled is closed and once a Send
+	// failed: a handler that waits on something else than those channels
+	// is so told. Set before the first send.
+	onFail func()
 	// pool, when set, runs the sender instead of a goroutine of its own,
 	// and the sender then ends as soon as the queue is empty: the pool's
 	// goroutine is what lingers (see pool). Set before the first send.
@@ -126,6 +130,7 @@ func (o *outbox[T]) run() {
 		if err := o.sendOne(m); err != nil {
 			o.err = err
 			close(o.exited)
+			o.failed()
 			return
 		}
 	}
@@ -162,7 +167,7 @@ func (o *outbox[T]) sendOne(m T) error {
 		o.base = time.Now()
 		o.timer = time.AfterFunc(time.Hour, func() {
 			if b := o.began.Load(); b != 0 && time.Since(o.base)-time.Duration(b-1) >= o.stall {
-				o.stallMu.Do(func() { close(o.stalled) })
+				o.stallMu.Do(func() { close(o.stalled); o.failed() })
 			}
 		})
 	}
@@ -272,6 +277,13 @@ func (o *outbox[T]) close() {
 func (o *outbox[T]) abandon() {
 	o.quit.Store(true)
 	o.once.Do(func() { close(o.queue) })
+}
+
+// failed calls onFail, if set.
+func (o *outbox[T]) failed() {
+	if o.onFail != nil {
+		o.onFail()
+	}
 }
 
 func (o *outbox[T]) stalledStatus() error {

@@ -77,17 +77,25 @@ func (p *pool) serve(job func()) {
 
 // worker runs one lease stream's jobs on a pool, one at a time, in the
 // order given: do waits for each, so its caller's logic is the same as
-// if it ran them itself. The handler runs the open, and the receiver,
-// after it, the requests: never both at once.
+// if it ran them itself. A job given as a func made once runs without
+// allocating: the lease handler's loop must not, so deep is it already.
 type worker struct {
 	pool *pool
+	job  func()        // the one to run; set by do before the pool may read it
+	run  func()        // runs job, then says so on done: made once
 	done chan struct{} // a job has run
 }
 
-func newWorker(p *pool) *worker { return &worker{pool: p, done: make(chan struct{}, 1)} }
+func newWorker(p *pool) *worker {
+	w := &worker{pool: p, done: make(chan struct{}, 1)}
+	w.run = func() { w.job(); w.done <- struct{}{} }
+	return w
+}
 
 // do runs job on the pool and returns once it has run.
 func (w *worker) do(job func()) {
-	w.pool.run(func() { job(); w.done <- struct{}{} })
+	w.job = job
+	w.pool.run(w.run)
 	<-w.done
+	w.job = nil // nor what it held
 }
