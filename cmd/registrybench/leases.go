@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -39,7 +40,8 @@ type holdParams struct {
 	conns   int
 	pins    int
 	hold    time.Duration
-	collect bool // registryd: force a collection (a GC) before the last reading
+	collect bool   // registryd: force a collection (a GC) before the last reading
+	metrics string // registryd's /metrics URL: print the breakdown (see breakdown)
 }
 
 // holdStreams opens the streams with open (one call per stream, on the
@@ -66,6 +68,12 @@ func holdStreams(mode string, p holdParams, setup func(ccs []*grpc.ClientConn) (
 	before, err := rss(p.pid)
 	if err != nil {
 		return err
+	}
+	var parts0 runtimeParts
+	if p.metrics != "" {
+		if parts0, err = scrapeParts(p.metrics); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel() // ends every stream
@@ -104,7 +112,7 @@ func holdStreams(mode string, p holdParams, setup func(ccs []*grpc.ClientConn) (
 	}
 	line := fmt.Sprintf("%s n=%d conns=%d pins=%d open_s=%.1f rss_before_kib=%d rss_holding_kib=%d per_stream_kib=%.1f",
 		mode, p.streams, p.conns, p.pins, opened.Seconds(), before>>10, holding>>10, float64(holding-before)/float64(p.streams)/1024)
-	if p.collect {
+	if p.collect || p.metrics != "" {
 		if _, err := registryv1.NewAdminServiceClient(ccs[0]).Collect(context.Background(), &registryv1.CollectRequest{}); err != nil {
 			return err
 		}
@@ -114,8 +122,58 @@ func holdStreams(mode string, p holdParams, setup func(ccs []*grpc.ClientConn) (
 		}
 		line += fmt.Sprintf(" rss_after_gc_kib=%d per_stream_after_gc_kib=%.1f", after>>10, float64(after-before)/float64(p.streams)/1024)
 	}
+	if p.metrics != "" {
+		parts, err := scrapeParts(p.metrics)
+		if err != nil {
+			return err
+		}
+		n := float64(p.streams)
+		line += fmt.Sprintf(" goroutines_per_stream=%.2f stack_kib=%.1f heap_live_kib=%.1f heap_inuse_kib=%.1f",
+			(parts.goroutines-parts0.goroutines)/n, (parts.stack-parts0.stack)/n/1024,
+			(parts.heapLive-parts0.heapLive)/n/1024, (parts.heapInuse-parts0.heapInuse)/n/1024)
+	}
 	fmt.Println(line)
 	return nil
+}
+
+// runtimeParts are the figures of registryd's Go runtime that say where
+// a stream's memory goes: goroutines, their stacks (the stack spans in
+// use), and the heap, live and in spans.
+type runtimeParts struct{ goroutines, stack, heapLive, heapInuse float64 }
+
+// scrapeParts reads runtimeParts from the Prometheus text at url (Go's
+// collector, which registryd serves on --metrics-addr).
+func scrapeParts(url string) (runtimeParts, error) {
+	resp, err := http.Get(url) //nolint:gosec,noctx // a loopback URL the bench's caller gives
+	if err != nil {
+		return runtimeParts{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return runtimeParts{}, err
+	}
+	var out runtimeParts
+	fields := map[string]*float64{
+		"go_goroutines":                 &out.goroutines,
+		"go_memstats_stack_inuse_bytes": &out.stack,
+		"go_memstats_heap_alloc_bytes":  &out.heapLive,
+		"go_memstats_heap_inuse_bytes":  &out.heapInuse,
+	}
+	found := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if f := fields[name]; ok && f != nil {
+			if *f, err = strconv.ParseFloat(strings.TrimSpace(value), 64); err != nil {
+				return runtimeParts{}, fmt.Errorf("%s: %w", name, err)
+			}
+			found++
+		}
+	}
+	if found != len(fields) {
+		return runtimeParts{}, fmt.Errorf("%s: %d of the %d Go runtime figures", url, found, len(fields))
+	}
+	return out, nil
 }
 
 // holdLeases: each stream opens a lease and pins p.pins objects, which a

@@ -89,6 +89,7 @@ func run() error {
 	flag.IntVar(&hold.conns, "conns", 16, "for leases and idle-streams: connections to spread them over")
 	flag.IntVar(&hold.pins, "pins", 4, "for leases: objects each lease pins")
 	flag.BoolVar(&hold.collect, "collect", false, "for leases: force a collection (a GC) and read the RSS once more")
+	flag.StringVar(&hold.metrics, "metrics", "", "for leases: registryd's /metrics `URL`: also print its goroutines, stacks and live heap per stream, after a forced collection")
 	batch := flag.Int("batch", 100, "for batch-resolve and batch-pin: objects per call (see batch.go)")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile to `file`")
 	objects := flag.Int("objects", 0, "for resolve: first put this many objects, pinned, and resolve them at random (see fill); for placement: puts to place")

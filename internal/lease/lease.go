@@ -192,6 +192,12 @@ type OpenParams struct {
 	// Identity is the caller: a new lease belongs to it, and only it (or
 	// an admin) may resume one.
 	Identity auth.Identity
+	// OnEnd, when set, is called once if the session is ended from
+	// outside (revoked, taken over, shut down), right after Done is
+	// closed, for a stream that waits on something of its own rather
+	// than on Done. It runs with the lease's lock held: it must return
+	// at once and not call the Manager.
+	OnEnd func()
 }
 
 // Open binds a new or resumed lease to a new Session. Errors: handle
@@ -219,7 +225,7 @@ func (m *Manager) Open(p OpenParams) (*Session, error) {
 		grace:  grace,
 		pins:   make(map[handle.ID]struct{}),
 	}
-	s := &Session{m: m, lease: l, peer: p.Peer, done: make(chan struct{})}
+	s := &Session{m: m, lease: l, peer: p.Peer, done: make(chan struct{}), onEnd: p.OnEnd}
 	l.session = s
 	m.mu.Lock()
 	if m.closed {
@@ -254,7 +260,7 @@ func (m *Manager) resume(p OpenParams) (*Session, error) {
 	if err := l.allow(p.Identity); err != nil {
 		return nil, err
 	}
-	s := &Session{m: m, lease: l, peer: p.Peer, done: make(chan struct{}), resumed: true}
+	s := &Session{m: m, lease: l, peer: p.Peer, done: make(chan struct{}), onEnd: p.OnEnd, resumed: true}
 	m.mu.Lock()
 	closed := m.closed
 	m.mu.Unlock()

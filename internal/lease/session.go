@@ -17,6 +17,7 @@ type Session struct {
 	resumed bool
 
 	done    chan struct{} // closed by end
+	onEnd   func()        // OpenParams.OnEnd: called once done is closed; nil: none
 	endOnce sync.Once
 	cause   Cause  // written once before done is closed
 	reason  string // written once before done is closed
@@ -42,12 +43,15 @@ func (s *Session) Revocation() (cause Cause, reason string, released int) {
 	return s.cause, s.reason, s.freed
 }
 
-// end records why the session was ended and closes done. The lease's mu
-// is held.
+// end records why the session was ended, closes done and calls onEnd.
+// The lease's mu is held.
 func (s *Session) end(cause Cause, reason string, released int) {
 	s.endOnce.Do(func() {
 		s.cause, s.reason, s.freed = cause, reason, released
 		close(s.done)
+		if s.onEnd != nil {
+			s.onEnd()
+		}
 	})
 }
 

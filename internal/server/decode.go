@@ -58,6 +58,10 @@ func newDecodeCodec() *decodeCodec {
 }
 
 func (c *decodeCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if r, ok := v.(*rawRequest); ok {
+		r.data = data.Materialize()
+		return nil
+	}
 	if decodeBatch(data, v) {
 		return nil
 	}
@@ -74,6 +78,24 @@ func (c *decodeCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	mark := protowire.AppendTag(nil, markField, protowire.BytesType)
 	mark = protowire.AppendBytes(mark, append(c.nonce[:], err.Error()...))
 	m.ProtoReflect().SetUnknown(mark)
+	return nil
+}
+
+// rawRequest is a request's bytes as they came, which decodeCodec leaves
+// undecoded, for a goroutine that is to stay shallow while it receives
+// (see receive): decodeRequest decodes them later, elsewhere.
+type rawRequest struct{ data []byte }
+
+// decodeRequest decodes raw into m as decodeCodec and decodeStream would
+// have: a failure is the *MalformedError a handler would have received.
+func decodeRequest(raw []byte, m proto.Message) error {
+	if err := proto.Unmarshal(raw, m); err != nil {
+		proto.Reset(m) // nothing partly decoded may reach a handler
+		return &MalformedError{
+			Message: string(m.ProtoReflect().Descriptor().FullName()),
+			Err:     errors.New(strings.TrimPrefix(err.Error(), "proto: ")),
+		}
+	}
 	return nil
 }
 

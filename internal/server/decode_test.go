@@ -116,6 +116,20 @@ func TestUndecodableRequestIsMalformed(t *testing.T) {
 			wantMalformed(t, "Watch", s.RecvMsg(&out))
 		}
 	})
+	t.Run("lease stream's first message", func(t *testing.T) {
+		desc := &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}
+		for _, p := range garbage(t, 20, &registryv1.LeaseRequest{}) {
+			s, err := w.e.conn.NewStream(ctxT(t), desc, "/registry.v1.RegistryService/Lease", raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.SendMsg(p); err != nil && !errors.Is(err, io.EOF) {
+				t.Fatal(err)
+			}
+			var out []byte
+			wantMalformed(t, "Lease", s.RecvMsg(&out))
+		}
+	})
 	t.Run("client stream message", func(t *testing.T) {
 		desc := &grpc.StreamDesc{ClientStreams: true}
 		hdr, err := proto.Marshal(&registryv1.UploadRequest{Kind: &registryv1.UploadRequest_Header{Header: &registryv1.UploadHeader{Size: 3}}})

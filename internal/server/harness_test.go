@@ -32,8 +32,23 @@ import (
 
 // A registry reaps collected objects on a goroutine of its own that ends once
 // its queue is empty: one may still be finishing a large collection here.
+// The lease streams' pool keeps a goroutine for poolLinger after its last
+// job: the check waits that long for them to end on their own.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/weakref/registry/internal/registry.(*Registry).drainReaps"))
+	goleak.VerifyTestMain(poolIdleAfter{m}, goleak.IgnoreAnyFunction("github.com/weakref/registry/internal/registry.(*Registry).drainReaps"))
+}
+
+// poolIdleAfter runs the tests, then waits, a little more than
+// poolLinger at most, for the pool's goroutines to end.
+type poolIdleAfter struct{ m *testing.M }
+
+func (p poolIdleAfter) Run() int {
+	code := p.m.Run()
+	deadline := time.Now().Add(poolLinger + 5*time.Second)
+	for goroutinesIn("server.(*pool).serve") > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return code
 }
 
 // testLimits are small enough for tests to reach.

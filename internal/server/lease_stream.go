@@ -26,24 +26,38 @@ import (
 type leaseStream = grpc.BidiStreamingServer[registryv1.LeaseRequest, registryv1.LeaseResponse]
 
 // received is one message from a lease stream: a request, or why the
-// bytes that came were not one (a *MalformedError).
+// bytes that came were not one (a *MalformedError), or the bytes
+// themselves, still to decode.
 type received struct {
 	req *registryv1.LeaseRequest
 	err error
+	raw []byte // when not nil: req and err are decoded from it
 }
 
-// served is what the receiver made of a request after open: the answer
-// the handler is to send.
+// decoded returns the request r holds, decoding it if it came raw.
+func (r received) decoded() (*registryv1.LeaseRequest, error) {
+	if r.raw == nil {
+		return r.req, r.err
+	}
+	req := &registryv1.LeaseRequest{}
+	if err := decodeRequest(r.raw, req); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// served is what the worker made of a request after open: the answer the
+// handler is to send.
 type served struct {
 	resp  *registryv1.LeaseResponse
 	done  bool // the lease was closed: the stream ends after resp
 	ended bool // the lease was ended from outside (revoked, taken over): no resp
 }
 
-// Lease serves one lease stream. After open, one goroutine receives and
-// serves each request; this one decides what is sent and when the stream
-// ends; an outbox sends, so that neither a revoke nor a client that stops
-// reading can leave this handler waiting for ever.
+// Lease serves one lease stream. After open, one goroutine receives each
+// request and has a worker serve it; this one decides what is sent and
+// when the stream ends; an outbox sends, so that neither a revoke nor a
+// client that stops reading can leave this handler waiting for ever.
 //
 // A request after open that fails as a whole (too many handles, a second
 // open, no kind, a bad field) is answered with a RequestError and changes
@@ -51,116 +65,226 @@ type served struct {
 // what happens before open, or to the stream itself, ends the stream.
 //
 // Most lease streams idle most of the time, and ten thousand of them are
-// twenty thousand parked goroutines, each with its stack. So the receiver,
-// whose stack does not hold the interceptor chain, decodes and serves the
-// requests, and this goroutine only opens the lease and then waits: the
-// depth a Pin reaches (handles, the registry, events, tracing) would
-// otherwise double this stack, under the whole chain, for as long as the
-// stream lives, since the runtime shrinks a stack only when a quarter of
-// it is enough.
+// twenty thousand parked goroutines, each with its stack, which the
+// runtime shrinks only when a quarter of it is enough: never, for these.
+// So neither ever goes deep. The receiver only receives, the bytes alone
+// (see receiveFunc). This goroutine, under gRPC's frames and the
+// interceptor chain (2.1 KiB of stack by default), only waits, on one
+// channel (inbox.wake), and allocates nothing in its loop: the decoding,
+// the open, every request and every send run on goroutines of a pool
+// that every stream shares (see pool). Both so keep 4 KiB stacks, which
+// hold at most 3.1 KiB before they grow: each frame below here counts.
+// (With more interceptors, as --metrics-addr adds, the handler's is 8.)
 func (s *registryService) Lease(stream leaseStream) error {
+	return s.newLeaseServer(stream).run(stream)
+}
+
+// newLeaseServer makes a lease stream's handler and starts its receiver.
+func (s *registryService) newLeaseServer(stream leaseStream) *leaseServer {
 	ctx := stream.Context()
-	ls := &leaseServer{s: s, ctx: ctx}
-	ls.in = receive(ctx, stream, ls.serveRequest)
-	first, err := ls.open()
+	ls := &leaseServer{s: s, ctx: ctx, w: newWorker(&s.work), hw: newWorker(&s.work)}
+	ls.send1 = func() { ls.sentEnd, ls.sentErr = ls.send(ls.pending) }
+	ls.in = receive(ctx, stream, ls.serveOnWorker)
+	return ls
+}
+
+// run is the handler: it waits for the open, has the lease opened, then
+// serves. Its frame is under every wait of an idle stream: keep it small.
+func (ls *leaseServer) run(stream leaseStream) error {
+	ok, err := ls.firstMessage()
+	if !ok {
+		return err // no lease exists yet: ending the stream loses nothing
+	}
+	first, err := ls.start(stream)
 	if first == nil {
 		return err // no lease exists yet: ending the stream loses nothing
 	}
 	// However this handler ends, a lease it still holds is detached:
 	// released now, or kept for its grace. After Close, revoke or
 	// take-over it does nothing.
-	defer func() { detach(ctx, ls.sess, ls.closed) }()
-	ls.out = newOutbox(stream.Send, s.stall)
+	defer ls.detach()
 	defer ls.out.abandon()
-	if err := ls.opened(first); err != nil {
+	if err != nil {
 		return err
 	}
-	close(ls.in.start)
 	return ls.serve()
 }
 
-// leaseServer is one lease stream's handler. s and ctx never change;
-// sess is set before start is closed, and the receiver reads it only
-// after; out and closed are the handler goroutine's alone.
+// start opens the lease the first message asks for and answers it, on
+// the handler's worker. It returns the request once a lease exists, with
+// the error the handler then ends with, if any. It is not inlined: its
+// frame would stay under run's waits.
+//
+//go:noinline
+func (ls *leaseServer) start(stream leaseStream) (first *registryv1.LeaseRequest, err error) {
+	ls.hw.do(func() { first, err = ls.openLease(ls.first) })
+	ls.first = received{} // nor its bytes
+	if first == nil {
+		return nil, err
+	}
+	ls.out = newOutbox(stream.Send, ls.s.stall)
+	ls.out.pool = &ls.s.work
+	ls.out.onFail = ls.in.wakeUp
+	ls.hw.do(func() { err = ls.opened(first) })
+	close(ls.in.start)
+	return first, err
+}
+
+// detach detaches the lease as the handler ends (see detach).
+func (ls *leaseServer) detach() { detach(ls.ctx, ls.sess, ls.closed) }
+
+// leaseServer is one lease stream's handler. s, ctx, w, hw, in and send1
+// never change; sess is set before start is closed, and the receiver
+// reads it only after; the rest are the handler's, or its worker's while
+// the handler waits for it.
 type leaseServer struct {
 	s      *registryService
 	ctx    context.Context
+	w      *worker // runs each request for the receiver (see pool)
+	hw     *worker // runs the open and the sends for the handler
 	sess   *lease.Session
 	in     *inbox
 	out    *outbox[*registryv1.LeaseResponse]
 	closed bool // by the client, with close: nothing to detach
+
+	first   received // the first message, as it came
+	pending served   // the answer send1 sends
+	send1   func()   // sends pending on hw: made once, so that the loop allocates nothing
+	sentEnd bool     // what send1 returned
+	sentErr error    // what send1 returned
 }
 
-// inbox is what a lease stream's receiver goroutine delivers.
+// inbox is what a lease stream's receiver goroutine delivers. The handler
+// waits on wake alone: one channel, so that its frame, under gRPC's and
+// the interceptor chain's, stays small enough for a 4 KiB stack (see
+// Lease); everything that has news for it (the receiver, the lease's end,
+// the outbox's failure) puts it where it goes, then wakes it.
 type inbox struct {
-	first   chan received // the first message, as it came
+	wake    chan struct{} // buffered 1: see wakeUp
+	first   chan received // buffered 1: the first message, as it came
 	start   chan struct{} // closed once the lease is open: serve what follows
-	answers chan served   // one at a time: the receiver serves one request ahead at most
-	errs    chan error    // why Recv failed for good; buffered, so the receiver never waits to say it
+	answers chan served   // buffered 1: the receiver serves a request or two ahead at most
+	errs    chan error    // buffered 1: why the receiver ended (Recv failed for good, or the stream's context)
+}
+
+// wakeUp tells the handler to look: never blocks, and several wake it
+// once.
+func (in *inbox) wakeUp() {
+	select {
+	case in.wake <- struct{}{}:
+	default:
+	}
+}
+
+// fail says why the receiver ends; it ends right after.
+func (in *inbox) fail(err error) {
+	in.errs <- err
+	in.wakeUp()
 }
 
 // receive starts the stream's receiver goroutine. It hands the first
-// message over as it came, and once start is closed, serves each request
-// that follows with serve. It ends when Recv fails for good, which it does
+// message over as it came, and once start is closed, has serve serve each
+// request that follows. It ends when Recv fails for good, which it does
 // once the handler returns. A message that does not decode is a request
 // that failed, not the stream's end: the next one is received as usual.
 //
-// The first message is received here too, not by the handler: decoding
-// it under the whole interceptor chain would grow the handler's stack,
-// which then stays grown while the stream idles.
+// The first message is received here too, not by the handler, which
+// stays as shallow as it can: the handler has it decoded on the worker.
 func receive(ctx context.Context, stream leaseStream, serve func(received) served) *inbox {
-	in := &inbox{first: make(chan received), start: make(chan struct{}), answers: make(chan served), errs: make(chan error, 1)}
+	in := &inbox{wake: make(chan struct{}, 1), first: make(chan received, 1), start: make(chan struct{}), answers: make(chan served, 1), errs: make(chan error, 1)}
 	go in.run(ctx, stream, serve)
 	return in
 }
 
 func (in *inbox) run(ctx context.Context, stream leaseStream, serve func(received) served) {
+	recv := receiveFunc(stream)
 	first := true
 	for {
-		req, err := stream.Recv()
+		r := recv()
 		var malformed *MalformedError
-		if err != nil && !errors.As(err, &malformed) {
-			in.errs <- err
+		if r.err != nil && !errors.As(r.err, &malformed) {
+			in.fail(r.err)
 			return
 		}
 		if first {
 			first = false
-			select {
-			case in.first <- received{req, err}:
-			case <-ctx.Done():
-				return
-			}
+			in.first <- r
+			in.wakeUp()
 			select {
 			case <-in.start:
 			case <-ctx.Done():
+				in.fail(ctx.Err())
 				return
 			}
 			continue
 		}
+		a := serve(r)
 		select {
-		case in.answers <- serve(received{req, err}):
+		case in.answers <- a:
+			in.wakeUp()
 		case <-ctx.Done():
+			in.fail(ctx.Err())
 			return
 		}
 	}
 }
 
-// open waits for the stream's first request, which must be open, and
-// opens or resumes the lease it asks for. It returns that request, or nil
-// and why the handler should end: nil when the client half-closed first.
-func (ls *leaseServer) open() (*registryv1.LeaseRequest, error) {
-	ctx := ls.ctx
-	var first *registryv1.LeaseRequest
-	select {
-	case r := <-ls.in.first:
-		if r.err != nil {
-			return nil, r.err
+// receiveFunc returns how the receiver receives from stream: through
+// registryd's chain, the bytes alone, so that decoding them, as deep as
+// serving, happens on the worker and the receiver's stack stays at its
+// first size; from any other stream (a test's), decoded by its Recv.
+func receiveFunc(stream leaseStream) func() received {
+	gs, ok := stream.(*grpc.GenericServerStream[registryv1.LeaseRequest, registryv1.LeaseResponse])
+	if !ok {
+		return func() received { req, err := stream.Recv(); return received{req: req, err: err} }
+	}
+	ds, ok := gs.ServerStream.(*decodeStream)
+	if !ok {
+		return func() received { req, err := stream.Recv(); return received{req: req, err: err} }
+	}
+	ss := ds.ServerStream
+	return func() received {
+		var raw rawRequest
+		if err := ss.RecvMsg(&raw); err != nil {
+			return received{err: err}
 		}
-		first = r.req
-	case err := <-ls.in.errs:
-		return nil, endOfStream(err)
-	case <-ctx.Done():
-		return nil, ctxStatus(ctx.Err())
+		if raw.data == nil {
+			raw.data = []byte{} // an empty message: still raw, to decode
+		}
+		return received{raw: raw.data}
+	}
+}
+
+// firstMessage waits for the stream's first message and keeps it in
+// ls.first: ok is false, with the handler's result, if the stream ended
+// first (nil when the client half-closed).
+func (ls *leaseServer) firstMessage() (ok bool, err error) {
+	for {
+		<-ls.in.wake
+		select {
+		case ls.first = <-ls.in.first:
+			return true, nil
+		default:
+		}
+		select {
+		case err := <-ls.in.errs:
+			if ls.ctx.Err() != nil {
+				return false, ctxStatus(ls.ctx.Err())
+			}
+			return false, endOfStream(err)
+		default:
+		}
+	}
+}
+
+// openLease opens or resumes the lease r asks for, which must be open,
+// on the handler's worker. It returns that request, or nil and why the
+// handler should end.
+func (ls *leaseServer) openLease(r received) (*registryv1.LeaseRequest, error) {
+	ctx := ls.ctx
+	first, err := r.decoded()
+	if err != nil {
+		return nil, err
 	}
 	open := first.GetOpen()
 	if open == nil {
@@ -177,6 +301,7 @@ func (ls *leaseServer) open() (*registryv1.LeaseRequest, error) {
 		params.Peer = p.Addr.String()
 	}
 	params.Identity = auth.FromContext(ctx)
+	params.OnEnd = ls.in.wakeUp
 	sess, err := ls.s.leases.Open(params)
 	if err != nil {
 		return nil, toStatus(err, handle.Lease)
@@ -214,30 +339,72 @@ func (ls *leaseServer) opened(first *registryv1.LeaseRequest) error {
 }
 
 // serve sends the answers until the stream or the lease ends. This is
-// where an idle stream's handler waits: keep its frame small.
+// where an idle stream's handler waits, on wake alone.
 func (ls *leaseServer) serve() error {
 	for {
-		select {
-		case a := <-ls.in.answers:
-			if end, err := ls.send(a); end {
-				return err
-			}
-		case <-ls.sess.Done():
-			return ls.s.streamEnd(ls.ctx, ls.out, ls.sess, errEndedOutside)
-		case <-ls.out.stalled:
-			return ls.out.stalledStatus()
-		case <-ls.out.exited:
-			return ls.out.err
-		case err := <-ls.in.errs:
-			return ls.endOfRequests(err)
-		case <-ls.ctx.Done():
-			return ctxStatus(ls.ctx.Err())
+		<-ls.in.wake
+		if end, err := ls.step(); end {
+			return err
 		}
 	}
 }
 
-// serveRequest serves one request after open, on the receiver goroutine.
+// step handles what is ready, and says whether the handler should end,
+// with what: answers first, in order (what is owed goes out before the
+// end), then a stalled or failed send, the lease ended from outside, the
+// receiver's end.
+func (ls *leaseServer) step() (end bool, err error) {
+	for {
+		select {
+		case ls.pending = <-ls.in.answers:
+			// Sending goes deeper than the handler may: on the worker.
+			ls.hw.do(ls.send1)
+			ls.pending = served{} // an idle stream keeps no answer alive
+			if ls.sentEnd {
+				return true, ls.sentErr
+			}
+			continue
+		default:
+		}
+		select {
+		case <-ls.out.stalled:
+			return true, ls.out.stalledStatus()
+		default:
+		}
+		select {
+		case <-ls.out.exited:
+			return true, ls.out.err
+		default:
+		}
+		select {
+		case <-ls.sess.Done():
+			return true, ls.s.streamEnd(ls.ctx, ls.out, ls.sess, errEndedOutside)
+		default:
+		}
+		select {
+		case err := <-ls.in.errs:
+			if ls.ctx.Err() != nil {
+				return true, ctxStatus(ls.ctx.Err())
+			}
+			return true, ls.endOfRequests(err)
+		default:
+		}
+		return false, nil
+	}
+}
+
+// serveOnWorker serves one request after open on the worker, for the
+// receiver goroutine.
+func (ls *leaseServer) serveOnWorker(r received) (a served) {
+	ls.w.do(func() { a = ls.serveRequest(r) })
+	return a
+}
+
+// serveRequest serves one request after open.
 func (ls *leaseServer) serveRequest(r received) served {
+	if r.raw != nil {
+		r.req, r.err = r.decoded()
+	}
 	if r.err != nil {
 		// Its request_id did not decode either: the answer has 0.
 		return served{resp: &registryv1.LeaseResponse{Kind: &registryv1.LeaseResponse_Error{Error: requestError(r.err)}}}

@@ -31,7 +31,9 @@ const outboxSize = 16
 // is queued and ends once the queue has stayed empty for senderLinger. An
 // idle lease stream, which is most of them, so costs no goroutine (and no
 // stack) for sending, and a busy one does not start a goroutine, and grow
-// its stack, for every answer.
+// its stack, for every answer. A lease stream's outbox runs its sender on
+// the streams' pool instead, and the sender ends as soon as the queue is
+// empty: the pool's goroutines are what linger (see pool).
 //
 // After the handler returns, gRPC cancels the stream, which ends a Send
 // still in progress; the goroutine then ends too.
@@ -54,6 +56,14 @@ type outbox[T any] struct {
 	// lingering.
 	linger    time.Duration
 	lingering *time.Timer
+	// onFail, when set, is called once stalled is closed and once a Send
+	// failed: a handler that waits on something else than those channels
+	// is so told. Set before the first send.
+	onFail func()
+	// pool, when set, runs the sender instead of a goroutine of its own,
+	// and the sender then ends as soon as the queue is empty: the pool's
+	// goroutine is what lingers (see pool). Set before the first send.
+	pool *pool
 
 	// One timer for every Send, made by the first: it fires stall after
 	// the Send in progress began, and checks that this Send is still the
@@ -86,7 +96,11 @@ const senderLinger = time.Second
 // wake starts the sender unless one runs, or is done for good.
 func (o *outbox[T]) wake() {
 	if o.running.CompareAndSwap(false, true) {
-		go o.run()
+		if o.pool != nil {
+			o.pool.run(o.run)
+		} else {
+			go o.run()
+		}
 	}
 }
 
@@ -116,6 +130,7 @@ func (o *outbox[T]) run() {
 		if err := o.sendOne(m); err != nil {
 			o.err = err
 			close(o.exited)
+			o.failed()
 			return
 		}
 	}
@@ -128,6 +143,9 @@ func (o *outbox[T]) next() (m T, ok, got bool) {
 	case m, ok = <-o.queue:
 		return m, ok, true
 	default:
+	}
+	if o.pool != nil {
+		return m, false, false
 	}
 	if o.lingering == nil {
 		o.lingering = time.NewTimer(o.linger)
@@ -149,7 +167,7 @@ func (o *outbox[T]) sendOne(m T) error {
 		o.base = time.Now()
 		o.timer = time.AfterFunc(time.Hour, func() {
 			if b := o.began.Load(); b != 0 && time.Since(o.base)-time.Duration(b-1) >= o.stall {
-				o.stallMu.Do(func() { close(o.stalled) })
+				o.stallMu.Do(func() { close(o.stalled); o.failed() })
 			}
 		})
 	}
@@ -259,6 +277,13 @@ func (o *outbox[T]) close() {
 func (o *outbox[T]) abandon() {
 	o.quit.Store(true)
 	o.once.Do(func() { close(o.queue) })
+}
+
+// failed calls onFail, if set.
+func (o *outbox[T]) failed() {
+	if o.onFail != nil {
+		o.onFail()
+	}
 }
 
 func (o *outbox[T]) stalledStatus() error {

@@ -35,6 +35,9 @@ type registryService struct {
 	uploads *byteBudget   // bytes uploads in flight hold; shared with adminService
 	// identity are the limits per identity (identity_limits.go).
 	identity *identityLimits
+	// work serves the lease streams' requests and sends their answers
+	// (see pool).
+	work pool
 }
 
 // linger caps the linger a request asks for at the server's maximum.

@@ -154,6 +154,7 @@ type Server struct {
 	log      *slog.Logger
 	stopping atomic.Bool // set when Shutdown begins
 	calls    *inflight   // handlers running now
+	work     *pool       // the lease streams' (see pool): stopped by Shutdown
 }
 
 // New returns a Server with every service registered, ready to Serve.
@@ -166,7 +167,8 @@ func New(cfg Config) *Server {
 	ids := newIdentityLimits(cfg.Limits)
 	gs := grpc.NewServer(serverOptions(cfg, ids, calls)...)
 	uploads := &byteBudget{max: cfg.Limits.MaxUploadBytes}
-	registryv1.RegisterRegistryServiceServer(gs, &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry, limits: cfg.Limits, stall: cfg.StreamStallTimeout, uploads: uploads, identity: ids})
+	rs := &registryService{reg: cfg.Registry, leases: cfg.Leases, tel: cfg.Telemetry, limits: cfg.Limits, stall: cfg.StreamStallTimeout, uploads: uploads, identity: ids}
+	registryv1.RegisterRegistryServiceServer(gs, rs)
 	registryv1.RegisterAdminServiceServer(gs, &adminService{reg: cfg.Registry, leases: cfg.Leases, limits: cfg.Limits, obs: cfg.Observer, stall: cfg.StreamStallTimeout, uploads: uploads})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -175,7 +177,7 @@ func New(cfg Config) *Server {
 	}
 	reflection.Register(gs)
 	cfg.Telemetry.InitializeGRPCMetrics(gs)
-	return &Server{grpc: gs, health: hs, reg: cfg.Registry, leases: cfg.Leases, log: log, calls: calls}
+	return &Server{grpc: gs, health: hs, reg: cfg.Registry, leases: cfg.Leases, log: log, calls: calls, work: &rs.work}
 }
 
 // serverOptions are the interceptors, keepalive and limits every
@@ -281,6 +283,7 @@ func (s *Server) Serve(lis net.Listener) error { return s.grpc.Serve(lis) }
 // connections: gRPC's GracefulStop would otherwise wait, for ever, for a
 // client that stopped reading to take an answer its flow control holds.
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.work.stop()
 	s.stopping.Store(true)
 	s.health.Shutdown()
 	s.leases.Shutdown()
