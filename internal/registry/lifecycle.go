@@ -173,7 +173,7 @@ func (r *Registry) Resolve(h string) (Object, error) {
 // resolved answers a Resolve of e, whose payload p is alive and whose
 // handle is h, and releases s's read lock, which the caller holds.
 func (r *Registry) resolved(s *shard, e *entry, p *payload, h string) Object {
-	e.accessed.Store(r.now().UnixNano())
+	e.access(r.clock.nano())
 	obj := Object{Info: e.info(h)}
 	obj.Data, obj.More = e.bytes(p)
 	obj.crc, obj.crcKnown = e.checksum()
@@ -285,7 +285,12 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, h string, by Holder) (info 
 	if e.pinIndex(by.ID) >= 0 {
 		return e.info(h), true, e.strong, nil
 	}
-	now := r.now()
+	var now time.Time
+	if e.state == Pinned {
+		now = r.clock.time() // no state changes: a pin's time is an access time
+	} else {
+		now = r.now()
+	}
 	p = e.strong // pinned or lingering
 	if e.state != Pinned {
 		if p == nil {
@@ -316,7 +321,7 @@ func (r *Registry) pinLocked(s *shard, id handle.ID, h string, by Holder) (info 
 		s.leaks.setWeak(e, false)
 	}
 	e.addPin(pinSlot{lease: by.ID, leaseID: by.LeaseID, since: now.UnixNano()})
-	e.accessed.Store(now.UnixNano())
+	e.access(now.UnixNano())
 	r.counters.pins.Add(1)
 	r.publish(e, h, EventPinned, by.LeaseID, now)
 	return e.info(h), false, p, nil
@@ -360,7 +365,12 @@ func (r *Registry) UnpinHandoffParsed(id handle.ID, h string, by Holder, handoff
 		}
 		return e.info(h), false, nil
 	}
-	now := r.now()
+	var now time.Time
+	if handoff > 0 || e.npins == 1 {
+		now = r.now() // a deadline, or the state changes
+	} else {
+		now = r.clock.time() // only an event's time
+	}
 	if until := now.Add(handoff); handoff > 0 && until.After(e.extra().handoffUntil) {
 		e.x.handoffUntil = until
 	}

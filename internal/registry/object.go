@@ -348,6 +348,15 @@ func (e *entry) pins() []Pin {
 	return out
 }
 
+// access records an access at now, a reading of the coarse clock (see
+// coarseClock). It stores only a new time, so that readers of one object
+// share its cache line for the rest of a tick.
+func (e *entry) access(now int64) {
+	if e.accessed.Load() != now {
+		e.accessed.Store(now)
+	}
+}
+
 const crcKnown = 1 << 32
 
 func (e *entry) checksum() (uint32, bool) {

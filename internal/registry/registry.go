@@ -105,7 +105,8 @@ type Config struct {
 type Registry struct {
 	codec   *handle.Codec
 	cfg     Config
-	now     func() time.Time
+	now     func() time.Time // clock.now: the exact clock
+	clock   *coarseClock
 	observe func(Event) // cfg.Observe; nil when none
 	shards  [shardCount]shard
 	events  *hub
@@ -147,6 +148,7 @@ func New(cfg Config) *Registry {
 	if cfg.WatchHistory == 0 {
 		cfg.WatchHistory = 10000
 	}
+	clock := newCoarseClock(cfg.Now)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -154,7 +156,8 @@ func New(cfg Config) *Registry {
 	r := &Registry{
 		codec:   cfg.Codec,
 		cfg:     cfg,
-		now:     cfg.Now,
+		now:     clock.now,
+		clock:   clock,
 		observe: cfg.Observe,
 		events:  newHub(cfg.WatchBuffer, cfg.WatchHistory, cfg.MaxWatchers),
 		tombs:   newTombstones(cfg.Tombstones),
@@ -173,6 +176,7 @@ func New(cfg Config) *Registry {
 // Close ends every subscription. Objects stay resolvable; Close exists so
 // that watchers learn the registry is going away.
 func (r *Registry) Close() {
+	r.clock.close()
 	r.events.close()
 }
 
