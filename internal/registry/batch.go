@@ -42,7 +42,7 @@ func (r *Registry) ResolveMany(hs []string, withInfo bool, fn func(i int, obj *O
 		obj = o
 		fn(i, &obj, err)
 	}
-	r.counters.hits.Add(hits)
+	r.counters.hit(hits)
 }
 
 // hit answers into obj the Resolve of h, whose ID and tag Split gave, if

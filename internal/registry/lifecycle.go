@@ -81,7 +81,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 	runtime.AddCleanup(p, r.reapFn, id)
 
 	s := r.shard(id)
-	s.mu.Lock()
+	s.lock()
 	s.m.put(e)
 	s.index.ReplaceOrInsert(itemOf(e))
 	r.counters.puts.Add(1)
@@ -108,7 +108,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 		r.publish(e, h, EventWeak, "", now)
 	}
 	info := e.info(h)
-	s.mu.Unlock()
+	s.unlock()
 	runtime.KeepAlive(p) // p must not be collected before it is in the map
 	return info, nil
 }
@@ -138,9 +138,21 @@ func (o Object) Payload() Payload {
 // keeps (entry.issued), and its answer carries h itself, the very string
 // Put issued. Everything else is verified by the MAC first, so that each
 // miss is classified as it always was.
-func (r *Registry) Resolve(h string) (Object, error) {
+func (r *Registry) Resolve(h string) (obj Object, err error) {
 	if id, mac, ok := r.codec.Split(handle.Object, h); ok {
 		s := r.shard(id)
+		var v entryView
+		if e, ok := s.peek(id, &v); ok && e.issued(mac) {
+			p := v.strong
+			if p == nil {
+				p = e.weak.Value()
+			}
+			if p != nil {
+				r.peeked(&obj, e, &v, p, h) // in place: an Object is 280 bytes to copy
+				return obj, nil
+			}
+		}
+		// Being changed, or not a live object's: ask under the lock.
 		s.mu.RLock()
 		if e := s.m.get(id); e != nil && e.issued(mac) {
 			if p := e.value(); p != nil {
@@ -178,11 +190,24 @@ func (r *Registry) resolved(s *shard, e *entry, p *payload, h string) Object {
 	obj.Data, obj.More = e.bytes(p)
 	obj.crc, obj.crcKnown = e.checksum()
 	s.mu.RUnlock()
-	r.counters.hits.Add(1)
+	r.counters.hit(1)
 	if r.cache != nil {
 		obj.Info.SoftCached = r.cache.touch(e, p)
 	}
 	return obj
+}
+
+// peeked is resolved for an entry peek read without the lock: v is its
+// view, p its payload.
+func (r *Registry) peeked(obj *Object, e *entry, v *entryView, p *payload, h string) {
+	e.access(r.clock.nano())
+	e.infoOf(&obj.Info, v, h)
+	obj.Data, obj.More = e.bytes(p)
+	obj.crc, obj.crcKnown = e.checksum()
+	r.counters.hit(1)
+	if r.cache != nil {
+		obj.Info.SoftCached = r.cache.touch(e, p)
+	}
 }
 
 // RecordChecksum remembers the CRC-32C of a live object's payload, as a
@@ -199,6 +224,15 @@ func (r *Registry) RecordChecksum(id handle.ID, crc uint32) {
 
 // Stat returns an object's metadata. Errors as Resolve.
 func (r *Registry) Stat(h string) (Info, error) {
+	if id, mac, ok := r.codec.Split(handle.Object, h); ok {
+		var v entryView
+		if e, ok := r.shard(id).peek(id, &v); ok && e.issued(mac) && (v.strong != nil || e.weak.Value() != nil) {
+			var info Info
+			e.infoOf(&info, &v, h)
+			r.judge(&info)
+			return info, nil
+		}
+	}
 	id, err := r.Parse(h)
 	if err != nil {
 		return Info{}, err
@@ -267,8 +301,8 @@ func (r *Registry) Pin(id handle.ID, by Holder) (info Info, already bool, err er
 // Pin.
 func (r *Registry) PinParsed(id handle.ID, h string, by Holder) (info Info, already bool, err error) {
 	s := r.shard(id)
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lock()
+	defer s.unlock()
 	info, already, _, err = r.pinLocked(s, id, h, by)
 	return info, already, err
 }
@@ -347,8 +381,8 @@ func (r *Registry) UnpinHandoff(id handle.ID, by Holder, handoff time.Duration) 
 // PinParsed is Pin.
 func (r *Registry) UnpinHandoffParsed(id handle.ID, h string, by Holder, handoff time.Duration) (info Info, pinned bool, err error) {
 	s := r.shard(id)
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lock()
+	defer s.unlock()
 	e := s.m.get(id)
 	if e == nil {
 		return Info{}, false, r.gone(id)

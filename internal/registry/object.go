@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"crypto/subtle"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -374,7 +373,7 @@ func (e *entry) checksum() (uint32, bool) {
 // all, which the map lookup's timing might tell, gives nothing away, since
 // an ID is 128 random bits nobody finds without the handle.
 func (e *entry) issued(mac handle.MAC) bool {
-	return subtle.ConstantTimeCompare(e.mac[:], mac[:]) == 1
+	return handle.TagsEqual(&e.mac, &mac)
 }
 
 // info returns the entry's metadata; h is its handle. The caller holds

@@ -158,8 +158,8 @@ func (r *Registry) reapShard(s *shard, ids, scratch []handle.ID, now time.Time) 
 // reapChunk reaps ids, at most reapChunk of them, under s.mu.
 func (r *Registry) reapChunk(s *shard, ids []handle.ID, now time.Time) {
 	var chunk [reapChunk]*entry // on the stack: the chunk's entries
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lock()
+	defer s.unlock()
 	found := chunk[:0]
 	for _, id := range ids {
 		found = append(found, s.m.get(id))

@@ -127,11 +127,29 @@ type Registry struct {
 
 // shard is one slice of the object map.
 type shard struct {
-	mu    sync.RWMutex
+	mu sync.RWMutex
+	// seq counts mu's write locks taken and released: it is odd while
+	// one is held. Every change to m or to its entries is made between
+	// lock and unlock, so that a Resolve may read them without mu and
+	// trust what it read if seq was even and the same before and after
+	// (peek).
+	seq   atomic.Uint64
 	m     entryTable               // guarded by mu
 	index *btree.BTreeG[indexItem] // guarded by mu: m's entries in ID order, for List
 	leaks leakBook                 // its own lock: the soft cache changes it too
-	_     [8]byte                  // 128 bytes: neighbouring shards' locks on cache lines of their own
+}
+
+// lock takes s's write lock. Every writer of s's table or entries locks
+// with it, not with mu, so that peek sees the change.
+func (s *shard) lock() {
+	s.mu.Lock()
+	s.seq.Add(1)
+}
+
+// unlock releases what lock took.
+func (s *shard) unlock() {
+	s.seq.Add(1)
+	s.mu.Unlock()
 }
 
 // New returns an empty registry.
@@ -197,6 +215,10 @@ func (r *Registry) Epoch() uint64 { return r.codec.Epoch() }
 func (r *Registry) Parse(h string) (handle.ID, error) {
 	if id, mac, ok := r.codec.Split(handle.Object, h); ok {
 		s := r.shard(id)
+		var v entryView
+		if e, ok := s.peek(id, &v); ok && e.issued(mac) {
+			return id, nil
+		}
 		s.mu.RLock()
 		e := s.m.get(id)
 		hit := e != nil && e.issued(mac)

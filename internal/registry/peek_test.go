@@ -1,0 +1,238 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/weakref/registry/internal/handle"
+)
+
+// TestPeekAgreesWithInfo: the Info a Resolve hit makes from what peek read
+// without the lock is the one the locked path makes, in every state an
+// object may be resolved in.
+func TestPeekAgreesWithInfo(t *testing.T) {
+	meta := Meta{ContentType: "text/plain", Labels: map[string]string{"a": "b"}, Owner: "alice"}
+	for _, tt := range []struct {
+		name  string
+		setup func(t *testing.T, r *Registry) Info
+	}{
+		{"weak", func(t *testing.T, r *Registry) Info {
+			info, _ := put(t, r, 32, 1, Meta{}, nil)
+			return info
+		}},
+		{"weak with metadata", func(t *testing.T, r *Registry) Info {
+			info, _ := put(t, r, 32, 1, meta, nil)
+			return info
+		}},
+		{"pinned twice", func(t *testing.T, r *Registry) Info {
+			a, b := newHolder(r), newHolder(r)
+			info, _ := put(t, r, 32, 1, meta, &a)
+			mustPin(t, r, info.ID, b)
+			return info
+		}},
+		{"lingering", func(t *testing.T, r *Registry) Info {
+			info, _ := put(t, r, 32, 1, Meta{Linger: time.Hour, Labels: meta.Labels}, nil)
+			return info
+		}},
+		{"handed off", func(t *testing.T, r *Registry) Info {
+			by := newHolder(r)
+			info, _ := put(t, r, 32, 1, Meta{}, &by)
+			if _, _, err := r.UnpinHandoff(info.ID, by, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			return info
+		}},
+		{"soft cached", func(t *testing.T, r *Registry) Info {
+			info, _ := put(t, r, 32, 1, Meta{}, nil)
+			if _, err := r.Resolve(info.Handle); err != nil {
+				t.Fatal(err)
+			}
+			return info
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			noAutoGC(t)
+			r := newRegistry(t, Config{SoftCacheBytes: 1 << 20})
+			info := tt.setup(t, r)
+			s := r.shard(info.ID)
+			var v entryView
+			e, ok := s.peek(info.ID, &v)
+			if !ok {
+				t.Fatal("peek found nothing in a shard nobody changes")
+			}
+			var got Info
+			e.infoOf(&got, &v, info.Handle)
+			s.mu.RLock()
+			want := e.info(info.Handle)
+			s.mu.RUnlock()
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("from peek:\n%+v\nunder the lock:\n%+v", got, want)
+			}
+		})
+	}
+}
+
+// TestPeekGivesUpWhileAWriterHoldsTheShard: a peek that meets a writer,
+// holding the lock or come and gone, reports nothing, and an absent ID is
+// not found.
+func TestPeekGivesUpWhileAWriterHoldsTheShard(t *testing.T) {
+	r := newRegistry(t, Config{})
+	by := newHolder(r)
+	info, _ := put(t, r, 32, 1, Meta{}, &by)
+	s := r.shard(info.ID)
+	var v entryView
+	s.lock()
+	_, ok := s.peek(info.ID, &v)
+	s.unlock()
+	if ok {
+		t.Fatal("peek answered while a writer held the shard")
+	}
+	if _, ok := s.peek(info.ID, &v); !ok {
+		t.Fatal("peek found nothing once the writer left")
+	}
+	absent := info.ID
+	absent[15] ^= 1
+	if e, ok := s.peek(absent, &v); ok || e != nil {
+		t.Fatalf("peek of an absent ID = %p, %v", e, ok)
+	}
+}
+
+// TestResolveWithoutLockRacingWriters tries to break the lock-free read:
+// resolvers run while other goroutines pin and unpin (each a state change
+// WEAK <-> PINNED), linger, delete and put (growing the shards' tables)
+// and the collector runs. Every answer must be one some moment of the
+// object had: its own bytes and metadata, a state that agrees with its
+// pins, and only ErrCollected or ErrDeleted as errors; and a Resolve that
+// starts after a Delete returned says ErrDeleted, one after a Pin returned
+// says PINNED.
+func TestResolveWithoutLockRacingWriters(t *testing.T) {
+	objects, rounds := 64, 40000
+	if raceEnabled || testing.Short() {
+		objects, rounds = 32, 4000
+	}
+	r := newRegistry(t, Config{})
+	type object struct {
+		info Info
+		seed byte
+	}
+	objs := make([]object, objects)
+	for i := range objs {
+		meta := Meta{ContentType: fmt.Sprint("type-", i), Labels: map[string]string{"i": fmt.Sprint(i)}}
+		if i%4 == 1 {
+			meta.Linger = time.Hour
+		}
+		info, _ := put(t, r, 64+i, byte(i), meta, nil)
+		objs[i] = object{info, byte(i)}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	var (
+		wg       sync.WaitGroup
+		stop     atomic.Bool
+		failed   atomic.Bool
+		failOnce sync.Once
+	)
+	fail := func(format string, args ...any) {
+		failOnce.Do(func() { t.Errorf(format, args...) })
+		failed.Store(true)
+		stop.Store(true)
+	}
+	check := func(o object, obj Object, err error) {
+		if err != nil {
+			if !errors.Is(err, ErrCollected) && !errors.Is(err, ErrDeleted) {
+				fail("Resolve of object %d: %v", o.seed, err)
+			}
+			return
+		}
+		in := obj.Info
+		switch {
+		case in.ID != o.info.ID || in.Handle != o.info.Handle || in.Size != o.info.Size:
+			fail("object %d answered as %x %q size %d", o.seed, in.ID, in.Handle, in.Size)
+		case int64(len(obj.Data)) != in.Size || obj.Data[0] != newPayload(1, o.seed)[0]:
+			fail("object %d answered with another's bytes", o.seed)
+		case in.ContentType != fmt.Sprint("type-", o.seed) || in.Labels["i"] != fmt.Sprint(o.seed):
+			fail("object %d answered with metadata %q %v", o.seed, in.ContentType, in.Labels)
+		case (in.State == Pinned) != (in.Pins > 0):
+			fail("object %d %v with %d pins", o.seed, in.State, in.Pins)
+		case (in.State == Lingering) == in.LingerUntil.IsZero():
+			fail("object %d %v lingering until %v", o.seed, in.State, in.LingerUntil)
+		case in.State != Pinned && in.State != Lingering && in.State != Weak:
+			fail("object %d resolved in state %v", o.seed, in.State)
+		}
+	}
+	for w := range 2 {
+		wg.Add(1)
+		go func() { // resolvers
+			defer wg.Done()
+			for i := 0; !stop.Load() && time.Now().Before(deadline); i++ {
+				o := objs[(i*7+w)%len(objs)]
+				obj, err := r.Resolve(o.info.Handle)
+				check(o, obj, err)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { // pins, unpins, deletes
+		defer wg.Done()
+		defer stop.Store(true)
+		by := newHolder(r)
+		for i := range rounds {
+			if stop.Load() || time.Now().After(deadline) {
+				return
+			}
+			o := objs[i%len(objs)]
+			switch i % 8 {
+			case 7:
+				if i/len(objs) == 2 { // once each, in the third pass
+					if _, _, err := r.Delete(o.info.ID, true); err != nil && !errors.Is(err, ErrCollected) {
+						fail("Delete: %v", err)
+					}
+					if _, err := r.Resolve(o.info.Handle); !errors.Is(err, ErrDeleted) && !errors.Is(err, ErrCollected) {
+						fail("Resolve after Delete: %v, want ErrDeleted", err)
+					}
+				}
+			default:
+				if _, _, err := r.Pin(o.info.ID, by); err != nil {
+					continue // collected or deleted
+				}
+				obj, err := r.Resolve(o.info.Handle)
+				if err != nil || obj.Info.State != Pinned {
+					fail("Resolve after Pin: %v %v, want PINNED", obj.Info.State, err)
+				}
+				check(o, obj, err)
+				if _, _, err := r.Unpin(o.info.ID, by); err != nil {
+					fail("Unpin: %v", err)
+				}
+			}
+		}
+	}()
+	wg.Add(1)
+	go func() { // puts that grow the tables, and collections
+		defer wg.Done()
+		var ids []handle.ID
+		for i := 0; !stop.Load() && time.Now().Before(deadline); i++ {
+			info, err := r.Put(newPayload(64, byte(i)), Meta{}, nil)
+			if err != nil {
+				fail("Put: %v", err)
+				return
+			}
+			ids = append(ids, info.ID)
+			if i%256 == 0 {
+				runtime.GC()
+			}
+		}
+		runtime.KeepAlive(ids)
+	}()
+	wg.Wait()
+	if failed.Load() {
+		return
+	}
+	if hits := r.Stats().ResolveHits; hits == 0 {
+		t.Fatal("no Resolve hit at all")
+	}
+}
