@@ -244,7 +244,8 @@ func (r *Registry) awaitReaps(deadline time.Time) {
 // The caller holds s.mu and has seen e's weak pointer go nil.
 func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
 	s.leaks.setWeak(e, false)
-	r.emit(r.collectedLocked(s, e, now))
+	ev := r.collectedLocked(s, e, now)
+	r.emit(&ev)
 }
 
 // emitAll is emit for events of one shard's objects, in order. The caller

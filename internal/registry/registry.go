@@ -240,12 +240,13 @@ func (r *Registry) handleOf(e *entry) string {
 // publish sends e's event; h is its handle. The caller holds e's shard
 // lock.
 func (r *Registry) publish(e *entry, h string, kind EventKind, lease string, now time.Time) {
-	r.emit(r.event(e, h, kind, lease, now))
+	ev := r.event(e, h, kind, lease, now)
+	r.emit(&ev)
 }
 
 // emit numbers ev, delivers it to subscribers, then to the observer. The
 // caller holds ev's object's shard lock.
-func (r *Registry) emit(ev Event) {
+func (r *Registry) emit(ev *Event) {
 	ev.Seq = r.events.publish(ev)
 	if r.observe != nil {
 		r.observe(ev.withHandle())
