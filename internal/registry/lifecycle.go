@@ -82,7 +82,7 @@ func (r *Registry) PutPayload(pl Payload, meta Meta, by *Holder) (Info, error) {
 
 	s := r.shard(id)
 	s.lock()
-	s.m.put(e)
+	s.m.putNew(e) // id is Mint's
 	s.index.ReplaceOrInsert(itemOf(e))
 	r.counters.puts.Add(1)
 	switch {

@@ -49,6 +49,23 @@ func (t *entryTable) put(e *entry) {
 	}
 }
 
+// putNew adds e, whose ID was just minted: 128 fresh random bits, in no
+// entry yet. It takes the first empty slot of the probe, reading no
+// entry on the way: put compares each occupant's ID, a cache miss apiece,
+// and at a load of 3/4 an absent key's probe meets eight of them.
+func (t *entryTable) putNew(e *entry) {
+	if (t.n+1)*4 > len(t.slots)*3 {
+		t.resize(max(8, 2*len(t.slots)))
+	}
+	mask := uint64(len(t.slots) - 1)
+	i := hashID(e.id) & mask
+	for t.slots[i] != nil {
+		i = (i + 1) & mask
+	}
+	t.slots[i] = e
+	t.n++
+}
+
 // insert puts e in its slot, reporting whether it was absent. There is
 // room.
 func (t *entryTable) insert(e *entry) bool {

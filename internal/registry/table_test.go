@@ -7,10 +7,11 @@ import (
 	"github.com/weakref/registry/internal/handle"
 )
 
-// TestEntryTableAgreesWithAMap runs random puts, replacements and deletes
-// on a table and on a Go map, with IDs crowded onto few home slots so that
-// clusters form, wrap around the end and are cut by deletes, and checks
-// after every step that the two agree on every ID ever used.
+// TestEntryTableAgreesWithAMap runs random puts (put and putNew, both),
+// replacements and deletes on a table and on a Go map, with IDs crowded
+// onto few home slots so that clusters form, wrap around the end and are
+// cut by deletes, and checks after every step that the two agree on every
+// ID ever used.
 func TestEntryTableAgreesWithAMap(t *testing.T) {
 	for _, homes := range []uint64{3, 64, 1 << 62} {
 		rng := rand.New(rand.NewPCG(homes, 7))
@@ -37,7 +38,11 @@ func TestEntryTableAgreesWithAMap(t *testing.T) {
 				}
 				ids = append(ids, id)
 				e := &entry{id: id}
-				tab.put(e)
+				if step%2 == 0 {
+					tab.putNew(e) // as Put adds a minted ID
+				} else {
+					tab.put(e)
+				}
 				ref[id] = e
 			case op < 6: // replace
 				id := ids[rng.IntN(len(ids))]
