@@ -25,6 +25,10 @@ import (
 // (go:norace); everything its callers do after a successful peek is
 // ordered after the writers by seq's atomics, which the detector sees.
 //
+// The compiler keeps the plain loads between the atomic ones, which it
+// does not move loads across; the processor must too, which only one that
+// orders loads does (peek_tso.go): elsewhere peek declines.
+//
 // What peek copies is what Resolve answers with beyond the entry's
 // immutable fields (ID, tag, size, creation, owner, weak pointer, set
 // before the entry enters the table) and its atomic ones (access time,
@@ -47,6 +51,9 @@ type entryView struct {
 //
 //go:norace
 func (s *shard) peek(id handle.ID, v *entryView) (e *entry, ok bool) {
+	if !orderedLoads {
+		return nil, false
+	}
 	seq := s.seq.Load()
 	if seq&1 != 0 {
 		return nil, false

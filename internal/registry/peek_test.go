@@ -17,6 +17,9 @@ import (
 // without the lock is the one the locked path makes, in every state an
 // object may be resolved in.
 func TestPeekAgreesWithInfo(t *testing.T) {
+	if !orderedLoads {
+		t.Skip("peek declines on this architecture (peek_weak.go)")
+	}
 	meta := Meta{ContentType: "text/plain", Labels: map[string]string{"a": "b"}, Owner: "alice"}
 	for _, tt := range []struct {
 		name  string
@@ -82,6 +85,9 @@ func TestPeekAgreesWithInfo(t *testing.T) {
 // holding the lock or come and gone, reports nothing, and an absent ID is
 // not found.
 func TestPeekGivesUpWhileAWriterHoldsTheShard(t *testing.T) {
+	if !orderedLoads {
+		t.Skip("peek declines on this architecture (peek_weak.go)")
+	}
 	r := newRegistry(t, Config{})
 	by := newHolder(r)
 	info, _ := put(t, r, 32, 1, Meta{}, &by)

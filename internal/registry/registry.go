@@ -96,9 +96,10 @@ type Config struct {
 }
 
 // Registry holds objects. All methods are safe for concurrent use.
-// Resolve and Stat take one shard's read lock and nothing else; changes take
-// one shard's write lock and, briefly, the event hub's lock to number and
-// fan out their events.
+// Resolve and Stat of a live object take no lock (see peek), or one shard's
+// read lock when a writer is at work in that shard; changes take one
+// shard's write lock and, briefly, the event hub's lock to number and fan
+// out their events.
 //
 // The runtime keeps a Registry reachable while any of its objects' cleanups
 // is pending, so a registry is meant to live as long as its process.
