@@ -13,7 +13,8 @@ import (
 func (r *Registry) ResolvePin(id handle.ID, by Holder) (obj Object, already bool, err error) {
 	s := r.shard(id)
 	s.lock()
-	info, already, p, err := r.pinLocked(s, id, "", by)
+	var info Info
+	already, p, err := r.pinLocked(&info, s, id, "", by)
 	if err != nil {
 		s.unlock()
 		r.counters.miss(err)

@@ -14,8 +14,8 @@ import (
 )
 
 // TestPeekAgreesWithInfo: the Info a Resolve hit makes from what peek read
-// without the lock is the one the locked path makes, in every state an
-// object may be resolved in.
+// without the lock, and the one Pin and Unpin fill in place, are the one
+// e.info makes, in every state an object may be resolved in.
 func TestPeekAgreesWithInfo(t *testing.T) {
 	if !orderedLoads {
 		t.Skip("peek declines on this architecture (peek_weak.go)")
@@ -76,6 +76,13 @@ func TestPeekAgreesWithInfo(t *testing.T) {
 			s.mu.RUnlock()
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("from peek:\n%+v\nunder the lock:\n%+v", got, want)
+			}
+			var filled Info
+			s.mu.RLock()
+			e.fillInfo(&filled, info.Handle)
+			s.mu.RUnlock()
+			if !reflect.DeepEqual(filled, want) {
+				t.Fatalf("filled in place:\n%+v\nmade by info:\n%+v", filled, want)
 			}
 		})
 	}
