@@ -3,8 +3,12 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -247,5 +251,31 @@ func TestResolveWithoutLockRacingWriters(t *testing.T) {
 	}
 	if hits := r.Stats().ResolveHits; hits == 0 {
 		t.Fatal("no Resolve hit at all")
+	}
+}
+
+// TestShardWritersGoThroughLock: peek trusts a shard only because every
+// writer counts in its seq, which shard.lock does and mu.Lock does not. A
+// write lock of a shard's mu taken directly in the package's code would
+// let peek read a half-made change.
+func TestShardWritersGoThroughLock(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := regexp.MustCompile(`(\bs|\bsh|shards\[[^\]]*\])\.mu\.Lock\(\)`)
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(src), "\n") {
+			if direct.MatchString(line) && !strings.Contains(line, "TestShardWritersGoThroughLock") {
+				t.Errorf("%s:%d takes a shard's write lock without shard.lock: %s", f, i+1, strings.TrimSpace(line))
+			}
+		}
 	}
 }

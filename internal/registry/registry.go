@@ -143,7 +143,7 @@ type shard struct {
 // lock takes s's write lock. Every writer of s's table or entries locks
 // with it, not with mu, so that peek sees the change.
 func (s *shard) lock() {
-	s.mu.Lock()
+	s.mu.Lock() // the one direct write lock (TestShardWritersGoThroughLock)
 	s.seq.Add(1)
 }
 
