@@ -143,6 +143,7 @@ type Codec struct {
 	node    uint16
 	epoch   uint64
 	foreign func(*ForeignNodeError) error // Config.Foreign
+	hdr     [offID]byte                   // the body of every handle of this run before its ID (header)
 	macs    sync.Pool                     // of *macState: HMAC setup costs more than the MAC itself
 }
 
@@ -152,7 +153,14 @@ type macState struct {
 	h   hash.Hash
 	in  [1 + offMAC]byte // the kind, then the handle's body
 	out [sha256.Size]byte
+
+	// Random bytes for Mint's IDs: ids[used:] are still to be handed out.
+	ids  [idBatch * len(ID{})]byte
+	used int
 }
+
+// idBatch is how many IDs' worth of random bytes Mint reads at once.
+const idBatch = 32
 
 // NewCodec returns a Codec for cfg.
 func NewCodec(cfg Config) (*Codec, error) {
@@ -168,7 +176,12 @@ func NewCodec(cfg Config) (*Codec, error) {
 	}
 	key := append([]byte(nil), cfg.Key...)
 	c := &Codec{node: cfg.Node, epoch: epoch, foreign: cfg.Foreign}
-	c.macs.New = func() any { return &macState{h: hmac.New(sha256.New, key)} }
+	c.header(c.hdr[:], ID{})
+	c.macs.New = func() any {
+		m := &macState{h: hmac.New(sha256.New, key)}
+		m.used = len(m.ids) // read on first use
+		return m
+	}
 	return c, nil
 }
 
@@ -186,10 +199,26 @@ func (c *Codec) New(k Kind) (ID, string) {
 
 // Mint mints a fresh handle of kind k and returns its parts: FormatMAC
 // makes the string of them.
+//
+// The ID's bits come from crypto/rand as always, read for many IDs at
+// once: a read of 16 bytes was a system call's worth of overhead, a
+// twentieth of a Put. Each batch sits in a pooled HMAC state until its
+// IDs are taken, each once.
 func (c *Codec) Mint(k Kind) (ID, MAC) {
-	var id ID
-	rand.Read(id[:]) // never fails (crypto/rand since Go 1.24)
-	return id, c.MAC(k, id)
+	m := c.macs.Get().(*macState)
+	if m.used == len(m.ids) {
+		rand.Read(m.ids[:]) // never fails (crypto/rand since Go 1.24)
+		m.used = 0
+	}
+	id := ID(m.ids[m.used : m.used+len(ID{})])
+	clear(m.ids[m.used : m.used+len(ID{})]) // handed out: kept nowhere else
+	m.used += len(ID{})
+	var raw [offMAC]byte
+	c.header(raw[:], id)
+	var mac MAC
+	m.sum(k, raw[:], mac[:0])
+	c.macs.Put(m)
+	return id, mac
 }
 
 // Format returns the handle of kind k for id, as New returned it.
@@ -243,17 +272,71 @@ func (c *Codec) Split(k Kind, s string) (id ID, mac MAC, ok bool) {
 	if len(s) != len(prefix)+EncodedLen || s[:len(prefix)] != prefix {
 		return ID{}, MAC{}, false
 	}
-	var src [EncodedLen]byte // a copy on the stack: []byte(s) would allocate
-	copy(src[:], s[len(prefix):])
 	var raw [rawLen]byte
-	n, err := enc.Decode(raw[:], src[:])
-	if err != nil || n != rawLen || raw[offVersion] != version ||
-		binary.BigEndian.Uint16(raw[offNode:]) != c.node || uint48(raw[offEpoch:]) != c.epoch {
+	if !decodeRaw(&raw, s[len(prefix):]) || [offID]byte(raw[:offID]) != c.hdr {
 		return ID{}, MAC{}, false
 	}
-	copy(id[:], raw[offID:offMAC])
-	copy(mac[:], raw[offMAC:])
-	return id, mac, true
+	return ID(raw[offID:offMAC]), MAC(raw[offMAC:]), true
+}
+
+// TagsEqual reports whether a and b are the same tag, in constant time: it
+// reads every byte of both and branches on none, as
+// crypto/subtle.ConstantTimeCompare does, in three loads of each rather
+// than a loop of fourteen.
+func TagsEqual(a, b *MAC) bool {
+	const _ = uint(macLen-14) + uint(14-macLen) // the loads below cover 14 bytes, all of a tag
+	x := binary.LittleEndian.Uint64(a[0:8]) ^ binary.LittleEndian.Uint64(b[0:8])
+	y := binary.LittleEndian.Uint32(a[8:12]) ^ binary.LittleEndian.Uint32(b[8:12])
+	z := binary.LittleEndian.Uint16(a[12:14]) ^ binary.LittleEndian.Uint16(b[12:14])
+	return x|uint64(y)|uint64(z) == 0
+}
+
+// decodeMap maps a byte of enc's alphabet to its six bits, and every other
+// byte to 0xff.
+var decodeMap = func() (m [256]byte) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	for i := range m {
+		m[i] = 0xff
+	}
+	for i := range len(alphabet) {
+		m[alphabet[i]] = byte(i)
+	}
+	return m
+}()
+
+// decodeRaw decodes src, EncodedLen bytes of enc, into raw, reporting
+// whether every byte was of the alphabet. It is enc.Decode for the one
+// length a handle has: rawLen is a whole number of 3-byte groups, so every
+// 4 bytes of src are 3 of raw, with no padding and no spare bits to check,
+// and a byte outside the alphabet only needs noticing, not locating. The
+// general decoder was an eighth of a Resolve hit. Any src it refuses goes
+// to Parse, which decides as it always did.
+func decodeRaw(raw *[rawLen]byte, src string) bool {
+	const _ = uint(-(rawLen % 3)) // whole groups, or this does not compile
+	if len(src) != EncodedLen {
+		return false
+	}
+	m := &decodeMap
+	var bad byte
+	// Eight bytes of src are six of raw, written as eight, the two extra
+	// ones overwritten by the next eight; EncodedLen is six eights and
+	// four.
+	const _ = uint(EncodedLen-52) + uint(52-EncodedLen)
+	for i := range 6 {
+		s := src[8*i : 8*i+8]
+		a, b, c, d := m[s[0]], m[s[1]], m[s[2]], m[s[3]]
+		e, f, g, h := m[s[4]], m[s[5]], m[s[6]], m[s[7]]
+		bad |= a | b | c | d | e | f | g | h
+		v := uint64(a)<<58 | uint64(b)<<52 | uint64(c)<<46 | uint64(d)<<40 |
+			uint64(e)<<34 | uint64(f)<<28 | uint64(g)<<22 | uint64(h)<<16
+		binary.BigEndian.PutUint64(raw[6*i:], v)
+	}
+	s := src[48:52]
+	a, b, c, d := m[s[0]], m[s[1]], m[s[2]], m[s[3]]
+	bad |= a | b | c | d
+	v := uint32(a)<<18 | uint32(b)<<12 | uint32(c)<<6 | uint32(d)
+	raw[36], raw[37], raw[38] = byte(v>>16), byte(v>>8), byte(v)
+	return bad&0xc0 == 0 // 0xff marks a byte outside the alphabet; the bits of one in it are below 0x40
 }
 
 // Parse verifies s as a handle of kind k issued by this node in this run
@@ -293,13 +376,17 @@ func (c *Codec) Parse(k Kind, s string) (ID, error) {
 // sum appends the truncated MAC of kind and body to out.
 func (c *Codec) sum(k Kind, body, out []byte) []byte {
 	m := c.macs.Get().(*macState)
+	out = m.sum(k, body, out)
+	c.macs.Put(m)
+	return out
+}
+
+func (m *macState) sum(k Kind, body, out []byte) []byte {
 	m.h.Reset()
 	m.in[0] = byte(k)
 	copy(m.in[1:], body)
 	m.h.Write(m.in[:])
-	out = append(out, m.h.Sum(m.out[:0])[:macLen]...)
-	c.macs.Put(m)
-	return out
+	return append(out, m.h.Sum(m.out[:0])[:macLen]...)
 }
 
 func putUint48(b []byte, v uint64) {

@@ -12,10 +12,11 @@ import (
 // PINNED_BYTES_LIMIT.
 func (r *Registry) ResolvePin(id handle.ID, by Holder) (obj Object, already bool, err error) {
 	s := r.shard(id)
-	s.mu.Lock()
-	info, already, p, err := r.pinLocked(s, id, "", by)
+	s.lock()
+	var info Info
+	already, p, err := r.pinLocked(&info, s, id, "", by)
 	if err != nil {
-		s.mu.Unlock()
+		s.unlock()
 		r.counters.miss(err)
 		return Object{}, false, err
 	}
@@ -23,8 +24,8 @@ func (r *Registry) ResolvePin(id handle.ID, by Holder) (obj Object, already bool
 	obj = Object{Info: info}
 	obj.Data, obj.More = e.bytes(p)
 	obj.crc, obj.crcKnown = e.checksum()
-	s.mu.Unlock()
-	r.counters.hits.Add(1)
+	s.unlock()
+	r.counters.hit(1)
 	return obj, already, nil
 }
 

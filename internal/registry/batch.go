@@ -28,7 +28,7 @@ func (r *Registry) ResolveMany(hs []string, withInfo bool, fn func(i int, obj *O
 	for i, h := range hs {
 		if id, mac, ok := r.codec.Split(handle.Object, h); ok {
 			if !clock {
-				now, clock = r.now().UnixNano(), true
+				now, clock = r.clock.nano(), true
 			}
 			if r.hit(id, mac, h, now, withInfo, &obj) {
 				hits++
@@ -42,7 +42,7 @@ func (r *Registry) ResolveMany(hs []string, withInfo bool, fn func(i int, obj *O
 		obj = o
 		fn(i, &obj, err)
 	}
-	r.counters.hits.Add(hits)
+	r.counters.hit(hits)
 }
 
 // hit answers into obj the Resolve of h, whose ID and tag Split gave, if
@@ -62,7 +62,7 @@ func (r *Registry) hit(id handle.ID, mac handle.MAC, h string, now int64, withIn
 		s.mu.RUnlock()
 		return false
 	}
-	e.accessed.Store(now)
+	e.access(now)
 	if withInfo {
 		obj.Info = e.info(h)
 	} else {

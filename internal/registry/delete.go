@@ -9,8 +9,8 @@ import (
 // their leases. Errors: ErrCollected, ErrDeleted, ErrPinned.
 func (r *Registry) Delete(id handle.ID, force bool) (Info, []Pin, error) {
 	s := r.shard(id)
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lock()
+	defer s.unlock()
 	e, err := r.live(s, id)
 	if err != nil {
 		return Info{}, nil, err

@@ -478,7 +478,7 @@ func BenchmarkHubPublish(b *testing.B) {
 			ev := Event{Kind: EventPinned, State: Pinned, Handle: "obj_" + strings.Repeat("A", 52), LeaseID: "lse_" + strings.Repeat("B", 52), Time: time.Now()}
 			b.ReportAllocs()
 			for b.Loop() {
-				h.publish(ev)
+				h.publish(&ev)
 			}
 		})
 	}
@@ -494,13 +494,13 @@ func TestPublishingAllocatesNothing(t *testing.T) {
 	ev := Event{Kind: EventPinned, State: Pinned, Handle: "obj_" + strings.Repeat("A", 52), LeaseID: "lse_" + strings.Repeat("B", 52), Time: time.Now()}
 	for i := range h.histCap { // the ring at its full size
 		ev.ID[0] = byte(i)
-		h.publish(ev)
+		h.publish(&ev)
 	}
 	chunk := make([]Event, reapChunk)
 	for i := range chunk {
 		chunk[i] = Event{Kind: EventCollected, State: Collected, ID: handle.ID{byte(i), 1}}
 	}
-	if n := testing.AllocsPerRun(100, func() { h.publish(ev) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { h.publish(&ev) }); n != 0 {
 		t.Errorf("an unwatched publish allocates %v times, want 0", n)
 	}
 	if n := testing.AllocsPerRun(100, func() { h.publishAll(chunk) }); n != 0 {
@@ -515,7 +515,7 @@ func TestPublishingAllocatesNothing(t *testing.T) {
 			<-sub.ch
 		}
 	}
-	if n := testing.AllocsPerRun(100, func() { h.publish(ev); drain() }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { h.publish(&ev); drain() }); n != 0 {
 		t.Errorf("a publish to a watcher of everything allocates %v times, want 0", n)
 	}
 }

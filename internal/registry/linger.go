@@ -30,8 +30,8 @@ func (e *entry) stopLinger() {
 // timer calls it; by then the object may be pinned again, or gone.
 func (r *Registry) endLinger(id handle.ID) {
 	s := r.shard(id)
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lock()
+	defer s.unlock()
 	e := s.m.get(id)
 	if e == nil || e.state != Lingering {
 		return

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"crypto/subtle"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -464,6 +463,15 @@ func (e *entry) dropCharge() {
 	}
 }
 
+// access records an access at now, a reading of the coarse clock (see
+// coarseClock). It stores only a new time, so that readers of one object
+// share its cache line for the rest of a tick.
+func (e *entry) access(now int64) {
+	if e.accessed.Load() != now {
+		e.accessed.Store(now)
+	}
+}
+
 func (e *entry) checksum() (uint32, bool) {
 	if !e.has(flagCRCKnown) {
 		return 0, false
@@ -487,7 +495,7 @@ func (e *entry) setChecksum(crc uint32) {
 // all, which the map lookup's timing might tell, gives nothing away, since
 // an ID is 128 random bits nobody finds without the handle.
 func (e *entry) issued(mac handle.MAC) bool {
-	return subtle.ConstantTimeCompare(e.mac[:], mac[:]) == 1
+	return handle.TagsEqual(&e.mac, &mac)
 }
 
 // info returns the entry's metadata; h is its handle. The caller holds

@@ -161,8 +161,8 @@ func (r *Registry) reapShard(s *shard, ids, scratch []handle.ID, now time.Time) 
 // reapChunk reaps ids, at most reapChunk of them, under s.mu.
 func (r *Registry) reapChunk(s *shard, ids []handle.ID, now time.Time) {
 	var chunk [reapChunk]*entry // on the stack: the chunk's entries
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lock()
+	defer s.unlock()
 	found := chunk[:0]
 	for _, id := range ids {
 		found = append(found, s.m.get(id))
@@ -247,7 +247,8 @@ func (r *Registry) awaitReaps(deadline time.Time) {
 // The caller holds s.mu and has seen e's weak pointer go nil.
 func (r *Registry) reapLocked(s *shard, e *entry, now time.Time) {
 	s.leaks.setWeak(e, false)
-	r.emit(r.collectedLocked(s, e, now))
+	ev := r.collectedLocked(s, e, now)
+	r.emit(&ev)
 }
 
 // emitAll is emit for events of one shard's objects, in order. The caller

@@ -94,16 +94,18 @@ type Config struct {
 }
 
 // Registry holds objects. All methods are safe for concurrent use.
-// Resolve and Stat take one shard's read lock and nothing else; changes take
-// one shard's write lock and, briefly, the event hub's lock to number and
-// fan out their events.
+// Resolve and Stat of a live object take no lock (see peek), or one shard's
+// read lock when a writer is at work in that shard; changes take one
+// shard's write lock and, briefly, the event hub's lock to number and fan
+// out their events.
 //
 // The runtime keeps a Registry reachable while any of its objects' cleanups
 // is pending, so a registry is meant to live as long as its process.
 type Registry struct {
 	codec   *handle.Codec
 	cfg     Config
-	now     func() time.Time
+	now     func() time.Time // clock.now: the exact clock
+	clock   *coarseClock
 	observe func(Event) // cfg.Observe; nil when none
 	shards  [shardCount]shard
 	events  *hub
@@ -124,10 +126,29 @@ type Registry struct {
 
 // shard is one slice of the object map.
 type shard struct {
-	mu    sync.RWMutex
+	mu sync.RWMutex
+	// seq counts mu's write locks taken and released: it is odd while
+	// one is held. Every change to m or to its entries is made between
+	// lock and unlock, so that a Resolve may read them without mu and
+	// trust what it read if seq was even and the same before and after
+	// (peek).
+	seq   atomic.Uint64
 	m     entryTable // guarded by mu: its entries, by ID and in ID order (for List)
 	leaks leakBook   // its own lock: the soft cache changes it too
-	_     [8]byte    // 128 bytes: neighbouring shards' locks on cache lines of their own
+	_     [24]byte   // 128 bytes: neighbouring shards' locks on cache lines of their own
+}
+
+// lock takes s's write lock. Every writer of s's table or entries locks
+// with it, not with mu, so that peek sees the change.
+func (s *shard) lock() {
+	s.mu.Lock() // the one direct write lock (TestShardWritersGoThroughLock)
+	s.seq.Add(1)
+}
+
+// unlock releases what lock took.
+func (s *shard) unlock() {
+	s.seq.Add(1)
+	s.mu.Unlock()
 }
 
 // New returns an empty registry.
@@ -144,6 +165,7 @@ func New(cfg Config) *Registry {
 	if cfg.WatchHistory == 0 {
 		cfg.WatchHistory = 10000
 	}
+	clock := newCoarseClock(cfg.Now)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -151,7 +173,8 @@ func New(cfg Config) *Registry {
 	r := &Registry{
 		codec:   cfg.Codec,
 		cfg:     cfg,
-		now:     cfg.Now,
+		now:     clock.now,
+		clock:   clock,
 		observe: cfg.Observe,
 		events:  newHub(cfg.WatchBuffer, cfg.WatchHistory, cfg.MaxWatchers),
 		tombs:   newTombstones(cfg.Tombstones),
@@ -169,6 +192,7 @@ func New(cfg Config) *Registry {
 // Close ends every subscription. Objects stay resolvable; Close exists so
 // that watchers learn the registry is going away.
 func (r *Registry) Close() {
+	r.clock.close()
 	r.events.close()
 }
 
@@ -189,6 +213,10 @@ func (r *Registry) Epoch() uint64 { return r.codec.Epoch() }
 func (r *Registry) Parse(h string) (handle.ID, error) {
 	if id, mac, ok := r.codec.Split(handle.Object, h); ok {
 		s := r.shard(id)
+		var v entryView
+		if e, ok := s.peek(id, &v); ok && e.issued(mac) {
+			return id, nil
+		}
 		s.mu.RLock()
 		e := s.m.get(id)
 		hit := e != nil && e.issued(mac)
@@ -210,12 +238,13 @@ func (r *Registry) handleOf(e *entry) string {
 // publish sends e's event; h is its handle. The caller holds e's shard
 // lock.
 func (r *Registry) publish(e *entry, h string, kind EventKind, lease string, now time.Time) {
-	r.emit(r.event(e, h, kind, lease, now))
+	ev := r.event(e, h, kind, lease, now)
+	r.emit(&ev)
 }
 
 // emit numbers ev, delivers it to subscribers, then to the observer. The
 // caller holds ev's object's shard lock.
-func (r *Registry) emit(ev Event) {
+func (r *Registry) emit(ev *Event) {
 	ev.Seq = r.events.publish(ev)
 	if r.observe != nil {
 		r.observe(ev.withHandle())

@@ -130,10 +130,10 @@ func TestEntryTableSizes(t *testing.T) {
 		id[0] = id[0]&^(shardCount-1) | 9
 		tab.put(&entry{id: id})
 	}
-	if load := float64(tab.n) / float64(tab.homes); load < 0.5 || load > 0.75 {
+	if load := float64(tab.n) / float64(tab.slots().homes); load < 0.5 || load > 0.75 {
 		t.Fatalf("load %.2f, want between 1/2 and 3/4", load)
 	}
-	if per := 8 * float64(len(tab.slots)) / float64(tab.n); per > 16 {
+	if per := 8 * float64(len(tab.slots().s)) / float64(tab.n); per > 16 {
 		t.Fatalf("%.1f bytes an entry, want at most 16", per)
 	}
 }
