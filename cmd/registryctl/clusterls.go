@@ -112,11 +112,7 @@ func (a *app) nodeState(ctx context.Context, cl *client.Client, _ member) (nodeS
 
 func (a *app) emitClusterLs(report clusterReport, states []nodeState) error {
 	if a.output != "table" {
-		raw, err := json.Marshal(report)
-		if err != nil {
-			return err
-		}
-		return encodeJSON(a.stdout, raw, a.output, false)
+		return a.writeStructured(report)
 	}
 	if len(report.Nodes) == 0 {
 		fmt.Fprintf(a.stderr, "No nodes in cluster %s.\n", report.Cluster)

@@ -7,6 +7,8 @@ import (
 	"io"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/weakref/registry/client"
 	registryv1 "github.com/weakref/registry/gen/registry/v1"
 	"github.com/weakref/registry/internal/handle"
@@ -18,11 +20,46 @@ import (
 // answer is named on stderr and the command exits with status 4, after
 // printing what the others said.
 
+// nodePart is what every node's part of an answer across the cluster
+// says of the node, for json and yaml: which, where, and why it did not
+// answer.
+type nodePart struct {
+	Node  uint16 `json:"node"`
+	Addr  string `json:"addr"`
+	Error string `json:"error,omitempty"`
+}
+
+// nodeParts is each node's part of the answers all (errs[i] where node i
+// did not answer), its answer as protojson, wrapped by wrap.
+func nodeParts[T proto.Message, P any](a *app, nodes []member, all []T, errs []error, wrap func(nodePart, json.RawMessage) P) ([]P, error) {
+	out := make([]P, len(nodes))
+	for i, n := range nodes {
+		part, raw := nodePart{Node: n.tag, Addr: n.addr}, json.RawMessage(nil)
+		if errs[i] != nil {
+			part.Error = a.describeAt(n.addr, errs[i])
+		} else {
+			var err error
+			if raw, err = jsonOptions.Marshal(all[i]); err != nil {
+				return nil, err
+			}
+		}
+		out[i] = wrap(part, raw)
+	}
+	return out, nil
+}
+
+// writeStructured writes v as --output asks, json or yaml.
+func (a *app) writeStructured(v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return encodeJSON(a.stdout, raw, a.output, false)
+}
+
 // nodeStats is one node's part of the cluster's stats, for json and yaml.
 type nodeStats struct {
-	Node  uint16          `json:"node"`
-	Addr  string          `json:"addr"`
-	Error string          `json:"error,omitempty"`
+	nodePart
 	Stats json.RawMessage `json:"stats,omitempty"`
 }
 
@@ -47,25 +84,14 @@ func (a *app) clusterStats(ctx context.Context) error {
 	}
 	total := sumStats(all)
 	if a.output != "table" {
-		out := clusterStats{Cluster: a.clusterName, Nodes: make([]nodeStats, len(nodes))}
+		out := clusterStats{Cluster: a.clusterName}
 		if out.Total, err = jsonOptions.Marshal(total); err != nil {
 			return err
 		}
-		for i, n := range nodes {
-			out.Nodes[i] = nodeStats{Node: n.tag, Addr: n.addr}
-			if errs[i] != nil {
-				out.Nodes[i].Error = a.describeAt(n.addr, errs[i])
-				continue
-			}
-			if out.Nodes[i].Stats, err = jsonOptions.Marshal(all[i]); err != nil {
-				return err
-			}
-		}
-		raw, err := json.Marshal(out)
-		if err != nil {
+		if out.Nodes, err = nodeParts(a, nodes, all, errs, func(p nodePart, raw json.RawMessage) nodeStats { return nodeStats{p, raw} }); err != nil {
 			return err
 		}
-		if err := encodeJSON(a.stdout, raw, a.output, false); err != nil {
+		if err := a.writeStructured(out); err != nil {
 			return err
 		}
 	} else {
@@ -209,9 +235,7 @@ func nodeColumn(k handle.Kind, id string) string {
 
 // nodeCollect is one node's part of a collection across the cluster.
 type nodeCollect struct {
-	Node    uint16          `json:"node"`
-	Addr    string          `json:"addr"`
-	Error   string          `json:"error,omitempty"`
+	nodePart
 	Collect json.RawMessage `json:"collect,omitempty"`
 }
 
@@ -233,22 +257,11 @@ func (a *app) clusterGC(ctx context.Context) error {
 		out := struct {
 			Cluster string        `json:"cluster"`
 			Nodes   []nodeCollect `json:"nodes"`
-		}{Cluster: a.clusterName, Nodes: make([]nodeCollect, len(nodes))}
-		for i, n := range nodes {
-			out.Nodes[i] = nodeCollect{Node: n.tag, Addr: n.addr}
-			if errs[i] != nil {
-				out.Nodes[i].Error = a.describeAt(n.addr, errs[i])
-				continue
-			}
-			if out.Nodes[i].Collect, err = jsonOptions.Marshal(all[i]); err != nil {
-				return err
-			}
-		}
-		raw, err := json.Marshal(out)
-		if err != nil {
+		}{Cluster: a.clusterName}
+		if out.Nodes, err = nodeParts(a, nodes, all, errs, func(p nodePart, raw json.RawMessage) nodeCollect { return nodeCollect{p, raw} }); err != nil {
 			return err
 		}
-		if err := encodeJSON(a.stdout, raw, a.output, false); err != nil {
+		if err := a.writeStructured(out); err != nil {
 			return err
 		}
 	} else {
