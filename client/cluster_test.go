@@ -102,6 +102,34 @@ func (tc *testCluster) leave(t *testing.T, n *testNode) {
 }
 
 // dial returns a client of the cluster target, closed when t ends.
+// behindProxy registers n again at a proxy's address in front of it, so
+// that a test can play the network to it failing.
+func (tc *testCluster) behindProxy(t *testing.T, n *testNode) *proxy {
+	t.Helper()
+	px := newProxy(t, n.addr)
+	tc.leave(t, n)
+	n.advertise = px.Addr()
+	tc.register(t, n)
+	return px
+}
+
+// leaseReportingLoss opens a lease of c with a grace of 30s, closed when
+// the test ends, whose lost pins come on the channel.
+func leaseReportingLoss(t *testing.T, c *client.Client) (*client.Lease, <-chan client.LostPins) {
+	t.Helper()
+	lost := make(chan client.LostPins, 4)
+	l, err := c.Lease(ctxT(t), client.Grace(30*time.Second), client.OnLostPins(func(lp client.LostPins) { lost <- lp }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		l.Close(ctx)
+	})
+	return l, lost
+}
+
 func (tc *testCluster) dial(t testing.TB, opts ...client.Option) *client.Client {
 	t.Helper()
 	c, err := client.Dial(cluster.Target(tc.name), append([]client.Option{client.WithEtcd(clientv3.Config{
@@ -403,12 +431,7 @@ func TestClusterNodeLeavingFailsOnlyItsHandlesAndReportsItsPins(t *testing.T) {
 	tc := newCluster(t, 1, 2, 3)
 	c := tc.dial(t)
 	ctx := ctxT(t)
-	lost := make(chan client.LostPins, 4)
-	l, err := c.Lease(ctx, client.Grace(30*time.Second), client.OnLostPins(func(lp client.LostPins) { lost <- lp }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close(ctx)
+	l, lost := leaseReportingLoss(t, c)
 	byNode := map[uint16][]string{}
 	for i := range 9 {
 		info, err := c.Put(ctx, []byte{byte(i)}, client.PinnedBy(l))
@@ -502,18 +525,10 @@ func TestClusterDroppedConnectionResumesOnlyThatNodesPart(t *testing.T) {
 	tc := newCluster(t, 1, 2, 3)
 	// Node 2 is reached through a proxy that plays the network failing.
 	n2 := tc.nodes[2]
-	px := newProxy(t, n2.addr)
-	tc.leave(t, n2)
-	n2.advertise = px.Addr()
-	tc.register(t, n2)
+	px := tc.behindProxy(t, n2)
 	c := tc.dial(t)
 	ctx := ctxT(t)
-	lost := make(chan client.LostPins, 4)
-	l, err := c.Lease(ctx, client.Grace(30*time.Second), client.OnLostPins(func(lp client.LostPins) { lost <- lp }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close(ctx)
+	l, lost := leaseReportingLoss(t, c)
 	var handles []string
 	for i := range 6 {
 		info, err := c.Put(ctx, []byte{byte(i)}, client.PinnedBy(l))
@@ -780,18 +795,10 @@ func TestClusterNodeRestartedInPlaceReportsItsPinsRestarted(t *testing.T) {
 	// Node 2 is reached through a proxy, so that it can vanish as a
 	// crashed process does: connections cut and refused, no goodbye.
 	n2 := tc.nodes[2]
-	px := newProxy(t, n2.addr)
-	tc.leave(t, n2)
-	n2.advertise = px.Addr()
-	tc.register(t, n2)
+	px := tc.behindProxy(t, n2)
 	c := tc.dial(t)
 	ctx := ctxT(t)
-	lost := make(chan client.LostPins, 4)
-	l, err := c.Lease(ctx, client.Grace(30*time.Second), client.OnLostPins(func(lp client.LostPins) { lost <- lp }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close(ctx)
+	l, lost := leaseReportingLoss(t, c)
 	var on2 []string
 	for i := range 4 {
 		info, err := c.Put(ctx, []byte{byte(i)}, client.PinnedBy(l))
